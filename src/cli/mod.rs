@@ -1,0 +1,1 @@
+//! The command-line tool, over the library. `main.rs` parses arguments and calls [`run`].

@@ -1,0 +1,56 @@
+//! The top-level error type: every failure names the file it concerns.
+
+use std::path::PathBuf;
+
+use crate::archive::ScanError;
+use crate::index::IndexError;
+
+/// An addonfs failure, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a named file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The archive could not be scanned.
+    #[error("{}: {source}", archive.display())]
+    Scan {
+        /// The archive.
+        archive: PathBuf,
+        /// Why.
+        #[source]
+        source: ScanError,
+    },
+    /// The index could not be built, loaded or written.
+    #[error("{}: {source}", path.display())]
+    Index {
+        /// The index file (or the archive, when building).
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: IndexError,
+    },
+    /// A path was not found in the archive.
+    #[error("{}: no such entry: {entry}", archive.display())]
+    NotFound {
+        /// The archive.
+        archive: PathBuf,
+        /// The path asked for.
+        entry: String,
+    },
+    /// Bad usage (a directory where a file was expected, say).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+}

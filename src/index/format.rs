@@ -1,0 +1,1 @@
+//! The on-disk index format (see `docs/index-format.md`).

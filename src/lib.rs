@@ -1,0 +1,22 @@
+//! addonfs: serve custom runtime add-on tarballs read-only, without extracting them.
+//!
+//! Data flows one way:
+//! `tarball → archive scan → index (entries + seek points, persisted) → reader (random access +
+//! chunk cache) → fs (FUSE) → mount → attach`.
+//!
+//! * [`archive`] detects the archive format and walks the tar headers once, while the bytes stream
+//!   through ([`gzip`] inflates them and records seek points on the way).
+//! * [`index`] turns the scanned entries into an immutable tree, persists it, and loads it back.
+//! * [`reader`] serves random reads of any entry, with a shared, byte-bounded chunk cache.
+//! * [`cli`] implements the command-line tool over the library; `main.rs` only parses arguments.
+
+pub mod archive;
+pub mod cli;
+pub mod error;
+pub mod gzip;
+pub mod index;
+pub mod limits;
+pub mod reader;
+
+pub use error::Error;
+pub use limits::Limits;
