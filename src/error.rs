@@ -43,6 +43,9 @@ pub enum Error {
         /// The path asked for.
         entry: String,
     },
+    /// Reading an entry's bytes failed.
+    #[error(transparent)]
+    Read(#[from] crate::reader::ReadError),
     /// Bad usage (a directory where a file was expected, say).
     #[error("{0}")]
     Usage(String),

@@ -1,1 +1,70 @@
 //! The command-line tool, over the library. `main.rs` parses arguments and calls [`run`].
+
+pub mod args;
+mod format;
+mod inspect;
+
+use std::io::IsTerminal;
+
+pub use args::Cli;
+use args::{Command, LogFormat};
+
+use crate::archive::ScanError;
+use crate::error::Error;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: a failure not covered below (I/O, index).
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code: bad usage (clap uses it too).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the archive is not a valid or supported archive, or crossed a limit.
+pub const EXIT_BAD_ARCHIVE: i32 = 3;
+/// Exit code: the path asked for is not in the archive.
+pub const EXIT_NOT_FOUND: i32 = 4;
+
+/// Runs one command line; returns the process exit code. Errors are printed to standard
+/// error, prefixed with `addonfs:`.
+pub fn run(cli: Cli) -> i32 {
+    init_logging(&cli.log_level, cli.log_format);
+    let result = match cli.command {
+        Command::Index(cmd) => inspect::index(&cmd),
+        Command::Ls(cmd) => inspect::ls(&cmd),
+        Command::Cat(cmd) => inspect::cat(&cmd),
+        Command::Stat(cmd) => inspect::stat(&cmd),
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("addonfs: {e}");
+            exit_code(&e)
+        }
+    }
+}
+
+/// The exit code for an error.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Scan { source: ScanError::Io(_), .. } => EXIT_FAILURE,
+        Error::Scan { .. } => EXIT_BAD_ARCHIVE,
+        Error::NotFound { .. } => EXIT_NOT_FOUND,
+        Error::Usage(_) => EXIT_USAGE,
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
+        _ => EXIT_FAILURE,
+    }
+}
+
+/// Sends `tracing` events (and the `log` records of dependencies such as fuser) to standard
+/// error, filtered by `level`.
+pub fn init_logging(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

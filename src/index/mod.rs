@@ -4,6 +4,7 @@
 
 pub mod builder;
 pub mod format;
+pub mod open;
 
 use std::path::Path;
 

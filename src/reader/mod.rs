@@ -1,2 +1,286 @@
 //! Random access to the bytes of any entry: plain tar by positioned reads, gzip by inflating
-//! from the nearest access point, with decompressed chunks kept in a shared, byte-bounded cache.
+//! from the nearest access point, with decompressed spans kept in a shared, byte-bounded
+//! [`ChunkCache`].
+
+pub mod cache;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use cache::{CacheStats, ChunkCache, ChunkKey};
+
+use cache::{Chunk, ChunkState};
+
+use crate::archive::{Compression, EntryKind};
+use crate::error::Error;
+use crate::gzip::{GzipError, SpanInflater};
+use crate::index::{open::current_identity, Data, Index, IndexError, Ino};
+
+/// How far ahead of a request a span is inflated, so sequential reads do not relock per call.
+const READ_AHEAD: u64 = 256 << 10;
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// No such inode.
+    #[error("no inode {0}")]
+    NoInode(Ino),
+    /// The inode is not a regular file.
+    #[error("inode {0} is not a regular file")]
+    NotAFile(Ino),
+    /// Reading the archive failed.
+    #[error("{}: read failed at offset {offset}: {source}", archive.display())]
+    Io {
+        /// The archive.
+        archive: PathBuf,
+        /// Offset in the archive file.
+        offset: u64,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The archive ended before the index says it should.
+    #[error("{}: archive ends before offset {offset} (truncated since it was indexed?)", archive.display())]
+    Truncated {
+        /// The archive.
+        archive: PathBuf,
+        /// The offset asked for.
+        offset: u64,
+    },
+    /// Inflating failed (the archive changed or is damaged).
+    #[error("{}: {source}", archive.display())]
+    Gzip {
+        /// The archive.
+        archive: PathBuf,
+        /// What failed.
+        #[source]
+        source: GzipError,
+    },
+    /// An access point's window could not be read from the index.
+    #[error("{}: {source}", archive.display())]
+    Index {
+        /// The archive.
+        archive: PathBuf,
+        /// What failed.
+        #[source]
+        source: IndexError,
+    },
+}
+
+impl ReadError {
+    /// The errno a file system should answer with.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ReadError::NoInode(_) => libc::ENOENT,
+            ReadError::NotAFile(_) => libc::EISDIR,
+            _ => libc::EIO,
+        }
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Serves random reads of one indexed archive. Cheap to share between threads (`&self` reads).
+pub struct ArchiveReader {
+    path: PathBuf,
+    file: Arc<File>,
+    index: Arc<Index>,
+    cache: Arc<ChunkCache>,
+    id: u64,
+}
+
+impl ArchiveReader {
+    /// Opens `archive` for reads described by `index`, caching spans in `cache`. Fails if the
+    /// file's size or mtime no longer match the index.
+    pub fn open(archive: &Path, index: Arc<Index>, cache: Arc<ChunkCache>) -> Result<Self, Error> {
+        let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(archive, e))?;
+        let now = current_identity(&meta);
+        let want = index.identity();
+        if (now.size, now.mtime_sec, now.mtime_nsec) != (want.size, want.mtime_sec, want.mtime_nsec)
+        {
+            return Err(Error::Index {
+                path: archive.to_path_buf(),
+                source: IndexError::Stale("the archive changed since it was indexed".into()),
+            });
+        }
+        Ok(ArchiveReader {
+            path: archive.to_path_buf(),
+            file: Arc::new(file),
+            index,
+            cache,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// The archive's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// Reads up to `buf.len()` bytes of file `ino` from `offset`; returns the count (0 at or
+    /// past the end). Sparse holes read as zeros.
+    pub fn read(&self, ino: Ino, offset: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
+        let attr = self.index.attr(ino).ok_or(ReadError::NoInode(ino))?;
+        if attr.kind != EntryKind::File {
+            return Err(ReadError::NotAFile(ino));
+        }
+        if offset >= attr.size {
+            return Ok(0);
+        }
+        let len = usize::try_from((attr.size - offset).min(buf.len() as u64)).unwrap_or(buf.len());
+        let buf = &mut buf[..len];
+        match self.index.data(ino) {
+            Data::None => buf.fill(0),
+            Data::Contiguous(start) => self.read_stream(start + offset, buf)?,
+            Data::Sparse(segments) => {
+                buf.fill(0);
+                let end = offset + len as u64;
+                for seg in segments {
+                    let (s, e) = (seg.logical.max(offset), (seg.logical + seg.len).min(end));
+                    if s >= e {
+                        continue;
+                    }
+                    let out = &mut buf[(s - offset) as usize..(e - offset) as usize];
+                    self.read_stream(seg.stream_offset + (s - seg.logical), out)?;
+                }
+            }
+        }
+        Ok(len)
+    }
+
+    /// Fills `buf` with the uncompressed tar stream from `offset`.
+    pub fn read_stream(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        match self.index.compression() {
+            Compression::None => self.pread(offset, buf),
+            Compression::Gzip => self.read_gzip(offset, buf),
+        }
+    }
+
+    fn pread(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        self.file.read_exact_at(buf, offset).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                ReadError::Truncated { archive: self.path.clone(), offset }
+            } else {
+                ReadError::Io { archive: self.path.clone(), offset, source }
+            }
+        })
+    }
+
+    fn read_gzip(&self, mut offset: u64, mut buf: &mut [u8]) -> Result<(), ReadError> {
+        let total = self.index.stats().uncompressed_size;
+        while !buf.is_empty() {
+            let truncated = || ReadError::Truncated { archive: self.path.clone(), offset };
+            let p = self.index.point_for(offset).ok_or_else(truncated)?;
+            let start = self.index.point(p).uncompressed;
+            let end = if p + 1 < self.index.point_count() {
+                self.index.point(p + 1).uncompressed
+            } else {
+                total
+            };
+            if offset >= end {
+                return Err(truncated());
+            }
+            let key = ChunkKey { archive: self.id, point: p };
+            let chunk = self.cache.get_or_insert(key, end - start);
+            let want = (offset + buf.len() as u64).min(end);
+            let n = (want - offset) as usize;
+            let filled = self.fill(&chunk, p, start, want - start);
+            let state = match filled {
+                Ok(state) => state,
+                Err(e) => {
+                    self.cache.remove(&key);
+                    return Err(e);
+                }
+            };
+            let from = (offset - start) as usize;
+            buf[..n].copy_from_slice(&state.data[from..from + n]);
+            drop(state);
+            buf = &mut buf[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Makes `chunk` (span of point `p`, starting at `start`) hold at least `need` bytes,
+    /// inflating a little further for readers that go on sequentially.
+    fn fill<'c>(
+        &self,
+        chunk: &'c Chunk,
+        p: usize,
+        start: u64,
+        need: u64,
+    ) -> Result<std::sync::MutexGuard<'c, ChunkState>, ReadError> {
+        let mut state = chunk.lock();
+        if state.data.len() as u64 >= need {
+            return Ok(state);
+        }
+        let gzip_error = |source| ReadError::Gzip { archive: self.path.clone(), source };
+        if state.inflater.is_none() {
+            if !state.data.is_empty() {
+                // Invariant broken by an earlier error: start over.
+                state.data.clear();
+            }
+            let point = self.index.point(p);
+            let window = if point.has_window {
+                self.index
+                    .point_window(p)
+                    .map_err(|source| ReadError::Index { archive: self.path.clone(), source })?
+            } else {
+                Vec::new()
+            };
+            let inflater = SpanInflater::new(
+                Arc::clone(&self.file),
+                point.uncompressed,
+                point.compressed,
+                point.bits,
+                &window,
+            )
+            .map_err(gzip_error)?;
+            state.data.reserve_exact(chunk.len as usize);
+            state.inflater = Some(inflater);
+        }
+        let target = need.saturating_add(READ_AHEAD).min(chunk.len) as usize;
+        let ChunkState { data, inflater: slot } = &mut *state;
+        let Some(inflater) = slot.as_mut() else {
+            return Err(ReadError::Truncated { archive: self.path.clone(), offset: start });
+        };
+        while data.len() < target {
+            let old = data.len();
+            data.resize(target, 0);
+            match inflater.read(&mut data[old..]) {
+                Ok(0) => {
+                    data.truncate(old);
+                    return Err(ReadError::Truncated {
+                        archive: self.path.clone(),
+                        offset: start + old as u64,
+                    });
+                }
+                Ok(n) => data.truncate(old + n),
+                Err(e) => {
+                    data.truncate(old);
+                    *slot = None;
+                    return Err(gzip_error(e));
+                }
+            }
+        }
+        if data.len() as u64 >= chunk.len {
+            state.inflater = None;
+        }
+        Ok(state)
+    }
+}
+
+impl Drop for ArchiveReader {
+    fn drop(&mut self) {
+        self.cache.remove_archive(self.id);
+    }
+}

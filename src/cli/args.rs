@@ -1,0 +1,171 @@
+//! The command-line grammar (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::archive::ScanOptions;
+use crate::limits::Limits;
+
+/// Serve add-on tarballs read-only, without extracting them.
+#[derive(Debug, Parser)]
+#[command(name = "addonfs", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log level filter (error, warn, info, debug, trace, or a tracing filter directive).
+    #[arg(long, global = true, default_value = "warn", env = "ADDONFS_LOG")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build (or refresh) the index of an archive and print what it holds.
+    Index(IndexCmd),
+    /// List a directory of an archive (or one entry).
+    Ls(LsCmd),
+    /// Print a file of an archive to standard output.
+    Cat(CatCmd),
+    /// Show the metadata of one entry of an archive.
+    Stat(StatCmd),
+}
+
+/// Options shared by every command that opens an archive.
+#[derive(Debug, Clone, Args)]
+pub struct ArchiveOpts {
+    /// The archive: a tar file, or a gzip-compressed tar (detected by content, not name).
+    pub archive: PathBuf,
+    /// Where the index is kept [default: beside the archive, as ARCHIVE.addonfs-index].
+    #[arg(long, value_name = "PATH")]
+    pub index: Option<PathBuf>,
+    /// Distance between gzip access points, in bytes (suffixes K, M, G allowed).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub span: u64,
+    /// Refuse archives whose uncompressed tar is larger than this (decompression bombs).
+    #[arg(long, default_value = "64G", value_parser = parse_size)]
+    pub max_uncompressed: u64,
+    /// Refuse archives with more entries than this.
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_ENTRIES)]
+    pub max_entries: u64,
+}
+
+impl ArchiveOpts {
+    /// The scan options these flags describe.
+    pub fn scan_options(&self) -> ScanOptions {
+        ScanOptions {
+            span: self.span,
+            limits: Limits {
+                max_uncompressed: self.max_uncompressed,
+                max_entries: self.max_entries,
+                ..Limits::default()
+            },
+        }
+    }
+}
+
+/// `addonfs index`.
+#[derive(Debug, Args)]
+pub struct IndexCmd {
+    /// The archive and index options.
+    #[command(flatten)]
+    pub archive: ArchiveOpts,
+    /// Rebuild even if a valid index exists.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `addonfs ls`.
+#[derive(Debug, Args)]
+pub struct LsCmd {
+    /// The archive and index options.
+    #[command(flatten)]
+    pub archive: ArchiveOpts,
+    /// The directory (or entry) inside the archive [default: the root].
+    #[arg(default_value = "")]
+    pub path: String,
+    /// Long listing: mode, links, owner, group, size, mtime, name and link target.
+    #[arg(short, long)]
+    pub long: bool,
+    /// List subdirectories recursively.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+}
+
+/// `addonfs cat`.
+#[derive(Debug, Args)]
+pub struct CatCmd {
+    /// The archive and index options.
+    #[command(flatten)]
+    pub archive: ArchiveOpts,
+    /// Files inside the archive (symlinks inside the archive are followed).
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+/// `addonfs stat`.
+#[derive(Debug, Args)]
+pub struct StatCmd {
+    /// The archive and index options.
+    #[command(flatten)]
+    pub archive: ArchiveOpts,
+    /// The entry inside the archive.
+    pub path: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a byte size such as `4096`, `64K`, `1M`, `1.5G` (binary units).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("unknown size unit {unit:?} (use K, M, G or T)")),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a size"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !(0.0..1.8e19).contains(&bytes) || bytes.fract() != 0.0 && shift == 0 {
+        return Err(format!("{text:?} is not a whole number of bytes"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("abc").is_err());
+    }
+}
