@@ -8,14 +8,17 @@
 //!   through ([`gzip`] inflates them and records seek points on the way).
 //! * [`index`] turns the scanned entries into an immutable tree, persists it, and loads it back.
 //! * [`reader`] serves random reads of any entry, with a shared, byte-bounded chunk cache.
+//! * [`fs`] serves them as a read-only FUSE file system; [`mount`] runs its lifecycle.
 //! * [`cli`] implements the command-line tool over the library; `main.rs` only parses arguments.
 
 pub mod archive;
 pub mod cli;
 pub mod error;
+pub mod fs;
 pub mod gzip;
 pub mod index;
 pub mod limits;
+pub mod mount;
 pub mod reader;
 
 pub use error::Error;

@@ -42,6 +42,8 @@ pub enum Command {
     Cat(CatCmd),
     /// Show the metadata of one entry of an archive.
     Stat(StatCmd),
+    /// Mount archives read-only over FUSE, in the foreground (SIGINT/SIGTERM unmount).
+    Mount(MountCmd),
 }
 
 /// Options shared by every command that opens an archive.
@@ -130,6 +132,56 @@ pub struct StatCmd {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `addonfs mount`.
+#[derive(Debug, Args)]
+pub struct MountCmd {
+    /// The archives, then the mount point. One archive is served at the root; several get one
+    /// directory each, named after the archive file (without .tar.gz, .tgz, .tar, .gz).
+    #[arg(required = true, num_args = 2.., value_name = "ARCHIVE... MOUNTPOINT")]
+    pub paths: Vec<PathBuf>,
+    /// Merge several archives into one tree: later archives win, directories merge.
+    #[arg(long)]
+    pub merge: bool,
+    /// Let every user read the mount (permissions are still checked against the served modes).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Show every file as owned by this user id (default: the archive's owners).
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Show every file as owned by this group id (default: the archive's groups).
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// Memory for decompressed gzip spans, shared by all archives (suffixes K, M, G allowed).
+    #[arg(long, default_value = "32M", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Threads answering kernel requests.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+    /// Distance between gzip access points when an index is built (suffixes K, M, G allowed).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub span: u64,
+    /// Refuse archives whose uncompressed tar is larger than this (decompression bombs).
+    #[arg(long, default_value = "64G", value_parser = parse_size)]
+    pub max_uncompressed: u64,
+    /// Refuse archives with more entries than this.
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_ENTRIES)]
+    pub max_entries: u64,
+}
+
+impl MountCmd {
+    /// The scan options used when an index must be built.
+    pub fn scan_options(&self) -> ScanOptions {
+        ScanOptions {
+            span: self.span,
+            limits: Limits {
+                max_uncompressed: self.max_uncompressed,
+                max_entries: self.max_entries,
+                ..Limits::default()
+            },
+        }
+    }
 }
 
 /// Parses a byte size such as `4096`, `64K`, `1M`, `1.5G` (binary units).

@@ -1,16 +1,15 @@
 //! `index`, `ls`, `cat` and `stat`: local testing of an archive without extracting it.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::Arc;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::args::{ArchiveOpts, CatCmd, IndexCmd, LsCmd, StatCmd};
 use super::format::{human_bytes, kind_name, mode_string, show, utc_time};
 use crate::archive::{Compression, EntryKind};
 use crate::error::Error;
-use crate::index::open::{self, Opened, Origin};
+use crate::index::open::{Opened, Origin};
 use crate::index::{Attr, Data, Index, Ino, ROOT_INO};
 use crate::reader::{ArchiveReader, ChunkCache};
 
@@ -19,27 +18,7 @@ const MAX_SYMLINK_HOPS: usize = 40;
 
 /// Opens (loading or building) the index of the archive, with a progress bar on a terminal.
 fn open_index(opts: &ArchiveOpts, rebuild: bool) -> Result<Opened, Error> {
-    let size = std::fs::metadata(&opts.archive).map(|m| m.len()).unwrap_or(0);
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(size);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "indexing {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        Some(bar)
-    } else {
-        None
-    };
-    let progress = bar.clone().map(|bar| move |read: u64| bar.set_position(read));
-    let progress_ref = progress.as_ref().map(|p| p as &(dyn Fn(u64) + Sync));
-    let opened =
-        open::open(&opts.archive, opts.index.as_deref(), &opts.scan_options(), rebuild, progress_ref);
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    opened
+    super::open::open_index(&opts.archive, opts.index.as_deref(), &opts.scan_options(), rebuild)
 }
 
 /// `addonfs index`.

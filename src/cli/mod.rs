@@ -3,6 +3,8 @@
 pub mod args;
 mod format;
 mod inspect;
+mod mount;
+mod open;
 
 use std::io::IsTerminal;
 
@@ -32,6 +34,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Ls(cmd) => inspect::ls(&cmd),
         Command::Cat(cmd) => inspect::cat(&cmd),
         Command::Stat(cmd) => inspect::stat(&cmd),
+        Command::Mount(cmd) => mount::mount(&cmd),
     };
     match result {
         Ok(()) => EXIT_OK,

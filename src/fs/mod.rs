@@ -1,0 +1,683 @@
+//! The read-only FUSE file system (`fuser`) over a [`Namespace`] of indexed archives.
+//!
+//! Content is immutable, so everything the kernel may cache is cached for long: entries and
+//! attributes (long TTLs, negative entries included), file pages (`FOPEN_KEEP_CACHE`),
+//! directory listings (`FOPEN_CACHE_DIR`) and symlink targets (`FUSE_CACHE_SYMLINKS`);
+//! `readdirplus` answers a listing and the lookups that follow it in one round trip. Requests
+//! run on several threads (see [`crate::mount`]), and the handler keeps no per-file state:
+//! reads go through each volume's [`crate::reader::ArchiveReader`] and the shared, byte-bounded
+//! chunk cache, into a per-thread buffer, so memory stays flat however much is read.
+//!
+//! Every operation that would change something answers `EROFS`.
+
+pub mod namespace;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+pub use namespace::{Layout, Namespace, Node};
+
+use crate::archive::EntryKind;
+use crate::index::{Attr, Data};
+
+/// How long the kernel may cache entries and attributes of archive content (immutable).
+pub const CONTENT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long the kernel may cache attributes of synthesized nodes (the root of the directories
+/// layout and synthesized files change when the daemon changes them).
+pub const SYNTH_TTL: Duration = Duration::from_secs(1);
+/// The block size reported by `stat` and `statfs`.
+pub const BLOCK_SIZE: u32 = 4096;
+/// The longest name the file system reports it supports.
+pub const NAME_MAX: u32 = 255;
+
+/// Options of the file system (what the kernel sees; mount options are in
+/// [`crate::mount::MountOptions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FsOptions {
+    /// Report every inode as owned by this user (else the archive's owners).
+    pub uid: Option<u32>,
+    /// Report every inode as owned by this group (else the archive's groups).
+    pub gid: Option<u32>,
+}
+
+/// The FUSE file system: a thin adapter from kernel requests to a shared [`Namespace`].
+pub struct AddonFs {
+    ns: Arc<Namespace>,
+    opts: FsOptions,
+}
+
+thread_local! {
+    /// Each request thread's read buffer (bounded by the largest read the kernel sends).
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The `fuser` file type of an entry kind.
+pub fn file_type(kind: EntryKind) -> FileType {
+    match kind {
+        EntryKind::File | EntryKind::Hardlink => FileType::RegularFile,
+        EntryKind::Dir => FileType::Directory,
+        EntryKind::Symlink => FileType::Symlink,
+        EntryKind::CharDev => FileType::CharDevice,
+        EntryKind::BlockDev => FileType::BlockDevice,
+        EntryKind::Fifo => FileType::NamedPipe,
+    }
+}
+
+/// `SystemTime` of seconds + nanoseconds since the epoch (negative seconds allowed).
+pub fn system_time(secs: i64, nsec: u32) -> SystemTime {
+    let nsec = Duration::from_nanos(u64::from(nsec.min(999_999_999)));
+    let base = if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs.unsigned_abs()))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    };
+    base.and_then(|t| t.checked_add(nsec)).unwrap_or(UNIX_EPOCH)
+}
+
+/// Linux's encoding of a device number in `st_rdev` (`new_encode_dev`).
+pub fn encode_dev(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+/// The errno of a namespace "not a directory" answer.
+fn not_dir() -> Errno {
+    Errno::ENOTDIR
+}
+
+impl AddonFs {
+    /// A file system serving `ns`.
+    pub fn new(ns: Arc<Namespace>, opts: FsOptions) -> AddonFs {
+        AddonFs { ns, opts }
+    }
+
+    /// The namespace served (to change the root while mounted).
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    /// The `stat` view of `node`, or `None` if it vanished.
+    pub fn file_attr(&self, node: &Node) -> Option<FileAttr> {
+        let attr = self.ns.attr(node)?;
+        let bytes = match node {
+            Node::Entry(volume, ino) if attr.kind == EntryKind::File => {
+                match volume.index().data(*ino) {
+                    Data::Sparse(runs) => runs.iter().map(|r| r.len).sum(),
+                    _ => attr.size,
+                }
+            }
+            _ => attr.size,
+        };
+        Some(self.to_file_attr(&attr, bytes))
+    }
+
+    /// Converts index attributes (with the FUSE inode number in `attr.ino`); `stored` is how
+    /// many bytes are really stored (sparse files store fewer than their size).
+    pub fn to_file_attr(&self, attr: &Attr, stored: u64) -> FileAttr {
+        let time = system_time(attr.mtime, attr.mtime_nsec);
+        let rdev = match attr.kind {
+            EntryKind::CharDev | EntryKind::BlockDev => encode_dev(attr.rdev.0, attr.rdev.1),
+            _ => 0,
+        };
+        FileAttr {
+            ino: INodeNo(attr.ino),
+            size: attr.size,
+            blocks: stored.div_ceil(512),
+            atime: time,
+            mtime: time,
+            ctime: time,
+            crtime: time,
+            kind: file_type(attr.kind),
+            perm: (attr.mode & 0o7777) as u16,
+            nlink: attr.nlink.max(1),
+            uid: self.opts.uid.unwrap_or(attr.uid),
+            gid: self.opts.gid.unwrap_or(attr.gid),
+            rdev,
+            blksize: BLOCK_SIZE,
+            flags: 0,
+        }
+    }
+
+    fn ttl(&self, node: &Node) -> Duration {
+        match node {
+            Node::Root | Node::File(_) => SYNTH_TTL,
+            Node::Entry(..) | Node::Merged(_) => CONTENT_TTL,
+        }
+    }
+
+    fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
+        self.ns.resolve(ino.0).ok_or(Errno::ENOENT)
+    }
+
+    /// A negative entry (inode 0): the kernel caches "no such name" for `ttl`.
+    fn negative(&self, ttl: Duration, reply: ReplyEntry) {
+        let attr = FileAttr {
+            ino: INodeNo(0),
+            size: 0,
+            blocks: 0,
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind: FileType::RegularFile,
+            perm: 0,
+            nlink: 0,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: BLOCK_SIZE,
+            flags: 0,
+        };
+        reply.entry(&ttl, &attr, Generation(0));
+    }
+
+    /// Lists directory `ino` from `offset`: offsets 1 and 2 are `.` and `..`, then entry `i`
+    /// (0-based, sorted by name) has offset `i + 3`. `add` returns `true` when the reply is full.
+    fn list_from(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, &Node, EntryKind, &[u8]) -> bool,
+    ) -> Result<(), Errno> {
+        let dir = self.node(ino)?;
+        if self.ns.kind_of(&dir) != Some(EntryKind::Dir) {
+            return Err(not_dir());
+        }
+        let mut next = offset;
+        if next == 0 {
+            if add(ino.0, 1, &dir, EntryKind::Dir, b".") {
+                return Ok(());
+            }
+            next = 1;
+        }
+        if next == 1 {
+            let parent_ino = self.ns.parent_of(&dir);
+            let parent = self.ns.resolve(parent_ino).unwrap_or_else(|| dir.clone());
+            if add(parent_ino, 2, &parent, EntryKind::Dir, b"..") {
+                return Ok(());
+            }
+            next = 2;
+        }
+        let skip = usize::try_from(next - 2).unwrap_or(usize::MAX);
+        let mut position = next;
+        self.ns
+            .list(&dir, skip, |listed| {
+                position += 1;
+                let child = match self.ns.resolve(listed.ino) {
+                    Some(child) => child,
+                    None => return true,
+                };
+                !add(listed.ino, position, &child, listed.kind, &listed.name)
+            })
+            .map_err(|()| not_dir())
+    }
+
+    /// The child `name` of directory `parent`, resolved (merged directories get registered).
+    fn child(&self, parent: &Node, name: &[u8]) -> Result<Option<Node>, Errno> {
+        self.ns.lookup(parent, name).map_err(|()| not_dir())
+    }
+}
+
+/// The data of an extended-attribute reply: `size == 0` asks for the length only; a value
+/// longer than `size` is `ERANGE`.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        match u32::try_from(data.len()) {
+            Ok(len) => reply.size(len),
+            Err(_) => reply.error(Errno::E2BIG),
+        }
+    } else if data.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+/// Whether `uid`/`gid` may access a node of `attr` for `mask` (R/X; W is refused earlier).
+/// Supplementary groups are not known here; with `default_permissions` (always set by
+/// [`crate::mount`]) the kernel checks permissions itself and never asks.
+fn may_access(attr: &FileAttr, uid: u32, gid: u32, mask: AccessFlags) -> bool {
+    let want = (mask & (AccessFlags::R_OK | AccessFlags::X_OK)).bits() as u16;
+    if uid == 0 {
+        let any_exec = attr.perm & 0o111 != 0 || attr.kind == FileType::Directory;
+        return want & 1 == 0 || any_exec;
+    }
+    let class = if attr.uid == uid {
+        (attr.perm >> 6) & 7
+    } else if attr.gid == gid {
+        (attr.perm >> 3) & 7
+    } else {
+        attr.perm & 7
+    };
+    class & want == want
+}
+
+#[allow(clippy::too_many_arguments)]
+impl Filesystem for AddonFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let wanted = [
+            ("FUSE_DO_READDIRPLUS", InitFlags::FUSE_DO_READDIRPLUS),
+            ("FUSE_READDIRPLUS_AUTO", InitFlags::FUSE_READDIRPLUS_AUTO),
+            ("FUSE_CACHE_SYMLINKS", InitFlags::FUSE_CACHE_SYMLINKS),
+            ("FUSE_PARALLEL_DIROPS", InitFlags::FUSE_PARALLEL_DIROPS),
+            ("FUSE_ASYNC_READ", InitFlags::FUSE_ASYNC_READ),
+        ];
+        for (name, flag) in wanted {
+            if config.add_capabilities(flag).is_err() {
+                tracing::info!(capability = name, "the kernel does not offer this FUSE capability");
+            }
+        }
+        let _ = config.set_max_background(64);
+        tracing::debug!(abi = %config.kernel_abi(), "FUSE session initialized");
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let dir = match self.node(parent) {
+            Ok(dir) => dir,
+            Err(e) => return reply.error(e),
+        };
+        match self.child(&dir, name.as_bytes()) {
+            Err(e) => reply.error(e),
+            Ok(Some(child)) => match self.file_attr(&child) {
+                Some(attr) => reply.entry(&self.ttl(&child), &attr, Generation(0)),
+                None => reply.error(Errno::ENOENT),
+            },
+            // Archive directories never change: cache the miss too. The synthesized root can
+            // gain entries, so its misses are not cached.
+            Ok(None) => match dir {
+                Node::Root => reply.error(Errno::ENOENT),
+                _ => self.negative(CONTENT_TTL, reply),
+            },
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino) {
+            Ok(node) => match self.file_attr(&node) {
+                Some(attr) => reply.attr(&self.ttl(&node), &attr),
+                None => reply.error(Errno::ENOENT),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.node(ino) {
+            Ok(Node::Entry(volume, local)) => match volume.index().symlink_target(local) {
+                Some(target) => reply.data(target),
+                None => reply.error(Errno::EINVAL),
+            },
+            Ok(_) => reply.error(Errno::EINVAL),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        match self.node(ino) {
+            Ok(node @ (Node::Entry(..) | Node::File(_))) => match self.ns.kind_of(&node) {
+                Some(EntryKind::Dir) => reply.error(Errno::EISDIR),
+                // Synthesized files change: their pages are dropped at each open.
+                Some(_) if matches!(node, Node::File(_)) => {
+                    reply.opened(FileHandle(0), FopenFlags::empty())
+                }
+                Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+                None => reply.error(Errno::ENOENT),
+            },
+            Ok(_) => reply.error(Errno::EISDIR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let node = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        match node {
+            Node::File(file) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.bytes.len());
+                let end = start.saturating_add(size as usize).min(file.bytes.len());
+                reply.data(&file.bytes[start..end]);
+            }
+            Node::Entry(volume, local) => READ_BUF.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                let size = size as usize;
+                if buf.len() < size {
+                    buf.resize(size, 0);
+                }
+                let mut done = 0usize;
+                while done < size {
+                    match volume.reader().read(local, offset + done as u64, &mut buf[done..size]) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) => {
+                            tracing::warn!(ino = ino.0, offset, size, error = %e, "read failed");
+                            return reply.error(Errno::from_i32(e.errno()));
+                        }
+                    }
+                }
+                reply.data(&buf[..done]);
+            }),
+            Node::Root | Node::Merged(_) => reply.error(Errno::EISDIR),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino) {
+            Ok(node) => match self.ns.kind_of(&node) {
+                // The synthesized root changes while mounted: its listing is not cached.
+                Some(EntryKind::Dir) if matches!(node, Node::Root) => {
+                    reply.opened(FileHandle(0), FopenFlags::empty())
+                }
+                Some(EntryKind::Dir) => reply.opened(
+                    FileHandle(0),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                ),
+                Some(_) => reply.error(Errno::ENOTDIR),
+                None => reply.error(Errno::ENOENT),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let listed = self.list_from(ino, offset, |child_ino, next, _node, kind, name| {
+            reply.add(INodeNo(child_ino), next, file_type(kind), OsStr::from_bytes(name))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let dir = match self.node(ino) {
+            Ok(dir) => dir,
+            Err(e) => return reply.error(e),
+        };
+        let listed = self.list_from(ino, offset, |child_ino, next, node, _kind, name| {
+            // A merged child directory is registered (and gets its merged attributes) through
+            // a lookup, so later requests for its inode find it.
+            let node = match (&dir, node) {
+                (Node::Merged(_), Node::Entry(_, _)) if name != b"." && name != b".." => {
+                    match self.ns.lookup(&dir, name) {
+                        Ok(Some(node)) => node,
+                        _ => node.clone(),
+                    }
+                }
+                _ => node.clone(),
+            };
+            let Some(mut attr) = self.file_attr(&node) else { return false };
+            attr.ino = INodeNo(child_ino);
+            reply.add(
+                INodeNo(child_ino),
+                next,
+                OsStr::from_bytes(name),
+                &self.ttl(&node),
+                &attr,
+                Generation(0),
+            )
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (bytes, inodes) = self.ns.totals();
+        let blocks = bytes.div_ceil(u64::from(BLOCK_SIZE));
+        reply.statfs(blocks, 0, 0, inodes, 0, BLOCK_SIZE, NAME_MAX, BLOCK_SIZE);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.node(ino) {
+            Ok(Node::Entry(volume, local)) => {
+                let xattrs = volume.index().xattrs(local);
+                match xattrs.iter().find(|(k, _)| *k == name.as_bytes()) {
+                    Some((_, value)) => reply_xattr(reply, size, value),
+                    None => reply.error(Errno::NO_XATTR),
+                }
+            }
+            Ok(_) => reply.error(Errno::NO_XATTR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.node(ino) {
+            Ok(Node::Entry(volume, local)) => {
+                let mut names = Vec::new();
+                for (name, _) in volume.index().xattrs(local) {
+                    names.extend_from_slice(name);
+                    names.push(0);
+                }
+                reply_xattr(reply, size, &names);
+            }
+            Ok(_) => reply_xattr(reply, size, &[]),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let node = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        if mask.contains(AccessFlags::W_OK) {
+            return reply.error(Errno::EROFS);
+        }
+        match self.file_attr(&node) {
+            Some(attr) if may_access(&attr, req.uid(), req.gid(), mask) => reply.ok(),
+            Some(_) => reply.error(Errno::EACCES),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    // Everything below would change the tree: a read-only file system refuses it.
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+}

@@ -1,0 +1,533 @@
+//! The mount lifecycle: prepare the mount point (clearing a stale mount left by a crashed
+//! daemon), mount an [`AddonFs`] read-only with several request threads, serve until told to
+//! stop, and unmount cleanly (lazily if the mount is busy).
+//!
+//! The pieces are usable on their own by a long-running daemon: [`mount`] returns a
+//! [`Mounted`] handle whose [`Mounted::invalidate_entry`] and [`Mounted::invalidate_inode`]
+//! tell the kernel about changes of the namespace's root, and [`Mounted::unmount`] ends it.
+
+pub mod sys;
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter};
+
+pub use sys::SignalSet;
+
+use crate::fs::AddonFs;
+
+/// The file system type shown in `/proc/self/mountinfo` (`fuse.` + the subtype).
+pub const FS_TYPE: &str = "fuse.addonfs";
+/// The mount's source name (`fsname`).
+pub const FS_NAME: &str = "addonfs";
+/// How long a stop waits for the session to end after unmounting (or detaching a busy mount,
+/// whose open files are served until closed or until this runs out).
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The signals that stop a foreground mount.
+pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Why mounting or unmounting failed. Every variant names the mount point.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mount point cannot be examined.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The mount point.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The mount point is not a directory.
+    #[error("{}: the mount point is not a directory", path.display())]
+    NotADirectory {
+        /// The mount point.
+        path: PathBuf,
+    },
+    /// Another addonfs is serving the mount point.
+    #[error("{}: already mounted by a running addonfs (unmount it first)", path.display())]
+    AlreadyMounted {
+        /// The mount point.
+        path: PathBuf,
+    },
+    /// A stale mount (its daemon is gone) could not be detached.
+    #[error("{}: a stale mount (transport endpoint not connected) is in the way and cannot be detached: {source}", path.display())]
+    Stale {
+        /// The mount point.
+        path: PathBuf,
+        /// Why the detach failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel refused the mount.
+    #[error("{}: mount failed: {source} (FUSE needs /dev/fuse, and root or fusermount3)", path.display())]
+    Mount {
+        /// The mount point.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The mount could not be removed, not even lazily.
+    #[error("{}: unmount failed: {source}", path.display())]
+    Unmount {
+        /// The mount point.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// Signals could not be set up.
+    #[error("cannot set up signal handling: {0}")]
+    Signals(#[source] io::Error),
+}
+
+impl MountError {
+    /// The mount point concerned (if any).
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            MountError::Io { path, .. }
+            | MountError::NotADirectory { path }
+            | MountError::AlreadyMounted { path }
+            | MountError::Stale { path, .. }
+            | MountError::Mount { path, .. }
+            | MountError::Unmount { path, .. } => Some(path),
+            MountError::Signals(_) => None,
+        }
+    }
+}
+
+/// Options of the mount itself (the file system's own are in [`crate::fs::FsOptions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountOptions {
+    /// Let every user use the mount (`allow_other`); permissions are checked by the kernel
+    /// against the served modes (`default_permissions` is always on).
+    pub allow_other: bool,
+    /// Request threads (each with its own `/dev/fuse` descriptor).
+    pub threads: usize,
+}
+
+impl MountOptions {
+    /// The default number of request threads.
+    pub const DEFAULT_THREADS: usize = 4;
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions { allow_other: false, threads: Self::DEFAULT_THREADS }
+    }
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    /// Where it is mounted.
+    pub mount_point: PathBuf,
+    /// Per-mount options (`ro,nosuid,nodev,...`).
+    pub mount_options: String,
+    /// File system type (`fuse.addonfs`).
+    pub fs_type: String,
+    /// Source (`addonfs`).
+    pub source: String,
+    /// Super-block options (`user_id=0,group_id=0,default_permissions,allow_other`).
+    pub super_options: String,
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if let Some(digits) = bytes.get(i + 1..i + 4) {
+                if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                    let value = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                    if let Ok(byte) = u8::try_from(value) {
+                        out.push(byte);
+                        i += 4;
+                        continue;
+                    }
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Parses `/proc/self/mountinfo` text (lines that do not parse are skipped).
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    use std::os::unix::ffi::OsStringExt;
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            if dash < 6 || fields.len() < dash + 4 {
+                return None;
+            }
+            Some(MountInfo {
+                mount_point: PathBuf::from(std::ffi::OsString::from_vec(unescape(fields[4]))),
+                mount_options: fields[5].to_string(),
+                fs_type: fields[dash + 1].to_string(),
+                source: String::from_utf8_lossy(&unescape(fields[dash + 2])).into_owned(),
+                super_options: fields[dash + 3].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The mounts currently in this process's namespace.
+pub fn mounts() -> io::Result<Vec<MountInfo>> {
+    Ok(parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo")?))
+}
+
+/// The topmost mount at `path` (absolute, as mountinfo shows it), if any.
+pub fn mount_at(path: &Path) -> io::Result<Option<MountInfo>> {
+    Ok(mounts()?.into_iter().rev().find(|m| m.mount_point == path))
+}
+
+/// `path` made absolute without following it (a stale mount point cannot be followed): its
+/// parent is canonicalized, its last component kept.
+pub fn absolute(path: &Path) -> io::Result<PathBuf> {
+    if let Ok(canonical) = path.canonicalize() {
+        return Ok(canonical);
+    }
+    let path =
+        if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => Ok(parent.canonicalize()?.join(name)),
+        _ => Ok(path),
+    }
+}
+
+/// Makes `mountpoint` ready: a stale mount on it (its daemon died: "transport endpoint is
+/// not connected") is detached lazily, with a log line; a live addonfs mount on it is an
+/// error; it must be a directory. Returns its absolute path and its (uid, gid).
+pub fn prepare_mountpoint(mountpoint: &Path) -> Result<(PathBuf, (u32, u32)), MountError> {
+    let io_error = |source| MountError::Io { path: mountpoint.to_path_buf(), source };
+    let path = absolute(mountpoint).map_err(io_error)?;
+    let meta = match std::fs::metadata(&path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            let what = mount_at(&path).ok().flatten().map(|m| m.fs_type).unwrap_or_default();
+            tracing::warn!(
+                mountpoint = %path.display(),
+                fs_type = %what,
+                "stale mount found (transport endpoint is not connected: its daemon died); detaching it"
+            );
+            sys::detach(&path)
+                .map_err(|source| MountError::Stale { path: path.clone(), source })?;
+            std::fs::metadata(&path)
+                .map_err(|source| MountError::Io { path: path.clone(), source })?
+        }
+        Err(source) => return Err(MountError::Io { path, source }),
+        Ok(meta) => meta,
+    };
+    if let Ok(Some(info)) = mount_at(&path) {
+        if info.fs_type == FS_TYPE {
+            return Err(MountError::AlreadyMounted { path });
+        }
+    }
+    if !meta.is_dir() {
+        return Err(MountError::NotADirectory { path });
+    }
+    Ok((path, (meta.uid(), meta.gid())))
+}
+
+/// The `fuser` configuration for `opts`: read-only, `nosuid`, `nodev`, `noatime`,
+/// `default_permissions`, several threads each with a cloned `/dev/fuse` descriptor.
+pub fn config(opts: &MountOptions) -> Config {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+        MountOption::FSName(FS_NAME.into()),
+        MountOption::Subtype(FS_NAME.into()),
+    ];
+    config.acl = if opts.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    config
+}
+
+/// Something the serving loop reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// A stop signal arrived.
+    Signal(libc::c_int),
+    /// The session ended (unmounted from outside, or after our unmount).
+    Ended(io::Result<()>),
+}
+
+/// How [`Mounted::unmount`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmounted {
+    /// Unmounted at once; the session ended.
+    Clean,
+    /// The mount was busy and was detached lazily; the session ended when its last open file
+    /// was closed, within the grace period.
+    Detached,
+    /// Detached lazily, but files were still open when the grace period ran out.
+    DetachedBusy,
+    /// Somebody else unmounted it first.
+    Gone,
+}
+
+/// A mounted file system, served by background threads.
+pub struct Mounted {
+    path: PathBuf,
+    notifier: Notifier,
+    unmounter: SessionUnmounter,
+    events: Sender<Event>,
+    received: Receiver<Event>,
+    session: Option<JoinHandle<()>>,
+    ended: bool,
+}
+
+/// Mounts `fs` on `mountpoint` (see [`prepare_mountpoint`]) and serves it from background
+/// threads until [`Mounted::unmount`] (or an outside `umount`).
+pub fn mount(fs: AddonFs, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted, MountError> {
+    let (path, _) = prepare_mountpoint(mountpoint)?;
+    let started = Instant::now();
+    let mut session = Session::new(fs, &path, &config(opts))
+        .map_err(|source| MountError::Mount { path: path.clone(), source })?;
+    let notifier = session.notifier();
+    let unmounter = session.unmount_callable();
+    let (events, received) = mpsc::channel();
+    let done = events.clone();
+    let thread = std::thread::Builder::new()
+        .name("addonfs-session".into())
+        .spawn(move || {
+            let _ = done.send(Event::Ended(session.run()));
+        })
+        .map_err(|source| MountError::Mount { path: path.clone(), source })?;
+    tracing::info!(
+        mountpoint = %path.display(),
+        threads = opts.threads,
+        allow_other = opts.allow_other,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "mounted"
+    );
+    Ok(Mounted { path, notifier, unmounter, events, received, session: Some(thread), ended: false })
+}
+
+impl Mounted {
+    /// The absolute mount point.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A sender into this mount's event queue (for a signal thread, say).
+    pub fn events(&self) -> Sender<Event> {
+        self.events.clone()
+    }
+
+    /// Waits for the next event, at most `timeout` (`None`: forever).
+    pub fn next_event(&self, timeout: Option<Duration>) -> Option<Event> {
+        match timeout {
+            None => self.received.recv().ok(),
+            Some(t) => self.received.recv_timeout(t).ok(),
+        }
+    }
+
+    /// Tells the kernel to forget its cached entry `name` in directory `parent` (after the
+    /// namespace changed it). `ENOENT` (nothing cached) is not an error.
+    pub fn invalidate_entry(&self, parent: u64, name: &[u8]) -> io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(name);
+        match self.notifier.inval_entry(INodeNo(parent), name) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Tells the kernel to drop its cached attributes and pages (or listing) of `ino`.
+    /// `ENOENT` (nothing cached) is not an error.
+    pub fn invalidate_inode(&self, ino: u64) -> io::Result<()> {
+        match self.notifier.inval_inode(INodeNo(ino), 0, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn wait_ended(&mut self, grace: Duration) -> bool {
+        if self.ended {
+            return true;
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.received.recv_timeout(left) {
+                Ok(Event::Ended(result)) => {
+                    if let Err(e) = result {
+                        tracing::warn!(mountpoint = %self.path.display(), error = %e, "the FUSE session ended with an error");
+                    }
+                    self.ended = true;
+                    if let Some(thread) = self.session.take() {
+                        let _ = thread.join();
+                    }
+                    return true;
+                }
+                Ok(Event::Signal(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Records that the session ended (the caller received [`Event::Ended`]).
+    pub fn mark_ended(&mut self) {
+        self.ended = true;
+        if let Some(thread) = self.session.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Unmounts; a busy mount is detached lazily (it leaves the namespace at once and its open
+    /// files keep working until closed). Waits up to `grace` for the session to end.
+    pub fn unmount(mut self, grace: Duration) -> Result<Unmounted, MountError> {
+        if self.ended {
+            return Ok(Unmounted::Gone);
+        }
+        let path = self.path.clone();
+        let detached = match self.unmounter.unmount() {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                tracing::warn!(mountpoint = %path.display(), "the mount is busy: detaching it lazily; open files are served until closed");
+                match sys::detach(&path) {
+                    Ok(()) => true,
+                    Err(source) if source.raw_os_error() == Some(libc::EINVAL) => false,
+                    Err(source) => return Err(MountError::Unmount { path, source }),
+                }
+            }
+            // EINVAL: not a mount point any more (unmounted from outside meanwhile).
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
+            Err(source) => return Err(MountError::Unmount { path, source }),
+        };
+        let ended = self.wait_ended(grace);
+        Ok(match (detached, ended) {
+            (false, _) => Unmounted::Clean,
+            (true, true) => Unmounted::Detached,
+            (true, false) => Unmounted::DetachedBusy,
+        })
+    }
+
+    /// Serves until a stop signal arrives (or the mount is removed from outside), then
+    /// unmounts. `signals` must have been blocked before any thread was spawned (first thing
+    /// in the command). A second signal during the grace period stops at once.
+    pub fn serve_until_signal(mut self, signals: SignalSet) -> Result<(), MountError> {
+        let events = self.events();
+        std::thread::Builder::new()
+            .name("addonfs-signals".into())
+            .spawn(move || loop {
+                match signals.wait() {
+                    Ok(signal) => {
+                        if events.send(Event::Signal(signal)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "waiting for signals failed");
+                        return;
+                    }
+                }
+            })
+            .map_err(MountError::Signals)?;
+        match self.next_event(None) {
+            Some(Event::Signal(signal)) => {
+                tracing::info!(signal = sys::signal_name(signal), mountpoint = %self.path.display(), "unmounting");
+                let path = self.path.clone();
+                match self.unmount(STOP_GRACE)? {
+                    Unmounted::DetachedBusy => tracing::warn!(
+                        mountpoint = %path.display(),
+                        "files were still open after {}s; exiting (their readers get ENOTCONN)",
+                        STOP_GRACE.as_secs()
+                    ),
+                    how => tracing::info!(mountpoint = %path.display(), result = ?how, "unmounted"),
+                }
+                Ok(())
+            }
+            Some(Event::Ended(result)) => {
+                self.mark_ended();
+                tracing::info!(mountpoint = %self.path.display(), "unmounted from outside");
+                result.map_err(|source| MountError::Mount { path: self.path.clone(), source })
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines_parse_with_escapes_and_optional_fields() {
+        let text = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 shared:2 - ext3 /dev/root rw,errors=continue\n\
+                    50 36 0:45 / /tmp/m ro,nosuid,nodev,noatime - fuse.addonfs addonfs ro,user_id=0,group_id=0,default_permissions\n\
+                    garbage line\n";
+        let mounts = parse_mountinfo(text);
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[0].mount_point, PathBuf::from("/mnt/with space"));
+        assert_eq!(mounts[0].fs_type, "ext3");
+        assert_eq!(mounts[0].source, "/dev/root");
+        assert_eq!(mounts[1].mount_point, PathBuf::from("/tmp/m"));
+        assert_eq!(mounts[1].mount_options, "ro,nosuid,nodev,noatime");
+        assert_eq!(mounts[1].fs_type, FS_TYPE);
+        assert!(mounts[1].super_options.contains("default_permissions"));
+    }
+
+    #[test]
+    fn unescape_keeps_lone_backslashes() {
+        assert_eq!(unescape("a\\134b"), b"a\\b");
+        assert_eq!(unescape("a\\9"), b"a\\9");
+        assert_eq!(unescape("tail\\"), b"tail\\");
+        assert_eq!(unescape("\\011x\\012"), b"\tx\n");
+    }
+
+    #[test]
+    fn this_process_sees_its_root_mount() {
+        let all = mounts().expect("mountinfo");
+        assert!(all.iter().any(|m| m.mount_point == Path::new("/")));
+    }
+
+    #[test]
+    fn a_missing_mountpoint_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope");
+        let err = prepare_mountpoint(&missing).expect_err("missing");
+        assert!(matches!(err, MountError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("nope"), "{err}");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        let err = prepare_mountpoint(&file).expect_err("file");
+        assert!(matches!(err, MountError::NotADirectory { .. }), "{err}");
+        let (path, _) = prepare_mountpoint(dir.path()).expect("a directory is fine");
+        assert!(path.is_absolute());
+    }
+
+    #[test]
+    fn config_is_read_only_and_multithreaded() {
+        let c = config(&MountOptions { allow_other: true, threads: 3 });
+        for option in [
+            MountOption::RO,
+            MountOption::NoSuid,
+            MountOption::NoDev,
+            MountOption::DefaultPermissions,
+        ] {
+            assert!(c.mount_options.contains(&option), "{option:?}");
+        }
+        assert_eq!(c.acl, SessionACL::All);
+        assert_eq!(c.n_threads, Some(3));
+        assert!(c.clone_fd);
+        assert_eq!(config(&MountOptions::default()).acl, SessionACL::Owner);
+    }
+}
