@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# Peer benchmark of the FUSE mount: addonfs against ratarmount and archivemount (each when
+# installed), side by side on the same tar.gz of a real tree, plus the extracted tree on the
+# local file system for reference. Prints a Markdown table (see docs/benchmarks.md, "Peers").
+#
+#   scripts/bench-peers.sh [ARCHIVE]      (as root: it mounts and drops the page cache)
+#
+# ARCHIVE defaults to /var/tmp/addonfs-bench/python.tar.gz, made from this machine's Python
+# installation if missing (~190 MB, ~46k files). Peers: `pip install ratarmount`,
+# `apt-get install -y archivemount`. Environment: ADDONFS (binary; default: release build),
+# WORK (scratch directory), READ_TIMEOUT (seconds for "read everything", default 150).
+#
+# Every "cold" figure drops the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) and
+# remounts first. Times are wall clock, measured from outside, including the process start.
+set -euo pipefail
+
+ARCHIVE="${1:-/var/tmp/addonfs-bench/python.tar.gz}"
+WORK="${WORK:-/var/tmp/addonfs-bench/peers}"
+READ_TIMEOUT="${READ_TIMEOUT:-150}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+
+[[ $EUID -eq 0 ]] || { echo "run as root (mounts, drop_caches)" >&2; exit 1; }
+
+if [[ ! -f "$ARCHIVE" ]]; then
+  mkdir -p "$(dirname "$ARCHIVE")"
+  prefix="$(python3 -c 'import sys; print(sys.prefix)')"
+  echo "making $ARCHIVE from $prefix ..." >&2
+  tar -czf "$ARCHIVE.tmp" -C "$prefix" . && mv "$ARCHIVE.tmp" "$ARCHIVE"
+fi
+
+if [[ -z "${ADDONFS:-}" ]]; then
+  echo "building addonfs (release) ..." >&2
+  (cd "$ROOT" && cargo build --release --quiet --bin addonfs)
+  ADDONFS="${CARGO_TARGET_DIR:-$ROOT/target}/release/addonfs"
+fi
+
+mkdir -p "$WORK"
+MNT="$WORK/mnt"
+EXTRACTED="$WORK/extracted"
+mkdir -p "$MNT"
+mountpoint -q "$MNT" && umount -l "$MNT"
+
+# Copies of the archive per tool, so each keeps its own index beside it.
+declare -A COPY
+for tool in addonfs ratarmount archivemount; do
+  COPY[$tool]="$WORK/$tool.tar.gz"
+  if [[ ! -f "${COPY[$tool]}" || "${COPY[$tool]}" -ot "$ARCHIVE" ]]; then
+    cp "$ARCHIVE" "${COPY[$tool]}"
+  fi
+done
+
+if [[ ! -d "$EXTRACTED" ]]; then
+  echo "extracting the reference tree ..." >&2
+  mkdir -p "$EXTRACTED.tmp" && tar -xzf "$ARCHIVE" -C "$EXTRACTED.tmp" && mv "$EXTRACTED.tmp" "$EXTRACTED"
+fi
+FILES="$(find "$EXTRACTED" -type f | wc -l)"
+# The probe answered once mounted: the first top-level name. The small file: the deepest
+# regular file under 4 KiB (first in name order among those).
+PROBE="$(ls -A "$EXTRACTED" | head -n 1)"
+SMALL="$(cd "$EXTRACTED" && find . -type f -size -4k -printf '%d %p\n' | sort -k1,1nr -k2 | head -n 1 | cut -d' ' -f2-)"
+SMALL="${SMALL#./}"
+
+now() { echo "${EPOCHREALTIME/./}"; }  # microseconds
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+PID=""
+start_mount() {  # tool
+  local tool="$1" archive="${COPY[$1]}"
+  case "$tool" in
+    addonfs) "$ADDONFS" mount "$archive" "$MNT" 2>>"$WORK/addonfs.log" & ;;
+    ratarmount) ratarmount -f --index-file "$archive.index.sqlite" "$archive" "$MNT" >>"$WORK/ratarmount.log" 2>&1 & ;;
+    archivemount) archivemount -f -o ro,readonly "$archive" "$MNT" >>"$WORK/archivemount.log" 2>&1 & ;;
+  esac
+  PID=$!
+}
+
+# Mounts and prints the microseconds until the probe answers a stat.
+timed_mount() {  # tool
+  local t0 t1 spins=0
+  t0=$(now)
+  start_mount "$1"
+  until [[ -e "$MNT/$PROBE" ]]; do
+    if ! kill -0 "$PID" 2>/dev/null; then echo "$1 exited before mounting" >&2; return 1; fi
+    spins=$((spins + 1))
+    ((spins < 200000)) || sleep 0.01
+  done
+  t1=$(now)
+  echo $((t1 - t0))
+}
+
+unmount() {
+  umount "$MNT" 2>/dev/null || umount -l "$MNT"
+  wait "$PID" 2>/dev/null || true
+  PID=""
+}
+
+remove_index() {  # tool
+  case "$1" in
+    addonfs) rm -f "${COPY[$1]}.addonfs-index" ;;
+    ratarmount) rm -f "${COPY[$1]}.index.sqlite" ;;
+    archivemount) ;;
+  esac
+}
+
+ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
+secs() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000000 }'; }
+
+# Runs a command in $1 (a directory) and prints microseconds; prints "timeout" if it ran out.
+timed() {  # dir timeout cmd...
+  local dir="$1" limit="$2" t0 t1
+  shift 2
+  t0=$(now)
+  if ! (cd "$dir" && timeout "$limit" bash -c "$*" >/dev/null); then
+    echo timeout
+    return
+  fi
+  t1=$(now)
+  echo $((t1 - t0))
+}
+
+small_read() {  # root
+  python3 - "$1/$SMALL" <<'EOF'
+import sys, time
+t = time.perf_counter()
+with open(sys.argv[1], "rb") as f:
+    f.read()
+print(int((time.perf_counter() - t) * 1e6))
+EOF
+}
+
+declare -A R
+measure() {  # tool
+  local tool="$1" limit="$READ_TIMEOUT"
+  echo "== $tool" >&2
+  remove_index "$tool"
+  drop_caches
+  R[$tool,first]=$(timed_mount "$tool")
+  unmount
+  R[$tool,mount]=$(timed_mount "$tool")
+  unmount
+  drop_caches
+  timed_mount "$tool" >/dev/null
+  R[$tool,find]=$(timed "$MNT" 600 "find . -type f | wc -l")
+  R[$tool,count]=$(cd "$MNT" && find . -type f | wc -l)
+  unmount
+  drop_caches
+  timed_mount "$tool" >/dev/null
+  R[$tool,small]=$(small_read "$MNT")
+  unmount
+  drop_caches
+  timed_mount "$tool" >/dev/null
+  R[$tool,readall]=$(timed "$MNT" "$limit" "tar -cf - . | wc -c")
+  R[$tool,rss]=$(awk '/VmHWM/ { print $2 }' "/proc/$PID/status")
+  unmount
+  echo "   first ${R[$tool,first]} us, mount ${R[$tool,mount]} us, find ${R[$tool,find]} us (${R[$tool,count]} files)," \
+       "small ${R[$tool,small]} us, read-all ${R[$tool,readall]} us, rss ${R[$tool,rss]} kB" >&2
+}
+
+TOOLS=(addonfs)
+command -v ratarmount >/dev/null && TOOLS+=(ratarmount) || echo "ratarmount not installed (pip install ratarmount): skipped" >&2
+command -v archivemount >/dev/null && TOOLS+=(archivemount) || echo "archivemount not installed (apt-get install -y archivemount): skipped" >&2
+for tool in "${TOOLS[@]}"; do
+  measure "$tool"
+done
+
+echo "== ext4 (extracted tree)" >&2
+drop_caches
+R[ext4,find]=$(timed "$EXTRACTED" 600 "find . -type f | wc -l")
+drop_caches
+R[ext4,small]=$(small_read "$EXTRACTED")
+drop_caches
+R[ext4,readall]=$(timed "$EXTRACTED" 600 "tar -cf - . | wc -c")
+
+# The table.
+cell() {  # tool metric -> formatted value
+  local v="${R[$1,$2]:-}"
+  case "$v" in
+    "") echo "—" ;;
+    timeout) echo "> ${READ_TIMEOUT} s (timeout)" ;;
+    *) case "$2" in
+         first|readall|find) echo "$(secs "$v") s" ;;
+         mount|small) echo "$(ms "$v") ms" ;;
+         rss) echo "$((v / 1024)) MB" ;;
+       esac ;;
+  esac
+}
+ratio() {  # tool metric: ratarmount / tool (times faster); for rss: tool / ratarmount
+  local v="${R[$1,$2]:-}" r="${R[ratarmount,$2]:-}"
+  [[ -n "$v" && -n "$r" && "$v" != timeout && "$r" != timeout && "$v" -gt 0 ]] || { echo "—"; return; }
+  if [[ "$2" == rss ]]; then
+    awk -v a="$v" -v b="$r" 'BEGIN { printf "%.2f× the memory", a / b }'
+  else
+    awk -v a="$v" -v b="$r" 'BEGIN { printf "%.1f× faster", b / a }'
+  fi
+}
+
+echo
+echo "Archive: \`$(basename "$ARCHIVE")\`, $(du -m "$ARCHIVE" | cut -f1) MB, $FILES files;" \
+     "small file: \`$SMALL\` ($(stat -c %s "$EXTRACTED/$SMALL") bytes, depth $(($(tr -cd / <<<"$SMALL" | wc -c) + 1)))."
+echo "Kernel $(uname -r), $(nproc) cores; $(basename "$ADDONFS") $("$ADDONFS" --version | cut -d' ' -f2)" \
+     "$(command -v ratarmount >/dev/null && ratarmount --version 2>/dev/null | head -n 1 | tr -s ' ')" \
+     "$(command -v archivemount >/dev/null && archivemount --version 2>&1 | head -n 1)."
+echo
+header="| | addonfs"
+sep="|---|---"
+for tool in "${TOOLS[@]:1}"; do header+=" | $tool"; sep+="|---"; done
+header+=" | ext4 (extracted)"
+sep+="|---"
+[[ " ${TOOLS[*]} " == *" ratarmount "* ]] && { header+=" | addonfs vs ratarmount"; sep+="|---"; }
+echo "$header |"
+echo "$sep|"
+for metric in first mount find small readall rss; do
+  case "$metric" in
+    first) label="first mount, indexing included" ;;
+    mount) label="mount with an existing index" ;;
+    find) label="cold \`find -type f \| wc -l\`" ;;
+    small) label="cold read of one small deep file" ;;
+    readall) label="cold read of every file (\`tar -cf - . \| wc -c\`)" ;;
+    rss) label="peak daemon RSS (VmHWM)" ;;
+  esac
+  row="| $label | $(cell addonfs $metric)"
+  for tool in "${TOOLS[@]:1}"; do row+=" | $(cell "$tool" $metric)"; done
+  case "$metric" in
+    find|small|readall) row+=" | $(cell ext4 $metric)" ;;
+    *) row+=" | —" ;;
+  esac
+  [[ " ${TOOLS[*]} " == *" ratarmount "* ]] && row+=" | $(ratio addonfs $metric)"
+  echo "$row |"
+done
+for tool in "${TOOLS[@]}"; do
+  [[ "${R[$tool,count]}" == "$FILES" ]] || echo "WARNING: $tool shows ${R[$tool,count]} files, the extracted tree has $FILES" >&2
+done

@@ -1,0 +1,791 @@
+//! The FUSE mount, really mounted (as root with /dev/fuse, like CI), against its oracle GNU tar:
+//! the mounted tree must be what `tar -x` extracts — names, kinds, modes, owners, sizes, mtimes,
+//! symlink targets, hard links sharing an inode, xattrs and bytes — and the mount must be
+//! read-only, concurrent-safe, and leave nothing behind when stopped or killed.
+//!
+//! Every test runs the real binary (`addonfs mount ... MOUNTPOINT`) on a unique temporary mount
+//! point; a guard stops it and removes any mount left, even when an assertion fails. When the
+//! `CI` variable is set and FUSE is unusable, the tests fail; elsewhere they skip with a reason.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use addonfs::mount::{mount_at, FS_TYPE};
+use common::corpus::{self, Gz};
+use common::{assert_same_bytes, assert_same_tree, read_file_range, run, sh, walk_dir, Compare};
+
+/// How long a mount may take to appear (it may index a multi-GiB sparse archive first).
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// True if FUSE can be used here; in CI, panics instead of returning false.
+fn fuse_ready() -> bool {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .map(drop)
+            .map_err(|e| format!("/dev/fuse cannot be opened: {e}"))
+    });
+    match ready {
+        Ok(()) => true,
+        Err(reason) => {
+            assert!(std::env::var_os("CI").is_none(), "FUSE is required in CI: {reason}");
+            eprintln!("skipping: {reason}");
+            false
+        }
+    }
+}
+
+/// A running `addonfs mount`, stopped (and its mount removed) on drop.
+struct Mounted {
+    child: Option<Child>,
+    mountpoint: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Mounts `archives` with `extra` options on a fresh mount point and waits until it serves.
+fn mount(archives: &[&Path], extra: &[&str]) -> Mounted {
+    let dir = tempfile::Builder::new().prefix("addonfs-mnt-").tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).expect("mkdir mountpoint");
+    mount_on(&mountpoint, archives, extra, dir)
+}
+
+/// Mounts on an existing mount point (whose temporary directory `dir` the guard keeps).
+fn mount_on(
+    mountpoint: &Path,
+    archives: &[&Path],
+    extra: &[&str],
+    dir: tempfile::TempDir,
+) -> Mounted {
+    let log = unique(dir.path().join("mount.log"));
+    let stderr = File::create(&log).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .args(["--log-level", "info", "mount"])
+        .args(archives)
+        .arg(mountpoint)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn addonfs mount");
+    let mut guard =
+        Mounted { child: Some(child), mountpoint: mountpoint.to_path_buf(), log, _dir: dir };
+    guard.wait_mounted();
+    guard
+}
+
+/// `path`, or `path` with a number added if it exists.
+fn unique(path: PathBuf) -> PathBuf {
+    (0..).map(|i| path.with_extension(format!("{i}.log"))).find(|p| !p.exists()).unwrap_or(path)
+}
+
+impl Mounted {
+    fn wait_mounted(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(info) = mount_at(&self.mountpoint).expect("mountinfo") {
+                if info.fs_type == FS_TYPE && std::fs::metadata(&self.mountpoint).is_ok() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait"))
+            {
+                self.child = None;
+                panic!("addonfs mount exited with {status} before mounting:\n{}", self.log_text());
+            }
+            assert!(
+                start.elapsed() < MOUNT_TIMEOUT,
+                "not mounted after {MOUNT_TIMEOUT:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.mountpoint.clone()
+        } else {
+            self.mountpoint.join(rel)
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn signal(&self, signal: &str) {
+        run(Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()));
+    }
+
+    /// Waits for the process to exit (at most `timeout`).
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "still running after {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn is_mounted(&self) -> bool {
+        mount_at(&self.mountpoint).expect("mountinfo").is_some()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let start = Instant::now();
+            while child.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        while mount_at(&self.mountpoint).ok().flatten().is_some() {
+            let status = Command::new("umount").arg("-l").arg(&self.mountpoint).status();
+            if !status.is_ok_and(|s| s.success()) {
+                break;
+            }
+        }
+    }
+}
+
+fn compare_for(format: &str) -> Compare {
+    Compare { nsec: format == "posix", root: true, dir_nlink: true }
+}
+
+/// Mounts `archive` and checks the mount serves exactly the tree extracted at `dest`.
+fn check_mount(
+    archive: &Path,
+    dest: &Path,
+    cmp: Compare,
+    hot: &[u64],
+    extra: &[&str],
+    what: &str,
+) -> Mounted {
+    let m = mount(&[archive], extra);
+    let expected = walk_dir(dest);
+    let served = walk_dir(&m.mountpoint);
+    assert_same_tree(&expected, &served, cmp, what);
+    assert_same_bytes(dest, &expected, hot, what, |path, offset, len| {
+        read_file_range(&m.path(path), offset, len)
+    });
+    m
+}
+
+#[test]
+fn every_format_and_compression_mounts_like_tar_x() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for format in corpus::FORMATS {
+        let src = corpus::source_tree(&tmp.path().join(format!("src-{format}")));
+        corpus::trim_for(format, &src);
+        let tar = tmp.path().join(format!("{format}.tar"));
+        corpus::tar_create(&src, &tar, format, &[]);
+        let dest = tmp.path().join(format!("x-{format}"));
+        corpus::extract(&tar, &dest, false);
+        let compressions: &[Gz] = if format == "gnu" {
+            &[Gz::None, Gz::Level(6), Gz::Level(1), Gz::MultiMember, Gz::Pigz, Gz::Bgzip]
+        } else {
+            &[Gz::None, Gz::Level(6)]
+        };
+        for &how in compressions {
+            if !how.available() {
+                continue;
+            }
+            let archive = corpus::compress(&tar, how);
+            let what = format!("{format}/{}", how.name());
+            // A small span and cache, so reads cross access points and evict spans.
+            let m = check_mount(
+                &archive,
+                &dest,
+                compare_for(format),
+                &[],
+                &["--span", "64K", "--cache-size", "1M"],
+                &what,
+            );
+            if format == "posix" {
+                let want = common::xattrs_of(&dest);
+                assert!(want.contains_key("xattrs/with-xattr"), "the source tree has xattrs");
+                assert_eq!(common::xattrs_of(&m.mountpoint), want, "{what}: xattrs");
+            }
+        }
+        std::fs::remove_dir_all(&src).expect("cleanup");
+        std::fs::remove_dir_all(&dest).expect("cleanup");
+    }
+}
+
+#[test]
+fn mount_is_read_only_nosuid_nodev_with_default_permissions() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = corpus::source_tree(&tmp.path().join("src"));
+    let tar = tmp.path().join("a.tar");
+    corpus::tar_create(&src, &tar, "posix", &[]);
+    let m = mount(&[&tar], &[]);
+    let info = mount_at(&m.mountpoint).expect("mountinfo").expect("mounted");
+    let options: Vec<&str> = info.mount_options.split(',').collect();
+    for want in ["ro", "nosuid", "nodev"] {
+        assert!(options.contains(&want), "{want} missing from {}", info.mount_options);
+    }
+    assert_eq!(info.fs_type, FS_TYPE);
+    assert_eq!(info.source, "addonfs");
+    assert!(info.super_options.contains("default_permissions"), "{}", info.super_options);
+    assert!(!info.super_options.contains("allow_other"), "{}", info.super_options);
+    // statvfs agrees: read-only and nosuid flags, our block size.
+    let out = run(Command::new("python3").arg("-c").arg(
+        "import os,sys; s=os.statvfs(sys.argv[1]); print(s.f_flag & os.ST_RDONLY != 0, s.f_flag & os.ST_NOSUID != 0, s.f_bsize, s.f_files > 200)",
+    ).arg(&m.mountpoint));
+    assert_eq!(out.trim(), "True True 4096 True");
+    // The set-uid bit is shown (as tar -x keeps it) but not honoured (nosuid).
+    let suid = std::fs::metadata(m.path("modes/setuid")).expect("stat").permissions().mode();
+    assert_eq!(suid & 0o7777, 0o4755);
+}
+
+/// Every way of changing the tree fails with EROFS.
+#[test]
+fn writes_fail_with_erofs() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = corpus::source_tree(&tmp.path().join("src"));
+    let tar = tmp.path().join("a.tar");
+    corpus::tar_create(&src, &tar, "posix", &["--xattrs", "--xattrs-include=user.*"]);
+    let m = mount(&[&tar], &[]);
+    let file = m.path("usr/custom_file");
+    let erofs = |what: &str, result: std::io::Result<()>| {
+        let err = result.expect_err(what);
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{what}: {err}");
+    };
+    erofs("open for write", OpenOptions::new().write(true).open(&file).map(drop));
+    erofs("open for append", OpenOptions::new().append(true).open(&file).map(drop));
+    erofs("truncate", OpenOptions::new().write(true).truncate(true).open(&file).map(drop));
+    erofs("create", File::create(m.path("usr/new")).map(drop));
+    erofs("mkdir", std::fs::create_dir(m.path("newdir")));
+    erofs("rename", std::fs::rename(&file, m.path("usr/renamed")));
+    erofs("chmod", std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)));
+    erofs("unlink", std::fs::remove_file(&file));
+    erofs("rmdir", std::fs::remove_dir(m.path("empty-dir")));
+    erofs("symlink", std::os::unix::fs::symlink("x", m.path("usr/link")));
+    erofs("hard link", std::fs::hard_link(&file, m.path("usr/hard")));
+    let setxattr = Command::new("python3")
+        .arg("-c")
+        .arg("import os,sys\ntry:\n os.setxattr(sys.argv[1],'user.x',b'1')\nexcept OSError as e:\n print(e.errno)")
+        .arg(&file)
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&setxattr.stdout).trim(),
+        libc::EROFS.to_string(),
+        "setxattr"
+    );
+    let removexattr = Command::new("python3")
+        .arg("-c")
+        .arg("import os,sys\ntry:\n os.removexattr(sys.argv[1],'user.addon')\nexcept OSError as e:\n print(e.errno)")
+        .arg(m.path("xattrs/with-xattr"))
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&removexattr.stdout).trim(),
+        libc::EROFS.to_string(),
+        "removexattr"
+    );
+    // Nothing changed.
+    assert_eq!(
+        std::fs::read(&file).expect("read"),
+        std::fs::read(src.join("usr/custom_file")).expect("read")
+    );
+}
+
+/// Sparse files (here 9 GiB with a few data runs), as GNU tar writes them, plain and gzipped.
+#[test]
+fn sparse_files_mount_like_tar_x() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let s = src.display();
+    let hot: [u64; 4] = [0, 1 << 30, (4 << 30) + 123, (8 << 30) + 4096];
+    sh(&format!(
+        "cd {s} && truncate -s 9G big && printf head | dd of=big conv=notrunc status=none \
+         && printf one | dd of=big bs=1 seek={} conv=notrunc status=none \
+         && head -c 100000 /dev/urandom | dd of=big bs=1 seek={} conv=notrunc status=none \
+         && printf tail | dd of=big bs=1 seek={} conv=notrunc status=none \
+         && truncate -s 1M small && printf x | dd of=small bs=1 seek=700000 conv=notrunc status=none \
+         && truncate -s 64K allhole && touch -d '2020-02-02 02:02:02' big small allhole",
+        hot[1], hot[2], hot[3]
+    ));
+    for (i, (format, args)) in
+        [("gnu", &["--sparse"][..]), ("posix", &["--sparse"][..])].iter().enumerate()
+    {
+        let tar = tmp.path().join(format!("sparse-{i}.tar"));
+        corpus::tar_create(&src, &tar, format, args);
+        let dest = tmp.path().join(format!("x{i}"));
+        corpus::extract(&tar, &dest, false);
+        for how in [Gz::None, Gz::Level(1)] {
+            let archive = corpus::compress(&tar, how);
+            let what = format!("sparse {format} {}", how.name());
+            let m = check_mount(&archive, &dest, compare_for(format), &hot, &[], &what);
+            // A sparse file's blocks count what is stored, not its size.
+            let blocks = run(Command::new("stat").args(["-c", "%b"]).arg(m.path("big")));
+            let blocks: u64 = blocks.trim().parse().expect("blocks");
+            assert!(blocks < 1 << 12, "{what}: big has {blocks} blocks");
+        }
+        std::fs::remove_dir_all(&dest).expect("cleanup");
+    }
+}
+
+/// Appending the same names again (`tar -r`): the last copy wins, as extraction does.
+#[test]
+fn duplicate_entries_mount_like_tar_x() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path().display();
+    sh(&format!(
+        "cd {t} && mkdir -p src/d && echo first > src/d/f && echo keep > src/k \
+         && ln src/d/f src/d/link-to-first && tar -cf a.tar -C src . \
+         && sleep 1 && echo second-version > src/d/f && chmod 600 src/d/f \
+         && tar -rf a.tar -C src ./d/f && echo third > src/d/f && tar -rf a.tar -C src ./d/f"
+    ));
+    let tar = tmp.path().join("a.tar");
+    let dest = tmp.path().join("x");
+    corpus::extract(&tar, &dest, false);
+    for how in [Gz::None, Gz::Level(6)] {
+        let archive = corpus::compress(&tar, how);
+        check_mount(
+            &archive,
+            &dest,
+            compare_for("gnu"),
+            &[],
+            &[],
+            &format!("duplicates {}", how.name()),
+        );
+    }
+}
+
+/// 32 threads read random ranges of random files for a few seconds, half of them with
+/// O_DIRECT so every read reaches the daemon, through a cache much smaller than the data.
+#[test]
+fn concurrent_random_reads_are_exact() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let mut files = Vec::new();
+    for i in 0..12u64 {
+        let len = 100_000 + (i as usize * 290_000);
+        let bytes = if i % 2 == 0 { corpus::noise(i, len) } else { corpus::text(i, len) };
+        let name = format!("dir{}/f{i}", i % 3);
+        std::fs::create_dir_all(src.join(format!("dir{}", i % 3))).expect("mkdir");
+        std::fs::write(src.join(&name), &bytes).expect("write");
+        files.push((name, bytes));
+    }
+    let tar = tmp.path().join("c.tar");
+    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let archive = corpus::compress(&tar, Gz::Level(6));
+    let m = mount(&[&archive], &["--span", "64K", "--cache-size", "512K", "--threads", "4"]);
+    let files = Arc::new(files);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let threads: Vec<_> = (0..32u64)
+        .map(|t| {
+            let files = Arc::clone(&files);
+            let root = m.mountpoint.clone();
+            std::thread::spawn(move || {
+                let direct = t % 2 == 0;
+                let handles: Vec<File> = files
+                    .iter()
+                    .map(|(name, _)| {
+                        let mut options = OpenOptions::new();
+                        options.read(true);
+                        if direct {
+                            options.custom_flags(libc::O_DIRECT);
+                        }
+                        options.open(root.join(name)).expect("open")
+                    })
+                    .collect();
+                let rand = corpus::noise(t + 77, 24 * 100_000);
+                let mut reads = 0usize;
+                let mut k = 0usize;
+                while Instant::now() < deadline && (k + 1) * 24 <= rand.len() {
+                    let word = |j: usize| {
+                        u64::from_le_bytes(rand[k * 24 + j * 8..][..8].try_into().expect("8 bytes"))
+                    };
+                    let f = (word(0) % files.len() as u64) as usize;
+                    let bytes = &files[f].1;
+                    let offset = word(1) % (bytes.len() as u64 + 1000);
+                    let len = (word(2) % 300_000) as usize;
+                    let mut buf = vec![0u8; len];
+                    let mut done = 0;
+                    while done < len {
+                        let n = handles[f]
+                            .read_at(&mut buf[done..], offset + done as u64)
+                            .expect("read");
+                        if n == 0 {
+                            break;
+                        }
+                        done += n;
+                    }
+                    let start = (offset as usize).min(bytes.len());
+                    let end = (offset as usize + len).min(bytes.len());
+                    assert!(
+                        buf[..done] == bytes[start..end],
+                        "thread {t}: {} @{offset}+{len}",
+                        files[f].0
+                    );
+                    reads += 1;
+                    k += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let total: usize = threads.into_iter().map(|t| t.join().expect("reader thread")).sum();
+    assert!(total >= 320, "only {total} reads in 3 s");
+    eprintln!("{total} random reads checked");
+}
+
+/// `--merge`: oracle is extracting the archives one after the other into one directory.
+#[test]
+fn merge_later_archives_win_and_directories_merge() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path().display();
+    sh(&format!(
+        "cd {t} && mkdir -p a/common/sub a/onlyA a/dir-then-file a/file-then-dir \
+         && echo A > a/common/a.txt && echo 'shared from A' > a/common/shared && echo deepA > a/common/sub/deepA \
+         && echo x > a/onlyA/x && rmdir a/file-then-dir && echo file > a/file-then-dir \
+         && chmod 0640 a/common/shared \
+         && touch -d '2001-01-01' a/common/a.txt a/common a/onlyA \
+         && mkdir -p b/common/sub b/onlyB b/file-then-dir \
+         && echo B > b/common/b.txt && echo 'shared from B, longer' > b/common/shared && echo deepB > b/common/sub/deepB \
+         && echo y > b/onlyB/y && echo now-a-file > b/dir-then-file && echo z > b/file-then-dir/z \
+         && chmod 0600 b/common/shared && chmod 0750 b/common && touch -d '2002-02-02' b/common b/common/b.txt \
+         && mkdir -p c/common/sub && echo 'shared from C' > c/common/sub/deepA \
+         && tar -cf a.tar -C a . && tar -cf b.tar -C b . && tar -czf c.tar.gz -C c ."
+    ));
+    let dest = tmp.path().join("x");
+    for name in ["a.tar", "b.tar", "c.tar.gz"] {
+        corpus::extract(&tmp.path().join(name), &dest, false);
+    }
+    assert!(
+        dest.join("dir-then-file").is_file() && dest.join("file-then-dir/z").is_file(),
+        "tar replaced both"
+    );
+    let archives =
+        [tmp.path().join("a.tar"), tmp.path().join("b.tar"), tmp.path().join("c.tar.gz")];
+    let refs: Vec<&Path> = archives.iter().map(PathBuf::as_path).collect();
+    let m = mount(&refs, &["--merge"]);
+    let expected = walk_dir(&dest);
+    let served = walk_dir(&m.mountpoint);
+    assert_same_tree(&expected, &served, compare_for("gnu"), "merge");
+    assert_same_bytes(&dest, &expected, &[], "merge", |path, offset, len| {
+        read_file_range(&m.path(path), offset, len)
+    });
+    // The listing of a merged directory and the lookups agree (readdir twice: cached).
+    for _ in 0..2 {
+        let mut names: Vec<String> = std::fs::read_dir(m.path("common"))
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.txt", "b.txt", "shared", "sub"]);
+    }
+}
+
+/// Several archives without `--merge`: one directory each, named after the file, duplicates
+/// numbered; each holds its archive's tree, and inode numbers never collide across them.
+#[test]
+fn several_archives_get_one_directory_each() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = corpus::source_tree(&tmp.path().join("src"));
+    let tar = tmp.path().join("addon.tar");
+    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let dest = tmp.path().join("x");
+    corpus::extract(&tar, &dest, false);
+    let gz = corpus::compress(&tar, Gz::Level(6));
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    let same_name = other.join("addon.tgz");
+    std::fs::rename(&gz, &same_name).expect("rename");
+    let small = tmp.path().join("tools.tar.gz");
+    sh(&format!(
+        "cd {} && mkdir t && echo tool > t/tool && tar -czf {} -C t .",
+        tmp.path().display(),
+        small.display()
+    ));
+    let m = mount(&[&tar, &same_name, &small], &[]);
+    let mut root: Vec<String> = std::fs::read_dir(&m.mountpoint)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    root.sort();
+    assert_eq!(root, ["addon", "addon-2", "tools"]);
+    let expected = walk_dir(&dest);
+    for name in ["addon", "addon-2"] {
+        let served = walk_dir(&m.path(name));
+        // The root of each is the archive's root entry.
+        assert_same_tree(&expected, &served, compare_for("gnu"), name);
+        assert_same_bytes(&dest, &expected, &[], name, |path, offset, len| {
+            read_file_range(&m.path(&format!("{name}/{path}")), offset, len)
+        });
+    }
+    assert_eq!(std::fs::read(m.path("tools/tool")).expect("read"), b"tool\n");
+    let whole = walk_dir(&m.mountpoint);
+    let mut by_ino: BTreeMap<u64, Vec<&String>> = BTreeMap::new();
+    for (path, node) in &whole {
+        by_ino.entry(node.ino).or_default().push(path);
+    }
+    for paths in by_ino.values() {
+        let top: Vec<&str> = paths.iter().map(|p| p.split('/').next().unwrap_or("")).collect();
+        assert!(top.windows(2).all(|w| w[0] == w[1]), "inode shared across archives: {paths:?}");
+    }
+    let meta = std::fs::metadata(&m.mountpoint).expect("stat root");
+    assert!(meta.is_dir());
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&meta), 2 + 3);
+}
+
+/// Restarting the mount gives the same inode numbers (they come from the index); the first
+/// mount builds the index, the second loads it.
+#[test]
+fn inode_numbers_are_stable_across_mounts_and_the_index_is_reused() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = corpus::source_tree(&tmp.path().join("src"));
+    let tar = tmp.path().join("a.tar");
+    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let archive = corpus::compress(&tar, Gz::Level(6));
+    let inos = |m: &Mounted| -> BTreeMap<String, u64> {
+        walk_dir(&m.mountpoint).into_iter().map(|(path, node)| (path, node.ino)).collect()
+    };
+    let first = mount(&[&archive], &[]);
+    let before = inos(&first);
+    assert!(first.log_text().contains("index built"), "{}", first.log_text());
+    drop(first);
+    // Walk in another order this time: numbers must not depend on lookup order.
+    let second = mount(&[&archive], &[]);
+    let deep = std::fs::metadata(second.path("deep/a/b/c/d/e/f/g/h/i/j/leaf")).expect("stat");
+    assert_eq!(std::os::unix::fs::MetadataExt::ino(&deep), before["deep/a/b/c/d/e/f/g/h/i/j/leaf"]);
+    assert_eq!(inos(&second), before);
+    assert!(second.log_text().contains("index loaded"), "{}", second.log_text());
+    assert!(before.values().all(|&ino| ino == 1 || ino >= 1 << 40), "slot 1 numbers: {before:?}");
+}
+
+#[test]
+fn owners_can_be_mapped() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = corpus::source_tree(&tmp.path().join("src"));
+    let tar = tmp.path().join("a.tar");
+    corpus::tar_create(&src, &tar, "gnu", &["--owner=1234", "--group=5678"]);
+    let kept = mount(&[&tar], &[]);
+    assert!(
+        walk_dir(&kept.mountpoint).values().all(|n| (n.uid, n.gid) == (1234, 5678)),
+        "owners kept"
+    );
+    drop(kept);
+    let mapped = mount(&[&tar], &["--uid", "4242", "--gid", "4343"]);
+    let tree = walk_dir(&mapped.mountpoint);
+    assert!(tree.values().all(|n| (n.uid, n.gid) == (4242, 4343)), "owners mapped");
+}
+
+/// `--allow-other` lets other users read what the modes allow (and only that); without it,
+/// only the mounting user gets in.
+#[test]
+fn allow_other_lets_other_users_read_what_modes_allow() {
+    if !fuse_ready() || !common::require("setpriv") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = corpus::source_tree(&tmp.path().join("src"));
+    let tar = tmp.path().join("a.tar");
+    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let as_nobody = |path: PathBuf| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(path)
+            .output()
+            .expect("setpriv")
+    };
+    let open = mount(&[&tar], &["--allow-other"]);
+    let info = mount_at(&open.mountpoint).expect("mountinfo").expect("mounted");
+    assert!(info.super_options.contains("allow_other"), "{}", info.super_options);
+    let out = as_nobody(open.path("usr/custom_file"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"custom file\n");
+    let denied = as_nobody(open.path("modes/private"));
+    assert!(!denied.status.success(), "a 0600 root file is not readable by nobody");
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("Permission denied"));
+    drop(open);
+    let closed = mount(&[&tar], &[]);
+    let out = as_nobody(closed.path("usr/custom_file"));
+    assert!(!out.status.success(), "without --allow-other other users are refused");
+}
+
+/// SIGTERM unmounts and exits 0, leaving no mount behind.
+#[test]
+fn sigterm_unmounts_cleanly() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = corpus::source_tree(&tmp.path().join("src"));
+    let tar = tmp.path().join("a.tar");
+    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let mut m = mount(&[&tar], &[]);
+    assert_eq!(std::fs::read(m.path("usr/custom_file")).expect("read"), b"custom file\n");
+    m.signal("TERM");
+    let status = m.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}:\n{}", m.log_text());
+    assert!(!m.is_mounted(), "a mount is left behind:\n{}", m.log_text());
+    assert!(m.log_text().contains("unmounting"), "{}", m.log_text());
+}
+
+/// A busy mount (a file held open) is detached lazily on SIGINT: it leaves the namespace at
+/// once, the open file still reads, and the daemon exits once the file is closed.
+#[test]
+fn busy_mount_is_detached_lazily() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = corpus::source_tree(&tmp.path().join("src"));
+    let tar = tmp.path().join("a.tar");
+    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let archive = corpus::compress(&tar, Gz::Level(6));
+    let mut m = mount(&[&archive], &[]);
+    let mut held = File::open(m.path("sizes/text-5m")).expect("open");
+    let mut head = [0u8; 100];
+    held.read_exact(&mut head).expect("read");
+    m.signal("INT");
+    let start = Instant::now();
+    while m.is_mounted() {
+        assert!(start.elapsed() < Duration::from_secs(10), "not detached:\n{}", m.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(m.log_text().contains("detaching it lazily"), "{}", m.log_text());
+    // Still served while open.
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).expect("the open file still reads");
+    assert_eq!(
+        rest.len() as u64 + 100,
+        std::fs::metadata(src.join("sizes/text-5m")).expect("stat").len()
+    );
+    drop(held);
+    let status = m.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}:\n{}", m.log_text());
+}
+
+/// A daemon killed with SIGKILL leaves a dead mount ("transport endpoint is not connected");
+/// the next mount on the same mount point clears it and works.
+#[test]
+fn a_stale_mount_is_cleared_by_the_next_mount() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = corpus::source_tree(&tmp.path().join("src"));
+    let tar = tmp.path().join("a.tar");
+    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let mut crashed = mount(&[&tar], &[]);
+    crashed.signal("KILL");
+    let status = crashed.wait_exit(Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(crashed.is_mounted(), "SIGKILL leaves the mount behind");
+    let err = std::fs::metadata(&crashed.mountpoint).expect_err("stale");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // Take the mount point's directory over from the crashed guard.
+    let mountpoint = crashed.mountpoint.clone();
+    let dir = std::mem::replace(&mut crashed._dir, tempfile::tempdir().expect("tempdir"));
+    crashed.mountpoint = crashed._dir.path().join("nothing-here");
+    drop(crashed);
+    let again = mount_on(&mountpoint, &[&tar], &[], dir);
+    assert!(again.log_text().contains("stale mount"), "{}", again.log_text());
+    assert_eq!(std::fs::read(again.path("usr/custom_file")).expect("read"), b"custom file\n");
+    let mounts = addonfs::mount::mounts().expect("mountinfo");
+    assert_eq!(
+        mounts.iter().filter(|i| i.mount_point == mountpoint).count(),
+        1,
+        "the stale mount is gone"
+    );
+}
+
+/// Bad mount points are refused before anything is indexed, naming the path.
+#[test]
+fn bad_mount_points_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tar = tmp.path().join("a.tar");
+    run(Command::new("tar").arg("-cf").arg(&tar).arg("-T").arg("/dev/null"));
+    for (mountpoint, want) in [
+        (tmp.path().join("missing"), "No such file or directory"),
+        (tar.clone(), "not a directory"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+            .arg("mount")
+            .arg(&tar)
+            .arg(&mountpoint)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&*mountpoint.to_string_lossy()) && stderr.contains(want),
+            "{stderr}"
+        );
+        assert!(!tmp.path().join("a.tar.addonfs-index").exists(), "nothing indexed");
+    }
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_addonfs")).arg("mount").arg(&tar).output().expect("run");
+    assert_eq!(out.status.code(), Some(2), "one path is not enough");
+}
