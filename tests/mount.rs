@@ -98,7 +98,9 @@ impl Mounted {
         let start = Instant::now();
         loop {
             if let Some(info) = mount_at(&self.mountpoint).expect("mountinfo") {
-                if info.fs_type == FS_TYPE && std::fs::metadata(&self.mountpoint).is_ok() {
+                // statvfs reaches the daemon (a stale mount answers ENOTCONN).
+                if info.fs_type == FS_TYPE && addonfs::mount::sys::statvfs(&self.mountpoint).is_ok()
+                {
                     return;
                 }
             }
@@ -743,8 +745,14 @@ fn a_stale_mount_is_cleared_by_the_next_mount() {
     let status = crashed.wait_exit(Duration::from_secs(10));
     assert!(!status.success());
     assert!(crashed.is_mounted(), "SIGKILL leaves the mount behind");
-    let err = std::fs::metadata(&crashed.mountpoint).expect_err("stale");
-    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // `stat` may be answered from the kernel's cache; `statvfs` reaches the (dead) daemon.
+    let probe = Command::new("python3")
+        .arg("-c")
+        .arg("import os,sys\ntry:\n os.statvfs(sys.argv[1])\nexcept OSError as e:\n print(e.errno)")
+        .arg(&crashed.mountpoint)
+        .output()
+        .expect("python3");
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), libc::ENOTCONN.to_string(), "stale");
     // Take the mount point's directory over from the crashed guard.
     let mountpoint = crashed.mountpoint.clone();
     let dir = std::mem::replace(&mut crashed._dir, tempfile::tempdir().expect("tempdir"));
@@ -788,4 +796,67 @@ fn bad_mount_points_are_refused() {
     let out =
         Command::new(env!("CARGO_BIN_EXE_addonfs")).arg("mount").arg(&tar).output().expect("run");
     assert_eq!(out.status.code(), Some(2), "one path is not enough");
+}
+
+/// The daemon's side of the root (issue 4 builds on it), in process: synthesized read-only
+/// files appear in the root, change when set again (after an invalidation), and a hidden
+/// entry leaves the listing but still answers lookups.
+#[test]
+fn synthesized_root_entries_change_live() {
+    use addonfs::fs::namespace::{Layout, Namespace, FUSE_ROOT};
+    use addonfs::fs::{AddonFs, FsOptions};
+    use addonfs::mount::{MountOptions, Unmounted};
+    if !fuse_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = Arc::new(Namespace::new(Layout::Directories, (0, 0)));
+    ns.set_file(b".addons.json", 2, b"[]\n".to_vec(), true).expect("set file");
+    ns.set_file(b"hidden.txt", 3, b"secret\n".to_vec(), false).expect("set file");
+    let fs = AddonFs::new(Arc::clone(&ns), FsOptions::default());
+    let mounted = addonfs::mount::mount(fs, dir.path(), &MountOptions::default()).expect("mount");
+    let root = mounted.path().to_path_buf();
+    let list = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&root)
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_eq!(list(), [".addons.json"]);
+        assert_eq!(std::fs::read(root.join(".addons.json")).expect("read"), b"[]\n");
+        assert_eq!(
+            std::fs::read(root.join("hidden.txt")).expect("hidden still answers"),
+            b"secret\n"
+        );
+        let meta = std::fs::metadata(root.join(".addons.json")).expect("stat");
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o444);
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&meta), 2);
+        // New content, then the kernel is told: readers see it at once.
+        ns.set_file(b".addons.json", 2, b"[{\"name\": \"x\"}]\n".to_vec(), true).expect("set file");
+        mounted.invalidate_inode(2).expect("invalidate file");
+        assert_eq!(
+            std::fs::read(root.join(".addons.json")).expect("read"),
+            b"[{\"name\": \"x\"}]\n"
+        );
+        // Show the hidden entry, then hide the other.
+        assert!(ns.set_visible(b"hidden.txt", true).expect("show"));
+        mounted.invalidate_inode(FUSE_ROOT).expect("invalidate root");
+        assert_eq!(list(), [".addons.json", "hidden.txt"]);
+        assert!(ns.set_visible(b".addons.json", false).expect("hide"));
+        mounted.invalidate_inode(FUSE_ROOT).expect("invalidate root");
+        assert_eq!(list(), ["hidden.txt"]);
+        assert!(root.join(".addons.json").exists(), "a hidden entry still answers lookups");
+        // Nothing is writable.
+        let err = File::create(root.join("new")).expect_err("create");
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    }));
+    let unmounted = mounted.unmount(Duration::from_secs(5));
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    assert_eq!(unmounted.expect("unmount"), Unmounted::Clean);
+    assert!(mount_at(dir.path()).expect("mountinfo").is_none());
 }

@@ -126,6 +126,8 @@ impl Default for MountOptions {
 /// One line of `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
+    /// The mount's unique id (first field).
+    pub id: u64,
     /// Where it is mounted.
     pub mount_point: PathBuf,
     /// Per-mount options (`ro,nosuid,nodev,...`).
@@ -173,6 +175,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
                 return None;
             }
             Some(MountInfo {
+                id: fields[0].parse().ok()?,
                 mount_point: PathBuf::from(std::ffi::OsString::from_vec(unescape(fields[4]))),
                 mount_options: fields[5].to_string(),
                 fs_type: fields[dash + 1].to_string(),
@@ -213,24 +216,31 @@ pub fn absolute(path: &Path) -> io::Result<PathBuf> {
 pub fn prepare_mountpoint(mountpoint: &Path) -> Result<(PathBuf, (u32, u32)), MountError> {
     let io_error = |source| MountError::Io { path: mountpoint.to_path_buf(), source };
     let path = absolute(mountpoint).map_err(io_error)?;
-    let meta = match std::fs::metadata(&path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            let what = mount_at(&path).ok().flatten().map(|m| m.fs_type).unwrap_or_default();
-            tracing::warn!(
-                mountpoint = %path.display(),
-                fs_type = %what,
-                "stale mount found (transport endpoint is not connected: its daemon died); detaching it"
-            );
-            sys::detach(&path)
-                .map_err(|source| MountError::Stale { path: path.clone(), source })?;
-            std::fs::metadata(&path)
-                .map_err(|source| MountError::Io { path: path.clone(), source })?
-        }
+    let not_connected = |e: &io::Error| e.raw_os_error() == Some(libc::ENOTCONN);
+    // `stat` may be answered from the kernel's cache even when the daemon is gone; `statvfs`
+    // always reaches it, so a FUSE mount is probed with it too.
+    let stale = match std::fs::metadata(&path) {
+        Err(e) if not_connected(&e) => true,
         Err(source) => return Err(MountError::Io { path, source }),
-        Ok(meta) => meta,
+        Ok(_) => {
+            let fuse =
+                mount_at(&path).ok().flatten().is_some_and(|m| m.fs_type.starts_with("fuse"));
+            fuse && sys::statvfs(&path).is_err_and(|e| not_connected(&e))
+        }
     };
+    if stale {
+        let what = mount_at(&path).ok().flatten().map(|m| m.fs_type).unwrap_or_default();
+        tracing::warn!(
+            mountpoint = %path.display(),
+            fs_type = %what,
+            "stale mount found (transport endpoint is not connected: its daemon died); detaching it"
+        );
+        sys::detach(&path).map_err(|source| MountError::Stale { path: path.clone(), source })?;
+    }
+    let meta =
+        std::fs::metadata(&path).map_err(|source| MountError::Io { path: path.clone(), source })?;
     if let Ok(Some(info)) = mount_at(&path) {
-        if info.fs_type == FS_TYPE {
+        if info.fs_type == FS_TYPE || (info.fs_type.starts_with("fuse") && info.source == FS_NAME) {
             return Err(MountError::AlreadyMounted { path });
         }
     }
@@ -251,7 +261,9 @@ pub fn config(opts: &MountOptions) -> Config {
         MountOption::NoAtime,
         MountOption::DefaultPermissions,
         MountOption::FSName(FS_NAME.into()),
-        MountOption::Subtype(FS_NAME.into()),
+        // The kernel takes `subtype` as a mount option (mountinfo then shows `fuse.addonfs`);
+        // fuser's `Subtype` only reaches fusermount.
+        MountOption::CUSTOM(format!("subtype={FS_NAME}")),
     ];
     config.acl = if opts.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(opts.threads.max(1));
@@ -476,6 +488,7 @@ mod tests {
                     garbage line\n";
         let mounts = parse_mountinfo(text);
         assert_eq!(mounts.len(), 2);
+        assert_eq!((mounts[0].id, mounts[1].id), (36, 50));
         assert_eq!(mounts[0].mount_point, PathBuf::from("/mnt/with space"));
         assert_eq!(mounts[0].fs_type, "ext3");
         assert_eq!(mounts[0].source, "/dev/root");

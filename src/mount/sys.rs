@@ -67,6 +67,20 @@ fn c_path(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
+/// Asks the file system at `path` for its statistics (`statvfs`). Unlike `stat`, which the
+/// kernel may answer from its cache, this always reaches a FUSE daemon, so a dead one shows
+/// as `ENOTCONN`.
+pub fn statvfs(path: &Path) -> io::Result<()> {
+    let target = c_path(path)?;
+    // SAFETY: statvfs is plain data, fully written by the call on success.
+    let mut out: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `target` is a NUL-terminated string and `out` a valid, exclusive out pointer.
+    if unsafe { libc::statvfs(target.as_ptr(), &mut out) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `umount2(path, flags)`.
 fn umount2(path: &Path, flags: libc::c_int) -> io::Result<()> {
     let target = c_path(path)?;
