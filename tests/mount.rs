@@ -803,17 +803,24 @@ fn bad_mount_points_are_refused() {
 /// entry leaves the listing but still answers lookups.
 #[test]
 fn synthesized_root_entries_change_live() {
-    use addonfs::fs::namespace::{Layout, Namespace, FUSE_ROOT};
-    use addonfs::fs::{AddonFs, FsOptions};
-    use addonfs::mount::{MountOptions, Unmounted};
     if !fuse_ready() {
         return;
     }
+    // Both ways of opening: declined (zero-message opens, cached) and answered.
+    for explicit_open in [false, true] {
+        synthesized_root_entries(explicit_open);
+    }
+}
+
+fn synthesized_root_entries(explicit_open: bool) {
+    use addonfs::fs::namespace::{Layout, Namespace, FUSE_ROOT};
+    use addonfs::fs::{AddonFs, FsOptions};
+    use addonfs::mount::{MountOptions, Unmounted};
     let dir = tempfile::tempdir().expect("tempdir");
     let ns = Arc::new(Namespace::new(Layout::Directories, (0, 0)));
     ns.set_file(b".addons.json", 2, b"[]\n".to_vec(), true).expect("set file");
     ns.set_file(b"hidden.txt", 3, b"secret\n".to_vec(), false).expect("set file");
-    let fs = AddonFs::new(Arc::clone(&ns), FsOptions::default());
+    let fs = AddonFs::new(Arc::clone(&ns), FsOptions { explicit_open, ..FsOptions::default() });
     let mounted = addonfs::mount::mount(fs, dir.path(), &MountOptions::default()).expect("mount");
     let root = mounted.path().to_path_buf();
     let list = || -> Vec<String> {

@@ -25,9 +25,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 pub use namespace::{Layout, Namespace, Node};
@@ -53,6 +54,14 @@ pub struct FsOptions {
     pub uid: Option<u32>,
     /// Report every inode as owned by this group (else the archive's groups).
     pub gid: Option<u32>,
+    /// Answer `open` and `opendir` (with `FOPEN_KEEP_CACHE`, and `FOPEN_CACHE_DIR` for
+    /// directories; synthesized nodes without them). When false (the default), the first
+    /// `open` and `opendir` are declined with `ENOSYS`, which the kernel takes as "zero-message
+    /// opens" (`FUSE_NO_OPEN_SUPPORT`): it stops sending `open`/`release` (and the directory
+    /// pair) altogether and applies exactly `FOPEN_KEEP_CACHE` (and `FOPEN_CACHE_DIR`) itself:
+    /// the same caching for two round trips less per file. Synthesized nodes are then cached
+    /// too, so whoever changes them must invalidate them (see [`crate::mount::Mounted`]).
+    pub explicit_open: bool,
 }
 
 /// The FUSE file system: a thin adapter from kernel requests to a shared [`Namespace`].
@@ -328,6 +337,10 @@ impl Filesystem for AddonFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if !self.opts.explicit_open {
+            tracing::debug!("declining open: zero-message opens with FOPEN_KEEP_CACHE");
+            return reply.error(Errno::ENOSYS);
+        }
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
         }
@@ -391,6 +404,10 @@ impl Filesystem for AddonFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if !self.opts.explicit_open {
+            tracing::debug!("declining opendir: zero-message opens with FOPEN_CACHE_DIR");
+            return reply.error(Errno::ENOSYS);
+        }
         match self.node(ino) {
             Ok(node) => match self.ns.kind_of(&node) {
                 // The synthesized root changes while mounted: its listing is not cached.
@@ -514,6 +531,103 @@ impl Filesystem for AddonFs {
             Some(_) => reply.error(Errno::EACCES),
             None => reply.error(Errno::ENOENT),
         }
+    }
+
+    // Not supported, without the warning fuser's defaults log: the kernel then stops asking
+    // (flush, fsync, lseek), uses local locks (getlk, setlk), or fails the call (ioctl, bmap).
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: ReplyLseek,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
     }
 
     // Everything below would change the tree: a read-only file system refuses it.

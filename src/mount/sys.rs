@@ -51,6 +51,18 @@ impl SignalSet {
     }
 }
 
+/// Makes glibc serve allocations of 128 KiB and more straight from `mmap` and unmap them on
+/// free, turning off its dynamic threshold. Without it, once a freed 1 MiB cache chunk has
+/// raised the threshold, later chunks come from per-thread heaps that do not shrink, and a
+/// daemon with a 32 MiB cache peaks at twice that. Call it early, before threads start.
+pub fn release_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; it takes plain integers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// The name of a signal, for log lines.
 pub fn signal_name(signal: libc::c_int) -> &'static str {
     match signal {
