@@ -87,10 +87,11 @@ impl MapText {
     }
 }
 
-/// Validates `map` (sorted, non-overlapping, inside `realsize`, data runs fitting in the
-/// `stored` bytes that follow at `data_start`) and lays its runs out back to back from
-/// `data_start`. Zero-length runs are dropped. The caller guarantees that
-/// `data_start + stored` does not overflow.
+/// Validates `map` (sorted, non-overlapping, inside `realsize`) and lays its runs out in the
+/// `stored` bytes that follow at `data_start`. Like GNU tar's extraction, each run starts on a
+/// block boundary (runs other than the last are whole blocks in practice, as GNU tar finds holes
+/// at file system block granularity). Zero-length runs take no room and are dropped. The caller
+/// guarantees that `data_start + stored` does not overflow.
 pub(super) fn segments(
     map: &[(u64, u64)],
     realsize: u64,
@@ -99,28 +100,32 @@ pub(super) fn segments(
 ) -> Result<Vec<SparseSegment>, String> {
     let mut out = Vec::with_capacity(map.len());
     let mut prev_end = 0u64;
-    let mut total = 0u64;
+    // Stored bytes taken by the runs so far, rounded up to whole blocks.
+    let mut used = 0u64;
     for (i, &(off, len)) in map.iter().enumerate() {
         let end = off
             .checked_add(len)
             .ok_or_else(|| format!("sparse map run {i} ({off}+{len}) overflows"))?;
         if off < prev_end {
-            return Err(format!("sparse map run {i} at {off} overlaps or precedes the run before it (ending at {prev_end})"));
+            return Err(format!(
+                "sparse map run {i} at {off} overlaps or precedes the run before it (ending at {prev_end})"
+            ));
         }
         if end > realsize {
             return Err(format!("sparse map run {i} ({off}+{len}) ends beyond the real size {realsize}"));
         }
-        if len > stored - total {
+        prev_end = end;
+        if len == 0 {
+            continue;
+        }
+        if used > stored || len > stored - used {
             return Err(format!(
-                "sparse map runs hold more than the {stored} bytes stored (run {i}: {off}+{len})"
+                "sparse map runs need more than the {stored} bytes stored (run {i}: {off}+{len})"
             ));
         }
-        if len > 0 {
-            // No overflow: the caller checked that data_start + stored fits.
-            out.push(SparseSegment { logical: off, len, stream_offset: data_start + total });
-        }
-        total += len;
-        prev_end = end;
+        // No overflow: data_start + stored fits, and used + len <= stored.
+        out.push(SparseSegment { logical: off, len, stream_offset: data_start + used });
+        used = used.saturating_add(len.div_ceil(512).saturating_mul(512));
     }
     Ok(out)
 }
@@ -146,18 +151,19 @@ mod tests {
 
     #[test]
     fn segments_validate() {
-        let s = segments(&[(0, 10), (100, 5), (200, 0)], 200, 1000, 15).unwrap();
+        let s = segments(&[(0, 10), (100, 5), (200, 0)], 200, 1000, 517).unwrap();
         assert_eq!(
             s,
             vec![
                 SparseSegment { logical: 0, len: 10, stream_offset: 1000 },
-                SparseSegment { logical: 100, len: 5, stream_offset: 1010 }
+                SparseSegment { logical: 100, len: 5, stream_offset: 1512 }
             ]
         );
-        assert!(segments(&[(100, 5), (0, 10)], 200, 0, 15).is_err());
-        assert!(segments(&[(0, 10), (5, 10)], 200, 0, 20).is_err());
-        assert!(segments(&[(0, 10), (195, 10)], 200, 0, 20).is_err());
-        assert!(segments(&[(0, 10), (100, 5)], 200, 0, 14).is_err());
+        assert!(segments(&[(0, 10), (100, 5)], 200, 0, 516).is_err());
+        assert!(segments(&[(100, 5), (0, 10)], 200, 0, 1024).is_err());
+        assert!(segments(&[(0, 10), (5, 10)], 200, 0, 1024).is_err());
+        assert!(segments(&[(0, 10), (195, 10)], 200, 0, 1024).is_err());
         assert!(segments(&[(u64::MAX, 10)], u64::MAX, 0, 20).is_err());
+        assert_eq!(segments(&[(0, 0), (7, 0)], 7, 0, 0), Ok(vec![]));
     }
 }
