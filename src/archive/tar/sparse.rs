@@ -23,13 +23,26 @@ pub(super) fn old_gnu_descriptors(area: &[u8], map: &mut Vec<(u64, u64)>) -> Res
     Ok(true)
 }
 
-/// The descriptors of an old-GNU sparse header (`S`), whether extension blocks follow, and
-/// the real size.
-pub(super) fn old_gnu_header(b: &header::Block) -> Result<(Vec<(u64, u64)>, bool, u64), String> {
+/// What an old-GNU sparse header (`S`) says about its file.
+pub(super) struct OldGnuHeader {
+    /// The descriptors in the header itself.
+    pub map: Vec<(u64, u64)>,
+    /// True if extension blocks follow the header.
+    pub extended: bool,
+    /// The size of the file as extracted.
+    pub realsize: u64,
+}
+
+/// Decodes the sparse fields of an old-GNU sparse header.
+pub(super) fn old_gnu_header(b: &header::Block) -> Result<OldGnuHeader, String> {
     let mut map = Vec::new();
     let more = old_gnu_descriptors(&b[field::GNU_SPARSE], &mut map)?;
     let realsize = header::unsigned(&b[field::GNU_REALSIZE], i64::MAX as u64, "sparse real size")?;
-    Ok((map, more && b[field::GNU_ISEXTENDED] != 0, realsize))
+    Ok(OldGnuHeader {
+        map,
+        extended: more && b[field::GNU_ISEXTENDED] != 0,
+        realsize,
+    })
 }
 
 /// Incremental parser of the PAX sparse 1.0 map: decimal numbers, each ended by a newline:
@@ -57,13 +70,19 @@ impl MapText {
                 b'0'..=b'9' => {
                     self.digits += 1;
                     let v = self.cur.unwrap_or(0);
-                    let v = v.checked_mul(10).and_then(|v| v.checked_add(u64::from(c - b'0')));
-                    self.cur = Some(v.filter(|&v| v <= i64::MAX as u64).ok_or_else(|| {
-                        Some("number too large in sparse map".to_string())
-                    })?);
+                    let v = v
+                        .checked_mul(10)
+                        .and_then(|v| v.checked_add(u64::from(c - b'0')));
+                    self.cur = Some(
+                        v.filter(|&v| v <= i64::MAX as u64)
+                            .ok_or_else(|| Some("number too large in sparse map".to_string()))?,
+                    );
                 }
                 b'\n' => {
-                    let v = self.cur.take().ok_or_else(|| Some("empty number in sparse map".to_string()))?;
+                    let v = self
+                        .cur
+                        .take()
+                        .ok_or_else(|| Some("empty number in sparse map".to_string()))?;
                     self.digits = 0;
                     if self.count.is_none() {
                         if v > max_pairs {
@@ -76,7 +95,11 @@ impl MapText {
                         self.first = Some(v);
                     }
                 }
-                _ => return Err(Some(format!("byte 0x{c:02x} in sparse map where a digit was expected"))),
+                _ => {
+                    return Err(Some(format!(
+                        "byte 0x{c:02x} in sparse map where a digit was expected"
+                    )))
+                }
             }
         }
         Ok(self.is_done())
@@ -112,7 +135,9 @@ pub(super) fn segments(
             ));
         }
         if end > realsize {
-            return Err(format!("sparse map run {i} ({off}+{len}) ends beyond the real size {realsize}"));
+            return Err(format!(
+                "sparse map run {i} ({off}+{len}) ends beyond the real size {realsize}"
+            ));
         }
         prev_end = end;
         if len == 0 {
@@ -124,7 +149,11 @@ pub(super) fn segments(
             ));
         }
         // No overflow: data_start + stored fits, and used + len <= stored.
-        out.push(SparseSegment { logical: off, len, stream_offset: data_start + used });
+        out.push(SparseSegment {
+            logical: off,
+            len,
+            stream_offset: data_start + used,
+        });
         used = used.saturating_add(len.div_ceil(512).saturating_mul(512));
     }
     Ok(out)
@@ -144,9 +173,15 @@ mod tests {
         let mut m = MapText::default();
         assert_eq!(m.feed(b"0\n", 10), Ok(true));
         assert!(MapText::default().feed(b"11\n", 10) == Err(None));
-        assert!(matches!(MapText::default().feed(b"1\n\n", 10), Err(Some(_))));
+        assert!(matches!(
+            MapText::default().feed(b"1\n\n", 10),
+            Err(Some(_))
+        ));
         assert!(matches!(MapText::default().feed(b"1\nx", 10), Err(Some(_))));
-        assert!(matches!(MapText::default().feed(b"99999999999999999999\n", 10), Err(Some(_))));
+        assert!(matches!(
+            MapText::default().feed(b"99999999999999999999\n", 10),
+            Err(Some(_))
+        ));
     }
 
     #[test]
@@ -155,8 +190,16 @@ mod tests {
         assert_eq!(
             s,
             vec![
-                SparseSegment { logical: 0, len: 10, stream_offset: 1000 },
-                SparseSegment { logical: 100, len: 5, stream_offset: 1512 }
+                SparseSegment {
+                    logical: 0,
+                    len: 10,
+                    stream_offset: 1000
+                },
+                SparseSegment {
+                    logical: 100,
+                    len: 5,
+                    stream_offset: 1512
+                }
             ]
         );
         assert!(segments(&[(0, 10), (100, 5)], 200, 0, 516).is_err());

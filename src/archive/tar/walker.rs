@@ -13,7 +13,10 @@ use crate::archive::{DataLayout, EntryKind, ScanError, ScannedEntry};
 use crate::limits::Limits;
 
 fn tar_err(offset: u64, reason: impl Into<String>) -> ScanError {
-    ScanError::Tar(TarError { offset, reason: reason.into() })
+    ScanError::Tar(TarError {
+        offset,
+        reason: reason.into(),
+    })
 }
 
 /// A name for messages: lossy UTF-8, shortened.
@@ -28,7 +31,8 @@ fn show(name: &[u8]) -> String {
 
 /// `size` rounded up to whole blocks, or `None` on overflow.
 fn padded(size: u64) -> Option<u64> {
-    size.checked_add(BLOCK as u64 - 1).map(|s| s & !(BLOCK as u64 - 1))
+    size.checked_add(BLOCK as u64 - 1)
+        .map(|s| s & !(BLOCK as u64 - 1))
 }
 
 /// Extended headers read ahead of an entry's own header.
@@ -128,7 +132,10 @@ impl<'a, R: BufRead> Walker<'a, R> {
             }
             if let Err(reason) = header::check_checksum(&blk) {
                 if after_end {
-                    return Err(tar_err(at, format!("trailing garbage after end of archive ({reason})")));
+                    return Err(tar_err(
+                        at,
+                        format!("trailing garbage after end of archive ({reason})"),
+                    ));
                 }
                 return Err(tar_err(at, reason));
             }
@@ -149,7 +156,10 @@ impl<'a, R: BufRead> Walker<'a, R> {
         if got < buf.len() {
             return Err(tar_err(
                 at,
-                format!("archive is truncated inside {what} (input ends at {})", self.s.pos),
+                format!(
+                    "archive is truncated inside {what} (input ends at {})",
+                    self.s.pos
+                ),
             ));
         }
         Ok(())
@@ -160,7 +170,10 @@ impl<'a, R: BufRead> Walker<'a, R> {
         if self.s.skip(n)? < n {
             return Err(tar_err(
                 at,
-                format!("archive is truncated inside {what} (input ends at {})", self.s.pos),
+                format!(
+                    "archive is truncated inside {what} (input ends at {})",
+                    self.s.pos
+                ),
             ));
         }
         Ok(())
@@ -181,12 +194,17 @@ impl<'a, R: BufRead> Walker<'a, R> {
         let limit = self.limits.max_header_bytes;
         let len = usize::try_from(size).ok().filter(|_| size <= limit);
         let Some(len) = len else {
-            return Err(ScanError::Limit { what, limit, offset: at });
+            return Err(ScanError::Limit {
+                what,
+                limit,
+                offset: at,
+            });
         };
         let mut buf = vec![0u8; len];
         self.read_exact(&mut buf, at, what)?;
         // No overflow: size <= max_header_bytes, a u64 far from its end in practice; checked.
-        let pad = padded(size).ok_or_else(|| tar_err(at, format!("{what}: size overflows")))? - size;
+        let pad =
+            padded(size).ok_or_else(|| tar_err(at, format!("{what}: size overflows")))? - size;
         self.skip_exact(pad, at, what)?;
         let bad = |e: String| tar_err(at, format!("{what}: {e}"));
         match ty {
@@ -220,7 +238,12 @@ impl<'a, R: BufRead> Walker<'a, R> {
         }
         let regular = matches!(ty, b'0' | 0 | b'7');
         let pax_sparse = regular && ext.sparse.is_sparse();
-        let name = match (pax_sparse, ext.sparse.name.take(), ext.path.take(), p.long_name) {
+        let name = match (
+            pax_sparse,
+            ext.sparse.name.take(),
+            ext.path.take(),
+            p.long_name,
+        ) {
             (true, Some(n), _, _) => n,
             (_, _, Some(n), _) | (_, _, None, Some(n)) => n,
             _ => header::name(b),
@@ -244,9 +267,17 @@ impl<'a, R: BufRead> Walker<'a, R> {
             b'5' | b'D' => (EntryKind::Dir, Storage::Plain),
             b'6' => (EntryKind::Fifo, Storage::Plain),
             b'S' => (EntryKind::File, Storage::OldGnuSparse),
-            b'M' => return Err(fail("multi-volume continuation entries are not supported".into())),
+            b'M' => {
+                return Err(fail(
+                    "multi-volume continuation entries are not supported".into(),
+                ))
+            }
             b'V' | b'N' => {
-                let what = if ty == b'V' { "volume label" } else { "old GNU names entry" };
+                let what = if ty == b'V' {
+                    "volume label"
+                } else {
+                    "old GNU names entry"
+                };
                 if ty == b'N' {
                     (self.on_warning)(format!("entry at offset {start}: {what} skipped"));
                 }
@@ -271,7 +302,8 @@ impl<'a, R: BufRead> Walker<'a, R> {
             });
         }
 
-        let mode = (header::number(&b[field::MODE], false).map_err(|e| fail(format!("bad mode field: {e}")))?
+        let mode = (header::number(&b[field::MODE], false)
+            .map_err(|e| fail(format!("bad mode field: {e}")))?
             & 0o7777) as u32;
         let uid = match ext.uid {
             Some(u) => u,
@@ -285,14 +317,18 @@ impl<'a, R: BufRead> Walker<'a, R> {
             Some(t) => t,
             None => (header::mtime(b).map_err(fail)?, 0),
         };
-        let rdev = if matches!(kind, EntryKind::CharDev | EntryKind::BlockDev) && header::format(b) != Format::V7 {
+        let rdev = if matches!(kind, EntryKind::CharDev | EntryKind::BlockDev)
+            && header::format(b) != Format::V7
+        {
             let major = match ext.devmajor {
                 Some(m) => m,
-                None => header::unsigned(&b[field::DEVMAJOR], u32::MAX.into(), "devmajor").map_err(fail)? as u32,
+                None => header::unsigned(&b[field::DEVMAJOR], u32::MAX.into(), "devmajor")
+                    .map_err(fail)? as u32,
             };
             let minor = match ext.devminor {
                 Some(m) => m,
-                None => header::unsigned(&b[field::DEVMINOR], u32::MAX.into(), "devminor").map_err(fail)? as u32,
+                None => header::unsigned(&b[field::DEVMINOR], u32::MAX.into(), "devminor")
+                    .map_err(fail)? as u32,
             };
             (major, minor)
         } else {
@@ -349,7 +385,11 @@ impl<'a, R: BufRead> Walker<'a, R> {
                         Some(t)
                     }
                     target => {
-                        let why = if target.is_none() { "escapes the archive root" } else { "is the archive root" };
+                        let why = if target.is_none() {
+                            "escapes the archive root"
+                        } else {
+                            "is the archive root"
+                        };
                         (self.on_warning)(format!(
                             "entry at offset {start}: {} dropped: its hard-link target {} {why}",
                             show(&name),
@@ -381,7 +421,11 @@ impl<'a, R: BufRead> Walker<'a, R> {
     fn check_path_len(&self, path: &[u8], offset: u64) -> Result<(), ScanError> {
         let limit = self.limits.max_path_len;
         if path.len() > limit {
-            return Err(ScanError::Limit { what: "path length", limit: limit as u64, offset });
+            return Err(ScanError::Limit {
+                what: "path length",
+                limit: limit as u64,
+                offset,
+            });
         }
         Ok(())
     }
@@ -396,7 +440,11 @@ impl<'a, R: BufRead> Walker<'a, R> {
         name: &[u8],
     ) -> Result<(u64, DataLayout), ScanError> {
         let fail = |reason: String| tar_err(at, format!("entry {}: {reason}", show(name)));
-        let (mut map, mut more, realsize) = sparse::old_gnu_header(b).map_err(fail)?;
+        let sparse::OldGnuHeader {
+            mut map,
+            extended: mut more,
+            realsize,
+        } = sparse::old_gnu_header(b).map_err(fail)?;
         let mut ext_bytes = 0u64;
         let mut blk: Block = [0; BLOCK];
         while more {
@@ -408,7 +456,11 @@ impl<'a, R: BufRead> Walker<'a, R> {
                     offset: at,
                 });
             }
-            self.read_exact(&mut blk, at, &format!("the sparse map of entry {}", show(name)))?;
+            self.read_exact(
+                &mut blk,
+                at,
+                &format!("the sparse map of entry {}", show(name)),
+            )?;
             let area = &blk[..sparse::EXT_DESCRIPTORS * 24];
             more = sparse::old_gnu_descriptors(area, &mut map).map_err(fail)?
                 && blk[sparse::EXT_ISEXTENDED] != 0;
@@ -433,7 +485,9 @@ impl<'a, R: BufRead> Walker<'a, R> {
         let major = ext.sparse.major.unwrap_or(0);
         if major > 1 {
             let minor = ext.sparse.minor.unwrap_or(0);
-            return Err(fail(format!("unsupported PAX sparse format {major}.{minor}")));
+            return Err(fail(format!(
+                "unsupported PAX sparse format {major}.{minor}"
+            )));
         }
         if major == 0 {
             let map = std::mem::take(&mut ext.sparse.map);
@@ -446,16 +500,32 @@ impl<'a, R: BufRead> Walker<'a, R> {
         loop {
             used += BLOCK as u64;
             if used > stored {
-                return Err(fail(format!("sparse map runs past the {stored} bytes of data")));
+                return Err(fail(format!(
+                    "sparse map runs past the {stored} bytes of data"
+                )));
             }
             if used > limit {
-                return Err(ScanError::Limit { what: "sparse map", limit, offset: at });
+                return Err(ScanError::Limit {
+                    what: "sparse map",
+                    limit,
+                    offset: at,
+                });
             }
-            self.read_exact(&mut blk, at, &format!("the sparse map of entry {}", show(name)))?;
+            self.read_exact(
+                &mut blk,
+                at,
+                &format!("the sparse map of entry {}", show(name)),
+            )?;
             match text.feed(&blk, limit / 4) {
                 Ok(true) => break,
                 Ok(false) => {}
-                Err(None) => return Err(ScanError::Limit { what: "sparse map", limit, offset: at }),
+                Err(None) => {
+                    return Err(ScanError::Limit {
+                        what: "sparse map",
+                        limit,
+                        offset: at,
+                    })
+                }
                 Err(Some(e)) => return Err(fail(e)),
             }
         }

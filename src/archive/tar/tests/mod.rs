@@ -9,8 +9,8 @@ mod props;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::BufReader;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,7 +31,10 @@ pub(super) fn walk_bytes(data: &[u8], limits: &Limits) -> Result<Walked, ScanErr
     walk_reader(&mut input, limits)
 }
 
-pub(super) fn walk_reader(input: &mut impl std::io::BufRead, limits: &Limits) -> Result<Walked, ScanError> {
+pub(super) fn walk_reader(
+    input: &mut impl std::io::BufRead,
+    limits: &Limits,
+) -> Result<Walked, ScanError> {
     let mut entries = Vec::new();
     let mut warnings = Vec::new();
     let consumed = super::walk(
@@ -43,20 +46,33 @@ pub(super) fn walk_reader(input: &mut impl std::io::BufRead, limits: &Limits) ->
         },
         &mut |w| warnings.push(w),
     )?;
-    Ok(Walked { entries, warnings, consumed })
+    Ok(Walked {
+        entries,
+        warnings,
+        consumed,
+    })
 }
 
 /// Walks a file through a default `BufReader`.
 pub(super) fn walk_file(path: &Path) -> Walked {
     let mut input = BufReader::new(fs::File::open(path).unwrap());
-    let w = walk_reader(&mut input, &Limits::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(w.consumed, fs::metadata(path).unwrap().len(), "{}: consumed bytes", path.display());
+    let w = walk_reader(&mut input, &Limits::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        w.consumed,
+        fs::metadata(path).unwrap().len(),
+        "{}: consumed bytes",
+        path.display()
+    );
     w
 }
 
 /// Runs a command, panicking with its output if it fails.
 pub(super) fn run(cmd: &mut Command) -> String {
-    let out = cmd.env("LC_ALL", "C").output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = cmd
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -120,10 +136,13 @@ fn list_tree(root: &Path) -> Vec<(Vec<u8>, PathBuf)> {
 
 /// The extended attributes of `p` (not following symlinks), read back with Python.
 pub(super) fn read_xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let out = run(Command::new("python3").arg("-c").arg(
-        "import os,sys\nfor n in sorted(os.listxattr(sys.argv[1], follow_symlinks=False)):\n \
+    let out = run(Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import os,sys\nfor n in sorted(os.listxattr(sys.argv[1], follow_symlinks=False)):\n \
          print(n.encode().hex(), os.getxattr(sys.argv[1], n, follow_symlinks=False).hex())",
-    ).arg(p));
+        )
+        .arg(p));
     out.lines()
         .map(|l| {
             let (n, v) = l.split_once(' ').unwrap();
@@ -133,7 +152,10 @@ pub(super) fn read_xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// True if Python can set user xattrs in `dir`.
@@ -168,13 +190,17 @@ fn check_data(archive: &fs::File, e: &ScannedEntry, extracted: &Path) {
     let file = fs::File::open(extracted).unwrap();
     let read = |f: &fs::File, off: u64, len: u64| {
         let mut v = vec![0u8; len as usize];
-        f.read_exact_at(&mut v, off).unwrap_or_else(|err| panic!("{what}: read {len} at {off}: {err}"));
+        f.read_exact_at(&mut v, off)
+            .unwrap_or_else(|err| panic!("{what}: read {len} at {off}: {err}"));
         v
     };
     match &e.data {
         DataLayout::None => assert_eq!(e.size, 0, "{what}: no data but size {}", e.size),
         DataLayout::Contiguous { offset } => {
-            assert!(read(archive, *offset, e.size) == read(&file, 0, e.size), "{what}: data differs");
+            assert!(
+                read(archive, *offset, e.size) == read(&file, 0, e.size),
+                "{what}: data differs"
+            );
         }
         DataLayout::Sparse(segs) if e.size <= 64 << 20 => {
             let mut want = vec![0u8; e.size as usize];
@@ -182,13 +208,19 @@ fn check_data(archive: &fs::File, e: &ScannedEntry, extracted: &Path) {
                 let run = read(archive, s.stream_offset, s.len);
                 want[s.logical as usize..(s.logical + s.len) as usize].copy_from_slice(&run);
             }
-            assert!(want == fs::read(extracted).unwrap(), "{what}: sparse data differs");
+            assert!(
+                want == fs::read(extracted).unwrap(),
+                "{what}: sparse data differs"
+            );
         }
         DataLayout::Sparse(segs) => {
             // Too big to rebuild: compare every run, and sample the holes.
             let mut pos = 0;
             for s in segs {
-                assert!(read(archive, s.stream_offset, s.len) == read(&file, s.logical, s.len), "{what}: run differs");
+                assert!(
+                    read(archive, s.stream_offset, s.len) == read(&file, s.logical, s.len),
+                    "{what}: run differs"
+                );
                 check_hole(&file, pos, s.logical, &what);
                 pos = s.logical + s.len;
             }
@@ -207,7 +239,10 @@ fn check_hole(f: &fs::File, start: u64, end: u64, what: &str) {
         let n = len.min(end - at);
         let mut v = vec![1u8; n as usize];
         f.read_exact_at(&mut v, at).unwrap();
-        assert!(v.iter().all(|&b| b == 0), "{what}: hole at {at} is not zero");
+        assert!(
+            v.iter().all(|&b| b == 0),
+            "{what}: hole at {at} is not zero"
+        );
     }
 }
 
@@ -259,7 +294,11 @@ pub(super) fn compare_with_gnu_tar(archive: &Path, w: &Walked, opts: Oracle) {
         if p.is_empty() {
             check_entry(&arch, e, &out, &out, opts);
         } else {
-            assert!(extracted.contains(p), "{}: reported but not extracted", String::from_utf8_lossy(p));
+            assert!(
+                extracted.contains(p),
+                "{}: reported but not extracted",
+                String::from_utf8_lossy(p)
+            );
         }
     }
 }
@@ -272,7 +311,12 @@ fn check_entry(arch: &fs::File, e: &ScannedEntry, p: &Path, root: &Path, opts: O
         EntryKind::Hardlink => {
             let target = e.link_target.as_ref().unwrap();
             let tmd = fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(target))).unwrap();
-            assert_eq!(md.ino(), tmd.ino(), "{what}: not a hard link to {}", String::from_utf8_lossy(target));
+            assert_eq!(
+                md.ino(),
+                tmd.ino(),
+                "{what}: not a hard link to {}",
+                String::from_utf8_lossy(target)
+            );
             return;
         }
         k => k,
@@ -293,11 +337,19 @@ fn check_entry(arch: &fs::File, e: &ScannedEntry, p: &Path, root: &Path, opts: O
     assert_eq!(kind, got, "{what}: kind");
     assert_eq!(e.uid, md.uid(), "{what}: uid");
     assert_eq!(e.gid, md.gid(), "{what}: gid");
-    assert_eq!((e.mtime, i64::from(e.mtime_nsec)), (md.mtime(), md.mtime_nsec()), "{what}: mtime");
+    assert_eq!(
+        (e.mtime, i64::from(e.mtime_nsec)),
+        (md.mtime(), md.mtime_nsec()),
+        "{what}: mtime"
+    );
     match kind {
         EntryKind::Symlink => {
             let t = fs::read_link(p).unwrap();
-            assert_eq!(e.link_target.as_deref(), Some(t.as_os_str().as_bytes()), "{what}: symlink target");
+            assert_eq!(
+                e.link_target.as_deref(),
+                Some(t.as_os_str().as_bytes()),
+                "{what}: symlink target"
+            );
         }
         EntryKind::File => {
             assert_eq!(e.mode, md.mode() & 0o7777, "{what}: mode");
@@ -306,7 +358,10 @@ fn check_entry(arch: &fs::File, e: &ScannedEntry, p: &Path, root: &Path, opts: O
         }
         EntryKind::CharDev | EntryKind::BlockDev => {
             let rdev = md.rdev();
-            let (major, minor) = (((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff), (rdev & 0xff) | ((rdev >> 12) & !0xff));
+            let (major, minor) = (
+                ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff),
+                (rdev & 0xff) | ((rdev >> 12) & !0xff),
+            );
             assert_eq!(e.rdev, (major as u32, minor as u32), "{what}: rdev");
             assert_eq!(e.mode, md.mode() & 0o7777, "{what}: mode");
         }
