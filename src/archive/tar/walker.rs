@@ -1,6 +1,7 @@
 //! The walk itself: reads header blocks, gathers extended headers, decodes each entry, skips
 //! its data in place and reports it.
 
+use std::fmt::{self, Display};
 use std::io::BufRead;
 
 use super::header::{self, field, Block, Format, BLOCK};
@@ -26,6 +27,24 @@ fn show(name: &[u8]) -> String {
         format!("{s:?}...")
     } else {
         format!("{s:?}")
+    }
+}
+
+/// "the data of entry NAME", formatted only when an error needs it.
+struct DataOf<'a>(&'a [u8]);
+
+impl Display for DataOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the data of entry {}", show(self.0))
+    }
+}
+
+/// "the sparse map of entry NAME", formatted only when an error needs it.
+struct MapOf<'a>(&'a [u8]);
+
+impl Display for MapOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the sparse map of entry {}", show(self.0))
     }
 }
 
@@ -151,7 +170,7 @@ impl<'a, R: BufRead> Walker<'a, R> {
     }
 
     /// Reads exactly `buf.len()` bytes or fails with a truncation error about `what`.
-    fn read_exact(&mut self, buf: &mut [u8], at: u64, what: &str) -> Result<(), ScanError> {
+    fn read_exact(&mut self, buf: &mut [u8], at: u64, what: impl Display) -> Result<(), ScanError> {
         let got = self.s.read_full(buf)?;
         if got < buf.len() {
             return Err(tar_err(
@@ -166,7 +185,7 @@ impl<'a, R: BufRead> Walker<'a, R> {
     }
 
     /// Skips exactly `n` bytes or fails with a truncation error about `what`.
-    fn skip_exact(&mut self, n: u64, at: u64, what: &str) -> Result<(), ScanError> {
+    fn skip_exact(&mut self, n: u64, at: u64, what: impl Display) -> Result<(), ScanError> {
         if self.s.skip(n)? < n {
             return Err(tar_err(
                 at,
@@ -218,10 +237,8 @@ impl<'a, R: BufRead> Walker<'a, R> {
                 return Ok(());
             }
             _ => {
-                let h = PaxHeader::parse(buf).map_err(bad)?;
-                // Check the values now, to report the error at this header.
-                Overrides::default().apply_all(&h).map_err(bad)?;
-                self.pending.pax = Some(h);
+                // Its values are checked when applied to the entry (errors at `start`).
+                self.pending.pax = Some(PaxHeader::parse(buf).map_err(bad)?);
             }
         }
         self.pending.start.get_or_insert(at);
@@ -234,7 +251,8 @@ impl<'a, R: BufRead> Walker<'a, R> {
         let ty = b[field::TYPEFLAG];
         let mut ext = self.globals.clone();
         if let Some(x) = &p.pax {
-            ext.apply_all(x).map_err(|e| tar_err(start, e))?;
+            ext.apply_all(x)
+                .map_err(|e| tar_err(start, format!("PAX extended header: {e}")))?;
         }
         let regular = matches!(ty, b'0' | 0 | b'7');
         let pax_sparse = regular && ext.sparse.is_sparse();
@@ -344,7 +362,7 @@ impl<'a, R: BufRead> Walker<'a, R> {
                     .filter(|&s| self.s.pos.checked_add(s).is_some())
                     .ok_or_else(|| fail(format!("size {stored} overflows")))?;
                 let offset = self.s.pos;
-                self.skip_exact(skip, at, &format!("the data of entry {}", show(&name)))?;
+                self.skip_exact(skip, at, DataOf(&name))?;
                 match kind {
                     EntryKind::File if stored > 0 => (stored, DataLayout::Contiguous { offset }),
                     EntryKind::File => (0, DataLayout::None),
@@ -456,11 +474,7 @@ impl<'a, R: BufRead> Walker<'a, R> {
                     offset: at,
                 });
             }
-            self.read_exact(
-                &mut blk,
-                at,
-                &format!("the sparse map of entry {}", show(name)),
-            )?;
+            self.read_exact(&mut blk, at, MapOf(name))?;
             let area = &blk[..sparse::EXT_DESCRIPTORS * 24];
             more = sparse::old_gnu_descriptors(area, &mut map).map_err(fail)?
                 && blk[sparse::EXT_ISEXTENDED] != 0;
@@ -511,11 +525,7 @@ impl<'a, R: BufRead> Walker<'a, R> {
                     offset: at,
                 });
             }
-            self.read_exact(
-                &mut blk,
-                at,
-                &format!("the sparse map of entry {}", show(name)),
-            )?;
+            self.read_exact(&mut blk, at, MapOf(name))?;
             match text.feed(&blk, limit / 4) {
                 Ok(true) => break,
                 Ok(false) => {}
@@ -548,7 +558,7 @@ impl<'a, R: BufRead> Walker<'a, R> {
             .filter(|&s| start.checked_add(s).is_some())
             .ok_or_else(|| fail(format!("size {stored} overflows")))?;
         let segments = sparse::segments(map, realsize, start, stored).map_err(fail)?;
-        self.skip_exact(skip, at, &format!("the data of entry {}", show(name)))?;
+        self.skip_exact(skip, at, DataOf(name))?;
         Ok((realsize, DataLayout::Sparse(segments)))
     }
 }

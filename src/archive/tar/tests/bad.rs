@@ -271,6 +271,7 @@ fn hostile_extended_headers() {
     let recs = pax_records(&[("path", b"ok"), ("mtime", b"yesterday")]);
     let data = Builder::default()
         .raw(&header(b"././@PaxHeader", b'x', recs.len() as u64), &recs)
+        .entry("f", b'0', b"")
         .end();
     let (offset, reason) = tar_err(&data, &limits);
     assert_eq!(offset, 0);
@@ -278,6 +279,14 @@ fn hostile_extended_headers() {
         reason.contains("bad PAX record mtime=\"yesterday\""),
         "{reason}"
     );
+    let data = Builder::default()
+        .entry("first", b'0', b"")
+        .pax(b'g', &[("uid", b"-5")])
+        .entry("f", b'0', b"")
+        .end();
+    let (offset, reason) = tar_err(&data, &limits);
+    assert_eq!(offset, 512);
+    assert_eq!(reason, "PAX global header: bad PAX record uid=\"-5\"");
     // Long-name bombs: GNU long names, long links and PAX globals over max_header_bytes.
     let small = Limits {
         max_header_bytes: 4096,

@@ -4,6 +4,7 @@
 mod bad;
 mod craft;
 mod oracle;
+mod perf;
 mod props;
 
 use std::collections::{HashMap, HashSet};
