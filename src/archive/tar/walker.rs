@@ -363,10 +363,10 @@ impl<'a, R: BufRead> Walker<'a, R> {
                     .ok_or_else(|| fail(format!("size {stored} overflows")))?;
                 let offset = self.s.pos;
                 self.skip_exact(skip, at, DataOf(&name))?;
-                match kind {
-                    EntryKind::File if stored > 0 => (stored, DataLayout::Contiguous { offset }),
-                    EntryKind::File => (0, DataLayout::None),
-                    _ => (0, DataLayout::None),
+                if kind == EntryKind::File && stored > 0 {
+                    (stored, DataLayout::Contiguous { offset })
+                } else {
+                    (0, DataLayout::None)
                 }
             }
             Storage::OldGnuSparse => self.old_gnu_sparse(b, at, stored, &name)?,

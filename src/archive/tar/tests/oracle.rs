@@ -203,7 +203,7 @@ fn extended_tree_in_gnu_and_pax_formats() {
         );
     }
     // Ids beyond the octal range: base-256 in GNU formats, PAX records in posix.
-    for format in ["gnu", "posix"] {
+    for format in ["gnu", "oldgnu", "posix"] {
         let w = check_format(
             tmp.path(),
             &src,
@@ -470,4 +470,23 @@ fn concatenated_and_empty_archives() {
     let w = walk_file(&empty);
     assert!(w.entries.is_empty() && w.warnings.is_empty());
     assert_eq!(w.consumed, 10240);
+}
+
+#[test]
+fn incremental_dumpdirs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    basic_tree(&src, Specials::Without);
+    let snar = tmp.path().join("snar");
+    let arg = format!("--listed-incremental={}", snar.display());
+    let w = check_format(tmp.path(), &src, "gnu", &[&arg]);
+    // GNU tar writes directories as dumpdirs ('D', with their listing as data).
+    let archive = fs::read(
+        tmp.path()
+            .join(format!("gnu-{}.tar", arg.replace(['/', '=', ' '], "_"))),
+    )
+    .unwrap();
+    let sub = find(&w, "sub");
+    assert_eq!(archive[sub.header_offset as usize + 156], b'D');
+    assert_eq!((sub.kind, &sub.data), (EntryKind::Dir, &DataLayout::None));
 }
