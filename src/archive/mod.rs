@@ -268,9 +268,8 @@ fn scan_stream(
     match compression {
         Compression::None => {
             let mut stream = BufReader::with_capacity(CHUNK, LimitedRead::new(input, limits));
-            let size = walk_reporting(&mut stream, &limits, on_event, &mut entries, &mut |_| {
-                Ok(())
-            })?;
+            let size =
+                walk_reporting(&mut stream, &limits, on_event, &mut entries, &mut |_| Ok(()))?;
             Ok((compression, size, 0, entries))
         }
         Compression::Gzip => {
@@ -370,7 +369,9 @@ fn walk_reporting<B: BufRead>(
     limits: &Limits,
     on_event: &mut dyn FnMut(ScanEvent) -> Result<(), ScanError>,
     entries: &mut u64,
-    flush: &mut dyn FnMut(&mut dyn FnMut(ScanEvent) -> Result<(), ScanError>) -> Result<(), ScanError>,
+    flush: &mut dyn FnMut(
+        &mut dyn FnMut(ScanEvent) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError>,
 ) -> Result<u64, ScanError> {
     let warnings = RefCell::new(Vec::new());
     let mut on_entry = |entry: ScannedEntry| {

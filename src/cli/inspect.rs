@@ -34,8 +34,13 @@ fn open_index(opts: &ArchiveOpts, rebuild: bool) -> Result<Opened, Error> {
     };
     let progress = bar.clone().map(|bar| move |read: u64| bar.set_position(read));
     let progress_ref = progress.as_ref().map(|p| p as &(dyn Fn(u64) + Sync));
-    let opened =
-        open::open(&opts.archive, opts.index.as_deref(), &opts.scan_options(), rebuild, progress_ref);
+    let opened = open::open(
+        &opts.archive,
+        opts.index.as_deref(),
+        &opts.scan_options(),
+        rebuild,
+        progress_ref,
+    );
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -119,10 +124,9 @@ fn reader(opts: &ArchiveOpts) -> Result<ArchiveReader, Error> {
 
 /// Resolves `path` in the archive without following a final symlink.
 fn find(index: &Index, opts: &ArchiveOpts, path: &str) -> Result<Ino, Error> {
-    index.resolve(path.as_bytes()).ok_or_else(|| Error::NotFound {
-        archive: opts.archive.clone(),
-        entry: path.to_string(),
-    })
+    index
+        .resolve(path.as_bytes())
+        .ok_or_else(|| Error::NotFound { archive: opts.archive.clone(), entry: path.to_string() })
 }
 
 /// Resolves `path`, following symlinks that stay inside the archive.
@@ -159,7 +163,10 @@ fn follow(index: &Index, opts: &ArchiveOpts, path: &str) -> Result<Ino, Error> {
         }
         current = base.join(&b'/');
     }
-    Err(Error::Usage(format!("{}: {path}: too many levels of symbolic links", opts.archive.display())))
+    Err(Error::Usage(format!(
+        "{}: {path}: too many levels of symbolic links",
+        opts.archive.display()
+    )))
 }
 
 /// One `ls -l` line.
@@ -267,11 +274,9 @@ pub fn stat(cmd: &StatCmd) -> Result<(), Error> {
     let (layout, stream_offset, runs) = match index.data(ino) {
         Data::None => ("none", None, Vec::new()),
         Data::Contiguous(offset) => ("contiguous", Some(offset), Vec::new()),
-        Data::Sparse(segments) => (
-            "sparse",
-            None,
-            segments.iter().map(|s| (s.logical, s.len, s.stream_offset)).collect(),
-        ),
+        Data::Sparse(segments) => {
+            ("sparse", None, segments.iter().map(|s| (s.logical, s.len, s.stream_offset)).collect())
+        }
     };
     if cmd.json {
         let report = json!({
@@ -313,7 +318,9 @@ pub fn stat(cmd: &StatCmd) -> Result<(), Error> {
         println!("Device: {}, {}", attr.rdev.0, attr.rdev.1);
     }
     match (layout, stream_offset) {
-        ("contiguous", Some(offset)) => println!("  Data: {} bytes at stream offset {offset}", attr.size),
+        ("contiguous", Some(offset)) => {
+            println!("  Data: {} bytes at stream offset {offset}", attr.size)
+        }
         ("sparse", _) => println!("  Data: sparse, {} runs", runs.len()),
         _ => {}
     }

@@ -88,9 +88,7 @@ pub fn build(
     let after = std::fs::metadata(archive).map_err(|e| Error::io(archive, e))?;
     let identity = ArchiveIdentity { digest: summary.digest, ..current_identity(&before) };
     let unchanged = ArchiveIdentity { digest: [0; 32], ..identity };
-    if current_identity(&after) != unchanged
-        || summary.compressed_size != identity.size
-    {
+    if current_identity(&after) != unchanged || summary.compressed_size != identity.size {
         return Err(Error::Index {
             path: archive.to_path_buf(),
             source: IndexError::Stale("the archive changed while it was being indexed".into()),
@@ -141,12 +139,7 @@ pub fn open(
     } else {
         match load_matching(archive, &path, opts.span) {
             Ok(index) => {
-                return Ok(Opened {
-                    index,
-                    path,
-                    origin: Origin::Loaded,
-                    elapsed: start.elapsed(),
-                })
+                return Ok(Opened { index, path, origin: Origin::Loaded, elapsed: start.elapsed() })
             }
             Err(IndexError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Distinguish a missing archive from a missing index.
@@ -164,7 +157,12 @@ pub fn open(
             false
         }
     };
-    Ok(Opened { index, path, origin: Origin::Built { reason, persisted }, elapsed: start.elapsed() })
+    Ok(Opened {
+        index,
+        path,
+        origin: Origin::Built { reason, persisted },
+        elapsed: start.elapsed(),
+    })
 }
 
 /// Counts bytes read and reports them to a progress callback.

@@ -115,10 +115,7 @@ pub(super) fn number(f: &[u8], octal_only: bool) -> Result<i128, String> {
         i = f.len();
     }
     if i < f.len() && f[i] != 0 && !is_space(f[i]) {
-        return Err(format!(
-            "{:?} where a number was expected",
-            String::from_utf8_lossy(cstr(f))
-        ));
+        return Err(format!("{:?} where a number was expected", String::from_utf8_lossy(cstr(f))));
     }
     Ok(value)
 }
@@ -147,11 +144,7 @@ pub(super) fn check_checksum(b: &Block) -> Result<(), String> {
         + 8 * u32::from(b' ');
     let recorded = match number(field, true) {
         Ok(v) => v,
-        Err(e) => {
-            return Err(format!(
-                "bad header checksum field: {e} (computed {unsigned:o})"
-            ))
-        }
+        Err(e) => return Err(format!("bad header checksum field: {e} (computed {unsigned:o})")),
     };
     if recorded == i128::from(unsigned) {
         return Ok(());
@@ -162,9 +155,7 @@ pub(super) fn check_checksum(b: &Block) -> Result<(), String> {
     if recorded == i128::from(signed) {
         return Ok(());
     }
-    Err(format!(
-        "header checksum mismatch: recorded {recorded:o}, computed {unsigned:o}"
-    ))
+    Err(format!("header checksum mismatch: recorded {recorded:o}, computed {unsigned:o}"))
 }
 
 #[cfg(test)]
@@ -179,20 +170,12 @@ mod tests {
         assert_eq!(number(b"\x000000644", false), Ok(0o644));
         assert!(number(b"        ", false).is_err());
         assert!(number(b"00006x4\0", false).is_err());
-        assert_eq!(
-            number(&[0x80, 0, 0, 0, 0, 0, 0, 0x01, 0x00], false),
-            Ok(256)
-        );
+        assert_eq!(number(&[0x80, 0, 0, 0, 0, 0, 0, 0x01, 0x00], false), Ok(256));
         assert_eq!(number(&[0xff; 12], false), Ok(-1));
-        assert_eq!(
-            number(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe], false),
-            Ok(-2)
-        );
+        assert_eq!(number(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe], false), Ok(-2));
         assert!(number(&[0x80, 0, 0, 0, 0, 0, 0, 1], true).is_err());
         assert!(unsigned(&[0xff; 12], u64::MAX, "size").is_err());
-        let big = [
-            0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        ];
+        let big = [0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
         assert!(unsigned(&big, u64::MAX, "size").is_err());
     }
 

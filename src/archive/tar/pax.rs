@@ -27,9 +27,7 @@ impl PaxHeader {
                 return Err(format!("PAX record at byte {at}: missing length"));
             }
             if rest.get(digits) != Some(&b' ') {
-                return Err(format!(
-                    "PAX record at byte {at}: missing blank after length"
-                ));
+                return Err(format!("PAX record at byte {at}: missing blank after length"));
             }
             let len = std::str::from_utf8(&rest[..digits])
                 .ok()
@@ -43,9 +41,7 @@ impl PaxHeader {
                 })?;
             let body = &rest[digits + 1..len];
             if body.last() != Some(&b'\n') {
-                return Err(format!(
-                    "PAX record at byte {at}: missing newline at its end"
-                ));
+                return Err(format!("PAX record at byte {at}: missing newline at its end"));
             }
             let eq = body
                 .iter()
@@ -61,9 +57,7 @@ impl PaxHeader {
 
     /// The records in archive order, as (keyword, value).
     pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.records
-            .iter()
-            .map(|(k, v)| (&self.buf[k.clone()], &self.buf[v.clone()]))
+        self.records.iter().map(|(k, v)| (&self.buf[k.clone()], &self.buf[v.clone()]))
     }
 }
 
@@ -122,9 +116,7 @@ fn decimal(v: &[u8]) -> Option<u64> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.iter().try_fold(0u64, |acc, &c| {
-        acc.checked_mul(10)?.checked_add(u64::from(c - b'0'))
-    })
+    v.iter().try_fold(0u64, |acc, &c| acc.checked_mul(10)?.checked_add(u64::from(c - b'0')))
 }
 
 /// Parses a PAX time: `[-]SECONDS[.FRACTION]`, the fraction truncated to nanoseconds.
@@ -203,13 +195,7 @@ impl Overrides {
             b"path" => self.path = (!empty).then(|| string(v)),
             b"linkpath" => self.linkpath = (!empty).then(|| string(v)),
             b"size" => self.size = if empty { None } else { Some(num()?) },
-            b"mtime" => {
-                self.mtime = if empty {
-                    None
-                } else {
-                    Some(time(v).ok_or_else(bad)?)
-                }
-            }
+            b"mtime" => self.mtime = if empty { None } else { Some(time(v).ok_or_else(bad)?) },
             b"uid" => self.uid = if empty { None } else { Some(id()?) },
             b"gid" => self.gid = if empty { None } else { Some(id()?) },
             b"SCHILY.devmajor" => self.devmajor = if empty { None } else { Some(id()?) },
@@ -224,10 +210,7 @@ impl Overrides {
             b"GNU.sparse.offset" => self.sparse.pending_offset = Some(num()?),
             b"GNU.sparse.numbytes" => {
                 let off = self.sparse.pending_offset.take().ok_or_else(|| {
-                    format!(
-                        "{}: GNU.sparse.numbytes without a GNU.sparse.offset before it",
-                        bad()
-                    )
+                    format!("{}: GNU.sparse.numbytes without a GNU.sparse.offset before it", bad())
                 })?;
                 self.sparse.map.push((off, num()?));
             }
@@ -276,10 +259,7 @@ mod tests {
         let recs: Vec<_> = h.iter().collect();
         assert_eq!(
             recs,
-            vec![
-                (&b"path"[..], &b"a/b"[..]),
-                (&b"SCHILY.xattr.user.x"[..], &b"a\0b\nc=d"[..])
-            ]
+            vec![(&b"path"[..], &b"a/b"[..]), (&b"SCHILY.xattr.user.x"[..], &b"a\0b\nc=d"[..])]
         );
         let mut o = Overrides::default();
         o.apply_all(&h).unwrap();
@@ -300,11 +280,7 @@ mod tests {
             b"3 a\n",
             b"0 \n",
         ] {
-            assert!(
-                PaxHeader::parse(bad.to_vec()).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(PaxHeader::parse(bad.to_vec()).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert!(PaxHeader::parse(b"6 a=b\n".to_vec()).is_ok());
     }

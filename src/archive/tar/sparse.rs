@@ -38,11 +38,7 @@ pub(super) fn old_gnu_header(b: &header::Block) -> Result<OldGnuHeader, String> 
     let mut map = Vec::new();
     let more = old_gnu_descriptors(&b[field::GNU_SPARSE], &mut map)?;
     let realsize = header::unsigned(&b[field::GNU_REALSIZE], i64::MAX as u64, "sparse real size")?;
-    Ok(OldGnuHeader {
-        map,
-        extended: more && b[field::GNU_ISEXTENDED] != 0,
-        realsize,
-    })
+    Ok(OldGnuHeader { map, extended: more && b[field::GNU_ISEXTENDED] != 0, realsize })
 }
 
 /// Incremental parser of the PAX sparse 1.0 map: decimal numbers, each ended by a newline:
@@ -70,9 +66,7 @@ impl MapText {
                 b'0'..=b'9' => {
                     self.digits += 1;
                     let v = self.cur.unwrap_or(0);
-                    let v = v
-                        .checked_mul(10)
-                        .and_then(|v| v.checked_add(u64::from(c - b'0')));
+                    let v = v.checked_mul(10).and_then(|v| v.checked_add(u64::from(c - b'0')));
                     self.cur = Some(
                         v.filter(|&v| v <= i64::MAX as u64)
                             .ok_or_else(|| Some("number too large in sparse map".to_string()))?,
@@ -149,11 +143,7 @@ pub(super) fn segments(
             ));
         }
         // No overflow: data_start + stored fits, and used + len <= stored.
-        out.push(SparseSegment {
-            logical: off,
-            len,
-            stream_offset: data_start + used,
-        });
+        out.push(SparseSegment { logical: off, len, stream_offset: data_start + used });
         used = used.saturating_add(len.div_ceil(512).saturating_mul(512));
     }
     Ok(out)
@@ -173,15 +163,9 @@ mod tests {
         let mut m = MapText::default();
         assert_eq!(m.feed(b"0\n", 10), Ok(true));
         assert!(MapText::default().feed(b"11\n", 10) == Err(None));
-        assert!(matches!(
-            MapText::default().feed(b"1\n\n", 10),
-            Err(Some(_))
-        ));
+        assert!(matches!(MapText::default().feed(b"1\n\n", 10), Err(Some(_))));
         assert!(matches!(MapText::default().feed(b"1\nx", 10), Err(Some(_))));
-        assert!(matches!(
-            MapText::default().feed(b"99999999999999999999\n", 10),
-            Err(Some(_))
-        ));
+        assert!(matches!(MapText::default().feed(b"99999999999999999999\n", 10), Err(Some(_))));
     }
 
     #[test]
@@ -190,16 +174,8 @@ mod tests {
         assert_eq!(
             s,
             vec![
-                SparseSegment {
-                    logical: 0,
-                    len: 10,
-                    stream_offset: 1000
-                },
-                SparseSegment {
-                    logical: 100,
-                    len: 5,
-                    stream_offset: 1512
-                }
+                SparseSegment { logical: 0, len: 10, stream_offset: 1000 },
+                SparseSegment { logical: 100, len: 5, stream_offset: 1512 }
             ]
         );
         assert!(segments(&[(0, 10), (100, 5)], 200, 0, 516).is_err());

@@ -16,10 +16,9 @@ pub(super) struct Stream<'a, R: BufRead> {
 /// Converts an input error; a bare `UnexpectedEof` becomes a truncation error at `pos`.
 fn io_error(err: io::Error, pos: u64) -> ScanError {
     match ScanError::from_io(err) {
-        ScanError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => ScanError::Tar(TarError {
-            offset: pos,
-            reason: format!("archive is truncated: {e}"),
-        }),
+        ScanError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            ScanError::Tar(TarError { offset: pos, reason: format!("archive is truncated: {e}") })
+        }
         other => other,
     }
 }

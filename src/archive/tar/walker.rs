@@ -14,10 +14,7 @@ use crate::archive::{DataLayout, EntryKind, ScanError, ScannedEntry};
 use crate::limits::Limits;
 
 fn tar_err(offset: u64, reason: impl Into<String>) -> ScanError {
-    ScanError::Tar(TarError {
-        offset,
-        reason: reason.into(),
-    })
+    ScanError::Tar(TarError { offset, reason: reason.into() })
 }
 
 /// A name for messages: lossy UTF-8, shortened.
@@ -50,8 +47,7 @@ impl Display for MapOf<'_> {
 
 /// `size` rounded up to whole blocks, or `None` on overflow.
 fn padded(size: u64) -> Option<u64> {
-    size.checked_add(BLOCK as u64 - 1)
-        .map(|s| s & !(BLOCK as u64 - 1))
+    size.checked_add(BLOCK as u64 - 1).map(|s| s & !(BLOCK as u64 - 1))
 }
 
 /// Extended headers read ahead of an entry's own header.
@@ -175,10 +171,7 @@ impl<'a, R: BufRead> Walker<'a, R> {
         if got < buf.len() {
             return Err(tar_err(
                 at,
-                format!(
-                    "archive is truncated inside {what} (input ends at {})",
-                    self.s.pos
-                ),
+                format!("archive is truncated inside {what} (input ends at {})", self.s.pos),
             ));
         }
         Ok(())
@@ -189,10 +182,7 @@ impl<'a, R: BufRead> Walker<'a, R> {
         if self.s.skip(n)? < n {
             return Err(tar_err(
                 at,
-                format!(
-                    "archive is truncated inside {what} (input ends at {})",
-                    self.s.pos
-                ),
+                format!("archive is truncated inside {what} (input ends at {})", self.s.pos),
             ));
         }
         Ok(())
@@ -213,11 +203,7 @@ impl<'a, R: BufRead> Walker<'a, R> {
         let limit = self.limits.max_header_bytes;
         let len = usize::try_from(size).ok().filter(|_| size <= limit);
         let Some(len) = len else {
-            return Err(ScanError::Limit {
-                what,
-                limit,
-                offset: at,
-            });
+            return Err(ScanError::Limit { what, limit, offset: at });
         };
         let mut buf = vec![0u8; len];
         self.read_exact(&mut buf, at, what)?;
@@ -251,17 +237,11 @@ impl<'a, R: BufRead> Walker<'a, R> {
         let ty = b[field::TYPEFLAG];
         let mut ext = self.globals.clone();
         if let Some(x) = &p.pax {
-            ext.apply_all(x)
-                .map_err(|e| tar_err(start, format!("PAX extended header: {e}")))?;
+            ext.apply_all(x).map_err(|e| tar_err(start, format!("PAX extended header: {e}")))?;
         }
         let regular = matches!(ty, b'0' | 0 | b'7');
         let pax_sparse = regular && ext.sparse.is_sparse();
-        let name = match (
-            pax_sparse,
-            ext.sparse.name.take(),
-            ext.path.take(),
-            p.long_name,
-        ) {
+        let name = match (pax_sparse, ext.sparse.name.take(), ext.path.take(), p.long_name) {
             (true, Some(n), _, _) => n,
             (_, _, Some(n), _) | (_, _, None, Some(n)) => n,
             _ => header::name(b),
@@ -285,17 +265,9 @@ impl<'a, R: BufRead> Walker<'a, R> {
             b'5' | b'D' => (EntryKind::Dir, Storage::Plain),
             b'6' => (EntryKind::Fifo, Storage::Plain),
             b'S' => (EntryKind::File, Storage::OldGnuSparse),
-            b'M' => {
-                return Err(fail(
-                    "multi-volume continuation entries are not supported".into(),
-                ))
-            }
+            b'M' => return Err(fail("multi-volume continuation entries are not supported".into())),
             b'V' | b'N' => {
-                let what = if ty == b'V' {
-                    "volume label"
-                } else {
-                    "old GNU names entry"
-                };
+                let what = if ty == b'V' { "volume label" } else { "old GNU names entry" };
                 if ty == b'N' {
                     (self.on_warning)(format!("entry at offset {start}: {what} skipped"));
                 }
@@ -439,11 +411,7 @@ impl<'a, R: BufRead> Walker<'a, R> {
     fn check_path_len(&self, path: &[u8], offset: u64) -> Result<(), ScanError> {
         let limit = self.limits.max_path_len;
         if path.len() > limit {
-            return Err(ScanError::Limit {
-                what: "path length",
-                limit: limit as u64,
-                offset,
-            });
+            return Err(ScanError::Limit { what: "path length", limit: limit as u64, offset });
         }
         Ok(())
     }
@@ -458,11 +426,8 @@ impl<'a, R: BufRead> Walker<'a, R> {
         name: &[u8],
     ) -> Result<(u64, DataLayout), ScanError> {
         let fail = |reason: String| tar_err(at, format!("entry {}: {reason}", show(name)));
-        let sparse::OldGnuHeader {
-            mut map,
-            extended: mut more,
-            realsize,
-        } = sparse::old_gnu_header(b).map_err(fail)?;
+        let sparse::OldGnuHeader { mut map, extended: mut more, realsize } =
+            sparse::old_gnu_header(b).map_err(fail)?;
         let mut ext_bytes = 0u64;
         let mut blk: Block = [0; BLOCK];
         while more {
@@ -499,9 +464,7 @@ impl<'a, R: BufRead> Walker<'a, R> {
         let major = ext.sparse.major.unwrap_or(0);
         if major > 1 {
             let minor = ext.sparse.minor.unwrap_or(0);
-            return Err(fail(format!(
-                "unsupported PAX sparse format {major}.{minor}"
-            )));
+            return Err(fail(format!("unsupported PAX sparse format {major}.{minor}")));
         }
         if major == 0 {
             let map = std::mem::take(&mut ext.sparse.map);
@@ -514,27 +477,17 @@ impl<'a, R: BufRead> Walker<'a, R> {
         loop {
             used += BLOCK as u64;
             if used > stored {
-                return Err(fail(format!(
-                    "sparse map runs past the {stored} bytes of data"
-                )));
+                return Err(fail(format!("sparse map runs past the {stored} bytes of data")));
             }
             if used > limit {
-                return Err(ScanError::Limit {
-                    what: "sparse map",
-                    limit,
-                    offset: at,
-                });
+                return Err(ScanError::Limit { what: "sparse map", limit, offset: at });
             }
             self.read_exact(&mut blk, at, MapOf(name))?;
             match text.feed(&blk, limit / 4) {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(None) => {
-                    return Err(ScanError::Limit {
-                        what: "sparse map",
-                        limit,
-                        offset: at,
-                    })
+                    return Err(ScanError::Limit { what: "sparse map", limit, offset: at })
                 }
                 Err(Some(e)) => return Err(fail(e)),
             }

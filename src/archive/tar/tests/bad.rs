@@ -70,17 +70,11 @@ fn truncated_at_every_offset() {
         let full = walk_bytes(&data, &Limits::default()).unwrap();
         let starts: Vec<u64> = full.entries.iter().map(|e| e.header_offset).collect();
         assert!(matches!(
-            full.entries
-                .iter()
-                .find(|e| e.path == b"sparse")
-                .unwrap()
-                .data,
+            full.entries.iter().find(|e| e.path == b"sparse").unwrap().data,
             DataLayout::Sparse(_)
         ));
         let eoa = end_of_archive(&data, &full);
-        let cuts = (0..data.len() as u64)
-            .step_by(512)
-            .flat_map(|b| [b, b + 1, b + 300, b + 511]);
+        let cuts = (0..data.len() as u64).step_by(512).flat_map(|b| [b, b + 1, b + 300, b + 511]);
         for cut in cuts.filter(|&c| c < data.len() as u64) {
             let r = walk_bytes(&data[..cut as usize], &Limits::default());
             if starts.contains(&cut) || cut == eoa {
@@ -113,9 +107,7 @@ fn truncated_at_every_offset() {
 
 #[test]
 fn truncated_data_names_the_entry() {
-    let data = Builder::default()
-        .entry("some/file", b'0', &[7u8; 3000])
-        .end();
+    let data = Builder::default().entry("some/file", b'0', &[7u8; 3000]).end();
     let (offset, reason) = tar_err(&data[..2000], &Limits::default());
     assert_eq!(offset, 0);
     assert_eq!(
@@ -155,10 +147,7 @@ fn garbage_after_the_end() {
     bad.extend(random_bytes(512, 5));
     let (offset, reason) = tar_err(&bad, &Limits::default());
     assert_eq!(offset, good.len() as u64 + 512);
-    assert!(
-        reason.starts_with("trailing garbage after end of archive"),
-        "{reason}"
-    );
+    assert!(reason.starts_with("trailing garbage after end of archive"), "{reason}");
     // A partial block: garbage if not zero, accepted if zero.
     let mut bad = good.clone();
     bad.extend_from_slice(b"junk");
@@ -181,10 +170,7 @@ fn not_a_tar_file() {
     assert!(reason.contains("checksum"), "{reason}");
     let (offset, reason) = tar_err(&text[..100], &Limits::default());
     assert_eq!(offset, 0);
-    assert!(
-        reason.contains("truncated: header block has only 100 of 512 bytes"),
-        "{reason}"
-    );
+    assert!(reason.contains("truncated: header block has only 100 of 512 bytes"), "{reason}");
     // Empty input: no entries, a warning.
     let w = walk_bytes(b"", &Limits::default()).unwrap();
     assert!(w.entries.is_empty() && w.warnings.len() == 1);
@@ -196,38 +182,24 @@ fn absurd_sizes() {
     let h = header(b"big", b'0', 0o77777777777);
     let (offset, reason) = tar_err(&h, &Limits::default());
     assert_eq!(offset, 0);
-    assert!(
-        reason.contains("truncated inside the data of entry \"big\""),
-        "{reason}"
-    );
+    assert!(reason.contains("truncated inside the data of entry \"big\""), "{reason}");
     // Base-256 sizes: u64::MAX overflows when padded; a negative size is out of range.
     let mut h = header(b"huge", b'0', 0);
-    h[124..136].copy_from_slice(&[
-        0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    ]);
+    h[124..136].copy_from_slice(&[0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
     seal(&mut h);
     let (_, reason) = tar_err(&h, &Limits::default());
-    assert!(
-        reason.contains("entry \"huge\": size 18446744073709551615 overflows"),
-        "{reason}"
-    );
+    assert!(reason.contains("entry \"huge\": size 18446744073709551615 overflows"), "{reason}");
     let mut h = header(b"negative", b'0', 0);
     h[124..136].copy_from_slice(&[0xff; 12]);
     seal(&mut h);
     let (_, reason) = tar_err(&h, &Limits::default());
-    assert!(
-        reason.contains("entry \"negative\": size field value -1 is out of range"),
-        "{reason}"
-    );
+    assert!(reason.contains("entry \"negative\": size field value -1 is out of range"), "{reason}");
     // Other bad fields name the entry and the field.
     let mut h = header(b"badmode", b'0', 0);
     h[100..108].copy_from_slice(b"0006x4\0\0");
     seal(&mut h);
     let (_, reason) = tar_err(&h, &Limits::default());
-    assert!(
-        reason.starts_with("entry \"badmode\": bad mode field"),
-        "{reason}"
-    );
+    assert!(reason.starts_with("entry \"badmode\": bad mode field"), "{reason}");
     let mut h = header(b"biguid", b'0', 0);
     h[108..116].copy_from_slice(&[0x80, 0, 0, 1, 0, 0, 0, 0]);
     seal(&mut h);
@@ -263,10 +235,7 @@ fn hostile_extended_headers() {
         .end();
     let (offset, reason) = tar_err(&data, &limits);
     assert_eq!(offset, 0);
-    assert!(
-        reason.contains("PAX record at byte 0: length out of range"),
-        "{reason}"
-    );
+    assert!(reason.contains("PAX record at byte 0: length out of range"), "{reason}");
     // A value that does not parse.
     let recs = pax_records(&[("path", b"ok"), ("mtime", b"yesterday")]);
     let data = Builder::default()
@@ -275,10 +244,7 @@ fn hostile_extended_headers() {
         .end();
     let (offset, reason) = tar_err(&data, &limits);
     assert_eq!(offset, 0);
-    assert!(
-        reason.contains("bad PAX record mtime=\"yesterday\""),
-        "{reason}"
-    );
+    assert!(reason.contains("bad PAX record mtime=\"yesterday\""), "{reason}");
     let data = Builder::default()
         .entry("first", b'0', b"")
         .pax(b'g', &[("uid", b"-5")])
@@ -288,18 +254,11 @@ fn hostile_extended_headers() {
     assert_eq!(offset, 512);
     assert_eq!(reason, "PAX global header: bad PAX record uid=\"-5\"");
     // Long-name bombs: GNU long names, long links and PAX globals over max_header_bytes.
-    let small = Limits {
-        max_header_bytes: 4096,
-        ..limits
-    };
-    for (ty, what) in [
-        (b'L', "GNU long name"),
-        (b'K', "GNU long link name"),
-        (b'g', "PAX global header"),
-    ] {
-        let mut data = Builder::default()
-            .raw(&header(b"././@LongLink", ty, 2 << 20), &[])
-            .end();
+    let small = Limits { max_header_bytes: 4096, ..limits };
+    for (ty, what) in
+        [(b'L', "GNU long name"), (b'K', "GNU long link name"), (b'g', "PAX global header")]
+    {
+        let mut data = Builder::default().raw(&header(b"././@LongLink", ty, 2 << 20), &[]).end();
         data.resize(3 << 20, b'a');
         let e = walk_err(&data, &small);
         assert!(
@@ -317,21 +276,13 @@ fn hostile_extended_headers() {
     assert_eq!(w.entries[0].path, name);
     assert_eq!(w.entries[0].header_offset, 0);
     // Extended headers not followed by their entry.
-    let orphan = Builder::default()
-        .raw(&header(b"././@LongLink", b'L', 3), b"abc")
-        .end();
+    let orphan = Builder::default().raw(&header(b"././@LongLink", b'L', 3), b"abc").end();
     let (offset, reason) = tar_err(&orphan, &limits);
     assert_eq!(offset, 0);
-    assert!(
-        reason.contains("followed by an end-of-archive block"),
-        "{reason}"
-    );
+    assert!(reason.contains("followed by an end-of-archive block"), "{reason}");
     let (offset, reason) = tar_err(&orphan[..1024], &limits);
     assert_eq!(offset, 0);
-    assert!(
-        reason.contains("truncated: extended header is not followed by its entry"),
-        "{reason}"
-    );
+    assert!(reason.contains("truncated: extended header is not followed by its entry"), "{reason}");
 }
 
 #[test]
@@ -341,32 +292,9 @@ fn too_many_entries() {
         b.entry(&format!("f{i}"), b'0', b"x");
     }
     let data = b.end();
-    let e = walk_err(
-        &data,
-        &Limits {
-            max_entries: 9,
-            ..Limits::default()
-        },
-    );
-    assert!(
-        matches!(
-            e,
-            ScanError::Limit {
-                what: "entry count",
-                limit: 9,
-                offset: 9216
-            }
-        ),
-        "{e:?}"
-    );
-    let w = walk_bytes(
-        &data,
-        &Limits {
-            max_entries: 10,
-            ..Limits::default()
-        },
-    )
-    .unwrap();
+    let e = walk_err(&data, &Limits { max_entries: 9, ..Limits::default() });
+    assert!(matches!(e, ScanError::Limit { what: "entry count", limit: 9, offset: 9216 }), "{e:?}");
+    let w = walk_bytes(&data, &Limits { max_entries: 10, ..Limits::default() }).unwrap();
     assert_eq!(w.entries.len(), 10);
 }
 
@@ -401,79 +329,44 @@ impl BufRead for Failing {
 
 fn walk_failing(err: io::Error) -> ScanError {
     let data = Builder::default().entry("f", b'0', &[1u8; 2000]).end();
-    let mut r = Failing {
-        data: io::Cursor::new(data[..1000].to_vec()),
-        err: Some(err),
-    };
+    let mut r = Failing { data: io::Cursor::new(data[..1000].to_vec()), err: Some(err) };
     walk_reader(&mut r, &Limits::default()).unwrap_err()
 }
 
 #[test]
 fn input_errors() {
     let e = walk_failing(io::Error::other("disk on fire"));
-    assert!(
-        matches!(&e, ScanError::Io(io) if io.to_string() == "disk on fire"),
-        "{e:?}"
-    );
+    assert!(matches!(&e, ScanError::Io(io) if io.to_string() == "disk on fire"), "{e:?}");
     let e = walk_failing(io::Error::new(io::ErrorKind::UnexpectedEof, "short"));
     assert!(
         matches!(&e, ScanError::Tar(t) if t.offset == 1000 && t.reason.contains("truncated")),
         "{e:?}"
     );
-    let gz = GzipError {
-        offset: 77,
-        reason: "bad deflate block".into(),
-    };
+    let gz = GzipError { offset: 77, reason: "bad deflate block".into() };
     let e = walk_failing(io::Error::new(io::ErrorKind::InvalidData, gz));
     assert!(matches!(&e, ScanError::Gzip(g) if g.offset == 77), "{e:?}");
-    let limit = ScanError::Limit {
-        what: "uncompressed size",
-        limit: 5,
-        offset: 6,
-    };
+    let limit = ScanError::Limit { what: "uncompressed size", limit: 5, offset: 6 };
     let e = walk_failing(io::Error::other(limit));
-    assert!(
-        matches!(
-            e,
-            ScanError::Limit {
-                what: "uncompressed size",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, ScanError::Limit { what: "uncompressed size", .. }), "{e:?}");
     // Interrupted reads are retried.
     let data = Builder::default().entry("f", b'0', b"x").end();
     let mut r = Failing {
         data: io::Cursor::new(data),
         err: Some(io::Error::from(io::ErrorKind::Interrupted)),
     };
-    assert_eq!(
-        walk_reader(&mut r, &Limits::default())
-            .unwrap()
-            .entries
-            .len(),
-        1
-    );
+    assert_eq!(walk_reader(&mut r, &Limits::default()).unwrap().entries.len(), 1);
 }
 
 #[test]
 fn callback_errors_stop_the_walk() {
-    let data = Builder::default()
-        .entry("a", b'0', b"x")
-        .entry("b", b'0', b"y")
-        .end();
+    let data = Builder::default().entry("a", b'0', b"x").entry("b", b'0', b"y").end();
     let mut seen = 0;
     let r = crate::archive::tar::walk(
         &mut &data[..],
         &Limits::default(),
         &mut |_| {
             seen += 1;
-            Err(ScanError::Limit {
-                what: "test",
-                limit: 0,
-                offset: 0,
-            })
+            Err(ScanError::Limit { what: "test", limit: 0, offset: 0 })
         },
         &mut |_| {},
     );

@@ -112,10 +112,7 @@ fn walk_and_compare(dir: &Path, data: &[u8]) -> Walked {
 }
 
 fn paths(w: &Walked) -> Vec<String> {
-    w.entries
-        .iter()
-        .map(|e| String::from_utf8_lossy(&e.path).into_owned())
-        .collect()
+    w.entries.iter().map(|e| String::from_utf8_lossy(&e.path).into_owned()).collect()
 }
 
 #[test]
@@ -129,10 +126,7 @@ fn hardlink_chains_and_old_style_directories() {
         .entry("dumpdir", b'D', b"Yfile\0\0")
         .end();
     let w = walk_and_compare(tmp.path(), &data);
-    assert_eq!(
-        paths(&w),
-        ["olddir", "olddir/a", "olddir/b", "c", "dumpdir"]
-    );
+    assert_eq!(paths(&w), ["olddir", "olddir/a", "olddir/b", "c", "dumpdir"]);
     assert_eq!(w.entries[0].kind, EntryKind::Dir);
     assert_eq!(w.entries[3].link_target.as_deref(), Some(&b"olddir/b"[..]));
     assert_eq!(w.entries[4].kind, EntryKind::Dir);
@@ -162,11 +156,7 @@ fn unknown_types_volume_labels_and_multivolume() {
     assert_eq!(paths(&w), ["weird", "plain"]);
     assert_eq!(w.entries[0].kind, EntryKind::File);
     assert_eq!(w.warnings.len(), 1, "{:?}", w.warnings);
-    assert!(
-        w.warnings[0].contains("unknown type 'Z'"),
-        "{:?}",
-        w.warnings
-    );
+    assert!(w.warnings[0].contains("unknown type 'Z'"), "{:?}", w.warnings);
 
     // A label written by GNU tar itself.
     let src = tmp.path().join("src");
@@ -175,15 +165,7 @@ fn unknown_types_volume_labels_and_multivolume() {
     let archive = tmp.path().join("v.tar");
     tar(
         tmp.path(),
-        &[
-            "-cf",
-            archive.to_str().unwrap(),
-            "-V",
-            "My Volume",
-            "-C",
-            src.to_str().unwrap(),
-            "f",
-        ],
+        &["-cf", archive.to_str().unwrap(), "-V", "My Volume", "-C", src.to_str().unwrap(), "f"],
     );
     let w = walk_file(&archive);
     assert_eq!(paths(&w), ["f"]);
@@ -192,10 +174,7 @@ fn unknown_types_volume_labels_and_multivolume() {
     let data = Builder::default().entry("part", b'M', b"continued").end();
     let (offset, reason) = tar_err(&data, &Limits::default());
     assert_eq!(offset, 0);
-    assert!(
-        reason.contains("\"part\"") && reason.contains("multi-volume"),
-        "{reason}"
-    );
+    assert!(reason.contains("\"part\"") && reason.contains("multi-volume"), "{reason}");
 }
 
 #[test]
@@ -219,27 +198,17 @@ fn names_escaping_the_root_are_dropped() {
         w.entries[3].link_target.as_deref(),
         Some(&b"../../symlink targets are kept raw"[..])
     );
-    let dropped: Vec<_> = w
-        .warnings
-        .iter()
-        .filter(|m| m.contains("dropped"))
-        .collect();
+    let dropped: Vec<_> = w.warnings.iter().filter(|m| m.contains("dropped")).collect();
     assert_eq!(dropped.len(), 6, "{:?}", w.warnings);
     assert!(
         w.warnings[0].contains("\"../evil\" dropped: its name escapes the archive root"),
         "{:?}",
         w.warnings
     );
-    assert!(
-        w.warnings[0].starts_with("entry at offset 512:"),
-        "{:?}",
-        w.warnings
-    );
+    assert!(w.warnings[0].starts_with("entry at offset 512:"), "{:?}", w.warnings);
     // Data of dropped entries was skipped: "last" has the right bytes.
     let last = w.entries.last().unwrap();
-    let DataLayout::Contiguous { offset } = last.data else {
-        panic!()
-    };
+    let DataLayout::Contiguous { offset } = last.data else { panic!() };
     assert_eq!(&data[offset as usize..offset as usize + 10], b"still read");
 }
 
@@ -248,23 +217,9 @@ fn pax_globals_locals_and_overrides() {
     let tmp = tempfile::tempdir().unwrap();
     let long_target = "t".repeat(300);
     let data = Builder::default()
-        .pax(
-            b'g',
-            &[
-                ("mtime", b"1234567890.25"),
-                ("uid", b"77"),
-                ("comment", b"ignored"),
-            ],
-        )
+        .pax(b'g', &[("mtime", b"1234567890.25"), ("uid", b"77"), ("comment", b"ignored")])
         .entry("g1", b'0', b"one")
-        .pax(
-            b'x',
-            &[
-                ("mtime", b"1500000000"),
-                ("gid", b"88"),
-                ("path", b"renamed/by/pax"),
-            ],
-        )
+        .pax(b'x', &[("mtime", b"1500000000"), ("gid", b"88"), ("path", b"renamed/by/pax")])
         .entry("ignored-name", b'0', b"two")
         .pax(b'x', &[("linkpath", long_target.as_bytes())])
         .link("sym", b'2', "short")
@@ -290,10 +245,7 @@ fn pax_globals_locals_and_overrides() {
             (b"sized-by-pax".to_vec(), 1000, 99, 1_000_000_000, 0, 5),
         ]
     );
-    assert_eq!(
-        w.entries[2].link_target.as_deref(),
-        Some(long_target.as_bytes())
-    );
+    assert_eq!(w.entries[2].link_target.as_deref(), Some(long_target.as_bytes()));
     // The entry's header offset includes its extended header, never a global one.
     assert_eq!(w.entries[1].header_offset, 2048);
 }
@@ -308,19 +260,15 @@ fn signed_checksums_and_numeric_oddities() {
     h[148..156].copy_from_slice(format!("{signed:06o}\0 ").as_bytes());
     // Base-256 mtime (negative) and uid in a ustar header, leading blanks in gid.
     let mut h2 = header(b"base256", b'0', 0);
-    h2[136..148].copy_from_slice(&[
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0x00,
-    ]);
+    h2[136..148]
+        .copy_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0x00]);
     h2[108..116].copy_from_slice(&[0x80, 0, 0, 0, 0, 0x30, 0, 0]);
     h2[116..124].copy_from_slice(b"   1750\0");
     seal(&mut h2);
     let data = Builder::default().raw(&h, b"data").raw(&h2, &[]).end();
     let w = walk_and_compare(tmp.path(), &data);
     assert_eq!(w.entries.len(), 2);
-    assert_eq!(
-        (w.entries[1].mtime, w.entries[1].uid, w.entries[1].gid),
-        (-512, 0x300000, 0o1750)
-    );
+    assert_eq!((w.entries[1].mtime, w.entries[1].uid, w.entries[1].gid), (-512, 0x300000, 0o1750));
 }
 
 /// Sparse data as GNU tar stores it: each run padded to a block, except the last.
@@ -363,16 +311,8 @@ fn pax_sparse_maps_are_validated() {
     assert_eq!(
         w.entries[0].data,
         DataLayout::Sparse(vec![
-            SparseSegment {
-                logical: 0,
-                len: 3,
-                stream_offset: 1536
-            },
-            SparseSegment {
-                logical: 100,
-                len: 2,
-                stream_offset: 2048
-            },
+            SparseSegment { logical: 0, len: 3, stream_offset: 1536 },
+            SparseSegment { logical: 100, len: 2, stream_offset: 2048 },
         ])
     );
     for (map, why) in [
@@ -384,10 +324,7 @@ fn pax_sparse_maps_are_validated() {
     ] {
         let (offset, reason) = tar_err(&pax_sparse(map, 200, &[b"abc", b"de"]), &Limits::default());
         assert_eq!(offset, 1024, "{map}");
-        assert!(
-            reason.contains("entry \"sparse\"") && reason.contains(why),
-            "{map}: {reason}"
-        );
+        assert!(reason.contains("entry \"sparse\"") && reason.contains(why), "{map}: {reason}");
     }
 }
 
@@ -423,16 +360,8 @@ fn pax_sparse_1_0_maps() {
     assert_eq!(
         w.entries[0].data,
         DataLayout::Sparse(vec![
-            SparseSegment {
-                logical: 10,
-                len: 3,
-                stream_offset: 2048
-            },
-            SparseSegment {
-                logical: 50,
-                len: 2,
-                stream_offset: 2560
-            },
+            SparseSegment { logical: 10, len: 3, stream_offset: 2048 },
+            SparseSegment { logical: 50, len: 2, stream_offset: 2560 },
         ])
     );
     // A map longer than one block.
@@ -443,9 +372,7 @@ fn pax_sparse_1_0_maps() {
     text.extend(b"100000\n0\n");
     let runs: Vec<&[u8]> = (0..100).map(|_| &b"\x07"[..]).collect();
     let w = walk_and_compare(tmp.path(), &pax_sparse_1(&text, 100_000, &runs));
-    let DataLayout::Sparse(segs) = &w.entries[0].data else {
-        panic!()
-    };
+    let DataLayout::Sparse(segs) = &w.entries[0].data else { panic!() };
     assert_eq!(segs.len(), 100);
     assert_eq!(segs[99].stream_offset, 1536 + 1024 + 99 * 512);
 
@@ -457,34 +384,18 @@ fn pax_sparse_1_0_maps() {
     ] {
         let (offset, reason) = tar_err(&pax_sparse_1(text, 60, &[b"abcde"]), &Limits::default());
         assert_eq!(offset, 1024);
-        assert!(
-            reason.contains("entry \"real/name\"") && reason.contains(why),
-            "{reason}"
-        );
+        assert!(reason.contains("entry \"real/name\"") && reason.contains(why), "{reason}");
     }
     // A map still incomplete where the entry's data ends.
     let mut text = b"1000\n10\n".to_vec();
     text.extend(b"1\n".repeat(252));
     let (_, reason) = tar_err(&pax_sparse_1(&text, 60, &[]), &Limits::default());
-    assert!(
-        reason.contains("sparse map runs past the 512 bytes of data"),
-        "{reason}"
-    );
+    assert!(reason.contains("sparse map runs past the 512 bytes of data"), "{reason}");
 
-    let small = Limits {
-        max_header_bytes: 1024,
-        ..Limits::default()
-    };
+    let small = Limits { max_header_bytes: 1024, ..Limits::default() };
     let e = walk_err(&pax_sparse_1(b"1000\n", 60, &[&[0u8; 2048]]), &small);
     assert!(
-        matches!(
-            e,
-            ScanError::Limit {
-                what: "sparse map",
-                limit: 1024,
-                offset: 1024
-            }
-        ),
+        matches!(e, ScanError::Limit { what: "sparse map", limit: 1024, offset: 1024 }),
         "{e:?}"
     );
 }
@@ -511,19 +422,12 @@ fn old_gnu_sparse_maps_are_validated() {
         &old_gnu_sparse(&[(5, 2), (600, 3), (1000, 0)], 1000, &[b"ab", b"cde"]),
     );
     assert_eq!(w.entries[0].size, 1000);
-    let (offset, reason) = tar_err(
-        &old_gnu_sparse(&[(600, 3), (5, 2)], 1000, &[b"abc", b"de"]),
-        &Limits::default(),
-    );
+    let (offset, reason) =
+        tar_err(&old_gnu_sparse(&[(600, 3), (5, 2)], 1000, &[b"abc", b"de"]), &Limits::default());
     assert_eq!(offset, 0);
-    assert!(
-        reason.contains("entry \"oldsparse\"") && reason.contains("precedes"),
-        "{reason}"
-    );
-    let (_, reason) = tar_err(
-        &old_gnu_sparse(&[(5, 2), (999, 3)], 1000, &[b"ab", b"cde"]),
-        &Limits::default(),
-    );
+    assert!(reason.contains("entry \"oldsparse\"") && reason.contains("precedes"), "{reason}");
+    let (_, reason) =
+        tar_err(&old_gnu_sparse(&[(5, 2), (999, 3)], 1000, &[b"ab", b"cde"]), &Limits::default());
     assert!(reason.contains("beyond the real size"), "{reason}");
 
     // Extension blocks beyond the header limit.
@@ -545,22 +449,9 @@ fn old_gnu_sparse_maps_are_validated() {
     for _ in 0..4 {
         data.extend_from_slice(&ext);
     }
-    let small = Limits {
-        max_header_bytes: 1024,
-        ..Limits::default()
-    };
+    let small = Limits { max_header_bytes: 1024, ..Limits::default() };
     let e = walk_err(&data, &small);
-    assert!(
-        matches!(
-            e,
-            ScanError::Limit {
-                what: "sparse map",
-                offset: 0,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, ScanError::Limit { what: "sparse map", offset: 0, .. }), "{e:?}");
     let (offset, reason) = tar_err(&data, &Limits::default());
     assert_eq!(offset, 0);
     assert!(
@@ -572,35 +463,10 @@ fn old_gnu_sparse_maps_are_validated() {
 #[test]
 fn path_length_limit() {
     let data = Builder::default().entry("a/bbbbbbbbbb", b'0', b"").end();
-    let e = walk_err(
-        &data,
-        &Limits {
-            max_path_len: 11,
-            ..Limits::default()
-        },
-    );
-    assert!(
-        matches!(
-            e,
-            ScanError::Limit {
-                what: "path length",
-                limit: 11,
-                offset: 0
-            }
-        ),
-        "{e:?}"
-    );
+    let e = walk_err(&data, &Limits { max_path_len: 11, ..Limits::default() });
+    assert!(matches!(e, ScanError::Limit { what: "path length", limit: 11, offset: 0 }), "{e:?}");
     assert_eq!(
-        walk_bytes(
-            &data,
-            &Limits {
-                max_path_len: 12,
-                ..Limits::default()
-            }
-        )
-        .unwrap()
-        .entries
-        .len(),
+        walk_bytes(&data, &Limits { max_path_len: 12, ..Limits::default() }).unwrap().entries.len(),
         1
     );
 }

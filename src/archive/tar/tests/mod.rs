@@ -47,11 +47,7 @@ pub(super) fn walk_reader(
         },
         &mut |w| warnings.push(w),
     )?;
-    Ok(Walked {
-        entries,
-        warnings,
-        consumed,
-    })
+    Ok(Walked { entries, warnings, consumed })
 }
 
 /// Walks a file through a default `BufReader`.
@@ -59,21 +55,13 @@ pub(super) fn walk_file(path: &Path) -> Walked {
     let mut input = BufReader::new(fs::File::open(path).unwrap());
     let w = walk_reader(&mut input, &Limits::default())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(
-        w.consumed,
-        fs::metadata(path).unwrap().len(),
-        "{}: consumed bytes",
-        path.display()
-    );
+    assert_eq!(w.consumed, fs::metadata(path).unwrap().len(), "{}: consumed bytes", path.display());
     w
 }
 
 /// Runs a command, panicking with its output if it fails.
 pub(super) fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = cmd.env("LC_ALL", "C").output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -153,10 +141,7 @@ pub(super) fn read_xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 /// True if Python can set user xattrs in `dir`.
@@ -209,10 +194,7 @@ fn check_data(archive: &fs::File, e: &ScannedEntry, extracted: &Path) {
                 let run = read(archive, s.stream_offset, s.len);
                 want[s.logical as usize..(s.logical + s.len) as usize].copy_from_slice(&run);
             }
-            assert!(
-                want == fs::read(extracted).unwrap(),
-                "{what}: sparse data differs"
-            );
+            assert!(want == fs::read(extracted).unwrap(), "{what}: sparse data differs");
         }
         DataLayout::Sparse(segs) => {
             // Too big to rebuild: compare every run, and sample the holes.
@@ -240,10 +222,7 @@ fn check_hole(f: &fs::File, start: u64, end: u64, what: &str) {
         let n = len.min(end - at);
         let mut v = vec![1u8; n as usize];
         f.read_exact_at(&mut v, at).unwrap();
-        assert!(
-            v.iter().all(|&b| b == 0),
-            "{what}: hole at {at} is not zero"
-        );
+        assert!(v.iter().all(|&b| b == 0), "{what}: hole at {at} is not zero");
     }
 }
 
@@ -338,11 +317,7 @@ fn check_entry(arch: &fs::File, e: &ScannedEntry, p: &Path, root: &Path, opts: O
     assert_eq!(kind, got, "{what}: kind");
     assert_eq!(e.uid, md.uid(), "{what}: uid");
     assert_eq!(e.gid, md.gid(), "{what}: gid");
-    assert_eq!(
-        (e.mtime, i64::from(e.mtime_nsec)),
-        (md.mtime(), md.mtime_nsec()),
-        "{what}: mtime"
-    );
+    assert_eq!((e.mtime, i64::from(e.mtime_nsec)), (md.mtime(), md.mtime_nsec()), "{what}: mtime");
     match kind {
         EntryKind::Symlink => {
             let t = fs::read_link(p).unwrap();

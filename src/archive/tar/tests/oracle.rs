@@ -23,10 +23,7 @@ pub(in crate::archive::tar) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 /// Seconds since the epoch of a `touch -d` date, computed by `date`.
 fn epoch(date: &str) -> i64 {
-    run(Command::new("date").arg("-d").arg(date).arg("+%s"))
-        .trim()
-        .parse()
-        .unwrap()
+    run(Command::new("date").arg("-d").arg(date).arg("+%s")).trim().parse().unwrap()
 }
 
 fn touch(p: &Path, date: &str) {
@@ -62,11 +59,7 @@ fn basic_tree(root: &Path, specials: Specials) {
     chmod(&root.join("setuid"), 0o4755);
     fs::write(root.join("private"), b"secret").unwrap();
     chmod(&root.join("private"), 0o700);
-    fs::write(
-        root.join("ünïcødé-файл-文件.txt"),
-        "unicode content".as_bytes(),
-    )
-    .unwrap();
+    fs::write(root.join("ünïcødé-файл-文件.txt"), "unicode content".as_bytes()).unwrap();
     symlink("small", &root.join("rel-link"));
     symlink("/etc/passwd", &root.join("abs-link"));
     symlink("nowhere/at/all", &root.join("dangling"));
@@ -76,14 +69,8 @@ fn basic_tree(root: &Path, specials: Specials) {
     if specials == Specials::With {
         run(Command::new("mkfifo").arg(root.join("fifo")));
         // Devices need CAP_MKNOD; skip them where it is missing.
-        let _ = Command::new("mknod")
-            .arg(root.join("chardev"))
-            .args(["c", "1", "3"])
-            .output();
-        let _ = Command::new("mknod")
-            .arg(root.join("blockdev"))
-            .args(["b", "7", "200"])
-            .output();
+        let _ = Command::new("mknod").arg(root.join("chardev")).args(["c", "1", "3"]).output();
+        let _ = Command::new("mknod").arg(root.join("blockdev")).args(["b", "7", "200"]).output();
     }
     touch(&root.join("small"), "2001-02-03 04:05:06.789");
     touch(&root.join("sub/large"), "2020-06-07 08:09:10.123456789");
@@ -96,10 +83,7 @@ fn extended_tree(root: &Path) {
     fs::create_dir_all(&long_dir).unwrap();
     fs::write(long_dir.join("f".repeat(120)), b"over 255 bytes of path").unwrap();
     fs::write(root.join("n".repeat(150)), b"over 100 bytes of name").unwrap();
-    symlink(
-        &format!("{}/target", "t".repeat(130)),
-        &root.join("long-target"),
-    );
+    symlink(&format!("{}/target", "t".repeat(130)), &root.join("long-target"));
     fs::hard_link(root.join("n".repeat(150)), root.join("l".repeat(140))).unwrap();
     fs::write(root.join("old"), b"before the epoch").unwrap();
     touch(&root.join("old"), "1960-05-06 07:08:09");
@@ -109,10 +93,7 @@ fn extended_tree(root: &Path) {
 
 /// Archives `src` with `tar --format=FORMAT ARGS -C src .`, walks it and compares.
 fn check_format(tmp: &Path, src: &Path, format: &str, args: &[&str]) -> Walked {
-    let archive = tmp.join(format!(
-        "{format}-{}.tar",
-        args.join("").replace(['/', '=', ' '], "_")
-    ));
+    let archive = tmp.join(format!("{format}-{}.tar", args.join("").replace(['/', '=', ' '], "_")));
     let mut all = vec!["-c", "--sort=name"];
     let fmt = format!("--format={format}");
     all.push(&fmt);
@@ -158,11 +139,7 @@ fn basic_tree_in_every_format() {
             "{format}"
         );
         // GNU tar stores the second name of an inode as a hard link to the first.
-        let links: Vec<_> = w
-            .entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::Hardlink)
-            .collect();
+        let links: Vec<_> = w.entries.iter().filter(|e| e.kind == EntryKind::Hardlink).collect();
         assert_eq!(links.len(), 2, "{format}");
         let sub_mtime = find(&w, "sub/large");
         if format == "posix" {
@@ -171,16 +148,10 @@ fn basic_tree_in_every_format() {
                 (epoch("2020-06-07 08:09:10"), 123456789)
             );
         } else {
-            assert_eq!(
-                (sub_mtime.mtime, sub_mtime.mtime_nsec),
-                (epoch("2020-06-07 08:09:10"), 0)
-            );
+            assert_eq!((sub_mtime.mtime, sub_mtime.mtime_nsec), (epoch("2020-06-07 08:09:10"), 0));
         }
         let header_offsets: Vec<u64> = w.entries.iter().map(|e| e.header_offset).collect();
-        assert!(
-            header_offsets.windows(2).all(|p| p[0] < p[1]),
-            "{format}: offsets not increasing"
-        );
+        assert!(header_offsets.windows(2).all(|p| p[0] < p[1]), "{format}: offsets not increasing");
     }
 }
 
@@ -196,35 +167,18 @@ fn extended_tree_in_gnu_and_pax_formats() {
         assert_eq!(find(&w, &long).size, 22, "{format}");
         let t = find(&w, "long-target").link_target.clone().unwrap();
         assert_eq!(t.len(), 137, "{format}");
-        assert_eq!(
-            find(&w, "old").mtime,
-            epoch("1960-05-06 07:08:09"),
-            "{format}"
-        );
+        assert_eq!(find(&w, "old").mtime, epoch("1960-05-06 07:08:09"), "{format}");
     }
     // Ids beyond the octal range: base-256 in GNU formats, PAX records in posix.
     for format in ["gnu", "oldgnu", "posix"] {
-        let w = check_format(
-            tmp.path(),
-            &src,
-            format,
-            &["--owner=3000000", "--group=3000001"],
-        );
-        assert!(
-            w.entries
-                .iter()
-                .all(|e| (e.uid, e.gid) == (3000000, 3000001)),
-            "{format}"
-        );
+        let w = check_format(tmp.path(), &src, format, &["--owner=3000000", "--group=3000001"]);
+        assert!(w.entries.iter().all(|e| (e.uid, e.gid) == (3000000, 3000001)), "{format}");
     }
 }
 
 /// A sparse file with holes at the start, middle and end, written with `dd`.
 fn sparse_file(p: &Path, size: u64, writes: &[(u64, usize)]) {
-    run(Command::new("truncate")
-        .arg("-s")
-        .arg(size.to_string())
-        .arg(p));
+    run(Command::new("truncate").arg("-s").arg(size.to_string()).arg(p));
     for (i, &(at, len)) in writes.iter().enumerate() {
         let chunk = p.with_extension(format!("chunk{i}"));
         fs::write(&chunk, random_bytes(len, 100 + i as u64)).unwrap();
@@ -247,11 +201,7 @@ fn sparse_files_in_every_sparse_format() {
         20 << 20,
         &[(4096, 8192), (5 << 20, 10_000), (12 << 20, 1)],
     );
-    sparse_file(
-        &src.join("starts-with-data"),
-        3 << 20,
-        &[(0, 5000), (2 << 20, 4096)],
-    );
+    sparse_file(&src.join("starts-with-data"), 3 << 20, &[(0, 5000), (2 << 20, 4096)]);
     sparse_file(&src.join("all-hole"), 1 << 20, &[]);
     // Many runs: old-GNU extension blocks (4 descriptors in the header, 21 per block).
     let many: Vec<(u64, usize)> = (0..60).map(|i| (i * 65536 + 4096, 4096)).collect();
@@ -280,10 +230,7 @@ fn sparse_files_in_every_sparse_format() {
             segs.iter().map(|s| s.len).sum::<u64>() < 1 << 20,
             "{format} {args:?}: holes stored"
         );
-        assert!(
-            matches!(find(&w, "all-hole").data, DataLayout::Sparse(_)),
-            "{format} {args:?}"
-        );
+        assert!(matches!(find(&w, "all-hole").data, DataLayout::Sparse(_)), "{format} {args:?}");
         let DataLayout::Sparse(segs) = &find(&w, "many-runs").data else {
             panic!("many-runs is not sparse")
         };
@@ -297,17 +244,10 @@ fn sparse_file_without_sparse_option() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
-    sparse_file(
-        &src.join("sparse"),
-        2 << 20,
-        &[(4096, 100), (1 << 20, 5000)],
-    );
+    sparse_file(&src.join("sparse"), 2 << 20, &[(4096, 100), (1 << 20, 5000)]);
     for format in ["gnu", "ustar", "posix", "v7"] {
         let w = check_format(tmp.path(), &src, format, &[]);
-        assert!(
-            matches!(find(&w, "sparse").data, DataLayout::Contiguous { .. }),
-            "{format}"
-        );
+        assert!(matches!(find(&w, "sparse").data, DataLayout::Contiguous { .. }), "{format}");
     }
 }
 
@@ -317,12 +257,7 @@ fn pax_global_header_applies_to_later_entries() {
     let src = tmp.path().join("src");
     basic_tree(&src, Specials::With);
     // keyword=value puts the record in a global header.
-    let w = check_format(
-        tmp.path(),
-        &src,
-        "posix",
-        &["--pax-option=uid=4242,gid=4343,comment=hi"],
-    );
+    let w = check_format(tmp.path(), &src, "posix", &["--pax-option=uid=4242,gid=4343,comment=hi"]);
     assert!(w.entries.iter().all(|e| (e.uid, e.gid) == (4242, 4343)));
 }
 
@@ -357,19 +292,10 @@ fn xattrs_from_pax_records() {
         ],
     );
     let w = walk_file(&archive);
-    compare_with_gnu_tar(
-        &archive,
-        &w,
-        Oracle {
-            xattrs: true,
-            ..Oracle::default()
-        },
-    );
+    compare_with_gnu_tar(&archive, &w, Oracle { xattrs: true, ..Oracle::default() });
     let tagged = find(&w, "tagged");
     assert_eq!(tagged.xattrs.len(), 3);
-    assert!(tagged
-        .xattrs
-        .contains(&(b"user.binary".to_vec(), b"a\0b\nc=d\n".to_vec())));
+    assert!(tagged.xattrs.contains(&(b"user.binary".to_vec(), b"a\0b\nc=d\n".to_vec())));
 }
 
 #[test]
@@ -383,11 +309,7 @@ fn duplicates_plain_and_absolute_names() {
     let d = dup.to_str().unwrap();
     // (Not a hard-linked name: tar -x would break the link when it replaces the file.)
     tar(tmp.path(), &["-cf", d, "-C", s, "private", "sub"]);
-    fs::write(
-        src.join("private"),
-        b"second version, longer than the first",
-    )
-    .unwrap();
+    fs::write(src.join("private"), b"second version, longer than the first").unwrap();
     tar(tmp.path(), &["-rf", d, "-C", s, "private"]);
     let w = walk_file(&dup);
     assert_eq!(w.entries.iter().filter(|e| e.path == b"private").count(), 2);
@@ -396,20 +318,9 @@ fn duplicates_plain_and_absolute_names() {
 
     // Absolute names (-P): the leading '/' is stripped, like tar -x does.
     let abs = tmp.path().join("abs.tar");
-    tar(
-        tmp.path(),
-        &[
-            "-cPf",
-            abs.to_str().unwrap(),
-            &format!("{s}/sub"),
-            &format!("{s}/small"),
-        ],
-    );
+    tar(tmp.path(), &["-cPf", abs.to_str().unwrap(), &format!("{s}/sub"), &format!("{s}/small")]);
     let w = walk_file(&abs);
-    assert!(w
-        .entries
-        .iter()
-        .all(|e| e.path.starts_with(s.trim_start_matches('/').as_bytes())));
+    assert!(w.entries.iter().all(|e| e.path.starts_with(s.trim_start_matches('/').as_bytes())));
     compare_with_gnu_tar(&abs, &w, Oracle::default());
 }
 
@@ -421,21 +332,10 @@ fn concatenated_and_empty_archives() {
     let s = src.to_str().unwrap();
     let a = tmp.path().join("a.tar");
     let b = tmp.path().join("b.tar");
+    tar(tmp.path(), &["-cf", a.to_str().unwrap(), "-C", s, "small", "sub/deeper"]);
     tar(
         tmp.path(),
-        &["-cf", a.to_str().unwrap(), "-C", s, "small", "sub/deeper"],
-    );
-    tar(
-        tmp.path(),
-        &[
-            "--format=posix",
-            "-cf",
-            b.to_str().unwrap(),
-            "-C",
-            s,
-            "exact512",
-            "rel-link",
-        ],
+        &["--format=posix", "-cf", b.to_str().unwrap(), "-C", s, "exact512", "rel-link"],
     );
     let mut both = fs::read(&a).unwrap();
     both.extend(fs::read(&b).unwrap());
@@ -443,30 +343,11 @@ fn concatenated_and_empty_archives() {
     fs::write(&ab, &both).unwrap();
     let w = walk_file(&ab);
     let names: Vec<&[u8]> = w.entries.iter().map(|e| e.path.as_slice()).collect();
-    assert_eq!(
-        names,
-        [
-            &b"small"[..],
-            b"sub/deeper",
-            b"sub/deeper/odd",
-            b"exact512",
-            b"rel-link"
-        ]
-    );
-    compare_with_gnu_tar(
-        &ab,
-        &w,
-        Oracle {
-            ignore_zeros: true,
-            ..Oracle::default()
-        },
-    );
+    assert_eq!(names, [&b"small"[..], b"sub/deeper", b"sub/deeper/odd", b"exact512", b"rel-link"]);
+    compare_with_gnu_tar(&ab, &w, Oracle { ignore_zeros: true, ..Oracle::default() });
 
     let empty = tmp.path().join("empty.tar");
-    tar(
-        tmp.path(),
-        &["-cf", empty.to_str().unwrap(), "-T", "/dev/null"],
-    );
+    tar(tmp.path(), &["-cf", empty.to_str().unwrap(), "-T", "/dev/null"]);
     let w = walk_file(&empty);
     assert!(w.entries.is_empty() && w.warnings.is_empty());
     assert_eq!(w.consumed, 10240);
@@ -481,11 +362,9 @@ fn incremental_dumpdirs() {
     let arg = format!("--listed-incremental={}", snar.display());
     let w = check_format(tmp.path(), &src, "gnu", &[&arg]);
     // GNU tar writes directories as dumpdirs ('D', with their listing as data).
-    let archive = fs::read(
-        tmp.path()
-            .join(format!("gnu-{}.tar", arg.replace(['/', '=', ' '], "_"))),
-    )
-    .unwrap();
+    let archive =
+        fs::read(tmp.path().join(format!("gnu-{}.tar", arg.replace(['/', '=', ' '], "_"))))
+            .unwrap();
     let sub = find(&w, "sub");
     assert_eq!(archive[sub.header_offset as usize + 156], b'D');
     assert_eq!((sub.kind, &sub.data), (EntryKind::Dir, &DataLayout::None));

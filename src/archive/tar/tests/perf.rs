@@ -42,11 +42,7 @@ fn walker_throughput() {
     // Small files (ustar headers, 0..2 KiB of data each).
     let mut b = Builder::default();
     for i in 0..200_000usize {
-        b.entry(
-            &format!("dir{}/sub/file-{i}.txt", i % 100),
-            b'0',
-            &payload[..(i * 37) % 2048],
-        );
+        b.entry(&format!("dir{}/sub/file-{i}.txt", i % 100), b'0', &payload[..(i * 37) % 2048]);
     }
     measure("ustar small files", &b.end());
     // Small files with a PAX header each (what --format=posix writes).

@@ -15,14 +15,7 @@ fn rich_archive() -> Vec<u8> {
     b.raw(&header(b"././@LongLink", b'L', 130), &[b'n'; 130]);
     b.raw(&header(b"././@LongLink", b'K', 120), &[b'k'; 120]);
     b.link("short", b'2', "x");
-    b.pax(
-        b'x',
-        &[
-            ("path", b"pax/name"),
-            ("SCHILY.xattr.user.a", b"v\0\n"),
-            ("uid", b"5"),
-        ],
-    );
+    b.pax(b'x', &[("path", b"pax/name"), ("SCHILY.xattr.user.a", b"v\0\n"), ("uid", b"5")]);
     b.entry("ignored", b'0', &[3u8; 700]);
     b.link("hard", b'1', "dir/file");
     // PAX sparse 1.0.
@@ -61,12 +54,7 @@ fn rich_archive() -> Vec<u8> {
 }
 
 fn small_limits() -> Limits {
-    Limits {
-        max_uncompressed: 1 << 20,
-        max_entries: 50,
-        max_header_bytes: 2048,
-        max_path_len: 256,
-    }
+    Limits { max_uncompressed: 1 << 20, max_entries: 50, max_header_bytes: 2048, max_path_len: 256 }
 }
 
 /// Walks `data`; on success, checks that every reported byte range lies inside it.
@@ -82,10 +70,7 @@ fn walk_checked(data: &[u8], limits: &Limits) {
             DataLayout::Contiguous { offset } => assert!(offset + e.size <= len, "{e:?}"),
             DataLayout::Sparse(segs) => {
                 for s in segs {
-                    assert!(
-                        s.stream_offset + s.len <= len && s.logical + s.len <= e.size,
-                        "{e:?}"
-                    );
+                    assert!(s.stream_offset + s.len <= len && s.logical + s.len <= e.size, "{e:?}");
                 }
             }
         }
@@ -101,29 +86,12 @@ fn rich_archive_walks() {
     let long = vec![b'n'; 130];
     assert_eq!(
         paths,
-        [
-            &b"dir"[..],
-            b"dir/file",
-            &long,
-            b"pax/name",
-            b"hard",
-            b"sp",
-            b"oldsparse",
-            b"last"
-        ]
+        [&b"dir"[..], b"dir/file", &long, b"pax/name", b"hard", b"sp", b"oldsparse", b"last"]
     );
-    assert!(w
-        .entries
-        .iter()
-        .all(|e| (e.mtime, e.mtime_nsec) == (1700000000, 500_000_000)));
+    assert!(w.entries.iter().all(|e| (e.mtime, e.mtime_nsec) == (1700000000, 500_000_000)));
     assert_eq!(w.entries[2].link_target.as_deref(), Some(&[b'k'; 120][..]));
-    assert_eq!(
-        w.entries[3].xattrs,
-        [(b"user.a".to_vec(), b"v\0\n".to_vec())]
-    );
-    let DataLayout::Sparse(segs) = &w.entries[6].data else {
-        panic!()
-    };
+    assert_eq!(w.entries[3].xattrs, [(b"user.a".to_vec(), b"v\0\n".to_vec())]);
+    let DataLayout::Sparse(segs) = &w.entries[6].data else { panic!() };
     assert_eq!(segs.len(), 5);
     walk_checked(&data, &small_limits());
 }
