@@ -151,12 +151,7 @@ impl Inflater {
             z::Z_NEED_DICT => return Err("stream asks for a preset dictionary".to_string()),
             _ => return Err(self.message(ret)),
         };
-        Ok(Step {
-            status,
-            consumed,
-            produced,
-            data_type: self.strm.data_type,
-        })
+        Ok(Step { status, consumed, produced, data_type: self.strm.data_type })
     }
 
     /// Turns a non-OK return code of a setup call into an error.
@@ -210,9 +205,7 @@ mod tests {
         let mut out = vec![0u8; data.len() + 10];
         let (mut i, mut o) = (0, 0);
         loop {
-            let step = inf
-                .inflate(&comp[i..], &mut out[o..], Flush::Block)
-                .unwrap();
+            let step = inf.inflate(&comp[i..], &mut out[o..], Flush::Block).unwrap();
             i += step.consumed;
             o += step.produced;
             if step.status == Status::StreamEnd {
@@ -228,9 +221,7 @@ mod tests {
     fn corrupt_input_reports_zlib_message() {
         let mut inf = Inflater::new(RAW).unwrap();
         // Block type 3 is reserved.
-        let err = inf
-            .inflate(&[0xff, 0xff, 0xff], &mut [0u8; 64], Flush::None)
-            .unwrap_err();
+        let err = inf.inflate(&[0xff, 0xff, 0xff], &mut [0u8; 64], Flush::None).unwrap_err();
         assert!(err.contains("invalid block type"), "{err}");
     }
 }

@@ -46,9 +46,7 @@ pub(crate) fn check_fixed_header(head: &[u8]) -> Result<(), String> {
     }
     if let Some(&flags) = head.get(3) {
         if flags & 0xe0 != 0 {
-            return Err(format!(
-                "bad gzip header: reserved flag bits set (flags 0x{flags:02x})"
-            ));
+            return Err(format!("bad gzip header: reserved flag bits set (flags 0x{flags:02x})"));
         }
     }
     Ok(())
@@ -86,12 +84,8 @@ mod tests {
     fn fixed_header_checks() {
         assert!(check_fixed_header(&[0x1f, 0x8b, 8, 0]).is_ok());
         assert!(check_fixed_header(&[0x1f, 0x8b]).is_ok());
-        assert!(check_fixed_header(&[0x1f, 0x8b, 7])
-            .unwrap_err()
-            .contains("method 7"));
-        assert!(check_fixed_header(&[0x1f, 0x8b, 8, 0x20])
-            .unwrap_err()
-            .contains("reserved"));
+        assert!(check_fixed_header(&[0x1f, 0x8b, 7]).unwrap_err().contains("method 7"));
+        assert!(check_fixed_header(&[0x1f, 0x8b, 8, 0x20]).unwrap_err().contains("reserved"));
         assert_eq!(hex_prefix(&[0x1f, 0x8b, 0]), "1f 8b 00");
     }
 }

@@ -208,8 +208,7 @@ impl<R: Read> GzipIndexer<R> {
         // Keep the history a window may need (it never spans members) and drop the rest.
         let keep = (WINDOW_SIZE as u64).min(self.member_out) as usize;
         if self.write_pos > keep {
-            self.out
-                .copy_within(self.write_pos - keep..self.write_pos, 0);
+            self.out.copy_within(self.write_pos - keep..self.write_pos, 0);
             self.write_pos = keep;
         }
         self.read_pos = self.write_pos;
@@ -279,10 +278,7 @@ impl<R: Read> GzipIndexer<R> {
                 }
                 Next::Zeros | Next::Garbage => {
                     let reason = if first {
-                        format!(
-                            "not a gzip file (first bytes: {})",
-                            header::hex_prefix(avail)
-                        )
+                        format!("not a gzip file (first bytes: {})", header::hex_prefix(avail))
                     } else {
                         format!(
                             "trailing garbage after the last gzip member (bytes: {})",
@@ -329,10 +325,7 @@ impl<R: Read> GzipIndexer<R> {
             self.fill_input()?;
         }
         // Never produce more than one byte past the limit, so a bomb fails fast.
-        let budget = self
-            .max_uncompressed
-            .saturating_sub(self.total_out)
-            .saturating_add(1);
+        let budget = self.max_uncompressed.saturating_sub(self.total_out).saturating_add(1);
         let mut room = (self.out.len() - self.write_pos) as u64;
         room = room.min(budget);
         // Stop at block boundaries only once a point is due; until then inflate freely, but no
@@ -393,9 +386,7 @@ impl<R: Read> GzipIndexer<R> {
         if self.record
             && step.at_block_boundary()
             && self.member_out > 0
-            && self
-                .last_point
-                .is_none_or(|p| self.total_out - p >= self.span)
+            && self.last_point.is_none_or(|p| self.total_out - p >= self.span)
         {
             self.add_point(step.held_bits());
         }

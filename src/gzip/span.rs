@@ -60,14 +60,9 @@ impl SpanInflater {
         bits: u8,
         window: &[u8],
     ) -> Result<Self, GzipError> {
-        let err = |reason: String| GzipError {
-            offset: compressed,
-            reason,
-        };
+        let err = |reason: String| GzipError { offset: compressed, reason };
         if bits > 7 {
-            return Err(err(format!(
-                "bad access point: {bits} bits to prime (at most 7)"
-            )));
+            return Err(err(format!("bad access point: {bits} bits to prime (at most 7)")));
         }
         if window.len() > WINDOW_SIZE {
             return Err(err(format!(
@@ -93,10 +88,7 @@ impl SpanInflater {
             in_base: prime_from,
             in_eof: false,
             position: uncompressed,
-            state: State::Member {
-                raw: !at_member_start,
-                start: compressed,
-            },
+            state: State::Member { raw: !at_member_start, start: compressed },
             scratch: Vec::new(),
         };
         if at_member_start {
@@ -234,10 +226,7 @@ impl SpanInflater {
                 Ok(n) => self.in_len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    return Err(GzipError {
-                        offset: at,
-                        reason: format!("read failed: {e}"),
-                    })
+                    return Err(GzipError { offset: at, reason: format!("read failed: {e}") })
                 }
             }
         }
@@ -267,13 +256,8 @@ impl SpanInflater {
         match header::classify(avail, self.in_eof) {
             Next::Member => {
                 header::check_fixed_header(avail).map_err(|reason| GzipError { offset, reason })?;
-                self.inflater
-                    .reset(GZIP)
-                    .map_err(|reason| GzipError { offset, reason })?;
-                self.state = State::Member {
-                    raw: false,
-                    start: offset,
-                };
+                self.inflater.reset(GZIP).map_err(|reason| GzipError { offset, reason })?;
+                self.state = State::Member { raw: false, start: offset };
                 Ok(())
             }
             Next::End | Next::Zeros => {

@@ -96,12 +96,7 @@ fn text_data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
 /// Runs `cmd` with `input` on stdin and returns its stdout; panics if it fails.
@@ -147,9 +142,7 @@ fn bgzf(data: &[u8]) -> Vec<u8> {
         enc.write_all(chunk).unwrap();
         let deflated = enc.finish().unwrap();
         let bsize = (18 + deflated.len() + 8 - 1) as u16;
-        out.extend_from_slice(&[
-            0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 6, 0, b'B', b'C', 2, 0,
-        ]);
+        out.extend_from_slice(&[0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 6, 0, b'B', b'C', 2, 0]);
         out.extend_from_slice(&bsize.to_le_bytes());
         out.extend_from_slice(&deflated);
         out.extend_from_slice(&crc32fast::hash(chunk).to_le_bytes());
@@ -199,12 +192,7 @@ fn check_points(points: &[AccessPoint], total: u64, comp_len: u64) {
     assert_eq!(points[0].compressed, 0);
     assert!(points[0].at_member_start());
     for w in points.windows(2) {
-        assert!(
-            w[0].uncompressed < w[1].uncompressed,
-            "{:?} {:?}",
-            w[0],
-            w[1]
-        );
+        assert!(w[0].uncompressed < w[1].uncompressed, "{:?} {:?}", w[0], w[1]);
         assert!(w[0].compressed < w[1].compressed);
     }
     for p in points {
@@ -221,14 +209,8 @@ fn check_points(points: &[AccessPoint], total: u64, comp_len: u64) {
 /// Resumes at `p` in the file `path` and checks the next `len` bytes (to the end if `len` is
 /// `None`, in which case the inflater must also report the end).
 fn check_resume(file: &Arc<File>, p: &AccessPoint, expect: &[u8], len: Option<usize>) {
-    let mut inf = SpanInflater::new(
-        file.clone(),
-        p.uncompressed,
-        p.compressed,
-        p.bits,
-        &p.window,
-    )
-    .unwrap();
+    let mut inf =
+        SpanInflater::new(file.clone(), p.uncompressed, p.compressed, p.bits, &p.window).unwrap();
     let start = p.uncompressed as usize;
     let end = len.map_or(expect.len(), |l| (start + l).min(expect.len()));
     let mut got = vec![0u8; end - start];
@@ -236,19 +218,10 @@ fn check_resume(file: &Arc<File>, p: &AccessPoint, expect: &[u8], len: Option<us
     while filled < got.len() {
         assert_eq!(inf.position(), (start + filled) as u64);
         let n = inf.read(&mut got[filled..]).unwrap();
-        assert!(
-            n > 0,
-            "early end at {} (point {:?})",
-            start + filled,
-            p.uncompressed
-        );
+        assert!(n > 0, "early end at {} (point {:?})", start + filled, p.uncompressed);
         filled += n;
     }
-    assert!(
-        got == expect[start..end],
-        "bytes differ after point at {}",
-        p.uncompressed
-    );
+    assert!(got == expect[start..end], "bytes differ after point at {}", p.uncompressed);
     if len.is_none() {
         assert_eq!(inf.read(&mut [0u8; 100]).unwrap(), 0);
     }
@@ -265,10 +238,7 @@ fn check_file(name: &str, comp: &[u8], spans: &[u64]) {
     let file = Arc::new(File::open(&path).unwrap());
     for &span in spans {
         let (out, points, summary) = index_all(comp, span, u64::MAX).unwrap();
-        assert!(
-            out == expect,
-            "{name} span {span}: output differs from gzip -dc"
-        );
+        assert!(out == expect, "{name} span {span}: output differs from gzip -dc");
         assert_eq!(summary.uncompressed, expect.len() as u64);
         assert_eq!(summary.compressed, comp.len() as u64);
         check_points(&points, expect.len() as u64, comp.len() as u64);
@@ -352,11 +322,7 @@ fn many_mid_byte_boundaries() {
         let (_, points, _) = index_all(&comp, 4096, u64::MAX).unwrap();
         let mid = points.iter().filter(|p| p.bits != 0).count();
         if kind != "random" {
-            assert!(
-                mid * 2 > points.len(),
-                "{kind}: {mid} of {} points mid-byte",
-                points.len()
-            );
+            assert!(mid * 2 > points.len(), "{kind}: {mid} of {} points mid-byte", points.len());
         }
     }
 }
@@ -374,10 +340,7 @@ fn concatenated_members_match_oracle() {
         assert_eq!(summary.members, 4);
         // Member starts get cheap points (each member here produces more than 32 KiB).
         let starts = points.iter().filter(|p| p.at_member_start()).count();
-        assert_eq!(
-            starts, 3,
-            "{kind}: points at the starts of the non-empty members"
-        );
+        assert_eq!(starts, 3, "{kind}: points at the starts of the non-empty members");
     }
 }
 
@@ -405,9 +368,8 @@ fn bgzf_matches_oracle() {
         assert_eq!(summary.members, data.len().div_ceil(65280) as u64 + 1);
         // With a 1 MiB span, only member starts get points: one whenever 32 KiB or more were
         // produced since the last point (here every member, the empty EOF one included).
-        let starts: Vec<u64> = (0..summary.members)
-            .map(|i| (i * 65280).min(data.len() as u64))
-            .collect();
+        let starts: Vec<u64> =
+            (0..summary.members).map(|i| (i * 65280).min(data.len() as u64)).collect();
         let mut expect = vec![0];
         for &s in &starts[1..] {
             if s - expect.last().unwrap() >= 32 * 1024 {
@@ -423,10 +385,7 @@ fn bgzf_matches_oracle() {
         let comp = pipe("bgzip", &["-c"], &data);
         check_file("text bgzip", &comp, SPANS);
     } else {
-        assert!(
-            std::env::var_os("CI").is_none() || !have("tabix"),
-            "bgzip missing"
-        );
+        assert!(std::env::var_os("CI").is_none() || !have("tabix"), "bgzip missing");
     }
 }
 
@@ -436,14 +395,7 @@ fn empty_gzip_is_valid_and_empty_file_is_not() {
     let (out, points, summary) = index_all(&comp, 1 << 20, 100).unwrap();
     assert!(out.is_empty());
     assert_eq!(points.len(), 1);
-    assert_eq!(
-        summary,
-        GzipSummary {
-            compressed: comp.len() as u64,
-            uncompressed: 0,
-            members: 1
-        }
-    );
+    assert_eq!(summary, GzipSummary { compressed: comp.len() as u64, uncompressed: 0, members: 1 });
 
     let err = index_all(&[], 1 << 20, 100).unwrap_err();
     assert_eq!(err.offset, 0);
@@ -452,12 +404,8 @@ fn empty_gzip_is_valid_and_empty_file_is_not() {
 
 #[test]
 fn non_gzip_input_is_rejected() {
-    for input in [
-        &b"hello world, this is not gzip"[..],
-        b"\x1f",
-        b"\x1f\x8c\x08\x00",
-        b"\0\0\0\0",
-    ] {
+    for input in [&b"hello world, this is not gzip"[..], b"\x1f", b"\x1f\x8c\x08\x00", b"\0\0\0\0"]
+    {
         let err = index_all(input, 1 << 20, 1 << 20).unwrap_err();
         assert!(err.reason.contains("not a gzip file"), "{input:?}: {err}");
         assert_eq!(err.offset, 0);
@@ -516,10 +464,7 @@ fn truncation_at_every_position_is_an_error() {
         if cut == a.len() {
             let (expect, ok) = gunzip_oracle(&cat[..cut]);
             assert!(ok);
-            assert!(
-                ours.unwrap().0 == expect,
-                "cut between members: output differs"
-            );
+            assert!(ours.unwrap().0 == expect, "cut between members: output differs");
         } else {
             assert!(ours.is_err(), "cut {cut} accepted");
         }
@@ -530,10 +475,7 @@ fn truncation_at_every_position_is_an_error() {
 fn flipped_bytes_are_caught() {
     // `gzip -n` and stdin: no name, no timestamp, so every byte after the fixed header is deflate
     // data or trailer.
-    for (kind, data) in [
-        ("text", text_data(60_000, 6)),
-        ("random", random_data(60_000, 7)),
-    ] {
+    for (kind, data) in [("text", text_data(60_000, 6)), ("random", random_data(60_000, 7))] {
         let comp = pipe("gzip", &["-c", "-n"], &data);
         let mut rng = Rng(42);
         let mut positions: Vec<usize> = (0..4).collect();
@@ -555,17 +497,11 @@ fn flipped_bytes_are_caught() {
         for &pos in positions.iter().step_by(15) {
             let mut bad = comp.clone();
             bad[pos] ^= 0xff;
-            assert!(
-                !gunzip_oracle(&bad).1,
-                "{kind}: gzip accepts the flip at {pos}"
-            );
+            assert!(!gunzip_oracle(&bad).1, "{kind}: gzip accepts the flip at {pos}");
         }
         if kind == "random" {
             // Stored blocks: only the CRC can see a flipped data byte.
-            assert!(
-                crc_caught > 100,
-                "{kind}: only {crc_caught} flips caught by the CRC"
-            );
+            assert!(crc_caught > 100, "{kind}: only {crc_caught} flips caught by the CRC");
         }
     }
     // Flips of MTIME/XFL/OS change nothing gzip cares about: same output as gzip.
@@ -576,10 +512,7 @@ fn flipped_bytes_are_caught() {
         bad[pos] ^= 0xff;
         let (expect, ok) = gunzip_oracle(&bad);
         assert!(ok);
-        assert!(
-            index_all(&bad, 8192, 1 << 20).unwrap().0 == expect,
-            "flip at {pos}"
-        );
+        assert!(index_all(&bad, 8192, 1 << 20).unwrap().0 == expect, "flip at {pos}");
     }
 }
 
@@ -596,18 +529,11 @@ fn decompression_bomb_fails_fast() {
     let limit = 10 * 1000 * 1000;
     let t = Instant::now();
     let err = index_all(&comp, 1 << 20, limit).unwrap_err();
-    assert!(
-        err.reason.contains("exceeds the limit of 10000000 bytes"),
-        "{err}"
-    );
+    assert!(err.reason.contains("exceeds the limit of 10000000 bytes"), "{err}");
     assert!(t.elapsed().as_secs_f64() < 2.0, "took {:?}", t.elapsed());
     // finish() enforces the limit too.
     let idx = GzipIndexer::new(&comp[..], 1 << 20, limit);
-    assert!(idx
-        .finish()
-        .unwrap_err()
-        .reason
-        .contains("decompression bomb"));
+    assert!(idx.finish().unwrap_err().reason.contains("decompression bomb"));
     // Exactly at the limit is fine.
     let data = vec![7u8; 300_000];
     let comp = pipe("gzip", &["-c"], &data);
@@ -648,14 +574,8 @@ fn span_inflater_skip_and_bad_points() {
     let file = Arc::new(File::open(&path).unwrap());
     let (_, points, _) = index_all(&comp, 1 << 20, u64::MAX).unwrap();
     let p = &points[1];
-    let mut inf = SpanInflater::new(
-        file.clone(),
-        p.uncompressed,
-        p.compressed,
-        p.bits,
-        &p.window,
-    )
-    .unwrap();
+    let mut inf =
+        SpanInflater::new(file.clone(), p.uncompressed, p.compressed, p.bits, &p.window).unwrap();
     inf.skip(123_457).unwrap();
     assert_eq!(inf.position(), p.uncompressed + 123_457);
     let mut buf = vec![0u8; 4096];
@@ -727,9 +647,7 @@ fn drain_zlib_alone(path: &Path) -> u64 {
             pos = 0;
             assert!(len > 0);
         }
-        let step = inf
-            .inflate(&inbuf[pos..len], &mut outbuf, Flush::None)
-            .unwrap();
+        let step = inf.inflate(&inbuf[pos..len], &mut outbuf, Flush::None).unwrap();
         pos += step.consumed;
         produced += step.produced as u64;
         if step.status == Status::StreamEnd {
@@ -774,12 +692,8 @@ fn bench_index() {
     });
     assert_eq!(n, total);
     let (gzip, ()) = best_of(2, || {
-        let status = Command::new("gzip")
-            .arg("-dc")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
+        let status =
+            Command::new("gzip").arg("-dc").arg(&path).stdout(Stdio::null()).status().unwrap();
         assert!(status.success());
     });
     let (alone, n) = best_of(3, || drain_zlib_alone(&path));
@@ -789,26 +703,13 @@ fn bench_index() {
     let windows: usize = points.iter().map(|p| p.window.len()).sum();
     let mid_byte = points.iter().filter(|p| p.bits != 0).count();
     eprintln!("points starting mid-byte: {mid_byte}");
-    eprintln!(
-        "corpus {}: {comp_len} B compressed, {total} B uncompressed",
-        path.display()
-    );
-    eprintln!(
-        "members {}, points {}, raw window bytes {windows}",
-        summary.members,
-        points.len()
-    );
+    eprintln!("corpus {}: {comp_len} B compressed, {total} B uncompressed", path.display());
+    eprintln!("members {}, points {}, raw window bytes {windows}", summary.members, points.len());
     eprintln!("GzipIndexer span 1 MiB  {ours:.3} s  {:.0} MB/s", mb(ours));
-    eprintln!(
-        "flate2 MultiGzDecoder   {flate:.3} s  {:.0} MB/s",
-        mb(flate)
-    );
+    eprintln!("flate2 MultiGzDecoder   {flate:.3} s  {:.0} MB/s", mb(flate));
     eprintln!("gzip -dc > /dev/null    {gzip:.3} s  {:.0} MB/s", mb(gzip));
     if alone_complete {
-        eprintln!(
-            "zlib-rs alone           {alone:.3} s  {:.0} MB/s",
-            mb(alone)
-        );
+        eprintln!("zlib-rs alone           {alone:.3} s  {:.0} MB/s", mb(alone));
     }
     eprintln!(
         "speed-up vs gzip {:.2}x, vs flate2 {:.2}x; zlib-rs alone / ours {:.2}",
@@ -827,14 +728,9 @@ fn bench_index() {
         let i = points.partition_point(|p| p.uncompressed <= off) - 1;
         let p = &points[i];
         let t = Instant::now();
-        let mut inf = SpanInflater::new(
-            file.clone(),
-            p.uncompressed,
-            p.compressed,
-            p.bits,
-            &p.window,
-        )
-        .unwrap();
+        let mut inf =
+            SpanInflater::new(file.clone(), p.uncompressed, p.compressed, p.bits, &p.window)
+                .unwrap();
         inf.skip(off - p.uncompressed).unwrap();
         let mut filled = 0;
         while filled < buf.len() {
