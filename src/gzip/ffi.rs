@@ -52,7 +52,16 @@ impl Step {
     }
 }
 
-/// Windows bits for a raw deflate stream with a 32 KiB window.
+/// A data error from [`Inflater::inflate`]: zlib's message, and how far into the input it got.
+#[derive(Debug, Clone)]
+pub(crate) struct InflateError {
+    /// zlib's message (or a description of its return code).
+    pub msg: String,
+    /// Input bytes consumed by the failing call, so the error can point near the bad byte.
+    pub consumed: usize,
+}
+
+/// Window bits for a raw deflate stream with a 32 KiB window.
 pub(crate) const RAW: i32 = -15;
 /// Window bits for a gzip member (header and trailer parsed and checked by zlib).
 pub(crate) const GZIP: i32 = 31;
@@ -121,7 +130,7 @@ impl Inflater {
         input: &[u8],
         output: &mut [u8],
         flush: Flush,
-    ) -> Result<Step, String> {
+    ) -> Result<Step, InflateError> {
         // zlib counts lengths in u32: offer at most that much (callers loop anyway).
         let avail_in = u32::try_from(input.len()).unwrap_or(u32::MAX);
         let avail_out = u32::try_from(output.len()).unwrap_or(u32::MAX);
@@ -148,8 +157,11 @@ impl Inflater {
             z::Z_OK => Status::Ok,
             z::Z_STREAM_END => Status::StreamEnd,
             z::Z_BUF_ERROR => Status::NeedMore,
-            z::Z_NEED_DICT => return Err("stream asks for a preset dictionary".to_string()),
-            _ => return Err(self.message(ret)),
+            z::Z_NEED_DICT => {
+                let msg = "stream asks for a preset dictionary".to_string();
+                return Err(InflateError { msg, consumed });
+            }
+            _ => return Err(InflateError { msg: self.message(ret), consumed }),
         };
         Ok(Step { status, consumed, produced, data_type: self.strm.data_type })
     }
@@ -222,6 +234,7 @@ mod tests {
         let mut inf = Inflater::new(RAW).unwrap();
         // Block type 3 is reserved.
         let err = inf.inflate(&[0xff, 0xff, 0xff], &mut [0u8; 64], Flush::None).unwrap_err();
-        assert!(err.contains("invalid block type"), "{err}");
+        assert!(err.msg.contains("invalid block type"), "{}", err.msg);
+        assert_eq!(err.consumed, 1);
     }
 }

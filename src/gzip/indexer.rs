@@ -259,23 +259,7 @@ impl<R: Read> GzipIndexer<R> {
                     self.state = State::Done;
                     return Ok(());
                 }
-                Next::Zeros if !first => {
-                    // Padding: accept zeros up to the end of the input, nothing else.
-                    if let Some(i) = avail.iter().position(|&b| b != 0) {
-                        let reason = format!(
-                            "trailing garbage after the last gzip member: byte 0x{:02x} after zero \
-                             padding",
-                            avail[i]
-                        );
-                        return Err(self.fail(offset + i as u64, reason));
-                    }
-                    self.in_pos = self.in_len;
-                    if self.in_eof {
-                        self.state = State::Done;
-                        return Ok(());
-                    }
-                    self.fill_input()?;
-                }
+                Next::Zeros if !first => return self.skip_padding(),
                 Next::Zeros | Next::Garbage => {
                     let reason = if first {
                         format!("not a gzip file (first bytes: {})", header::hex_prefix(avail))
@@ -288,6 +272,28 @@ impl<R: Read> GzipIndexer<R> {
                     return Err(self.fail(offset, reason));
                 }
             }
+        }
+    }
+
+    /// Consumes zero bytes up to the end of the input: padding after the last member. Any other
+    /// byte, even the start of another member, is trailing garbage.
+    fn skip_padding(&mut self) -> Result<(), PumpError> {
+        loop {
+            let avail = &self.inbuf[self.in_pos..self.in_len];
+            if let Some(i) = avail.iter().position(|&b| b != 0) {
+                let reason = format!(
+                    "trailing garbage after the last gzip member: byte 0x{:02x} after zero padding",
+                    avail[i]
+                );
+                let at = self.in_offset() + i as u64;
+                return Err(self.fail(at, reason));
+            }
+            self.in_pos = self.in_len;
+            if self.in_eof {
+                self.state = State::Done;
+                return Ok(());
+            }
+            self.fill_input()?;
         }
     }
 
@@ -351,9 +357,9 @@ impl<R: Read> GzipIndexer<R> {
         );
         let step = match result {
             Ok(step) => step,
-            Err(msg) => {
-                let at = self.in_offset();
-                return Err(self.fail(at, describe_zlib_error(&msg, start)));
+            Err(e) => {
+                let at = self.in_offset() + e.consumed as u64;
+                return Err(self.fail(at, describe_zlib_error(&e.msg, start)));
             }
         };
         self.in_pos += step.consumed;

@@ -138,9 +138,9 @@ impl SpanInflater {
                     let step = self
                         .inflater
                         .inflate(&self.inbuf[self.in_pos..self.in_len], out, Flush::None)
-                        .map_err(|msg| GzipError {
-                            offset: self.in_base + self.in_pos as u64,
-                            reason: describe_zlib_error(&msg, start),
+                        .map_err(|e| GzipError {
+                            offset: self.in_base + (self.in_pos + e.consumed) as u64,
+                            reason: describe_zlib_error(&e.msg, start),
                         })?;
                     self.in_pos += step.consumed;
                     self.position += step.produced as u64;
