@@ -638,17 +638,11 @@ fn bench_corpus() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-/// Best of `runs` timings of `f`, in seconds.
-fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
-    let mut best = f64::INFINITY;
-    let mut last = None;
-    for _ in 0..runs {
-        let t = Instant::now();
-        let v = f();
-        best = best.min(t.elapsed().as_secs_f64());
-        last = Some(v);
-    }
-    (best, last.expect("runs > 0"))
+/// Runs `f` and returns how long it took, in seconds, and its result.
+fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let t = Instant::now();
+    let v = f();
+    (t.elapsed().as_secs_f64(), v)
 }
 
 /// Drains the indexer (span 1 MiB) over `path`: (points, summary).
@@ -723,28 +717,44 @@ fn bench_index() {
         }
         _ => {}
     }
-    let (ours, (points, summary)) = best_of(3, || drain_indexer(&path));
+    // Interleaved rounds, best of each, so a change in machine load hits all sides alike.
+    let (mut ours, mut flate, mut gzip, mut alone) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    let mut indexed = None;
+    let mut alone_out = 0;
+    for _ in 0..3 {
+        let (t, r) = timed(|| drain_indexer(&path));
+        ours = ours.min(t);
+        indexed = Some(r);
+        let (t, n) = timed(|| {
+            let file = std::io::BufReader::with_capacity(1 << 20, File::open(&path).unwrap());
+            let mut dec = flate2::read::MultiGzDecoder::new(file);
+            std::io::copy(&mut dec, &mut std::io::sink()).unwrap()
+        });
+        flate = flate.min(t);
+        assert_eq!(Some(n), indexed.as_ref().map(|(_, s)| s.uncompressed));
+        let (t, ()) = timed(|| {
+            let status =
+                Command::new("gzip").arg("-dc").arg(&path).stdout(Stdio::null()).status().unwrap();
+            assert!(status.success());
+        });
+        gzip = gzip.min(t);
+        let (t, n) = timed(|| drain_zlib_alone(&path));
+        alone = alone.min(t);
+        alone_out = n;
+    }
+    let (points, summary) = indexed.expect("ran");
     let total = summary.uncompressed;
-    let (flate, n) = best_of(2, || {
-        let file = std::io::BufReader::with_capacity(1 << 20, File::open(&path).unwrap());
-        let mut dec = flate2::read::MultiGzDecoder::new(file);
-        std::io::copy(&mut dec, &mut std::io::sink()).unwrap()
-    });
-    assert_eq!(n, total);
-    let (gzip, ()) = best_of(2, || {
-        let status =
-            Command::new("gzip").arg("-dc").arg(&path).stdout(Stdio::null()).status().unwrap();
-        assert!(status.success());
-    });
-    let (alone, n) = best_of(3, || drain_zlib_alone(&path));
-    let alone_complete = n == total;
+    let alone_complete = alone_out == total;
 
     let mb = |secs: f64| total as f64 / secs / 1e6;
     let windows: usize = points.iter().map(|p| p.window.len()).sum();
     let mid_byte = points.iter().filter(|p| p.bits != 0).count();
-    eprintln!("points starting mid-byte: {mid_byte}");
     eprintln!("corpus {}: {comp_len} B compressed, {total} B uncompressed", path.display());
-    eprintln!("members {}, points {}, raw window bytes {windows}", summary.members, points.len());
+    eprintln!(
+        "members {}, points {} ({mid_byte} mid-byte), raw window bytes {windows}",
+        summary.members,
+        points.len()
+    );
     eprintln!("GzipIndexer span 1 MiB  {ours:.3} s  {:.0} MB/s", mb(ours));
     eprintln!("flate2 MultiGzDecoder   {flate:.3} s  {:.0} MB/s", mb(flate));
     eprintln!("gzip -dc > /dev/null    {gzip:.3} s  {:.0} MB/s", mb(gzip));
