@@ -132,9 +132,7 @@ fn kind_name(kind: EntryKind) -> &'static str {
 
 /// The components of a normalized path (empty components are skipped, defensively).
 fn components(path: &[u8]) -> Vec<&[u8]> {
-    path.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty())
-        .collect()
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect()
 }
 
 impl IndexBuilder {
@@ -418,13 +416,9 @@ impl IndexBuilder {
                 &mut self.windows,
                 flate2::Compression::new(WINDOW_ZLIB_LEVEL),
             );
-            if let Err(e) = enc
-                .write_all(&point.window)
-                .and_then(|()| enc.finish().map(|_| ()))
-            {
-                self.point_error = Some(format!(
-                    "access point {i}: compressing the window failed: {e}"
-                ));
+            if let Err(e) = enc.write_all(&point.window).and_then(|()| enc.finish().map(|_| ())) {
+                self.point_error =
+                    Some(format!("access point {i}: compressing the window failed: {e}"));
                 return;
             }
         }
@@ -549,22 +543,15 @@ impl IndexBuilder {
             };
             match node.kind {
                 EntryKind::Dir => {
-                    let subdirs = node
-                        .children
-                        .values()
-                        .filter(|&&c| self.nodes[c].is_dir())
-                        .count();
+                    let subdirs =
+                        node.children.values().filter(|&&c| self.nodes[c].is_dir()).count();
                     rec.nlink = u32::try_from(subdirs).unwrap_or(u32::MAX).saturating_add(2);
                     rec.a = dirent_count;
                     rec.b = u32::try_from(node.children.len()).map_err(|_| too_many("dirents"))?;
                     rec.c = parent[k];
                     for (name, &child) in &node.children {
                         let name_off = strings.intern_name(name)?;
-                        DirentRec {
-                            name_off,
-                            ino: ino_of[child],
-                        }
-                        .encode(&mut dirents);
+                        DirentRec { name_off, ino: ino_of[child] }.encode(&mut dirents);
                     }
                     dirent_count += node.children.len() as u64;
                 }
@@ -605,14 +592,7 @@ impl IndexBuilder {
             for (name, value) in &node.xattrs {
                 let (name_off, name_len) = strings.intern(name)?;
                 let (value_off, value_len) = strings.intern(value)?;
-                XattrRec {
-                    ino,
-                    name_off,
-                    name_len,
-                    value_off,
-                    value_len,
-                }
-                .encode(&mut xattrs);
+                XattrRec { ino, name_off, name_len, value_off, value_len }.encode(&mut xattrs);
                 xattr_count += 1;
             }
         }
@@ -649,11 +629,7 @@ impl IndexBuilder {
         let mut sections = [SectionEntry::default(); format::SECTION_COUNT];
         let mut offset = format::HEADER_LEN as u64;
         for (entry, body) in sections.iter_mut().zip(bodies) {
-            *entry = SectionEntry {
-                offset,
-                len: body.len() as u64,
-                crc: crc32fast::hash(body),
-            };
+            *entry = SectionEntry { offset, len: body.len() as u64, crc: crc32fast::hash(body) };
             offset += body.len() as u64;
         }
         let header = Header {
@@ -691,21 +667,14 @@ fn check_sparse(segments: &[SparseSegment], size: u64) -> Result<(), String> {
                 s.logical
             ));
         }
-        let end = s
-            .logical
-            .checked_add(s.len)
-            .filter(|&e| e <= size)
-            .ok_or_else(|| {
-                format!(
-                    "run {i} ({} bytes at logical offset {}) ends past the size {size}",
-                    s.len, s.logical
-                )
-            })?;
+        let end = s.logical.checked_add(s.len).filter(|&e| e <= size).ok_or_else(|| {
+            format!(
+                "run {i} ({} bytes at logical offset {}) ends past the size {size}",
+                s.len, s.logical
+            )
+        })?;
         if s.stream_offset.checked_add(s.len).is_none() {
-            return Err(format!(
-                "run {i}: stream offset {} + length overflows",
-                s.stream_offset
-            ));
+            return Err(format!("run {i}: stream offset {} + length overflows", s.stream_offset));
         }
         prev_end = end;
     }

@@ -282,13 +282,8 @@ impl InodeRec {
         let (kind, data) = (b0 & 0x0f, b0 >> 4);
         let x = rd_u64(r, 9);
         let y = rd_u64(r, 17);
-        let mut rec = InodeRec {
-            kind,
-            data,
-            attr: rd_u32(r, 1),
-            nlink: rd_u32(r, 5),
-            ..InodeRec::default()
-        };
+        let mut rec =
+            InodeRec { kind, data, attr: rd_u32(r, 1), nlink: rd_u32(r, 5), ..InodeRec::default() };
         match kind {
             KIND_FILE => {
                 rec.size = x;
@@ -327,10 +322,7 @@ impl InodeRec {
                 (self.size, (self.a & LOW32) | u64::from(self.b) << 32)
             }
             KIND_FILE => (self.size, self.a),
-            KIND_DIR => (
-                u64::from(self.c),
-                (self.a & LOW32) | u64::from(self.b) << 32,
-            ),
+            KIND_DIR => (u64::from(self.c), (self.a & LOW32) | u64::from(self.b) << 32),
             KIND_SYMLINK => (u64::from(self.b), self.a),
             KIND_CHARDEV | KIND_BLOCKDEV => (0, u64::from(self.b) | u64::from(self.c) << 32),
             _ => (0, 0),
@@ -395,10 +387,7 @@ impl DirentRec {
     /// Decodes a record from (at least) [`DIRENT_LEN`] bytes.
     #[inline]
     pub fn decode(r: &[u8]) -> DirentRec {
-        DirentRec {
-            name_off: rd_u32(r, 0),
-            ino: rd_u32(r, 4),
-        }
+        DirentRec { name_off: rd_u32(r, 0), ino: rd_u32(r, 4) }
     }
 
     /// Appends the encoded record to `out`.
@@ -423,11 +412,7 @@ impl SparseRec {
     /// Decodes a record from (at least) [`SPARSE_LEN`] bytes.
     #[inline]
     pub fn decode(r: &[u8]) -> SparseRec {
-        SparseRec {
-            logical: rd_u64(r, 0),
-            len: rd_u64(r, 8),
-            stream_offset: rd_u64(r, 16),
-        }
+        SparseRec { logical: rd_u64(r, 0), len: rd_u64(r, 8), stream_offset: rd_u64(r, 16) }
     }
 
     /// Appends the encoded record to `out`.
@@ -638,10 +623,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, IndexError> {
     }
     let version = rd_u32(bytes, 8);
     if version != VERSION {
-        return Err(IndexError::Version {
-            found: version,
-            expected: VERSION,
-        });
+        return Err(IndexError::Version { found: version, expected: VERSION });
     }
     if bytes.len() < HEADER_LEN {
         return Err(corrupt(format!(
@@ -659,9 +641,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, IndexError> {
     }
     let flags = rd_u32(bytes, 12);
     if flags != 0 {
-        return Err(corrupt(format!(
-            "unknown header flags {flags:#x} at offset 12"
-        )));
+        return Err(corrupt(format!("unknown header flags {flags:#x} at offset 12")));
     }
     let header_len = rd_u32(bytes, 16);
     if header_len as usize != HEADER_LEN {
@@ -678,11 +658,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, IndexError> {
     let compression = match rd_u32(bytes, 44) {
         0 => Compression::None,
         1 => Compression::Gzip,
-        other => {
-            return Err(corrupt(format!(
-                "unknown compression code {other} at offset 44"
-            )))
-        }
+        other => return Err(corrupt(format!("unknown compression code {other} at offset 44"))),
     };
     let mut digest = [0u8; 32];
     digest.copy_from_slice(&bytes[48..80]);
@@ -713,10 +689,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, IndexError> {
             )));
         }
         expected_offset = s.offset.checked_add(s.len).ok_or_else(|| {
-            corrupt(format!(
-                "section {name}: offset {} + length {} overflows",
-                s.offset, s.len
-            ))
+            corrupt(format!("section {name}: offset {} + length {} overflows", s.offset, s.len))
         })?;
     }
     if expected_offset != bytes.len() as u64 {
@@ -862,20 +835,15 @@ pub fn validate(bytes: &[u8], h: &Header) -> Result<(), IndexError> {
                     if next_sparse > u64::from(h.sparse_count) {
                         return Err(bad("sparse segment range runs past the sparse section"));
                     }
-                    let segs = sub(
-                        sparse,
-                        r.a * SPARSE_LEN as u64,
-                        u64::from(r.b) * SPARSE_LEN as u64,
-                    )
-                    .unwrap_or(&[]);
+                    let segs =
+                        sub(sparse, r.a * SPARSE_LEN as u64, u64::from(r.b) * SPARSE_LEN as u64)
+                            .unwrap_or(&[]);
                     let mut prev_end = 0u64;
                     for seg in segs.chunks_exact(SPARSE_LEN) {
                         let s = SparseRec::decode(seg);
                         let ok = s.logical >= prev_end
                             && s.logical.checked_add(s.len).is_some_and(|e| e <= r.size)
-                            && s.stream_offset
-                                .checked_add(s.len)
-                                .is_some_and(|e| e <= total);
+                            && s.stream_offset.checked_add(s.len).is_some_and(|e| e <= total);
                         if !ok {
                             return Err(bad(&format!(
                                 "sparse segment (logical {}, length {}, stream offset {}) is \
@@ -890,10 +858,7 @@ pub fn validate(bytes: &[u8], h: &Header) -> Result<(), IndexError> {
             },
             KIND_DIR => {
                 if r.a != next_dirent {
-                    return Err(bad(&format!(
-                        "dirents start at {} (expected {next_dirent})",
-                        r.a
-                    )));
+                    return Err(bad(&format!("dirents start at {} (expected {next_dirent})", r.a)));
                 }
                 next_dirent += u64::from(r.b);
                 if next_dirent > u64::from(h.dirent_count) {
@@ -907,12 +872,9 @@ pub fn validate(bytes: &[u8], h: &Header) -> Result<(), IndexError> {
                 if !parent_ok {
                     return Err(bad(&format!("bad parent directory {}", r.c)));
                 }
-                let ents = sub(
-                    dirents,
-                    r.a * DIRENT_LEN as u64,
-                    u64::from(r.b) * DIRENT_LEN as u64,
-                )
-                .unwrap_or(&[]);
+                let ents =
+                    sub(dirents, r.a * DIRENT_LEN as u64, u64::from(r.b) * DIRENT_LEN as u64)
+                        .unwrap_or(&[]);
                 for (j, ent) in ents.chunks_exact(DIRENT_LEN).enumerate() {
                     let d = DirentRec::decode(ent);
                     let which = r.a + j as u64;

@@ -181,10 +181,8 @@ impl Index {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".addonfs-index-")
-            .suffix(".tmp")
-            .tempfile_in(dir)?;
+        let mut tmp =
+            tempfile::Builder::new().prefix(".addonfs-index-").suffix(".tmp").tempfile_in(dir)?;
         tmp.write_all(&self.bytes)?;
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| IndexError::Io(e.error))?;
@@ -242,10 +240,7 @@ impl Index {
         let Node { ino, rec } = self.node(ino)?;
         let kind = format::kind_from_code(rec.kind)?;
         let start = (rec.attr as usize).checked_mul(format::ATTR_LEN)?;
-        let a = AttrRec::decode(
-            self.section(Section::Attrs)
-                .get(start..start + format::ATTR_LEN)?,
-        );
+        let a = AttrRec::decode(self.section(Section::Attrs).get(start..start + format::ATTR_LEN)?);
         let rdev = match kind {
             EntryKind::CharDev | EntryKind::BlockDev => (rec.b, rec.c),
             _ => (0, 0),
@@ -313,11 +308,7 @@ impl Index {
         if node.rec.kind != format::KIND_SYMLINK {
             return None;
         }
-        format::sub(
-            self.section(Section::Strings),
-            node.rec.a,
-            u64::from(node.rec.b),
-        )
+        format::sub(self.section(Section::Strings), node.rec.a, u64::from(node.rec.b))
     }
 
     /// The extended attributes of `ino` (name, value), in archive order.
@@ -420,10 +411,7 @@ impl Index {
     pub fn point(&self, i: usize) -> PointInfo {
         match self.get_point(i) {
             Some(p) => p,
-            None => panic!(
-                "access point {i} out of range ({} points)",
-                self.point_count()
-            ),
+            None => panic!("access point {i} out of range ({} points)", self.point_count()),
         }
     }
 
@@ -464,12 +452,9 @@ impl Index {
                 p.window_zlen
             ))
         };
-        let input = format::sub(
-            self.section(Section::Windows),
-            p.window_off,
-            u64::from(p.window_zlen),
-        )
-        .ok_or_else(|| bad("out of bounds".into()))?;
+        let input =
+            format::sub(self.section(Section::Windows), p.window_off, u64::from(p.window_zlen))
+                .ok_or_else(|| bad("out of bounds".into()))?;
         let want = usize::from(p.window_len);
         let mut out = Vec::with_capacity(want);
         let mut z = flate2::Decompress::new(true);
@@ -508,21 +493,14 @@ impl Index {
     }
 
     fn section(&self, s: Section) -> &[u8] {
-        self.bytes
-            .get(format::section_range(&self.header, s))
-            .unwrap_or(&[])
+        self.bytes.get(format::section_range(&self.header, s)).unwrap_or(&[])
     }
 
     fn node(&self, ino: Ino) -> Option<Node> {
         let i = usize::try_from(ino.checked_sub(1)?).ok()?;
         let start = i.checked_mul(format::INODE_LEN)?;
-        let rec = self
-            .section(Section::Inodes)
-            .get(start..start + format::INODE_LEN)?;
-        Some(Node {
-            ino,
-            rec: InodeRec::decode(rec),
-        })
+        let rec = self.section(Section::Inodes).get(start..start + format::INODE_LEN)?;
+        Some(Node { ino, rec: InodeRec::decode(rec) })
     }
 
     /// First dirent index and count of directory `dir`.
@@ -536,9 +514,8 @@ impl Index {
 
     fn dirent(&self, i: usize) -> Option<(&[u8], Ino)> {
         let start = i.checked_mul(format::DIRENT_LEN)?;
-        let rec = self
-            .section(Section::Dirents)
-            .get(start..start.checked_add(format::DIRENT_LEN)?)?;
+        let rec =
+            self.section(Section::Dirents).get(start..start.checked_add(format::DIRENT_LEN)?)?;
         let d = DirentRec::decode(rec);
         let name = format::read_name(self.section(Section::Strings), d.name_off)?;
         Some((name, Ino::from(d.ino)))
@@ -546,9 +523,8 @@ impl Index {
 
     fn point_rec(&self, i: usize) -> Option<PointRec> {
         let start = i.checked_mul(format::POINT_LEN)?;
-        let rec = self
-            .section(Section::Points)
-            .get(start..start.checked_add(format::POINT_LEN)?)?;
+        let rec =
+            self.section(Section::Points).get(start..start.checked_add(format::POINT_LEN)?)?;
         Some(PointRec::decode(rec))
     }
 }

@@ -32,11 +32,7 @@ pub(super) fn entry(path: &str, kind: EntryKind) -> ScannedEntry {
 }
 
 pub(super) fn file(path: &str, offset: u64, size: u64) -> ScannedEntry {
-    ScannedEntry {
-        size,
-        data: DataLayout::Contiguous { offset },
-        ..entry(path, EntryKind::File)
-    }
+    ScannedEntry { size, data: DataLayout::Contiguous { offset }, ..entry(path, EntryKind::File) }
 }
 
 pub(super) fn dir(path: &str) -> ScannedEntry {
@@ -59,42 +55,29 @@ pub(super) fn hardlink(path: &str, target: &str) -> ScannedEntry {
 }
 
 pub(super) fn identity() -> ArchiveIdentity {
-    ArchiveIdentity {
-        size: 123_456,
-        mtime_sec: 1_700_000_123,
-        mtime_nsec: 42,
-        digest: [7; 32],
-    }
+    ArchiveIdentity { size: 123_456, mtime_sec: 1_700_000_123, mtime_nsec: 42, digest: [7; 32] }
 }
 
 /// Builds an index from `entries` (no points); returns it and the warning of each entry.
 pub(super) fn build(entries: Vec<ScannedEntry>) -> (Index, Vec<Option<String>>) {
     let mut b = IndexBuilder::new(DEFAULT_MTIME);
     let warnings = entries.into_iter().map(|e| b.add_entry(e)).collect();
-    let index = b
-        .finish(identity(), Compression::Gzip, 1 << 20, STREAM)
-        .unwrap();
+    let index = b.finish(identity(), Compression::Gzip, 1 << 20, STREAM).unwrap();
     (index, warnings)
 }
 
 fn ino(index: &Index, path: &str) -> Ino {
-    index
-        .resolve(path.as_bytes())
-        .unwrap_or_else(|| panic!("{path} not found"))
+    index.resolve(path.as_bytes()).unwrap_or_else(|| panic!("{path} not found"))
 }
 
 fn names(index: &Index, dir: Ino) -> Vec<String> {
-    index
-        .children(dir, 0)
-        .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
-        .collect()
+    index.children(dir, 0).map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect()
 }
 
 fn window(seed: u32, len: usize) -> Vec<u8> {
     // Compressible but not trivial: words from a small vocabulary, chosen by an LCG.
-    let words: [&[u8]; 8] = [
-        b"import ", b"def ", b"self", b"return ", b"(x, y)", b"\n    ", b"0x7f45", b"numpy",
-    ];
+    let words: [&[u8]; 8] =
+        [b"import ", b"def ", b"self", b"return ", b"(x, y)", b"\n    ", b"0x7f45", b"numpy"];
     let mut out = Vec::with_capacity(len);
     let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
     while out.len() < len {
@@ -120,10 +103,8 @@ pub(super) fn point(uncompressed: u64, window_len: usize) -> AccessPoint {
 pub(super) fn sample() -> Index {
     let mut b = IndexBuilder::new(DEFAULT_MTIME);
     let mut f = file("usr/lib/libx.so", 4096, 1000);
-    f.xattrs = vec![
-        (b"user.a".to_vec(), b"1".to_vec()),
-        (b"security.capability".to_vec(), vec![0, 1, 2]),
-    ];
+    f.xattrs =
+        vec![(b"user.a".to_vec(), b"1".to_vec()), (b"security.capability".to_vec(), vec![0, 1, 2])];
     let entries = vec![
         dir(""),
         dir("usr"),
@@ -132,46 +113,26 @@ pub(super) fn sample() -> Index {
         ScannedEntry {
             size: 10_000,
             data: DataLayout::Sparse(vec![
-                SparseSegment {
-                    logical: 0,
-                    len: 512,
-                    stream_offset: 8192,
-                },
-                SparseSegment {
-                    logical: 8192,
-                    len: 100,
-                    stream_offset: 9216,
-                },
+                SparseSegment { logical: 0, len: 512, stream_offset: 8192 },
+                SparseSegment { logical: 8192, len: 100, stream_offset: 9216 },
             ]),
             ..entry("usr/sparse", EntryKind::File)
         },
         symlink("usr/lib/libx.so.1", "libx.so"),
         hardlink("usr/bin-link", "usr/lib/libx.so"),
-        ScannedEntry {
-            rdev: (8, 1),
-            ..entry("dev/sda1", EntryKind::BlockDev)
-        },
-        ScannedEntry {
-            rdev: (1, 3),
-            ..entry("dev/null", EntryKind::CharDev)
-        },
+        ScannedEntry { rdev: (8, 1), ..entry("dev/sda1", EntryKind::BlockDev) },
+        ScannedEntry { rdev: (1, 3), ..entry("dev/null", EntryKind::CharDev) },
         entry("run/fifo", EntryKind::Fifo),
         hardlink("broken", "missing"),
     ];
     for e in entries {
         b.add_entry(e);
     }
-    b.add_point(AccessPoint {
-        uncompressed: 0,
-        compressed: 0,
-        bits: 0,
-        window: Vec::new(),
-    });
+    b.add_point(AccessPoint { uncompressed: 0, compressed: 0, bits: 0, window: Vec::new() });
     b.add_point(point(1 << 20, 32 * 1024));
     b.add_point(point(2 << 20, 100));
     b.add_warning("scan: something odd".into());
-    b.finish(identity(), Compression::Gzip, 1 << 20, 3 << 20)
-        .unwrap()
+    b.finish(identity(), Compression::Gzip, 1 << 20, 3 << 20).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -194,10 +155,7 @@ fn missing_parents_become_implicit_directories() {
         (EntryKind::Dir, 0o755, DEFAULT_MTIME, 3)
     );
     let c = index.attr(ino(&index, "a/b/c")).unwrap();
-    assert_eq!(
-        (c.kind, c.size, c.mode, c.uid, c.nlink),
-        (EntryKind::File, 5, 0o644, 1000, 1)
-    );
+    assert_eq!((c.kind, c.size, c.mode, c.uid, c.nlink), (EntryKind::File, 5, 0o644, 1000, 1));
     assert_eq!(index.stats().inodes, 4);
     assert_eq!(index.stats().dirents, 3);
 }
@@ -213,10 +171,7 @@ fn root_entry_sets_root_attributes() {
     let (index, warnings) = build(vec![file("f", 0, 1), root]);
     assert_eq!(warnings, vec![None, None]);
     let attr = index.attr(ROOT_INO).unwrap();
-    assert_eq!(
-        (attr.mode, attr.uid, attr.mtime, attr.mtime_nsec),
-        (0o700, 5, 99, 7)
-    );
+    assert_eq!((attr.mode, attr.uid, attr.mtime, attr.mtime_nsec), (0o700, 5, 99, 7));
     assert_eq!(index.xattrs(ROOT_INO), vec![(&b"user.x"[..], &b"y"[..])]);
     assert_eq!(names(&index, ROOT_INO), ["f"]);
 }
@@ -299,19 +254,10 @@ fn directory_over_file_replaces_it() {
 fn entry_under_a_non_directory_replaces_the_parent_with_a_warning() {
     let (index, warnings) = build(vec![file("a", 0, 3), symlink("a/b/c", "t")]);
     let w = warnings[1].as_deref().unwrap();
-    assert!(
-        w.contains("parent 'a'") && w.contains("regular file"),
-        "{w}"
-    );
+    assert!(w.contains("parent 'a'") && w.contains("regular file"), "{w}");
     let a = index.attr(ino(&index, "a")).unwrap();
-    assert_eq!(
-        (a.kind, a.mode, a.uid, a.mtime),
-        (EntryKind::Dir, 0o755, 0, DEFAULT_MTIME)
-    );
-    assert_eq!(
-        index.attr(ino(&index, "a/b/c")).unwrap().kind,
-        EntryKind::Symlink
-    );
+    assert_eq!((a.kind, a.mode, a.uid, a.mtime), (EntryKind::Dir, 0o755, 0, DEFAULT_MTIME));
+    assert_eq!(index.attr(ino(&index, "a/b/c")).unwrap().kind, EntryKind::Symlink);
 }
 
 #[test]
@@ -330,14 +276,8 @@ fn hard_link_keeps_the_inode_its_target_had_when_seen() {
     let (index, _) = build(vec![file("t", 0, 1), hardlink("l", "t"), file("t", 512, 2)]);
     let (t, l) = (ino(&index, "t"), ino(&index, "l"));
     assert_ne!(t, l);
-    assert_eq!(
-        (index.attr(l).unwrap().size, index.attr(l).unwrap().nlink),
-        (1, 1)
-    );
-    assert_eq!(
-        (index.attr(t).unwrap().size, index.attr(t).unwrap().nlink),
-        (2, 1)
-    );
+    assert_eq!((index.attr(l).unwrap().size, index.attr(l).unwrap().nlink), (1, 1));
+    assert_eq!((index.attr(t).unwrap().size, index.attr(t).unwrap().nlink), (2, 1));
     assert_eq!(index.data(l), Data::Contiguous(0));
 }
 
@@ -356,11 +296,7 @@ fn hard_link_to_a_directory_is_dropped() {
     assert_eq!(index.resolve(b"l"), None);
     let (_, warnings) = build(vec![hardlink("l", "")]);
     assert!(warnings[0].is_some());
-    let (_, warnings) = build(vec![
-        hardlink("l", "f/x"),
-        hardlink("m", "f"),
-        file("f", 0, 1),
-    ]);
+    let (_, warnings) = build(vec![hardlink("l", "f/x"), hardlink("m", "f"), file("f", 0, 1)]);
     assert!(warnings[0].is_some() && warnings[1].is_some());
     let mut no_target = hardlink("l", "");
     no_target.link_target = None;
@@ -370,11 +306,7 @@ fn hard_link_to_a_directory_is_dropped() {
 
 #[test]
 fn links_to_links_resolve_to_the_same_inode() {
-    let (index, _) = build(vec![
-        file("t", 0, 1),
-        hardlink("l1", "t"),
-        hardlink("l2", "l1"),
-    ]);
+    let (index, _) = build(vec![file("t", 0, 1), hardlink("l1", "t"), hardlink("l2", "l1")]);
     let t = ino(&index, "t");
     assert_eq!(ino(&index, "l1"), t);
     assert_eq!(ino(&index, "l2"), t);
@@ -385,10 +317,7 @@ fn links_to_links_resolve_to_the_same_inode() {
 fn hard_link_to_a_symlink_is_a_symlink() {
     let (index, _) = build(vec![symlink("s", "target"), hardlink("l", "s")]);
     let attr = index.attr(ino(&index, "l")).unwrap();
-    assert_eq!(
-        (attr.kind, attr.nlink, attr.size),
-        (EntryKind::Symlink, 2, 6)
-    );
+    assert_eq!((attr.kind, attr.nlink, attr.size), (EntryKind::Symlink, 2, 6));
     assert_eq!(index.symlink_target(attr.ino), Some(&b"target"[..]));
 }
 
@@ -405,12 +334,8 @@ fn replacing_a_link_name_lowers_the_link_count() {
 
 #[test]
 fn linked_file_survives_the_drop_of_its_directory() {
-    let (index, warnings) = build(vec![
-        dir("d"),
-        file("d/x", 0, 4),
-        hardlink("y", "d/x"),
-        file("d", 0, 1),
-    ]);
+    let (index, warnings) =
+        build(vec![dir("d"), file("d/x", 0, 4), hardlink("y", "d/x"), file("d", 0, 1)]);
     assert!(warnings[3].is_some());
     let y = index.attr(ino(&index, "y")).unwrap();
     assert_eq!((y.size, y.nlink), (4, 1));
@@ -419,27 +344,10 @@ fn linked_file_survives_the_drop_of_its_directory() {
 
 #[test]
 fn inode_numbers_are_breadth_first_in_name_order() {
-    let (index, _) = build(vec![
-        file("b/x", 0, 1),
-        file("a", 0, 1),
-        file("b/a", 0, 1),
-        dir("b/c"),
-    ]);
-    let got: Vec<(&str, Ino)> = ["", "a", "b", "b/a", "b/c", "b/x"]
-        .iter()
-        .map(|p| (*p, ino(&index, p)))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            ("", 1),
-            ("a", 2),
-            ("b", 3),
-            ("b/a", 4),
-            ("b/c", 5),
-            ("b/x", 6)
-        ]
-    );
+    let (index, _) = build(vec![file("b/x", 0, 1), file("a", 0, 1), file("b/a", 0, 1), dir("b/c")]);
+    let got: Vec<(&str, Ino)> =
+        ["", "a", "b", "b/a", "b/c", "b/x"].iter().map(|p| (*p, ino(&index, p))).collect();
+    assert_eq!(got, [("", 1), ("a", 2), ("b", 3), ("b/a", 4), ("b/c", 5), ("b/x", 6)]);
     for i in 1..=6 {
         assert!(index.attr(i).is_some());
     }
@@ -449,19 +357,12 @@ fn inode_numbers_are_breadth_first_in_name_order() {
 
 #[test]
 fn names_sort_bytewise() {
-    let entries = ["b", "B", "a", "é", "a.b", "a-b", "_"]
-        .map(|n| file(n, 0, 1))
-        .to_vec();
+    let entries = ["b", "B", "a", "é", "a.b", "a-b", "_"].map(|n| file(n, 0, 1)).to_vec();
     let (index, _) = build(entries);
-    let mut expected: Vec<Vec<u8>> = ["b", "B", "a", "é", "a.b", "a-b", "_"]
-        .iter()
-        .map(|n| n.as_bytes().to_vec())
-        .collect();
+    let mut expected: Vec<Vec<u8>> =
+        ["b", "B", "a", "é", "a.b", "a-b", "_"].iter().map(|n| n.as_bytes().to_vec()).collect();
     expected.sort();
-    let got: Vec<Vec<u8>> = index
-        .children(ROOT_INO, 0)
-        .map(|(n, _)| n.to_vec())
-        .collect();
+    let got: Vec<Vec<u8>> = index.children(ROOT_INO, 0).map(|(n, _)| n.to_vec()).collect();
     assert_eq!(got, expected);
     for name in &expected {
         assert!(index.lookup(ROOT_INO, name).is_some());
@@ -500,10 +401,7 @@ fn kinds_sizes_and_references_round_trip() {
     assert_eq!(ino(&index, "usr/bin-link"), lib);
     assert_eq!(
         index.xattrs(lib),
-        vec![
-            (&b"user.a"[..], &b"1"[..]),
-            (&b"security.capability"[..], &[0u8, 1, 2][..])
-        ]
+        vec![(&b"user.a"[..], &b"1"[..]), (&b"security.capability"[..], &[0u8, 1, 2][..])]
     );
     assert!(index.xattrs(ino(&index, "usr")).is_empty());
     let link = ino(&index, "usr/lib/libx.so.1");
@@ -514,32 +412,15 @@ fn kinds_sizes_and_references_round_trip() {
     assert_eq!(
         index.data(sparse),
         Data::Sparse(vec![
-            SparseSegment {
-                logical: 0,
-                len: 512,
-                stream_offset: 8192
-            },
-            SparseSegment {
-                logical: 8192,
-                len: 100,
-                stream_offset: 9216
-            },
+            SparseSegment { logical: 0, len: 512, stream_offset: 8192 },
+            SparseSegment { logical: 8192, len: 100, stream_offset: 9216 },
         ])
     );
     assert_eq!(index.attr(sparse).unwrap().size, 10_000);
     assert_eq!(index.attr(ino(&index, "dev/sda1")).unwrap().rdev, (8, 1));
-    assert_eq!(
-        index.attr(ino(&index, "dev/null")).unwrap().kind,
-        EntryKind::CharDev
-    );
-    assert_eq!(
-        index.attr(ino(&index, "run/fifo")).unwrap().kind,
-        EntryKind::Fifo
-    );
-    assert_eq!(
-        index.data(ino(&index, "usr/lib/empty")),
-        Data::Contiguous(0)
-    );
+    assert_eq!(index.attr(ino(&index, "dev/null")).unwrap().kind, EntryKind::CharDev);
+    assert_eq!(index.attr(ino(&index, "run/fifo")).unwrap().kind, EntryKind::Fifo);
+    assert_eq!(index.data(ino(&index, "usr/lib/empty")), Data::Contiguous(0));
     assert_eq!(index.data(ino(&index, "usr")), Data::None);
     assert_eq!(index.data(999), Data::None);
     assert_eq!(index.identity(), identity());
@@ -550,10 +431,7 @@ fn kinds_sizes_and_references_round_trip() {
     assert_eq!((stats.points, stats.uncompressed_size), (3, 3 << 20));
     let w = index.warnings();
     assert_eq!(w.len(), 2);
-    assert!(
-        w[0].contains("broken") && w[0].contains("does not exist"),
-        "{w:?}"
-    );
+    assert!(w[0].contains("broken") && w[0].contains("does not exist"), "{w:?}");
     assert_eq!(w[1], "scan: something odd");
 }
 
@@ -591,12 +469,7 @@ fn points_round_trip() {
     assert_eq!(index.point_count(), 3);
     assert_eq!(
         index.point(0),
-        PointInfo {
-            uncompressed: 0,
-            compressed: 0,
-            bits: 0,
-            has_window: false
-        }
+        PointInfo { uncompressed: 0, compressed: 0, bits: 0, has_window: false }
     );
     let p = point(1 << 20, 32 * 1024);
     assert_eq!(
@@ -635,13 +508,7 @@ fn points_must_increase_and_fit() {
         (point(1000, 10), "not after"),
         (point(999, 10), "not after"),
         (point(2000, 32 * 1024 + 1), "window"),
-        (
-            AccessPoint {
-                bits: 8,
-                ..point(2000, 10)
-            },
-            "bits",
-        ),
+        (AccessPoint { bits: 8, ..point(2000, 10) }, "bits"),
     ] {
         let mut b = IndexBuilder::new(0);
         b.add_point(point(1000, 10));
@@ -658,16 +525,10 @@ fn points_must_increase_and_fit() {
 fn inconsistent_data_is_a_build_error() {
     let mut b = IndexBuilder::new(0);
     b.add_entry(file("f", 900, 200));
-    assert!(matches!(
-        b.finish(identity(), Compression::None, 1, 1000),
-        Err(IndexError::Build(_))
-    ));
+    assert!(matches!(b.finish(identity(), Compression::None, 1, 1000), Err(IndexError::Build(_))));
     let mut b = IndexBuilder::new(0);
     b.add_point(point(2000, 10));
-    assert!(matches!(
-        b.finish(identity(), Compression::None, 1, 1000),
-        Err(IndexError::Build(_))
-    ));
+    assert!(matches!(b.finish(identity(), Compression::None, 1, 1000), Err(IndexError::Build(_))));
 }
 
 #[test]
@@ -675,26 +536,14 @@ fn bad_entries_are_dropped_with_warnings() {
     let bad_sparse = ScannedEntry {
         size: 100,
         data: DataLayout::Sparse(vec![
-            SparseSegment {
-                logical: 50,
-                len: 10,
-                stream_offset: 0,
-            },
-            SparseSegment {
-                logical: 40,
-                len: 10,
-                stream_offset: 0,
-            },
+            SparseSegment { logical: 50, len: 10, stream_offset: 0 },
+            SparseSegment { logical: 40, len: 10, stream_offset: 0 },
         ]),
         ..entry("s", EntryKind::File)
     };
     let past_size = ScannedEntry {
         size: 100,
-        data: DataLayout::Sparse(vec![SparseSegment {
-            logical: 95,
-            len: 10,
-            stream_offset: 0,
-        }]),
+        data: DataLayout::Sparse(vec![SparseSegment { logical: 95, len: 10, stream_offset: 0 }]),
         ..entry("s2", EntryKind::File)
     };
     let mut no_target = symlink("l", "");
@@ -735,16 +584,10 @@ fn warnings_are_capped() {
     let index = b.finish(identity(), Compression::None, 1, 0).unwrap();
     let w = index.warnings();
     assert_eq!(w.len(), builder::MAX_KEPT_WARNINGS + 1);
-    assert_eq!(
-        w[builder::MAX_KEPT_WARNINGS],
-        "... and 6 more warnings, not kept"
-    );
+    assert_eq!(w[builder::MAX_KEPT_WARNINGS], "... and 6 more warnings, not kept");
     let mut b = IndexBuilder::new(0);
     b.add_warning("é".repeat(builder::MAX_WARNING_LEN));
-    let w = b
-        .finish(identity(), Compression::None, 1, 0)
-        .unwrap()
-        .warnings();
+    let w = b.finish(identity(), Compression::None, 1, 0).unwrap().warnings();
     assert_eq!(w[0].len(), builder::MAX_WARNING_LEN);
 }
 
@@ -771,21 +614,13 @@ fn round_trip_through_bytes_and_file() {
     index.write(&path).unwrap();
     let loaded = Index::load(&path).unwrap();
     assert_eq!(loaded.as_bytes(), index.as_bytes());
-    assert_eq!(
-        loaded.resolve(b"usr/lib/libx.so"),
-        index.resolve(b"usr/lib/libx.so")
-    );
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    assert_eq!(loaded.resolve(b"usr/lib/libx.so"), index.resolve(b"usr/lib/libx.so"));
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("archive.idx")]);
     // A missing directory is an I/O error.
     assert!(index.write(&dir.path().join("missing-dir/x.idx")).is_err());
-    assert!(matches!(
-        Index::load(&dir.path().join("nope")),
-        Err(IndexError::Io(_))
-    ));
+    assert!(matches!(Index::load(&dir.path().join("nope")), Err(IndexError::Io(_))));
 }
 
 /// The byte range of the header and the metadata sections (everything but the windows).
@@ -811,10 +646,7 @@ fn any_flipped_byte_in_header_or_metadata_is_an_error() {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut bad = bytes.to_vec();
                 bad[at] ^= flip;
-                assert!(
-                    Index::from_bytes(bad).is_err(),
-                    "flip {flip:#x} at {at} accepted"
-                );
+                assert!(Index::from_bytes(bad).is_err(), "flip {flip:#x} at {at} accepted");
                 tried += 1;
             }
         }
@@ -827,9 +659,8 @@ fn flipped_window_bytes_never_give_a_wrong_window() {
     let index = sample();
     let h = format::parse_header(index.as_bytes()).unwrap();
     let windows = format::section_range(&h, format::Section::Windows);
-    let good: Vec<Vec<u8>> = (0..index.point_count())
-        .map(|i| index.point_window(i).unwrap())
-        .collect();
+    let good: Vec<Vec<u8>> =
+        (0..index.point_count()).map(|i| index.point_window(i).unwrap()).collect();
     let mut errors = 0;
     for at in windows.clone() {
         let mut bad = index.as_bytes().to_vec();
@@ -843,11 +674,7 @@ fn flipped_window_bytes_never_give_a_wrong_window() {
             }
         }
     }
-    assert!(
-        errors >= windows.len() * 9 / 10,
-        "{errors} errors for {} flips",
-        windows.len()
-    );
+    assert!(errors >= windows.len() * 9 / 10, "{errors} errors for {} flips", windows.len());
 }
 
 #[test]
@@ -855,10 +682,7 @@ fn truncation_at_any_length_is_an_error() {
     let index = sample();
     let bytes = index.as_bytes();
     for len in 0..bytes.len() {
-        assert!(
-            Index::from_bytes(bytes[..len].to_vec()).is_err(),
-            "truncated to {len} accepted"
-        );
+        assert!(Index::from_bytes(bytes[..len].to_vec()).is_err(), "truncated to {len} accepted");
     }
     let mut longer = bytes.to_vec();
     longer.push(0);
@@ -871,10 +695,7 @@ fn other_versions_are_rejected_as_such() {
     let mut bytes = index.as_bytes().to_vec();
     bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
     match Index::from_bytes(bytes) {
-        Err(IndexError::Version {
-            found: 2,
-            expected: format::VERSION,
-        }) => {}
+        Err(IndexError::Version { found: 2, expected: format::VERSION }) => {}
         other => panic!("{other:?}"),
     }
 }
@@ -895,10 +716,7 @@ fn garbage_is_rejected() {
     let mut with_magic = noise;
     with_magic[..8].copy_from_slice(&format::MAGIC);
     with_magic[8..12].copy_from_slice(&format::VERSION.to_le_bytes());
-    assert!(matches!(
-        Index::from_bytes(with_magic),
-        Err(IndexError::Corrupt(_))
-    ));
+    assert!(matches!(Index::from_bytes(with_magic), Err(IndexError::Corrupt(_))));
 }
 
 /// Rewrites a metadata section of `index` with `edit`, fixing its CRC-32 and the header's, so
@@ -935,17 +753,9 @@ fn structural_checks_catch_forged_references() {
             Section::Inodes,
             Box::new(move |b| b[(lib - 1) * INODE_LEN + 13] = 1),
         ),
-        (
-            "root not a dir",
-            Section::Inodes,
-            Box::new(|b| b[0] = format::KIND_FIFO),
-        ),
+        ("root not a dir", Section::Inodes, Box::new(|b| b[0] = format::KIND_FIFO)),
         ("nlink zero", Section::Inodes, Box::new(|b| b[5..9].fill(0))),
-        (
-            "attr out of range",
-            Section::Inodes,
-            Box::new(|b| b[1..5].fill(0xff)),
-        ),
+        ("attr out of range", Section::Inodes, Box::new(|b| b[1..5].fill(0xff))),
         (
             "dir parent cycle",
             Section::Inodes,
@@ -956,16 +766,8 @@ fn structural_checks_catch_forged_references() {
             Section::Inodes,
             Box::new(move |b| b[(file_ino - 1) * INODE_LEN + 24] = 0xff),
         ),
-        (
-            "dirent child out of range",
-            Section::Dirents,
-            Box::new(|b| b[4..8].fill(0xff)),
-        ),
-        (
-            "dirent name out of range",
-            Section::Dirents,
-            Box::new(|b| b[0..4].fill(0xff)),
-        ),
+        ("dirent child out of range", Section::Dirents, Box::new(|b| b[4..8].fill(0xff))),
+        ("dirent name out of range", Section::Dirents, Box::new(|b| b[0..4].fill(0xff))),
         (
             "dirent points at root",
             Section::Dirents,
@@ -976,27 +778,11 @@ fn structural_checks_catch_forged_references() {
             Section::Dirents,
             Box::new(|b| b[DIRENT_LEN..DIRENT_LEN + 4].fill(0xee)),
         ),
-        (
-            "xattr owner",
-            Section::Xattrs,
-            Box::new(|b| b[0..4].fill(0)),
-        ),
-        (
-            "point order",
-            Section::Points,
-            Box::new(|b| b[32..40].fill(0)),
-        ),
+        ("xattr owner", Section::Xattrs, Box::new(|b| b[0..4].fill(0))),
+        ("point order", Section::Points, Box::new(|b| b[32..40].fill(0))),
         ("point bits", Section::Points, Box::new(|b| b[32 + 30] = 9)),
-        (
-            "window length",
-            Section::Points,
-            Box::new(|b| b[32 + 28..32 + 30].fill(0xff)),
-        ),
-        (
-            "sparse order",
-            Section::Sparse,
-            Box::new(|b| b[24..32].fill(0)),
-        ),
+        ("window length", Section::Points, Box::new(|b| b[32 + 28..32 + 30].fill(0xff))),
+        ("sparse order", Section::Sparse, Box::new(|b| b[24..32].fill(0))),
     ];
     for (what, section, edit) in cases {
         let bytes = forge(&index, section, edit);

@@ -116,11 +116,7 @@ fn time_load(index: &Index, path: &std::path::Path) {
     println!("  load (read file + from_bytes): {}", show(&mut load));
     let start = Instant::now();
     let w = index.point_window(index.point_count() / 2).unwrap();
-    println!(
-        "  point_window: {} bytes in {:.3} ms",
-        w.len(),
-        start.elapsed().as_secs_f64() * 1e3
-    );
+    println!("  point_window: {} bytes in {:.3} ms", w.len(), start.elapsed().as_secs_f64() * 1e3);
 }
 
 /// `Index::from_bytes` for 50k synthetic entries (2000 directories of 25 files) and 800 points.
@@ -143,19 +139,11 @@ fn load_time_synthetic() {
     }
     let span = offset / 800;
     for i in 0..800u64 {
-        b.add_point(AccessPoint {
-            compressed: i * span / 3,
-            ..point(i * span + 1, 32 * 1024)
-        });
+        b.add_point(AccessPoint { compressed: i * span / 3, ..point(i * span + 1, 32 * 1024) });
     }
     let start = Instant::now();
-    let index = b
-        .finish(identity(), Compression::Gzip, span, offset)
-        .unwrap();
-    println!(
-        "synthetic: finish {:.1} ms",
-        start.elapsed().as_secs_f64() * 1e3
-    );
+    let index = b.finish(identity(), Compression::Gzip, span, offset).unwrap();
+    println!("synthetic: finish {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
     report(&index);
     let tmp = tempfile::tempdir().unwrap();
     time_load(&index, &tmp.path().join("x.idx"));
@@ -172,11 +160,7 @@ fn corpus_size() {
     };
     let start = Instant::now();
     let (entries, bytes) = super::oracle::scan(std::path::Path::new(&path));
-    println!(
-        "{} entries read in {:.1} ms",
-        entries.len(),
-        start.elapsed().as_secs_f64() * 1e3
-    );
+    println!("{} entries read in {:.1} ms", entries.len(), start.elapsed().as_secs_f64() * 1e3);
     let mut b = IndexBuilder::new(0);
     let start = Instant::now();
     for e in entries {
@@ -186,18 +170,11 @@ fn corpus_size() {
     let windows = windows_of(&path, 1 << 20);
     let start = Instant::now();
     for (at, w) in windows {
-        b.add_point(AccessPoint {
-            uncompressed: at,
-            compressed: at / 4,
-            bits: 3,
-            window: w,
-        });
+        b.add_point(AccessPoint { uncompressed: at, compressed: at / 4, bits: 3, window: w });
     }
     let points = start.elapsed();
     let start = Instant::now();
-    let index = b
-        .finish(identity(), Compression::Gzip, 1 << 20, bytes.len() as u64)
-        .unwrap();
+    let index = b.finish(identity(), Compression::Gzip, 1 << 20, bytes.len() as u64).unwrap();
     println!(
         "add_entry {:.1} ms, add_point {:.1} ms, finish {:.1} ms",
         add.as_secs_f64() * 1e3,

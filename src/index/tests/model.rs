@@ -58,16 +58,11 @@ impl Model {
     fn new() -> Model {
         let mut paths = BTreeMap::new();
         paths.insert(Vec::new(), 0);
-        Model {
-            paths,
-            inodes: vec![implicit_dir()],
-        }
+        Model { paths, inodes: vec![implicit_dir()] }
     }
 
     fn is_dir(&self, path: &[u8]) -> Option<bool> {
-        self.paths
-            .get(path)
-            .map(|&id| self.inodes[id].kind == EntryKind::Dir)
+        self.paths.get(path).map(|&id| self.inodes[id].kind == EntryKind::Dir)
     }
 
     fn remove_below(&mut self, path: &[u8]) {
@@ -215,42 +210,26 @@ fn check(index: &Index, model: &Model) {
         *names_of.entry(id).or_default() += 1;
     }
     for (path, &id) in &model.paths {
-        let ino = index
-            .resolve(path)
-            .unwrap_or_else(|| panic!("{path:?} missing"));
+        let ino = index.resolve(path).unwrap_or_else(|| panic!("{path:?} missing"));
         assert_eq!(ino, numbers[&id], "inode number of {path:?}");
         let m = &model.inodes[id];
         let attr = index.attr(ino).unwrap();
         assert_eq!(attr.ino, ino);
         assert_eq!(attr.kind, m.kind, "{path:?}");
         assert_eq!(
-            (
-                attr.mode,
-                attr.uid,
-                attr.gid,
-                attr.mtime,
-                attr.mtime_nsec,
-                attr.size,
-                attr.rdev
-            ),
+            (attr.mode, attr.uid, attr.gid, attr.mtime, attr.mtime_nsec, attr.size, attr.rdev),
             (m.mode, m.uid, m.gid, m.mtime, m.mtime_nsec, m.size, m.rdev),
             "{path:?}"
         );
         let children = model.children(path);
         if m.kind == EntryKind::Dir {
-            let subdirs = children
-                .iter()
-                .filter(|(_, c)| model.inodes[*c].kind == EntryKind::Dir)
-                .count();
+            let subdirs =
+                children.iter().filter(|(_, c)| model.inodes[*c].kind == EntryKind::Dir).count();
             assert_eq!(attr.nlink as usize, 2 + subdirs, "{path:?}");
-            let got: Vec<(Vec<u8>, Ino)> = index
-                .children(ino, 0)
-                .map(|(n, i)| (n.to_vec(), i))
-                .collect();
-            let want: Vec<(Vec<u8>, Ino)> = children
-                .iter()
-                .map(|(n, c)| (n.clone(), numbers[c]))
-                .collect();
+            let got: Vec<(Vec<u8>, Ino)> =
+                index.children(ino, 0).map(|(n, i)| (n.to_vec(), i)).collect();
+            let want: Vec<(Vec<u8>, Ino)> =
+                children.iter().map(|(n, c)| (n.clone(), numbers[c])).collect();
             assert_eq!(got, want, "children of {path:?}");
             assert_eq!(index.child_count(ino), want.len());
             for (k, (name, child)) in want.iter().enumerate() {
@@ -258,11 +237,7 @@ fn check(index: &Index, model: &Model) {
                 assert_eq!(index.children(ino, k).next().map(|(_, i)| i), Some(*child));
             }
             let (parent, _) = Model::parent_of(path);
-            let parent_ino = if path.is_empty() {
-                ROOT_INO
-            } else {
-                numbers[&model.paths[parent]]
-            };
+            let parent_ino = if path.is_empty() { ROOT_INO } else { numbers[&model.paths[parent]] };
             assert_eq!(index.parent(ino), Some(parent_ino));
         } else {
             assert_eq!(attr.nlink, names_of[&id], "{path:?}");
@@ -276,11 +251,8 @@ fn check(index: &Index, model: &Model) {
         } else {
             assert_eq!(target, None);
         }
-        let xattrs: Vec<(Vec<u8>, Vec<u8>)> = index
-            .xattrs(ino)
-            .into_iter()
-            .map(|(n, v)| (n.to_vec(), v.to_vec()))
-            .collect();
+        let xattrs: Vec<(Vec<u8>, Vec<u8>)> =
+            index.xattrs(ino).into_iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
         assert_eq!(xattrs, m.xattrs, "{path:?}");
     }
 }
@@ -303,22 +275,14 @@ fn arb_entry() -> impl Strategy<Value = ScannedEntry> {
         EntryKind::CharDev,
     ]);
     let xattrs = prop::collection::vec(
-        (
-            prop::sample::select(vec!["user.a", "user.b"]),
-            prop::collection::vec(any::<u8>(), 0..4),
-        ),
+        (prop::sample::select(vec!["user.a", "user.b"]), prop::collection::vec(any::<u8>(), 0..4)),
         0..3,
     );
     (
         arb_path(),
         kind,
         arb_path(),
-        (
-            prop::sample::select(vec![0o644u32, 0o755, 0o4711, 0o170777]),
-            0u32..3,
-            0i64..4,
-            0u32..3,
-        ),
+        (prop::sample::select(vec![0o644u32, 0o755, 0o4711, 0o170777]), 0u32..3, 0i64..4, 0u32..3),
         (0u64..1 << 30, 0u64..5000, any::<bool>()),
         xattrs,
     )
@@ -326,11 +290,7 @@ fn arb_entry() -> impl Strategy<Value = ScannedEntry> {
             |(path, kind, target, (mode, uid, mtime, nsec), (offset, size, sparse), xattrs)| {
                 let data = match kind {
                     EntryKind::File if sparse => DataLayout::Sparse(vec![
-                        SparseSegment {
-                            logical: 0,
-                            len: size / 3,
-                            stream_offset: offset,
-                        },
+                        SparseSegment { logical: 0, len: size / 3, stream_offset: offset },
                         SparseSegment {
                             logical: size / 2,
                             len: size / 4,
@@ -357,10 +317,7 @@ fn arb_entry() -> impl Strategy<Value = ScannedEntry> {
                     data,
                     link_target,
                     rdev: (uid, uid * 2),
-                    xattrs: xattrs
-                        .into_iter()
-                        .map(|(n, v)| (n.as_bytes().to_vec(), v))
-                        .collect(),
+                    xattrs: xattrs.into_iter().map(|(n, v)| (n.as_bytes().to_vec(), v)).collect(),
                     header_offset: 0,
                 }
             },

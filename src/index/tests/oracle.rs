@@ -20,12 +20,7 @@ use crate::index::{Compression, Data, Index, IndexBuilder, Ino, ROOT_INO};
 const DEFAULT_MTIME: i64 = 1_234_567_890;
 
 fn sh(dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    let out = Command::new("sh").arg("-ec").arg(script).current_dir(dir).output().unwrap();
     assert!(
         out.status.success(),
         "{script}\n{}{}",
@@ -35,10 +30,8 @@ fn sh(dir: &Path, script: &str) {
 }
 
 fn normalize(path: &[u8]) -> Vec<u8> {
-    let comps: Vec<&[u8]> = path
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .collect();
+    let comps: Vec<&[u8]> =
+        path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
     comps.join(&b'/')
 }
 
@@ -87,9 +80,7 @@ pub(super) fn scan(path: &Path) -> (Vec<ScannedEntry>, Vec<u8>) {
             mtime_nsec: 0,
             size,
             data: if kind == EntryKind::File {
-                DataLayout::Contiguous {
-                    offset: e.raw_file_position(),
-                }
+                DataLayout::Contiguous { offset: e.raw_file_position() }
             } else {
                 DataLayout::None
             },
@@ -117,9 +108,7 @@ fn index_of(tar: &Path) -> (Index, Vec<u8>) {
         mtime_nsec: 0,
         digest: [0; 32],
     };
-    let index = b
-        .finish(id, Compression::None, 0, bytes.len() as u64)
-        .unwrap();
+    let index = b.finish(id, Compression::None, 0, bytes.len() as u64).unwrap();
     (index, bytes)
 }
 
@@ -129,11 +118,7 @@ fn index_paths(index: &Index) -> BTreeMap<Vec<u8>, Ino> {
     let mut stack = vec![(Vec::new(), ROOT_INO)];
     while let Some((path, ino)) = stack.pop() {
         for (name, child) in index.children(ino, 0) {
-            let p = if path.is_empty() {
-                name.to_vec()
-            } else {
-                [&path[..], b"/", name].concat()
-            };
+            let p = if path.is_empty() { name.to_vec() } else { [&path[..], b"/", name].concat() };
             stack.push((p.clone(), child));
         }
         out.insert(path, ino);
@@ -176,12 +161,8 @@ fn compare(dir: &Path, tar: &str, flags: &str, implicit: &[&str]) {
     let fs = fs_paths(&out);
     let ix = index_paths(&index);
     assert_eq!(
-        fs.keys()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .collect::<Vec<_>>(),
-        ix.keys()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .collect::<Vec<_>>(),
+        fs.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>(),
+        ix.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>(),
         "names"
     );
     let mut fs_to_index: HashMap<u64, Ino> = HashMap::new();
@@ -190,16 +171,8 @@ fn compare(dir: &Path, tar: &str, flags: &str, implicit: &[&str]) {
         let shown = String::from_utf8_lossy(path);
         let ino = ix[path];
         let attr = index.attr(ino).unwrap();
-        assert_eq!(
-            *fs_to_index.entry(meta.ino()).or_insert(ino),
-            ino,
-            "sharing of {shown}"
-        );
-        assert_eq!(
-            *index_to_fs.entry(ino).or_insert(meta.ino()),
-            meta.ino(),
-            "sharing of {shown}"
-        );
+        assert_eq!(*fs_to_index.entry(meta.ino()).or_insert(ino), ino, "sharing of {shown}");
+        assert_eq!(*index_to_fs.entry(ino).or_insert(meta.ino()), meta.ino(), "sharing of {shown}");
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
             EntryKind::Dir
@@ -212,11 +185,7 @@ fn compare(dir: &Path, tar: &str, flags: &str, implicit: &[&str]) {
         };
         assert_eq!(attr.kind, kind, "{shown}");
         assert_eq!(u64::from(attr.nlink), meta.nlink(), "nlink of {shown}");
-        assert_eq!(
-            (attr.uid, attr.gid),
-            (meta.uid(), meta.gid()),
-            "owner of {shown}"
-        );
+        assert_eq!((attr.uid, attr.gid), (meta.uid(), meta.gid()), "owner of {shown}");
         if !implicit.contains(&&*shown) {
             assert_eq!(attr.mtime, meta.mtime(), "mtime of {shown}");
             if kind != EntryKind::Symlink {
@@ -237,10 +206,7 @@ fn compare(dir: &Path, tar: &str, flags: &str, implicit: &[&str]) {
             EntryKind::Symlink => {
                 let target =
                     std::fs::read_link(out.join(std::ffi::OsStr::from_bytes(path))).unwrap();
-                assert_eq!(
-                    index.symlink_target(ino),
-                    Some(target.as_os_str().as_bytes())
-                );
+                assert_eq!(index.symlink_target(ino), Some(target.as_os_str().as_bytes()));
                 assert_eq!(attr.size, meta.len());
             }
             _ => {}
