@@ -794,3 +794,48 @@ fn structural_checks_catch_forged_references() {
     // Forging nothing is accepted (the forge itself is right).
     Index::from_bytes(forge(&index, Section::Inodes, |_| {})).unwrap();
 }
+
+/// Writes valid indexes (the sample, and a few built trees) as a seed corpus for the
+/// `index_load` fuzz target: `cargo test --lib write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes the fuzz seed corpus"]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/index_load");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("sample.idx"), sample().as_bytes()).unwrap();
+    let (tree, _) = build(vec![
+        dir_entry_with_xattr(),
+        file("a/b/c", 0, 5),
+        symlink("a/s", "b/c"),
+        hardlink("h", "a/b/c"),
+        entry("p", EntryKind::Fifo),
+    ]);
+    std::fs::write(dir.join("tree.idx"), tree.as_bytes()).unwrap();
+    let (empty, _) = build(vec![]);
+    std::fs::write(dir.join("empty.idx"), empty.as_bytes()).unwrap();
+}
+
+fn dir_entry_with_xattr() -> ScannedEntry {
+    let mut d = dir("a");
+    d.xattrs = vec![(b"user.k".to_vec(), b"v".to_vec())];
+    d
+}
+
+#[test]
+fn reseal_only_fixes_checksums() {
+    let index = sample();
+    let mut bytes = index.as_bytes().to_vec();
+    assert!(format::reseal(&mut bytes));
+    assert_eq!(bytes, index.as_bytes(), "a valid index is unchanged");
+    let h = format::parse_header(&bytes).unwrap();
+    let dirents = format::section_range(&h, format::Section::Dirents);
+    bytes[dirents.start + 4..dirents.start + 8].fill(0xff); // child inode out of range
+    assert!(
+        matches!(Index::from_bytes(bytes.clone()), Err(IndexError::Corrupt(m)) if m.contains("crc32"))
+    );
+    assert!(format::reseal(&mut bytes));
+    assert!(
+        matches!(Index::from_bytes(bytes), Err(IndexError::Corrupt(m)) if m.contains("out of range"))
+    );
+    assert!(!format::reseal(&mut [0u8; 10]));
+}
