@@ -5,11 +5,13 @@ mod ffi;
 mod header;
 mod indexer;
 mod span;
+mod sparse;
 #[cfg(test)]
 mod tests;
 
 pub use indexer::GzipIndexer;
 pub use span::SpanInflater;
+pub use sparse::sparsify_window;
 
 /// The largest window an access point carries: deflate's 32 KiB history.
 pub const WINDOW_SIZE: usize = 32 * 1024;

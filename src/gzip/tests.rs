@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{AccessPoint, GzipError, GzipIndexer, GzipSummary, SpanInflater, WINDOW_SIZE};
+use super::{
+    sparsify_window, AccessPoint, GzipError, GzipIndexer, GzipSummary, SpanInflater, WINDOW_SIZE,
+};
 
 /// A small deterministic generator (xorshift64*), so test data needs no extra crate.
 struct Rng(u64);
@@ -244,6 +246,10 @@ fn check_file(name: &str, comp: &[u8], spans: &[u64]) {
         check_points(&points, expect.len() as u64, comp.len() as u64);
         for p in &points {
             check_resume(&file, p, &expect, Some(200 * 1024));
+            // The sparse window serves the same bytes.
+            let sparse = AccessPoint { window: sparsify_window(&file, p).unwrap(), ..p.clone() };
+            assert_eq!(sparse.window.len(), p.window.len());
+            check_resume(&file, &sparse, &expect, Some(64 * 1024));
         }
         // A few to the very end: the first, a middle one, the last.
         for &i in &[0, points.len() / 2, points.len() - 1] {
@@ -813,4 +819,28 @@ fn random_reads(path: &Path, points: &[AccessPoint], total: u64) {
         inflated as f64 / times.len() as f64 / 1024.0,
         inflated as f64 / busy / 1e6
     );
+}
+
+/// Sparse windows keep only what the following stream copies: on text most window bytes go.
+#[test]
+fn sparse_windows_drop_unused_bytes() {
+    let data = text_data(3_000_000, 9);
+    let comp = pipe("gzip", &["-6", "-c"], &data);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.gz");
+    std::fs::write(&path, &comp).unwrap();
+    let file = Arc::new(File::open(&path).unwrap());
+    let (_, points, _) = index_all(&comp, 128 * 1024, u64::MAX).unwrap();
+    let (mut kept, mut total) = (0usize, 0usize);
+    for p in points.iter().filter(|p| !p.at_member_start()) {
+        let sparse = sparsify_window(&file, p).unwrap();
+        for (s, w) in sparse.iter().zip(&p.window) {
+            assert!(*s == 0 || s == w, "a sparse window only zeroes bytes");
+        }
+        kept += sparse.iter().zip(&p.window).filter(|(s, w)| s == w).count();
+        total += p.window.len();
+    }
+    assert!(total > 0);
+    eprintln!("sparse windows keep {kept} of {total} bytes");
+    assert!(kept < total * 9 / 10, "kept {kept} of {total}");
 }

@@ -386,6 +386,23 @@ impl IndexBuilder {
     /// most 7 bits; the first one that does not makes [`IndexBuilder::finish`] fail with
     /// [`IndexError::Build`].
     pub fn add_point(&mut self, point: AccessPoint) {
+        match CompressedPoint::new(&point, &point.window) {
+            Ok(compressed) => self.add_compressed_point(compressed),
+            Err(e) => {
+                if self.point_error.is_none() {
+                    self.point_error = Some(format!(
+                        "access point {}: compressing the window failed: {e}",
+                        self.points.len()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Adds one access point whose window was already compressed (so the compression can run
+    /// on another thread); same rules as [`IndexBuilder::add_point`].
+    pub fn add_compressed_point(&mut self, point: CompressedPoint) {
+        let zwindow = &point.zwindow;
         if self.point_error.is_some() {
             return;
         }
@@ -400,37 +417,24 @@ impl IndexBuilder {
                 return;
             }
         }
-        if point.window.len() > MAX_WINDOW || point.bits > 7 {
+        if point.window_len > MAX_WINDOW || point.bits > 7 || zwindow.len() > u32::MAX as usize {
             self.point_error = Some(format!(
                 "access point {i} at uncompressed offset {}: window of {} bytes (max {MAX_WINDOW}) \
                  or {} bits (max 7)",
-                point.uncompressed,
-                point.window.len(),
-                point.bits
+                point.uncompressed, point.window_len, point.bits
             ));
             return;
         }
         let window_off = self.windows.len() as u64;
-        if !point.window.is_empty() {
-            let mut enc = flate2::write::ZlibEncoder::new(
-                &mut self.windows,
-                flate2::Compression::new(WINDOW_ZLIB_LEVEL),
-            );
-            if let Err(e) = enc.write_all(&point.window).and_then(|()| enc.finish().map(|_| ())) {
-                self.point_error =
-                    Some(format!("access point {i}: compressing the window failed: {e}"));
-                return;
-            }
-        }
-        let zlen = self.windows.len() as u64 - window_off;
+        self.windows.extend_from_slice(zwindow);
         self.points.push(Point {
             rec: PointRec {
                 uncompressed: point.uncompressed,
                 compressed: point.compressed,
                 window_off,
-                // Both fit: the window is at most 32 KiB, and zlib expands it by a few bytes.
-                window_zlen: zlen as u32,
-                window_len: point.window.len() as u16,
+                // Both fit: checked above.
+                window_zlen: zwindow.len() as u32,
+                window_len: point.window_len as u16,
                 bits: point.bits,
             },
         });
@@ -721,5 +725,45 @@ impl<'a> StringTable<'a> {
         self.blob.extend_from_slice(s);
         self.seen.insert(s, off);
         Ok((off, len))
+    }
+}
+
+/// An access point with its window compressed for storage (zlib format, so adler32 checks it
+/// on use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressedPoint {
+    /// Offset in the uncompressed stream.
+    pub uncompressed: u64,
+    /// Offset in the compressed file.
+    pub compressed: u64,
+    /// Bits to prime.
+    pub bits: u8,
+    /// Length of the window before compression.
+    pub window_len: usize,
+    /// The compressed window (empty when there is none).
+    pub zwindow: Vec<u8>,
+}
+
+impl CompressedPoint {
+    /// Compresses `window` (the point's window, or a sparse version of it of the same length)
+    /// for `point`.
+    pub fn new(point: &AccessPoint, window: &[u8]) -> std::io::Result<Self> {
+        let zwindow = if window.is_empty() {
+            Vec::new()
+        } else {
+            let mut enc = flate2::write::ZlibEncoder::new(
+                Vec::with_capacity(window.len() / 2),
+                flate2::Compression::new(WINDOW_ZLIB_LEVEL),
+            );
+            enc.write_all(window)?;
+            enc.finish()?
+        };
+        Ok(CompressedPoint {
+            uncompressed: point.uncompressed,
+            compressed: point.compressed,
+            bits: point.bits,
+            window_len: window.len(),
+            zwindow,
+        })
     }
 }
