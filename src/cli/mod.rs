@@ -1,6 +1,7 @@
 //! The command-line tool, over the library. `main.rs` parses arguments and calls [`run`].
 
 pub mod args;
+mod attach;
 mod format;
 mod inspect;
 
@@ -32,6 +33,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Ls(cmd) => inspect::ls(&cmd),
         Command::Cat(cmd) => inspect::cat(&cmd),
         Command::Stat(cmd) => inspect::stat(&cmd),
+        Command::Attach(cmd) => return attach::attach(&cmd),
+        Command::Detach(cmd) => return attach::detach(&cmd),
     };
     match result {
         Ok(()) => EXIT_OK,
