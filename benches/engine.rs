@@ -13,6 +13,9 @@ use addonfs::index::Index;
 use addonfs::reader::{ArchiveReader, ChunkCache};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+/// A line of Python-like text.
+const LINE: &[u8] = b"def value(self):\n    return x\n";
+
 /// Makes a ~48 MiB tar.gz of mixed text and binary files (2,000 files) in a temp dir.
 fn fixture() -> (tempfile::TempDir, PathBuf, Vec<(String, u64)>) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -31,7 +34,7 @@ fn fixture() -> (tempfile::TempDir, PathBuf, Vec<(String, u64)>) {
                 if i % 4 == 0 {
                     (x >> 32) as u8
                 } else {
-                    b"def value(self):\n    return x\n"[(k % 31) as usize] ^ ((x >> 60) as u8 & 1)
+                    LINE[(k as usize) % LINE.len()] ^ ((x >> 60) as u8 & 1)
                 }
             })
             .collect();
