@@ -82,8 +82,12 @@ fn main() {
     };
     let build_once = |span: u64| {
         let t = Instant::now();
-        let index = addonfs::index::open::build(&archive, &ScanOptions { span, ..Default::default() }, None)
-            .expect("build");
+        let index = addonfs::index::open::build(
+            &archive,
+            &ScanOptions { span, ..Default::default() },
+            None,
+        )
+        .expect("build");
         (t.elapsed(), index)
     };
     let (mut gz, mut ours) = (Vec::new(), Vec::new());
@@ -100,8 +104,16 @@ fn main() {
     println!();
     println!("| step | time | throughput (uncompressed) |");
     println!("|---|---|---|");
-    println!("| `gzip -dc > /dev/null` | {:.2} s | {:.0} MB/s |", g.as_secs_f64(), uncompressed as f64 / 1e6 / g.as_secs_f64());
-    println!("| addonfs index build (1 MiB span) | {:.2} s | {:.0} MB/s |", o.as_secs_f64(), uncompressed as f64 / 1e6 / o.as_secs_f64());
+    println!(
+        "| `gzip -dc > /dev/null` | {:.2} s | {:.0} MB/s |",
+        g.as_secs_f64(),
+        uncompressed as f64 / 1e6 / g.as_secs_f64()
+    );
+    println!(
+        "| addonfs index build (1 MiB span) | {:.2} s | {:.0} MB/s |",
+        o.as_secs_f64(),
+        uncompressed as f64 / 1e6 / o.as_secs_f64()
+    );
     println!("| ratio | {:.2}x faster than gzip -dc | |", g.as_secs_f64() / o.as_secs_f64());
     println!();
     println!(

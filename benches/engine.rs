@@ -13,6 +13,9 @@ use addonfs::index::Index;
 use addonfs::reader::{ArchiveReader, ChunkCache};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+/// A line of Python-like text.
+const LINE: &[u8] = b"def value(self):\n    return x\n";
+
 /// Makes a ~48 MiB tar.gz of mixed text and binary files (2,000 files) in a temp dir.
 fn fixture() -> (tempfile::TempDir, PathBuf, Vec<(String, u64)>) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -28,7 +31,11 @@ fn fixture() -> (tempfile::TempDir, PathBuf, Vec<(String, u64)>) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if i % 4 == 0 { (x >> 32) as u8 } else { b"def value(self):\n    return x\n"[(k % 31) as usize] ^ ((x >> 60) as u8 & 1) }
+                if i % 4 == 0 {
+                    (x >> 32) as u8
+                } else {
+                    LINE[(k as usize) % LINE.len()] ^ ((x >> 60) as u8 & 1)
+                }
             })
             .collect();
         std::fs::write(sub.join(format!("f{i}.py")), bytes).expect("write");
@@ -46,7 +53,8 @@ fn fixture() -> (tempfile::TempDir, PathBuf, Vec<(String, u64)>) {
 
 fn drain_gzip(path: &Path) -> u64 {
     let file = std::fs::File::open(path).expect("open");
-    let mut gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, file));
+    let mut gz =
+        flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, file));
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -66,7 +74,9 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("index_build");
     group.sample_size(10).throughput(Throughput::Bytes(uncompressed));
     group.bench_function("flate2_drain_baseline", |b| b.iter(|| drain_gzip(&archive)));
-    group.bench_function("addonfs_index_build", |b| b.iter(|| build(&archive, &opts, None).expect("build")));
+    group.bench_function("addonfs_index_build", |b| {
+        b.iter(|| build(&archive, &opts, None).expect("build"))
+    });
     group.finish();
 
     let index = Arc::new(build(&archive, &opts, None).expect("build"));
@@ -88,11 +98,14 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 // A fresh cache each time: every read inflates from its access point.
                 let cache = Arc::new(ChunkCache::new(8 << 20));
-                let reader = ArchiveReader::open(&archive, Arc::clone(&index), cache).expect("reader");
+                let reader =
+                    ArchiveReader::open(&archive, Arc::clone(&index), cache).expect("reader");
                 k = (k + 7919) % inos.len();
                 let (ino, len) = inos[k];
                 let mut buf = [0u8; 4096];
-                reader.read(ino, (k as u64 * 131) % len.saturating_sub(4096).max(1), &mut buf).expect("read")
+                reader
+                    .read(ino, (k as u64 * 131) % len.saturating_sub(4096).max(1), &mut buf)
+                    .expect("read")
             })
         });
     }

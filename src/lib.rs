@@ -12,6 +12,7 @@
 //! * [`cli`] implements the command-line tool over the library; `main.rs` only parses arguments.
 
 pub mod archive;
+pub mod attach;
 pub mod cli;
 pub mod error;
 pub mod fs;

@@ -270,7 +270,8 @@ fn persisted_index_is_reused_only_while_valid() {
     let fifth = open(&archive, None, &other_span, false, None).expect("stale");
     assert!(matches!(fifth.origin, Origin::Built { ref reason, .. } if reason.contains("stale")));
     let index = Arc::new(fifth.index);
-    let reader = ArchiveReader::open(&archive, index, Arc::new(ChunkCache::default())).expect("reader");
+    let reader =
+        ArchiveReader::open(&archive, index, Arc::new(ChunkCache::default())).expect("reader");
     assert_eq!(read_entry(&reader, "a", 0, 100), b"changed");
 }
 
@@ -293,7 +294,9 @@ fn concurrent_random_reads_are_exact() {
     let cache = Arc::new(ChunkCache::new(256 << 10));
     let reader = Arc::new(ArchiveReader::open(&archive, index, cache).expect("reader"));
     let files: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
-        (0..8).map(|i| (format!("f{i}"), std::fs::read(src.join(format!("f{i}"))).expect("read"))).collect(),
+        (0..8)
+            .map(|i| (format!("f{i}"), std::fs::read(src.join(format!("f{i}"))).expect("read")))
+            .collect(),
     );
     let threads: Vec<_> = (0..16u64)
         .map(|t| {
@@ -301,13 +304,18 @@ fn concurrent_random_reads_are_exact() {
             std::thread::spawn(move || {
                 let rand = corpus::noise(t + 1000, 3 * 200 * 8);
                 for k in 0..200 {
-                    let word = |j: usize| u64::from_le_bytes(rand[(k * 3 + j) * 8..][..8].try_into().unwrap());
+                    let word = |j: usize| {
+                        u64::from_le_bytes(rand[(k * 3 + j) * 8..][..8].try_into().unwrap())
+                    };
                     let (name, bytes) = &files[(word(0) % 8) as usize];
                     let offset = word(1) % bytes.len() as u64;
                     let len = word(2) % 200_000;
                     let got = read_entry(&reader, name, offset, len);
                     let end = (offset + len).min(bytes.len() as u64) as usize;
-                    assert!(got == bytes[offset as usize..end], "thread {t}: {name} @{offset}+{len}");
+                    assert!(
+                        got == bytes[offset as usize..end],
+                        "thread {t}: {name} @{offset}+{len}"
+                    );
                 }
             })
         })
@@ -332,17 +340,19 @@ proptest::proptest! {
     }
 }
 
-static RANDOM_READ_FIXTURE: std::sync::LazyLock<(ArchiveReader, Vec<u8>)> = std::sync::LazyLock::new(|| {
-    let dir: PathBuf = tempfile::tempdir().expect("tempdir").keep();
-    let src = dir.join("src");
-    std::fs::create_dir_all(&src).expect("mkdir");
-    let mut bytes = corpus::text(7, 1_500_000);
-    bytes.extend(corpus::noise(8, 1_500_000));
-    std::fs::write(src.join("data"), &bytes).expect("write");
-    let tar = dir.join("r.tar");
-    corpus::tar_create(&src, &tar, "posix", &[]);
-    let archive = corpus::compress(&tar, Gz::Level(9));
-    let index = Arc::new(build(&archive, &opts(), None).expect("index"));
-    let reader = ArchiveReader::open(&archive, index, Arc::new(ChunkCache::new(1 << 20))).expect("reader");
-    (reader, bytes)
-});
+static RANDOM_READ_FIXTURE: std::sync::LazyLock<(ArchiveReader, Vec<u8>)> =
+    std::sync::LazyLock::new(|| {
+        let dir: PathBuf = tempfile::tempdir().expect("tempdir").keep();
+        let src = dir.join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        let mut bytes = corpus::text(7, 1_500_000);
+        bytes.extend(corpus::noise(8, 1_500_000));
+        std::fs::write(src.join("data"), &bytes).expect("write");
+        let tar = dir.join("r.tar");
+        corpus::tar_create(&src, &tar, "posix", &[]);
+        let archive = corpus::compress(&tar, Gz::Level(9));
+        let index = Arc::new(build(&archive, &opts(), None).expect("index"));
+        let reader = ArchiveReader::open(&archive, index, Arc::new(ChunkCache::new(1 << 20)))
+            .expect("reader");
+        (reader, bytes)
+    });

@@ -268,9 +268,8 @@ fn scan_stream(
     match compression {
         Compression::None => {
             let mut stream = BufReader::with_capacity(CHUNK, LimitedRead::new(input, limits));
-            let size = walk_reporting(&mut stream, &limits, on_event, &mut entries, &mut |_| {
-                Ok(())
-            })?;
+            let size =
+                walk_reporting(&mut stream, &limits, on_event, &mut entries, &mut |_| Ok(()))?;
             Ok((compression, size, 0, entries))
         }
         Compression::Gzip => {
@@ -363,6 +362,9 @@ impl<R: Read> Read for LimitedRead<R> {
     }
 }
 
+/// Where scan events go.
+type EventSink<'a> = &'a mut dyn FnMut(ScanEvent) -> Result<(), ScanError>;
+
 /// Runs the tar walker, forwarding entries and warnings, and calling `flush` before each entry
 /// so access points reach `on_event` in stream order.
 fn walk_reporting<B: BufRead>(
@@ -370,7 +372,7 @@ fn walk_reporting<B: BufRead>(
     limits: &Limits,
     on_event: &mut dyn FnMut(ScanEvent) -> Result<(), ScanError>,
     entries: &mut u64,
-    flush: &mut dyn FnMut(&mut dyn FnMut(ScanEvent) -> Result<(), ScanError>) -> Result<(), ScanError>,
+    flush: &mut dyn FnMut(EventSink<'_>) -> Result<(), ScanError>,
 ) -> Result<u64, ScanError> {
     let warnings = RefCell::new(Vec::new());
     let mut on_entry = |entry: ScannedEntry| {

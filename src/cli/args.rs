@@ -44,6 +44,41 @@ pub enum Command {
     Stat(StatCmd),
     /// Mount archives read-only over FUSE, in the foreground (SIGINT/SIGTERM unmount).
     Mount(MountCmd),
+    /// Symlink every path of every enabled add-on into a workload root (run in the workload).
+    Attach(AttachCmd),
+    /// Remove the symlinks that `attach` made (only those pointing into the mount).
+    Detach(DetachCmd),
+}
+
+/// `addonfs attach`.
+#[derive(Debug, Args)]
+pub struct AttachCmd {
+    /// The addonfs daemon's mount point (it holds `/.addons.json`).
+    #[arg(long, default_value = "/runtime-addons")]
+    pub mount: PathBuf,
+    /// The workload root the requested paths are relative to.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `addonfs detach`.
+#[derive(Debug, Args)]
+pub struct DetachCmd {
+    /// The addonfs daemon's mount point.
+    #[arg(long, default_value = "/runtime-addons")]
+    pub mount: PathBuf,
+    /// The workload root.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Also consider these absolute paths (e.g. of add-ons disabled since attach).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options shared by every command that opens an archive.

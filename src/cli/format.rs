@@ -56,12 +56,7 @@ pub fn utc_time(secs: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 /// A byte count with a binary unit, e.g. `1.5 MiB`.
@@ -91,7 +86,8 @@ mod tests {
 
     #[test]
     fn times_match_date_command() {
-        for secs in [0i64, 951_782_400, 1_700_000_000, -1, -86_401, 4_102_444_800, 253_402_300_799] {
+        for secs in [0i64, 951_782_400, 1_700_000_000, -1, -86_401, 4_102_444_800, 253_402_300_799]
+        {
             let out = std::process::Command::new("date")
                 .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%d %H:%M:%S"])
                 .output()

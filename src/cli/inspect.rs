@@ -98,10 +98,9 @@ fn reader(opts: &ArchiveOpts) -> Result<ArchiveReader, Error> {
 
 /// Resolves `path` in the archive without following a final symlink.
 fn find(index: &Index, opts: &ArchiveOpts, path: &str) -> Result<Ino, Error> {
-    index.resolve(path.as_bytes()).ok_or_else(|| Error::NotFound {
-        archive: opts.archive.clone(),
-        entry: path.to_string(),
-    })
+    index
+        .resolve(path.as_bytes())
+        .ok_or_else(|| Error::NotFound { archive: opts.archive.clone(), entry: path.to_string() })
 }
 
 /// Resolves `path`, following symlinks that stay inside the archive.
@@ -138,7 +137,10 @@ fn follow(index: &Index, opts: &ArchiveOpts, path: &str) -> Result<Ino, Error> {
         }
         current = base.join(&b'/');
     }
-    Err(Error::Usage(format!("{}: {path}: too many levels of symbolic links", opts.archive.display())))
+    Err(Error::Usage(format!(
+        "{}: {path}: too many levels of symbolic links",
+        opts.archive.display()
+    )))
 }
 
 /// One `ls -l` line.
@@ -246,11 +248,9 @@ pub fn stat(cmd: &StatCmd) -> Result<(), Error> {
     let (layout, stream_offset, runs) = match index.data(ino) {
         Data::None => ("none", None, Vec::new()),
         Data::Contiguous(offset) => ("contiguous", Some(offset), Vec::new()),
-        Data::Sparse(segments) => (
-            "sparse",
-            None,
-            segments.iter().map(|s| (s.logical, s.len, s.stream_offset)).collect(),
-        ),
+        Data::Sparse(segments) => {
+            ("sparse", None, segments.iter().map(|s| (s.logical, s.len, s.stream_offset)).collect())
+        }
     };
     if cmd.json {
         let report = json!({
@@ -292,7 +292,9 @@ pub fn stat(cmd: &StatCmd) -> Result<(), Error> {
         println!("Device: {}, {}", attr.rdev.0, attr.rdev.1);
     }
     match (layout, stream_offset) {
-        ("contiguous", Some(offset)) => println!("  Data: {} bytes at stream offset {offset}", attr.size),
+        ("contiguous", Some(offset)) => {
+            println!("  Data: {} bytes at stream offset {offset}", attr.size)
+        }
         ("sparse", _) => println!("  Data: sparse, {} runs", runs.len()),
         _ => {}
     }

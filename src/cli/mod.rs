@@ -1,6 +1,7 @@
 //! The command-line tool, over the library. `main.rs` parses arguments and calls [`run`].
 
 pub mod args;
+mod attach;
 mod format;
 mod inspect;
 mod mount;
@@ -35,6 +36,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Cat(cmd) => inspect::cat(&cmd),
         Command::Stat(cmd) => inspect::stat(&cmd),
         Command::Mount(cmd) => mount::mount(&cmd),
+        Command::Attach(cmd) => return attach::attach(&cmd),
+        Command::Detach(cmd) => return attach::detach(&cmd),
     };
     match result {
         Ok(()) => EXIT_OK,

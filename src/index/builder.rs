@@ -1,39 +1,461 @@
 //! Builds the tree (inodes + directory entries) from scanned entries, in stream order, with
 //! extraction semantics: the last duplicate wins, hard links name the inode their target had
 //! when they were seen, and missing parents become implicit directories.
+//!
+//! The rules, entry by entry (`tar -x` is the reference; where it would fail, the rule says what
+//! the index shows instead):
+//!
+//! * Missing parents become implicit directories (mode `0o755`, uid/gid 0, the default mtime).
+//!   A parent that exists but is not a directory is replaced by an implicit directory (warning).
+//! * The entry `""` (the archive's `./`) sets the root's attributes; any other kind there is
+//!   dropped (warning).
+//! * A directory over a directory updates its attributes and keeps its children. Anything else
+//!   over an existing name makes the name point to the new inode; a non-empty directory
+//!   replaced that way loses its whole subtree (warning).
+//! * A hard link names the inode its target path has at that moment (a later duplicate of the
+//!   target does not change what the link shows). A link to a missing path or to a directory
+//!   is dropped (warning), and its parents are not created.
+//! * Inode numbers are assigned at [`IndexBuilder::finish`] by a breadth-first walk of the
+//!   final tree in bytewise name order (root = 1): the same tree always gets the same numbers,
+//!   and inodes no name reaches any more are not stored.
 
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use super::format::{
+    self, AttrRec, DirentRec, Header, InodeRec, PointRec, SectionEntry, SparseRec, XattrRec,
+    DATA_CONTIGUOUS, DATA_NONE, DATA_SPARSE, MAX_WINDOW,
+};
 use super::{ArchiveIdentity, Index, IndexError};
-use crate::archive::{Compression, ScannedEntry};
+use crate::archive::{Compression, DataLayout, EntryKind, ScannedEntry, SparseSegment};
 use crate::gzip::AccessPoint;
 
+/// The zlib level windows are compressed with (see `docs/index-format.md` for the
+/// measurements behind the choice).
+pub const WINDOW_ZLIB_LEVEL: u32 = 6;
+
+/// At most this many warnings are kept with the index; the rest are counted in one last line.
+pub const MAX_KEPT_WARNINGS: usize = 1000;
+
+/// A kept warning is cut to this many bytes.
+pub const MAX_WARNING_LEN: usize = 8192;
+
+type NodeId = usize;
+
+const ROOT: NodeId = 0;
+
+/// Mode of implicit directories.
+const IMPLICIT_DIR_MODE: u32 = 0o755;
+
+/// One inode while building.
+#[derive(Debug)]
+struct Node {
+    /// Never [`EntryKind::Hardlink`].
+    kind: EntryKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    mtime_nsec: u32,
+    size: u64,
+    rdev: (u32, u32),
+    data: DataLayout,
+    symlink: Vec<u8>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Directories only: name -> node, sorted bytewise.
+    children: BTreeMap<Box<[u8]>, NodeId>,
+}
+
+impl Node {
+    fn implicit_dir(mtime: i64) -> Node {
+        Node {
+            kind: EntryKind::Dir,
+            mode: IMPLICIT_DIR_MODE,
+            uid: 0,
+            gid: 0,
+            mtime,
+            mtime_nsec: 0,
+            size: 0,
+            rdev: (0, 0),
+            data: DataLayout::None,
+            symlink: Vec::new(),
+            xattrs: Vec::new(),
+            children: BTreeMap::new(),
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        self.kind == EntryKind::Dir
+    }
+}
+
+/// An access point as kept by the builder (its window already compressed into the blob).
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    rec: PointRec,
+}
+
 /// Accumulates entries and access points, then serializes them into an [`Index`].
-pub struct IndexBuilder {}
+pub struct IndexBuilder {
+    default_mtime: i64,
+    nodes: Vec<Node>,
+    points: Vec<Point>,
+    windows: Vec<u8>,
+    /// The first problem with the access points, reported by `finish`.
+    point_error: Option<String>,
+    warnings: Vec<String>,
+    warnings_not_kept: u64,
+}
+
+impl std::fmt::Debug for IndexBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexBuilder")
+            .field("nodes", &self.nodes.len())
+            .field("points", &self.points.len())
+            .field("windows", &self.windows.len())
+            .field("warnings", &self.warnings.len())
+            .finish()
+    }
+}
+
+fn kind_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::File => "regular file",
+        EntryKind::Dir => "directory",
+        EntryKind::Symlink => "symbolic link",
+        EntryKind::Hardlink => "hard link",
+        EntryKind::CharDev => "character device",
+        EntryKind::BlockDev => "block device",
+        EntryKind::Fifo => "fifo",
+    }
+}
+
+/// The components of a normalized path (empty components are skipped, defensively).
+fn components(path: &[u8]) -> Vec<&[u8]> {
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect()
+}
 
 impl IndexBuilder {
     /// Starts an empty tree. `default_mtime` is used for implicit directories (and the root, if
     /// the archive has no `./` entry).
     pub fn new(default_mtime: i64) -> Self {
-        let _ = default_mtime;
-        IndexBuilder {}
+        IndexBuilder {
+            default_mtime,
+            nodes: vec![Node::implicit_dir(default_mtime)],
+            points: Vec::new(),
+            windows: Vec::new(),
+            point_error: None,
+            warnings: Vec::new(),
+            warnings_not_kept: 0,
+        }
     }
 
     /// Adds one entry (stream order). Returns a warning when the entry is dropped or replaces
-    /// something in a way worth reporting (a hard link to a missing target, say).
+    /// something in a way worth reporting (a hard link to a missing target, say). The warning
+    /// is also kept with the index: do not pass it to [`IndexBuilder::add_warning`] again.
     pub fn add_entry(&mut self, entry: ScannedEntry) -> Option<String> {
-        let _ = entry;
-        todo!()
+        let mut warnings = Vec::new();
+        self.insert(entry, &mut warnings);
+        if warnings.is_empty() {
+            return None;
+        }
+        let text = warnings.join("; ");
+        self.add_warning(text.clone());
+        Some(text)
     }
 
-    /// Adds one access point (stream order); its window is compressed right away.
+    fn insert(&mut self, mut entry: ScannedEntry, warnings: &mut Vec<String>) {
+        let path = std::mem::take(&mut entry.path);
+        let shown = String::from_utf8_lossy(&path).into_owned();
+        let at = entry.header_offset;
+        let comps = components(&path);
+        if comps.iter().any(|c| *c == b"." || *c == b"..") {
+            warnings.push(format!(
+                "entry '{shown}' at offset {at}: path has a '.' or '..' component: dropped"
+            ));
+            return;
+        }
+
+        // A hard link resolves its target now, before anything changes.
+        let link_to = if entry.kind == EntryKind::Hardlink {
+            let Some(target) = entry.link_target.as_deref() else {
+                warnings.push(format!(
+                    "entry '{shown}' at offset {at}: hard link without a target: dropped"
+                ));
+                return;
+            };
+            let target_shown = String::from_utf8_lossy(target);
+            match self.resolve(target) {
+                None => {
+                    warnings.push(format!(
+                        "entry '{shown}' at offset {at}: hard link to '{target_shown}', which \
+                         does not exist: dropped"
+                    ));
+                    return;
+                }
+                Some(id) if self.nodes[id].is_dir() => {
+                    warnings.push(format!(
+                        "entry '{shown}' at offset {at}: hard link to '{target_shown}', which \
+                         is a directory: dropped"
+                    ));
+                    return;
+                }
+                Some(id) => Some(id),
+            }
+        } else {
+            None
+        };
+
+        let Some((name, parents)) = comps.split_last() else {
+            // The root itself.
+            if entry.kind == EntryKind::Dir {
+                let root = &mut self.nodes[ROOT];
+                Self::set_dir_attrs(root, entry);
+            } else {
+                warnings.push(format!(
+                    "entry './' at offset {at}: the archive root is a {}, not a directory: \
+                     dropped",
+                    kind_name(entry.kind)
+                ));
+            }
+            return;
+        };
+
+        // Walk (and make) the parents.
+        let mut dir = ROOT;
+        for (depth, comp) in parents.iter().enumerate() {
+            dir = match self.nodes[dir].children.get(*comp).copied() {
+                Some(id) if self.nodes[id].is_dir() => id,
+                existing => {
+                    if let Some(id) = existing {
+                        let parent_shown =
+                            String::from_utf8_lossy(&parents[..=depth].join(&b'/')).into_owned();
+                        warnings.push(format!(
+                            "entry '{shown}' at offset {at}: parent '{parent_shown}' is a {}, \
+                             not a directory: replaced by a directory",
+                            kind_name(self.nodes[id].kind)
+                        ));
+                    }
+                    let id = self.push(Node::implicit_dir(self.default_mtime));
+                    self.nodes[dir].children.insert(Box::from(*comp), id);
+                    id
+                }
+            };
+        }
+
+        let existing = self.nodes[dir].children.get(*name).copied();
+        let new_id = match (entry.kind, existing) {
+            (EntryKind::Hardlink, _) => match link_to {
+                Some(id) => id,
+                None => return,
+            },
+            (EntryKind::Dir, Some(id)) if self.nodes[id].is_dir() => {
+                Self::set_dir_attrs(&mut self.nodes[id], entry);
+                return;
+            }
+            _ => match self.node_from_entry(entry, &shown, warnings) {
+                Some(node) => self.push(node),
+                None => return,
+            },
+        };
+        if let Some(old) = existing {
+            if old == new_id {
+                return;
+            }
+            if self.nodes[old].is_dir() && !self.nodes[old].children.is_empty() {
+                let dropped = self.subtree_names(old);
+                warnings.push(format!(
+                    "entry '{shown}' at offset {at}: replaces a directory and the {dropped} \
+                     names below it, which are dropped"
+                ));
+            }
+        }
+        self.nodes[dir].children.insert(Box::from(*name), new_id);
+    }
+
+    /// The node at `path` now, if every component exists (intermediate ones being directories).
+    fn resolve(&self, path: &[u8]) -> Option<NodeId> {
+        let mut id = ROOT;
+        for comp in components(path) {
+            let node = &self.nodes[id];
+            if !node.is_dir() {
+                return None;
+            }
+            id = *node.children.get(comp)?;
+        }
+        Some(id)
+    }
+
+    fn push(&mut self, node: Node) -> NodeId {
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Number of names in the subtree below directory `id`.
+    fn subtree_names(&self, id: NodeId) -> u64 {
+        let mut count = 0u64;
+        let mut stack = vec![id];
+        while let Some(d) = stack.pop() {
+            for &child in self.nodes[d].children.values() {
+                count += 1;
+                if self.nodes[child].is_dir() {
+                    stack.push(child);
+                }
+            }
+        }
+        count
+    }
+
+    fn set_dir_attrs(node: &mut Node, entry: ScannedEntry) {
+        node.mode = entry.mode & 0o7777;
+        node.uid = entry.uid;
+        node.gid = entry.gid;
+        node.mtime = entry.mtime;
+        node.mtime_nsec = entry.mtime_nsec;
+        node.xattrs = entry.xattrs;
+    }
+
+    /// A new (non-hardlink) node for `entry`, or `None` (with a warning) if it cannot be one.
+    fn node_from_entry(
+        &self,
+        entry: ScannedEntry,
+        shown: &str,
+        warnings: &mut Vec<String>,
+    ) -> Option<Node> {
+        let at = entry.header_offset;
+        let mut node = Node {
+            kind: entry.kind,
+            mode: entry.mode & 0o7777,
+            uid: entry.uid,
+            gid: entry.gid,
+            mtime: entry.mtime,
+            mtime_nsec: entry.mtime_nsec,
+            size: 0,
+            rdev: (0, 0),
+            data: DataLayout::None,
+            symlink: Vec::new(),
+            xattrs: entry.xattrs,
+            children: BTreeMap::new(),
+        };
+        match entry.kind {
+            EntryKind::File => {
+                node.size = entry.size;
+                node.data = match entry.data {
+                    DataLayout::None => DataLayout::None,
+                    DataLayout::Contiguous { offset } => {
+                        if offset.checked_add(entry.size).is_none() {
+                            warnings.push(format!(
+                                "entry '{shown}' at offset {at}: data offset {offset} + size {} \
+                                 overflows: dropped",
+                                entry.size
+                            ));
+                            return None;
+                        }
+                        DataLayout::Contiguous { offset }
+                    }
+                    DataLayout::Sparse(segments) => {
+                        if let Err(why) = check_sparse(&segments, entry.size) {
+                            warnings.push(format!(
+                                "entry '{shown}' at offset {at}: bad sparse map ({why}): dropped"
+                            ));
+                            return None;
+                        }
+                        DataLayout::Sparse(segments)
+                    }
+                };
+            }
+            EntryKind::Dir | EntryKind::Fifo => {}
+            EntryKind::CharDev | EntryKind::BlockDev => node.rdev = entry.rdev,
+            EntryKind::Symlink => {
+                let Some(target) = entry.link_target.filter(|t| !t.is_empty()) else {
+                    warnings.push(format!(
+                        "entry '{shown}' at offset {at}: symbolic link without a target: dropped"
+                    ));
+                    return None;
+                };
+                node.size = target.len() as u64;
+                node.symlink = target;
+            }
+            EntryKind::Hardlink => return None, // handled by the caller
+        }
+        Some(node)
+    }
+
+    /// Adds one access point (stream order); its window is compressed right away. Points must
+    /// be strictly increasing in uncompressed offset, carry at most 32 KiB of window and at
+    /// most 7 bits; the first one that does not makes [`IndexBuilder::finish`] fail with
+    /// [`IndexError::Build`].
     pub fn add_point(&mut self, point: AccessPoint) {
-        let _ = point;
-        todo!()
+        match CompressedPoint::new(&point, &point.window) {
+            Ok(compressed) => self.add_compressed_point(compressed),
+            Err(e) => {
+                if self.point_error.is_none() {
+                    self.point_error = Some(format!(
+                        "access point {}: compressing the window failed: {e}",
+                        self.points.len()
+                    ));
+                }
+            }
+        }
     }
 
-    /// Records a warning to keep with the index.
+    /// Adds one access point whose window was already compressed (so the compression can run
+    /// on another thread); same rules as [`IndexBuilder::add_point`].
+    pub fn add_compressed_point(&mut self, point: CompressedPoint) {
+        let zwindow = &point.zwindow;
+        if self.point_error.is_some() {
+            return;
+        }
+        let i = self.points.len();
+        if let Some(last) = self.points.last() {
+            if point.uncompressed <= last.rec.uncompressed {
+                self.point_error = Some(format!(
+                    "access point {i} at uncompressed offset {} does not come after the previous \
+                     one at {}",
+                    point.uncompressed, last.rec.uncompressed
+                ));
+                return;
+            }
+        }
+        if point.window_len > MAX_WINDOW || point.bits > 7 || zwindow.len() > u32::MAX as usize {
+            self.point_error = Some(format!(
+                "access point {i} at uncompressed offset {}: window of {} bytes (max {MAX_WINDOW}) \
+                 or {} bits (max 7)",
+                point.uncompressed, point.window_len, point.bits
+            ));
+            return;
+        }
+        let window_off = self.windows.len() as u64;
+        self.windows.extend_from_slice(zwindow);
+        self.points.push(Point {
+            rec: PointRec {
+                uncompressed: point.uncompressed,
+                compressed: point.compressed,
+                window_off,
+                // Both fit: checked above.
+                window_zlen: zwindow.len() as u32,
+                window_len: point.window_len as u16,
+                bits: point.bits,
+            },
+        });
+    }
+
+    /// Records a warning to keep with the index (at most [`MAX_KEPT_WARNINGS`] are kept, each
+    /// cut to [`MAX_WARNING_LEN`] bytes; the rest are counted).
     pub fn add_warning(&mut self, warning: String) {
-        let _ = warning;
-        todo!()
+        if self.warnings.len() >= MAX_KEPT_WARNINGS {
+            self.warnings_not_kept += 1;
+            return;
+        }
+        let mut warning = warning;
+        if warning.len() > MAX_WARNING_LEN {
+            let mut cut = MAX_WARNING_LEN;
+            while !warning.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            warning.truncate(cut);
+        }
+        self.warnings.push(warning);
     }
 
     /// Finishes the tree and serializes it.
@@ -44,7 +466,304 @@ impl IndexBuilder {
         span: u64,
         uncompressed_size: u64,
     ) -> Result<Index, IndexError> {
-        let _ = (identity, compression, span, uncompressed_size);
-        todo!()
+        if let Some(e) = &self.point_error {
+            return Err(IndexError::Build(e.clone()));
+        }
+        let bytes = self.serialize(identity, compression, span, uncompressed_size)?;
+        Index::from_bytes(bytes).map_err(|e| match e {
+            IndexError::Corrupt(why) => {
+                IndexError::Build(format!("the entries do not form a valid index: {why}"))
+            }
+            other => other,
+        })
+    }
+
+    fn serialize(
+        &self,
+        identity: ArchiveIdentity,
+        compression: Compression,
+        span: u64,
+        uncompressed_size: u64,
+    ) -> Result<Vec<u8>, IndexError> {
+        let too_many =
+            |what: &str| IndexError::Build(format!("too many {what} (the limit is 2^32-1)"));
+
+        // Breadth-first numbering in name order. `order[k]` is the node of inode k + 1.
+        let mut ino_of: Vec<u32> = vec![0; self.nodes.len()];
+        let mut names: Vec<u32> = vec![0; self.nodes.len()];
+        let mut order: Vec<NodeId> = vec![ROOT];
+        let mut parent: Vec<u32> = vec![1]; // per inode, directories only
+        ino_of[ROOT] = 1;
+        let mut k = 0;
+        while k < order.len() {
+            let id = order[k];
+            let ino = k as u32 + 1;
+            k += 1;
+            for &child in self.nodes[id].children.values() {
+                names[child] = names[child].saturating_add(1);
+                if ino_of[child] == 0 {
+                    let child_ino =
+                        u32::try_from(order.len() + 1).map_err(|_| too_many("inodes"))?;
+                    ino_of[child] = child_ino;
+                    order.push(child);
+                    parent.push(ino);
+                }
+            }
+        }
+
+        let mut strings = StringTable::default();
+        let mut attr_ids: HashMap<AttrRec, u32> = HashMap::new();
+        let mut attrs = Vec::new();
+        let mut inodes = Vec::with_capacity(order.len() * format::INODE_LEN);
+        let mut dirents = Vec::new();
+        let mut sparse = Vec::new();
+        let mut xattrs = Vec::new();
+        let (mut dirent_count, mut sparse_count, mut xattr_count) = (0u64, 0u64, 0u64);
+
+        for (k, &id) in order.iter().enumerate() {
+            let node = &self.nodes[id];
+            let ino = k as u32 + 1;
+            let attr = AttrRec {
+                mtime: node.mtime,
+                uid: node.uid,
+                gid: node.gid,
+                mtime_nsec: node.mtime_nsec,
+                mode: (node.mode & 0o7777) as u16,
+            };
+            let next_attr = attr_ids.len();
+            let attr = *attr_ids.entry(attr).or_insert_with(|| {
+                attr.encode(&mut attrs);
+                next_attr as u32
+            });
+            let mut rec = InodeRec {
+                kind: format::kind_code(node.kind),
+                data: DATA_NONE,
+                attr,
+                size: node.size,
+                nlink: names[id].max(1),
+                a: 0,
+                b: 0,
+                c: 0,
+            };
+            match node.kind {
+                EntryKind::Dir => {
+                    let subdirs =
+                        node.children.values().filter(|&&c| self.nodes[c].is_dir()).count();
+                    rec.nlink = u32::try_from(subdirs).unwrap_or(u32::MAX).saturating_add(2);
+                    rec.a = dirent_count;
+                    rec.b = u32::try_from(node.children.len()).map_err(|_| too_many("dirents"))?;
+                    rec.c = parent[k];
+                    for (name, &child) in &node.children {
+                        let name_off = strings.intern_name(name)?;
+                        DirentRec { name_off, ino: ino_of[child] }.encode(&mut dirents);
+                    }
+                    dirent_count += node.children.len() as u64;
+                }
+                EntryKind::File => match &node.data {
+                    DataLayout::None => {}
+                    DataLayout::Contiguous { offset } => {
+                        rec.data = DATA_CONTIGUOUS;
+                        rec.a = *offset;
+                    }
+                    DataLayout::Sparse(segments) => {
+                        rec.data = DATA_SPARSE;
+                        rec.a = sparse_count;
+                        rec.b = u32::try_from(segments.len())
+                            .map_err(|_| too_many("sparse segments"))?;
+                        for s in segments {
+                            SparseRec {
+                                logical: s.logical,
+                                len: s.len,
+                                stream_offset: s.stream_offset,
+                            }
+                            .encode(&mut sparse);
+                        }
+                        sparse_count += segments.len() as u64;
+                    }
+                },
+                EntryKind::Symlink => {
+                    let (off, len) = strings.intern(&node.symlink)?;
+                    rec.a = u64::from(off);
+                    rec.b = len;
+                }
+                EntryKind::CharDev | EntryKind::BlockDev => {
+                    rec.b = node.rdev.0;
+                    rec.c = node.rdev.1;
+                }
+                EntryKind::Fifo | EntryKind::Hardlink => {}
+            }
+            rec.encode(&mut inodes);
+            for (name, value) in &node.xattrs {
+                let (name_off, name_len) = strings.intern(name)?;
+                let (value_off, value_len) = strings.intern(value)?;
+                XattrRec { ino, name_off, name_len, value_off, value_len }.encode(&mut xattrs);
+                xattr_count += 1;
+            }
+        }
+
+        let mut points = Vec::with_capacity(self.points.len() * format::POINT_LEN);
+        for p in &self.points {
+            p.rec.encode(&mut points);
+        }
+
+        let mut warnings = Vec::new();
+        let mut kept: Vec<&str> = self.warnings.iter().map(String::as_str).collect();
+        let summary;
+        if self.warnings_not_kept > 0 {
+            summary = format!("... and {} more warnings, not kept", self.warnings_not_kept);
+            kept.push(&summary);
+        }
+        for w in &kept {
+            warnings.extend_from_slice(&(w.len() as u32).to_le_bytes());
+            warnings.extend_from_slice(w.as_bytes());
+        }
+
+        let count = |n: u64, what: &str| u32::try_from(n).map_err(|_| too_many(what));
+        let bodies: [&[u8]; format::SECTION_COUNT] = [
+            &inodes,
+            &attrs,
+            &dirents,
+            &strings.blob,
+            &sparse,
+            &xattrs,
+            &points,
+            &self.windows,
+            &warnings,
+        ];
+        let mut sections = [SectionEntry::default(); format::SECTION_COUNT];
+        let mut offset = format::HEADER_LEN as u64;
+        for (entry, body) in sections.iter_mut().zip(bodies) {
+            *entry = SectionEntry { offset, len: body.len() as u64, crc: crc32fast::hash(body) };
+            offset += body.len() as u64;
+        }
+        let header = Header {
+            identity,
+            compression,
+            span,
+            uncompressed_size,
+            inode_count: count(order.len() as u64, "inodes")?,
+            attr_count: count(attr_ids.len() as u64, "attribute tuples")?,
+            dirent_count: count(dirent_count, "dirents")?,
+            sparse_count: count(sparse_count, "sparse segments")?,
+            xattr_count: count(xattr_count, "extended attributes")?,
+            point_count: count(self.points.len() as u64, "access points")?,
+            warning_count: count(kept.len() as u64, "warnings")?,
+            sections,
+        };
+        let total = usize::try_from(offset).map_err(|_| too_many("bytes"))?;
+        let mut out = Vec::with_capacity(total);
+        out.extend_from_slice(&header.encode());
+        for body in bodies {
+            out.extend_from_slice(body);
+        }
+        Ok(out)
+    }
+}
+
+/// Checks a sparse map: runs sorted by logical offset, not overlapping, within the file's size,
+/// with no offset overflowing.
+fn check_sparse(segments: &[SparseSegment], size: u64) -> Result<(), String> {
+    let mut prev_end = 0u64;
+    for (i, s) in segments.iter().enumerate() {
+        if s.logical < prev_end {
+            return Err(format!(
+                "run {i} at logical offset {} overlaps or is out of order",
+                s.logical
+            ));
+        }
+        let end = s.logical.checked_add(s.len).filter(|&e| e <= size).ok_or_else(|| {
+            format!(
+                "run {i} ({} bytes at logical offset {}) ends past the size {size}",
+                s.len, s.logical
+            )
+        })?;
+        if s.stream_offset.checked_add(s.len).is_none() {
+            return Err(format!("run {i}: stream offset {} + length overflows", s.stream_offset));
+        }
+        prev_end = end;
+    }
+    Ok(())
+}
+
+/// The strings blob, with identical strings (and identical names) stored once.
+#[derive(Default)]
+struct StringTable<'a> {
+    blob: Vec<u8>,
+    seen: HashMap<&'a [u8], u32>,
+    names: HashMap<&'a [u8], u32>,
+}
+
+impl<'a> StringTable<'a> {
+    /// The offset of the length-prefixed name `s` in the blob, adding it if new.
+    fn intern_name(&mut self, s: &'a [u8]) -> Result<u32, IndexError> {
+        if let Some(&off) = self.names.get(s) {
+            return Ok(off);
+        }
+        let too_big = || IndexError::Build("string table over 4 GiB".into());
+        let len = u32::try_from(s.len()).map_err(|_| too_big())?;
+        let off = u32::try_from(self.blob.len()).map_err(|_| too_big())?;
+        format::put_varint(&mut self.blob, len);
+        self.blob.extend_from_slice(s);
+        if self.blob.len() as u64 > u64::from(u32::MAX) {
+            return Err(too_big());
+        }
+        self.names.insert(s, off);
+        Ok(off)
+    }
+
+    /// The (offset, length) of `s` in the blob, adding it if new.
+    fn intern(&mut self, s: &'a [u8]) -> Result<(u32, u32), IndexError> {
+        let too_big = || IndexError::Build("string table over 4 GiB".into());
+        let len = u32::try_from(s.len()).map_err(|_| too_big())?;
+        if let Some(&off) = self.seen.get(s) {
+            return Ok((off, len));
+        }
+        let off = u32::try_from(self.blob.len()).map_err(|_| too_big())?;
+        if u64::from(off) + u64::from(len) > u64::from(u32::MAX) {
+            return Err(too_big());
+        }
+        self.blob.extend_from_slice(s);
+        self.seen.insert(s, off);
+        Ok((off, len))
+    }
+}
+
+/// An access point with its window compressed for storage (zlib format, so adler32 checks it
+/// on use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressedPoint {
+    /// Offset in the uncompressed stream.
+    pub uncompressed: u64,
+    /// Offset in the compressed file.
+    pub compressed: u64,
+    /// Bits to prime.
+    pub bits: u8,
+    /// Length of the window before compression.
+    pub window_len: usize,
+    /// The compressed window (empty when there is none).
+    pub zwindow: Vec<u8>,
+}
+
+impl CompressedPoint {
+    /// Compresses `window` (the point's window, or a sparse version of it of the same length)
+    /// for `point`.
+    pub fn new(point: &AccessPoint, window: &[u8]) -> std::io::Result<Self> {
+        let zwindow = if window.is_empty() {
+            Vec::new()
+        } else {
+            let mut enc = flate2::write::ZlibEncoder::new(
+                Vec::with_capacity(window.len() / 2),
+                flate2::Compression::new(WINDOW_ZLIB_LEVEL),
+            );
+            enc.write_all(window)?;
+            enc.finish()?
+        };
+        Ok(CompressedPoint {
+            uncompressed: point.uncompressed,
+            compressed: point.compressed,
+            bits: point.bits,
+            window_len: window.len(),
+            zwindow,
+        })
     }
 }

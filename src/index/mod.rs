@@ -6,9 +6,14 @@ pub mod builder;
 pub mod format;
 pub mod open;
 
+#[cfg(test)]
+mod tests;
+
+use std::io::Write;
 use std::path::Path;
 
 pub use builder::IndexBuilder;
+use format::{AttrRec, DirentRec, Header, InodeRec, PointRec, Section, XattrRec};
 
 use crate::archive::{Compression, EntryKind, SparseSegment};
 
@@ -123,15 +128,39 @@ pub enum IndexError {
 }
 
 /// A loaded (or freshly built) index, served from its serialized bytes.
+///
+/// Loading checks the header, the CRC-32 of every metadata section and every reference once
+/// (see [`format::validate`]); the accessors then decode fixed-size records straight from the
+/// bytes, and are bounds-checked besides, so no input accepted by [`Index::from_bytes`] can make
+/// them panic.
 pub struct Index {
     bytes: Vec<u8>,
+    header: Header,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("bytes", &self.bytes.len())
+            .field("header", &self.header)
+            .finish()
+    }
+}
+
+/// One decoded inode record with its number.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    ino: Ino,
+    rec: InodeRec,
 }
 
 impl Index {
     /// Parses and checks serialized index bytes (magic, version, checksums, bounds).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Index, IndexError> {
-        let _ = bytes;
-        todo!()
+        let header = format::parse_header(&bytes)?;
+        format::check_section_crcs(&bytes, &header)?;
+        format::validate(&bytes, &header)?;
+        Ok(Index { bytes, header })
     }
 
     /// Reads and checks the index file at `path`.
@@ -144,112 +173,358 @@ impl Index {
         &self.bytes
     }
 
-    /// Writes the index to `path` atomically (temporary file, fsync, rename).
+    /// Writes the index to `path` atomically: a temporary file in the same directory, written
+    /// and fsynced, renamed over `path`, then the directory fsynced. A reader sees either the
+    /// old file or the new one, never a partial one.
     pub fn write(&self, path: &Path) -> Result<(), IndexError> {
-        let _ = path;
-        todo!()
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp =
+            tempfile::Builder::new().prefix(".addonfs-index-").suffix(".tmp").tempfile_in(dir)?;
+        tmp.write_all(&self.bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| IndexError::Io(e.error))?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
     }
 
     /// The archive this index describes.
     pub fn identity(&self) -> ArchiveIdentity {
-        todo!()
+        self.header.identity
     }
 
     /// How the archive stores its tar stream.
     pub fn compression(&self) -> Compression {
-        todo!()
+        self.header.compression
     }
 
     /// The span the access points were taken at.
     pub fn span(&self) -> u64 {
-        todo!()
+        self.header.span
     }
 
     /// Size figures.
     pub fn stats(&self) -> IndexStats {
-        todo!()
+        IndexStats {
+            inodes: u64::from(self.header.inode_count),
+            dirents: u64::from(self.header.dirent_count),
+            points: u64::from(self.header.point_count),
+            bytes: self.bytes.len() as u64,
+            uncompressed_size: self.header.uncompressed_size,
+        }
     }
 
     /// Non-fatal problems found while indexing (entries dropped, say), kept with the index.
     pub fn warnings(&self) -> Vec<String> {
-        todo!()
+        let blob = self.section(Section::Warnings);
+        let mut out = Vec::new();
+        let mut at = 0usize;
+        for _ in 0..self.header.warning_count {
+            let len = format::rd_u32(blob, at) as usize;
+            let Some(text) = at.checked_add(4).and_then(|s| Some(s..s.checked_add(len)?)) else {
+                break;
+            };
+            let Some(text_bytes) = blob.get(text.clone()) else {
+                break;
+            };
+            out.push(String::from_utf8_lossy(text_bytes).into_owned());
+            at = text.end;
+        }
+        out
     }
 
     /// The attributes of `ino`, or `None` if no such inode.
     pub fn attr(&self, ino: Ino) -> Option<Attr> {
-        let _ = ino;
-        todo!()
+        let Node { ino, rec } = self.node(ino)?;
+        let kind = format::kind_from_code(rec.kind)?;
+        let start = (rec.attr as usize).checked_mul(format::ATTR_LEN)?;
+        let a = AttrRec::decode(self.section(Section::Attrs).get(start..start + format::ATTR_LEN)?);
+        let rdev = match kind {
+            EntryKind::CharDev | EntryKind::BlockDev => (rec.b, rec.c),
+            _ => (0, 0),
+        };
+        Some(Attr {
+            ino,
+            kind,
+            mode: u32::from(a.mode),
+            uid: a.uid,
+            gid: a.gid,
+            mtime: a.mtime,
+            mtime_nsec: a.mtime_nsec,
+            size: rec.size,
+            nlink: rec.nlink,
+            rdev,
+        })
     }
 
-    /// The inode named `name` in directory `dir`.
+    /// The inode named `name` in directory `dir` (binary search over the sorted entries).
     pub fn lookup(&self, dir: Ino, name: &[u8]) -> Option<Ino> {
-        let _ = (dir, name);
-        todo!()
+        let (first, count) = self.dir_range(dir)?;
+        let (mut lo, mut hi) = (0usize, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (entry, ino) = self.dirent(first + mid)?;
+            match entry.cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(ino),
+            }
+        }
+        None
     }
 
     /// The inode at a normalized relative `path` (empty or `/`-only means the root); leading
     /// and repeated slashes are ignored. Symlinks are not followed.
     pub fn resolve(&self, path: &[u8]) -> Option<Ino> {
-        let _ = path;
-        todo!()
+        let mut ino = ROOT_INO;
+        for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            ino = self.lookup(ino, comp)?;
+        }
+        Some(ino)
     }
 
     /// The parent directory of `dir` (the root is its own parent).
     pub fn parent(&self, dir: Ino) -> Option<Ino> {
-        let _ = dir;
-        todo!()
+        let node = self.node(dir)?;
+        (node.rec.kind == format::KIND_DIR).then_some(Ino::from(node.rec.c))
     }
 
-    /// The number of entries in directory `dir`.
+    /// The number of entries in directory `dir` (0 if `dir` is not a directory).
     pub fn child_count(&self, dir: Ino) -> usize {
-        let _ = dir;
-        todo!()
+        self.dir_range(dir).map_or(0, |(_, count)| count)
     }
 
     /// The entries of directory `dir`, sorted by name, starting after the first `skip`.
     pub fn children(&self, dir: Ino, skip: usize) -> impl Iterator<Item = (&[u8], Ino)> + '_ {
-        let _ = (dir, skip);
-        std::iter::empty::<(&[u8], Ino)>()
+        let (first, count) = self.dir_range(dir).unwrap_or((0, 0));
+        (skip.min(count)..count).filter_map(move |i| self.dirent(first + i))
     }
 
     /// The target of symlink `ino`.
     pub fn symlink_target(&self, ino: Ino) -> Option<&[u8]> {
-        let _ = ino;
-        todo!()
+        let node = self.node(ino)?;
+        if node.rec.kind != format::KIND_SYMLINK {
+            return None;
+        }
+        format::sub(self.section(Section::Strings), node.rec.a, u64::from(node.rec.b))
     }
 
     /// The extended attributes of `ino` (name, value), in archive order.
     pub fn xattrs(&self, ino: Ino) -> Vec<(&[u8], &[u8])> {
-        let _ = ino;
-        todo!()
+        let Ok(ino) = u32::try_from(ino) else {
+            return Vec::new();
+        };
+        let recs = self.section(Section::Xattrs);
+        let strings = self.section(Section::Strings);
+        let count = recs.len() / format::XATTR_LEN;
+        let owner = |i: usize| format::rd_u32(recs, i * format::XATTR_LEN);
+        // First record whose owner is >= ino.
+        let (mut lo, mut hi) = (0usize, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if owner(mid) < ino {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut out = Vec::new();
+        for i in lo..count {
+            let Some(rec) = recs.get(i * format::XATTR_LEN..(i + 1) * format::XATTR_LEN) else {
+                break;
+            };
+            let x = XattrRec::decode(rec);
+            if x.ino != ino {
+                break;
+            }
+            let name = format::sub(strings, u64::from(x.name_off), u64::from(x.name_len));
+            let value = format::sub(strings, u64::from(x.value_off), u64::from(x.value_len));
+            if let (Some(name), Some(value)) = (name, value) {
+                out.push((name, value));
+            }
+        }
+        out
     }
 
-    /// Where the bytes of `ino` are.
+    /// Where the bytes of `ino` are ([`Data::None`] for anything but a regular file with data,
+    /// or an unknown inode).
     pub fn data(&self, ino: Ino) -> Data {
-        let _ = ino;
-        todo!()
+        let Some(Node { rec, .. }) = self.node(ino) else {
+            return Data::None;
+        };
+        if rec.kind != format::KIND_FILE {
+            return Data::None;
+        }
+        match rec.data {
+            format::DATA_CONTIGUOUS => Data::Contiguous(rec.a),
+            format::DATA_SPARSE => {
+                let recs = self.section(Section::Sparse);
+                let segs = rec
+                    .a
+                    .checked_mul(format::SPARSE_LEN as u64)
+                    .and_then(|start| {
+                        format::sub(recs, start, u64::from(rec.b) * format::SPARSE_LEN as u64)
+                    })
+                    .unwrap_or(&[]);
+                Data::Sparse(
+                    segs.chunks_exact(format::SPARSE_LEN)
+                        .map(|r| {
+                            let s = format::SparseRec::decode(r);
+                            SparseSegment {
+                                logical: s.logical,
+                                len: s.len,
+                                stream_offset: s.stream_offset,
+                            }
+                        })
+                        .collect(),
+                )
+            }
+            _ => Data::None,
+        }
     }
 
     /// Number of gzip access points.
     pub fn point_count(&self) -> usize {
-        todo!()
+        self.section(Section::Points).len() / format::POINT_LEN
+    }
+
+    /// Access point `i`, or `None` if `i >= point_count()`.
+    pub fn get_point(&self, i: usize) -> Option<PointInfo> {
+        let p = self.point_rec(i)?;
+        Some(PointInfo {
+            uncompressed: p.uncompressed,
+            compressed: p.compressed,
+            bits: p.bits,
+            has_window: p.window_len != 0,
+        })
     }
 
     /// Access point `i`.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= point_count()` (a caller bug, like indexing a slice out of bounds; use
+    /// [`Index::get_point`] for a checked access). Indexes from [`Index::point_for`] are always
+    /// in range.
     pub fn point(&self, i: usize) -> PointInfo {
-        let _ = i;
-        todo!()
+        match self.get_point(i) {
+            Some(p) => p,
+            None => panic!("access point {i} out of range ({} points)", self.point_count()),
+        }
     }
 
     /// The index of the last access point at or before uncompressed offset `offset`.
     pub fn point_for(&self, offset: u64) -> Option<usize> {
-        let _ = offset;
-        todo!()
+        let recs = self.section(Section::Points);
+        let count = recs.len() / format::POINT_LEN;
+        // Number of points with uncompressed <= offset.
+        let (mut lo, mut hi) = (0usize, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if format::rd_u64(recs, mid * format::POINT_LEN) <= offset {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1)
     }
 
-    /// The window of access point `i`, decompressed and checked.
+    /// The window of access point `i`, decompressed and checked (zlib's Adler-32, and the length
+    /// recorded for it, at most 32 KiB). Empty for a point at a gzip member start.
     pub fn point_window(&self, i: usize) -> Result<Vec<u8>, IndexError> {
-        let _ = i;
-        todo!()
+        let p = self.point_rec(i).ok_or_else(|| {
+            IndexError::Corrupt(format!(
+                "access point {i} out of range ({} points)",
+                self.point_count()
+            ))
+        })?;
+        if p.window_len == 0 {
+            return Ok(Vec::new());
+        }
+        let windows_offset = self.header.sections[Section::Windows as usize].offset;
+        let bad = |what: String| {
+            IndexError::Corrupt(format!(
+                "window of access point {i} (file offset {}, {} compressed bytes): {what}",
+                windows_offset.saturating_add(p.window_off),
+                p.window_zlen
+            ))
+        };
+        let input =
+            format::sub(self.section(Section::Windows), p.window_off, u64::from(p.window_zlen))
+                .ok_or_else(|| bad("out of bounds".into()))?;
+        let want = usize::from(p.window_len);
+        let mut out = Vec::with_capacity(want);
+        let mut z = flate2::Decompress::new(true);
+        let status = z
+            .decompress_vec(input, &mut out, flate2::FlushDecompress::Finish)
+            .map_err(|e| bad(format!("zlib error: {e}")))?;
+        if status != flate2::Status::StreamEnd {
+            return Err(bad(format!(
+                "zlib stream does not end within {want} bytes (truncated or too long)"
+            )));
+        }
+        if z.total_in() != u64::from(p.window_zlen) || out.len() != want {
+            return Err(bad(format!(
+                "decompressed {} bytes from {} input bytes (expected {want} from {})",
+                out.len(),
+                z.total_in(),
+                p.window_zlen
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Checks the CRC-32 of the windows blob, which loading skips (each window is checked by
+    /// its Adler-32 when used). For a full offline verification.
+    pub fn verify_windows(&self) -> Result<(), IndexError> {
+        let entry = self.header.sections[Section::Windows as usize];
+        let computed = crc32fast::hash(self.section(Section::Windows));
+        if computed != entry.crc {
+            return Err(IndexError::Corrupt(format!(
+                "section windows (offset {}, length {}): crc32 mismatch, stored {:08x}, \
+                 computed {computed:08x}",
+                entry.offset, entry.len, entry.crc
+            )));
+        }
+        Ok(())
+    }
+
+    fn section(&self, s: Section) -> &[u8] {
+        self.bytes.get(format::section_range(&self.header, s)).unwrap_or(&[])
+    }
+
+    fn node(&self, ino: Ino) -> Option<Node> {
+        let i = usize::try_from(ino.checked_sub(1)?).ok()?;
+        let start = i.checked_mul(format::INODE_LEN)?;
+        let rec = self.section(Section::Inodes).get(start..start + format::INODE_LEN)?;
+        Some(Node { ino, rec: InodeRec::decode(rec) })
+    }
+
+    /// First dirent index and count of directory `dir`.
+    fn dir_range(&self, dir: Ino) -> Option<(usize, usize)> {
+        let node = self.node(dir)?;
+        if node.rec.kind != format::KIND_DIR {
+            return None;
+        }
+        Some((usize::try_from(node.rec.a).ok()?, node.rec.b as usize))
+    }
+
+    fn dirent(&self, i: usize) -> Option<(&[u8], Ino)> {
+        let start = i.checked_mul(format::DIRENT_LEN)?;
+        let rec =
+            self.section(Section::Dirents).get(start..start.checked_add(format::DIRENT_LEN)?)?;
+        let d = DirentRec::decode(rec);
+        let name = format::read_name(self.section(Section::Strings), d.name_off)?;
+        Some((name, Ino::from(d.ino)))
+    }
+
+    fn point_rec(&self, i: usize) -> Option<PointRec> {
+        let start = i.checked_mul(format::POINT_LEN)?;
+        let rec =
+            self.section(Section::Points).get(start..start.checked_add(format::POINT_LEN)?)?;
+        Some(PointRec::decode(rec))
     }
 }

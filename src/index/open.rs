@@ -4,11 +4,14 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use super::builder::CompressedPoint;
 use super::{ArchiveIdentity, Index, IndexBuilder, IndexError};
 use crate::archive::{self, ScanEvent, ScanOptions, ScanSummary};
 use crate::error::Error;
+use crate::gzip::{sparsify_window, AccessPoint};
 
 /// The suffix of an index file kept beside its archive.
 pub const INDEX_SUFFIX: &str = ".addonfs-index";
@@ -69,28 +72,43 @@ pub fn build(
 ) -> Result<Index, Error> {
     let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
     let before = file.metadata().map_err(|e| Error::io(archive, e))?;
+    let window_file = Arc::new(file.try_clone().map_err(|e| Error::io(archive, e))?);
     let mut builder = IndexBuilder::new(before.mtime());
     let scan_error = |source| Error::Scan { archive: archive.to_path_buf(), source };
     let input = ProgressRead { inner: file, read: 0, progress };
-    let summary: ScanSummary = archive::scan(input, opts, |event| {
-        match event {
-            ScanEvent::Entry(entry) => {
-                if let Some(warning) = builder.add_entry(entry) {
-                    builder.add_warning(warning);
+    let (summary, points) = std::thread::scope(|s| {
+        // Access points go to a second thread, which makes their windows sparse and
+        // compresses them while the scan goes on inflating.
+        let (tx, rx) = mpsc::channel::<AccessPoint>();
+        let windows = s.spawn(move || window_worker(&window_file, rx));
+        let summary = archive::scan(input, opts, |event| {
+            match event {
+                ScanEvent::Entry(entry) => {
+                    // A warning returned here is already kept by the builder.
+                    let _ = builder.add_entry(entry);
                 }
+                ScanEvent::Point(point) => {
+                    let _ = tx.send(point);
+                }
+                ScanEvent::Warning(warning) => builder.add_warning(warning),
             }
-            ScanEvent::Point(point) => builder.add_point(point),
-            ScanEvent::Warning(warning) => builder.add_warning(warning),
-        }
-        Ok(())
-    })
-    .map_err(scan_error)?;
+            Ok(())
+        });
+        drop(tx);
+        let points = match windows.join() {
+            Ok(points) => points,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        (summary, points)
+    });
+    let summary: ScanSummary = summary.map_err(scan_error)?;
+    for point in points.map_err(|e| Error::io(archive, e))? {
+        builder.add_compressed_point(point);
+    }
     let after = std::fs::metadata(archive).map_err(|e| Error::io(archive, e))?;
     let identity = ArchiveIdentity { digest: summary.digest, ..current_identity(&before) };
     let unchanged = ArchiveIdentity { digest: [0; 32], ..identity };
-    if current_identity(&after) != unchanged
-        || summary.compressed_size != identity.size
-    {
+    if current_identity(&after) != unchanged || summary.compressed_size != identity.size {
         return Err(Error::Index {
             path: archive.to_path_buf(),
             source: IndexError::Stale("the archive changed while it was being indexed".into()),
@@ -99,6 +117,27 @@ pub fn build(
     builder
         .finish(identity, summary.compression, opts.span, summary.uncompressed_size)
         .map_err(|source| Error::Index { path: archive.to_path_buf(), source })
+}
+
+/// Makes each access point's window sparse (see [`sparsify_window`]) and compresses it. A
+/// point whose window cannot be checked keeps its whole window.
+fn window_worker(
+    file: &Arc<File>,
+    points: mpsc::Receiver<AccessPoint>,
+) -> std::io::Result<Vec<CompressedPoint>> {
+    let mut out = Vec::new();
+    for point in points {
+        let sparse = sparsify_window(file, &point);
+        let window = match &sparse {
+            Ok(sparse) => sparse,
+            Err(e) => {
+                tracing::debug!(offset = point.uncompressed, error = %e, "keeping a whole window");
+                &point.window
+            }
+        };
+        out.push(CompressedPoint::new(&point, window)?);
+    }
+    Ok(out)
 }
 
 /// Loads the index at `index_path` if it belongs to `archive` as it is now and was taken at
@@ -141,12 +180,7 @@ pub fn open(
     } else {
         match load_matching(archive, &path, opts.span) {
             Ok(index) => {
-                return Ok(Opened {
-                    index,
-                    path,
-                    origin: Origin::Loaded,
-                    elapsed: start.elapsed(),
-                })
+                return Ok(Opened { index, path, origin: Origin::Loaded, elapsed: start.elapsed() })
             }
             Err(IndexError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Distinguish a missing archive from a missing index.
@@ -164,7 +198,12 @@ pub fn open(
             false
         }
     };
-    Ok(Opened { index, path, origin: Origin::Built { reason, persisted }, elapsed: start.elapsed() })
+    Ok(Opened {
+        index,
+        path,
+        origin: Origin::Built { reason, persisted },
+        elapsed: start.elapsed(),
+    })
 }
 
 /// Counts bytes read and reports them to a progress callback.

@@ -71,10 +71,7 @@ impl ChunkCache {
 
     /// A cache holding at most about `capacity` bytes (at least one chunk is always kept).
     pub fn new(capacity: u64) -> Self {
-        ChunkCache {
-            capacity,
-            inner: Mutex::new(Inner { lru: LruCache::unbounded(), bytes: 0 }),
-        }
+        ChunkCache { capacity, inner: Mutex::new(Inner { lru: LruCache::unbounded(), bytes: 0 }) }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {

@@ -19,7 +19,9 @@ use crate::error::Error;
 use crate::gzip::{GzipError, SpanInflater};
 use crate::index::{open::current_identity, Data, Index, IndexError, Ino};
 
-/// How far ahead of a request a span is inflated, so sequential reads do not relock per call.
+/// How far ahead of a request a span is inflated once reads of it go on sequentially, so they
+/// do not relock and resume per call. A span's first read inflates only what it needs, which
+/// keeps cold random reads short.
 const READ_AHEAD: u64 = 256 << 10;
 
 /// Why a read failed.
@@ -248,7 +250,8 @@ impl ArchiveReader {
             state.data.reserve_exact(chunk.len as usize);
             state.inflater = Some(inflater);
         }
-        let target = need.saturating_add(READ_AHEAD).min(chunk.len) as usize;
+        let ahead = if state.data.is_empty() { 0 } else { READ_AHEAD };
+        let target = need.saturating_add(ahead).min(chunk.len) as usize;
         let ChunkState { data, inflater: slot } = &mut *state;
         let Some(inflater) = slot.as_mut() else {
             return Err(ReadError::Truncated { archive: self.path.clone(), offset: start });

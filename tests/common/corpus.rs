@@ -20,8 +20,10 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
 
 /// Compressible text: lines of words.
 pub fn text(seed: u64, len: usize) -> Vec<u8> {
-    const WORDS: [&str; 12] =
-        ["import", "def", "return", "self", "value", "addon", "path", "tar", "gzip", "(x)", "\n", "    "];
+    const WORDS: [&str; 12] = [
+        "import", "def", "return", "self", "value", "addon", "path", "tar", "gzip", "(x)", "\n",
+        "    ",
+    ];
     let pick = noise(seed, len / 3 + 1);
     let mut out = Vec::with_capacity(len + 16);
     for b in pick {
@@ -87,10 +89,13 @@ pub fn source_tree(root: &Path) -> PathBuf {
          && ln sizes/random-3m links/hard-big",
         long = "t".repeat(150)
     ));
-    run(Command::new("python3").arg("-c").arg(
-        "import os,sys; p=sys.argv[1]; os.setxattr(p,'user.addon',b'yes'); \
+    run(Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import os,sys; p=sys.argv[1]; os.setxattr(p,'user.addon',b'yes'); \
          os.setxattr(p,'user.binary',bytes(range(256)))",
-    ).arg(root.join("xattrs/with-xattr")));
+        )
+        .arg(root.join("xattrs/with-xattr")));
     root.to_path_buf()
 }
 
@@ -194,7 +199,13 @@ pub fn compress(tar: &Path, how: Gz) -> PathBuf {
 pub fn extract(archive: &Path, dest: &Path, ignore_zeros: bool) {
     std::fs::create_dir_all(dest).expect("mkdir dest");
     let mut cmd = Command::new("tar");
-    cmd.arg("-x").arg("-f").arg(archive).arg("-C").arg(dest).arg("--xattrs").arg("--xattrs-include=user.*");
+    cmd.arg("-x")
+        .arg("-f")
+        .arg(archive)
+        .arg("-C")
+        .arg(dest)
+        .arg("--xattrs")
+        .arg("--xattrs-include=user.*");
     cmd.arg("--same-owner").arg("--same-permissions").arg("--numeric-owner");
     if ignore_zeros {
         cmd.arg("--ignore-zeros");

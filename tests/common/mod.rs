@@ -51,7 +51,11 @@ pub fn sh(script: &str) -> String {
 
 /// True if `prog` is on PATH.
 pub fn have(prog: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {prog}")).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {prog}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Requires an optional tool: in CI (env `CI` set) a missing tool fails the test; elsewhere
@@ -106,7 +110,10 @@ pub fn walk_dir(root: &Path) -> Tree {
                 nlink: meta.nlink(),
                 ino: meta.ino(),
                 target,
-                rdev: (((rdev >> 8) & 0xfff) as u32, ((rdev & 0xff) | ((rdev >> 12) & 0xfff00)) as u32),
+                rdev: (
+                    ((rdev >> 8) & 0xfff) as u32,
+                    ((rdev & 0xff) | ((rdev >> 12) & 0xfff00)) as u32,
+                ),
             },
         );
         if kind == EntryKind::Dir {
@@ -144,7 +151,11 @@ pub fn walk_index(index: &Index) -> Tree {
             },
         );
         if attr.kind == EntryKind::Dir {
-            assert_eq!(index.child_count(ino), index.children(ino, 0).count(), "child count of {rel:?}");
+            assert_eq!(
+                index.child_count(ino),
+                index.children(ino, 0).count(),
+                "child count of {rel:?}"
+            );
             for (name, child) in index.children(ino, 0) {
                 let name = String::from_utf8_lossy(name).into_owned();
                 assert_eq!(index.lookup(ino, name.as_bytes()), Some(child), "lookup {rel}/{name}");

@@ -1,0 +1,61 @@
+//! `attach` and `detach`: print the report, exit non-zero if any path failed.
+
+use super::args::{AttachCmd, DetachCmd};
+use super::{EXIT_FAILURE, EXIT_OK};
+use crate::attach::{self, Outcome, Report};
+
+/// Exit code when some paths could not be attached (the others were).
+pub const EXIT_PARTIAL: i32 = 5;
+
+fn print(report: &Report, json: bool) -> i32 {
+    if json {
+        match serde_json::to_string_pretty(report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("addonfs: cannot encode the report: {e}"),
+        }
+    } else {
+        for p in &report.paths {
+            match &p.outcome {
+                Outcome::Linked => {
+                    println!("linked   {} -> {}", p.link.display(), p.target.display())
+                }
+                Outcome::AlreadyLinked => {
+                    println!("ok       {} (already linked)", p.link.display())
+                }
+                Outcome::Removed => println!("removed  {}", p.link.display()),
+                Outcome::Skipped { reason } => println!("skipped  {}: {reason}", p.link.display()),
+                Outcome::Failed { reason } => {
+                    eprintln!("addonfs: add-on {}: path {}: {reason}", p.addon, p.path)
+                }
+            }
+        }
+        println!("{}", report.summary());
+    }
+    if report.failures() > 0 {
+        EXIT_PARTIAL
+    } else {
+        EXIT_OK
+    }
+}
+
+/// `addonfs attach`.
+pub fn attach(cmd: &AttachCmd) -> i32 {
+    match attach::attach(&cmd.mount, &cmd.root) {
+        Ok(report) => print(&report, cmd.json),
+        Err(e) => {
+            eprintln!("addonfs: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// `addonfs detach`.
+pub fn detach(cmd: &DetachCmd) -> i32 {
+    match attach::detach(&cmd.mount, &cmd.root, &cmd.paths) {
+        Ok(report) => print(&report, cmd.json),
+        Err(e) => {
+            eprintln!("addonfs: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
