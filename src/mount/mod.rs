@@ -303,6 +303,7 @@ pub struct Mounted {
     received: Receiver<Event>,
     session: Option<JoinHandle<()>>,
     ended: bool,
+    stopped: bool,
 }
 
 /// Mounts `fs` on `mountpoint` (see [`prepare_mountpoint`]) and serves it from background
@@ -329,7 +330,16 @@ pub fn mount(fs: AddonFs, mountpoint: &Path, opts: &MountOptions) -> Result<Moun
         ms = started.elapsed().as_secs_f64() * 1e3,
         "mounted"
     );
-    Ok(Mounted { path, notifier, unmounter, events, received, session: Some(thread), ended: false })
+    Ok(Mounted {
+        path,
+        notifier,
+        unmounter,
+        events,
+        received,
+        session: Some(thread),
+        ended: false,
+        stopped: false,
+    })
 }
 
 impl Mounted {
@@ -375,23 +385,16 @@ impl Mounted {
         if self.ended {
             return true;
         }
-        let deadline = Instant::now() + grace;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.received.recv_timeout(left) {
-                Ok(Event::Ended(result)) => {
-                    if let Err(e) = result {
-                        tracing::warn!(mountpoint = %self.path.display(), error = %e, "the FUSE session ended with an error");
-                    }
-                    self.ended = true;
-                    if let Some(thread) = self.session.take() {
-                        let _ = thread.join();
-                    }
-                    return true;
+        match self.received.recv_timeout(grace) {
+            Ok(Event::Ended(result)) => {
+                if let Err(e) = result {
+                    tracing::warn!(mountpoint = %self.path.display(), error = %e, "the FUSE session ended with an error");
                 }
-                Ok(Event::Signal(_)) => {}
-                Err(_) => return false,
+                self.mark_ended();
+                true
             }
+            // A second stop signal: do not wait any longer.
+            Ok(Event::Signal(_)) | Err(_) => false,
         }
     }
 
@@ -406,9 +409,14 @@ impl Mounted {
     /// Unmounts; a busy mount is detached lazily (it leaves the namespace at once and its open
     /// files keep working until closed). Waits up to `grace` for the session to end.
     pub fn unmount(mut self, grace: Duration) -> Result<Unmounted, MountError> {
-        if self.ended {
+        self.stop(grace)
+    }
+
+    fn stop(&mut self, grace: Duration) -> Result<Unmounted, MountError> {
+        if self.ended || self.stopped {
             return Ok(Unmounted::Gone);
         }
+        self.stopped = true;
         let path = self.path.clone();
         let detached = match self.unmounter.unmount() {
             Ok(()) => false,
@@ -473,6 +481,16 @@ impl Mounted {
                 result.map_err(|source| MountError::Mount { path: self.path.clone(), source })
             }
             None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mounted {
+    /// A mount dropped without [`Mounted::unmount`] is unmounted (detached if busy), so it
+    /// never outlives its handle.
+    fn drop(&mut self) {
+        if let Err(e) = self.stop(Duration::from_secs(1)) {
+            tracing::warn!(error = %e, "unmount on drop failed");
         }
     }
 }
