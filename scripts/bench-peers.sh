@@ -8,11 +8,12 @@
 # ARCHIVE defaults to /var/tmp/addonfs-bench/python.tar.gz, made from this machine's Python
 # installation if missing (~190 MB, ~46k files). Peers: `pip install ratarmount`,
 # `apt-get install -y archivemount`. Environment: ADDONFS (binary; default: release build),
-# WORK (scratch directory), READ_TIMEOUT (seconds for "read everything", default 150).
+# WORK (scratch directory), READ_TIMEOUT (seconds for "read everything", default 150),
+# DROP_CACHES=0 (smoke tests only: figures are then not cold).
 #
 # Every "cold" figure drops the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) and
 # remounts first. Times are wall clock, measured from outside, including the process start.
-set -euo pipefail
+set -eu
 
 ARCHIVE="${1:-/var/tmp/addonfs-bench/python.tar.gz}"
 WORK="${WORK:-/var/tmp/addonfs-bench/peers}"
@@ -62,31 +63,33 @@ SMALL="${SMALL#./}"
 
 now() { echo "${EPOCHREALTIME/./}"; }  # microseconds
 
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+drop_caches() { [[ "${DROP_CACHES:-1}" == 0 ]] || { sync; echo 3 > /proc/sys/vm/drop_caches; }; }
 
 PID=""
 start_mount() {  # tool
   local tool="$1" archive="${COPY[$1]}"
   case "$tool" in
-    addonfs) "$ADDONFS" mount "$archive" "$MNT" 2>>"$WORK/addonfs.log" & ;;
+    addonfs) "$ADDONFS" mount "$archive" "$MNT" >/dev/null 2>>"$WORK/addonfs.log" & ;;
     ratarmount) ratarmount -f --index-file "$archive.index.sqlite" "$archive" "$MNT" >>"$WORK/ratarmount.log" 2>&1 & ;;
     archivemount) archivemount -f -o ro,readonly "$archive" "$MNT" >>"$WORK/archivemount.log" 2>&1 & ;;
   esac
   PID=$!
 }
 
-# Mounts and prints the microseconds until the probe answers a stat.
+# Mounts (in this shell, so $PID is the daemon) and sets T to the microseconds until the
+# probe answers a stat.
+T=""
 timed_mount() {  # tool
   local t0 t1 spins=0
   t0=$(now)
   start_mount "$1"
   until [[ -e "$MNT/$PROBE" ]]; do
-    if ! kill -0 "$PID" 2>/dev/null; then echo "$1 exited before mounting" >&2; return 1; fi
+    if ! kill -0 "$PID" 2>/dev/null; then echo "$1 exited before mounting" >&2; exit 1; fi
     spins=$((spins + 1))
     ((spins < 200000)) || sleep 0.01
   done
   t1=$(now)
-  echo $((t1 - t0))
+  T=$((t1 - t0))
 }
 
 unmount() {
@@ -103,7 +106,7 @@ remove_index() {  # tool
   esac
 }
 
-ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
+ms() { awk -v us="$1" 'BEGIN { printf (us < 10000 ? "%.2f" : "%.1f"), us / 1000 }'; }
 secs() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000000 }'; }
 
 # Runs a command in $1 (a directory) and prints microseconds; prints "timeout" if it ran out.
@@ -111,7 +114,7 @@ timed() {  # dir timeout cmd...
   local dir="$1" limit="$2" t0 t1
   shift 2
   t0=$(now)
-  if ! (cd "$dir" && timeout "$limit" bash -c "$*" >/dev/null); then
+  if ! (cd "$dir" && timeout "$limit" bash -o pipefail -c "$*" >/dev/null); then
     echo timeout
     return
   fi
@@ -135,21 +138,23 @@ measure() {  # tool
   echo "== $tool" >&2
   remove_index "$tool"
   drop_caches
-  R[$tool,first]=$(timed_mount "$tool")
+  timed_mount "$tool"
+  R[$tool,first]=$T
   unmount
-  R[$tool,mount]=$(timed_mount "$tool")
+  timed_mount "$tool"
+  R[$tool,mount]=$T
   unmount
   drop_caches
-  timed_mount "$tool" >/dev/null
+  timed_mount "$tool"
   R[$tool,find]=$(timed "$MNT" 600 "find . -type f | wc -l")
   R[$tool,count]=$(cd "$MNT" && find . -type f | wc -l)
   unmount
   drop_caches
-  timed_mount "$tool" >/dev/null
+  timed_mount "$tool"
   R[$tool,small]=$(small_read "$MNT")
   unmount
   drop_caches
-  timed_mount "$tool" >/dev/null
+  timed_mount "$tool"
   R[$tool,readall]=$(timed "$MNT" "$limit" "tar -cf - . | wc -c")
   R[$tool,rss]=$(awk '/VmHWM/ { print $2 }' "/proc/$PID/status")
   unmount

@@ -867,3 +867,47 @@ fn synthesized_root_entries(explicit_open: bool) {
     assert_eq!(unmounted.expect("unmount"), Unmounted::Clean);
     assert!(mount_at(dir.path()).expect("mountinfo").is_none());
 }
+
+/// Listings follow the archive's order (so tree walkers read it front to back), stay exact
+/// over the several calls a large directory takes, and a directory is placed by its content.
+#[test]
+fn listings_follow_the_archive_order() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("big")).expect("mkdir");
+    // 1500 names, archived in a scrambled order (every 7th, modulo), each with some bytes.
+    let names: Vec<String> = (0..1500).map(|i| format!("entry-{:04}", (i * 7) % 1500)).collect();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(src.join("big").join(name), corpus::text(i as u64, 100 + i % 300))
+            .expect("write");
+    }
+    let list = tmp.path().join("list");
+    let mut order: Vec<String> = vec!["./big".into()];
+    order.extend(names.iter().map(|n| format!("./big/{n}")));
+    std::fs::write(&list, order.join("\n") + "\n").expect("list");
+    let tar = tmp.path().join("o.tar");
+    run(Command::new("tar")
+        .args(["--no-recursion", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&src)
+        .arg("-T")
+        .arg(&list));
+    let archive = corpus::compress(&tar, Gz::Level(6));
+    // The oracle: the order tar itself lists.
+    let listed = run(Command::new("tar").arg("-tzf").arg(&archive));
+    let want: Vec<&str> =
+        listed.lines().filter_map(|l| l.strip_prefix("./big/")).filter(|l| !l.is_empty()).collect();
+    assert_eq!(want.len(), 1500);
+    let m = mount(&[&archive], &[]);
+    for _ in 0..2 {
+        let got: Vec<String> = std::fs::read_dir(m.path("big"))
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(got, want, "listing order");
+    }
+}

@@ -11,6 +11,7 @@
 //! Every operation that would change something answers `EROFS`.
 
 pub mod namespace;
+pub mod prefetch;
 
 #[cfg(test)]
 mod tests;
@@ -68,6 +69,7 @@ pub struct FsOptions {
 pub struct AddonFs {
     ns: Arc<Namespace>,
     opts: FsOptions,
+    prefetch: Option<prefetch::Prefetcher>,
 }
 
 thread_local! {
@@ -111,7 +113,7 @@ fn not_dir() -> Errno {
 impl AddonFs {
     /// A file system serving `ns`.
     pub fn new(ns: Arc<Namespace>, opts: FsOptions) -> AddonFs {
-        AddonFs { ns, opts }
+        AddonFs { ns, opts, prefetch: prefetch::Prefetcher::start() }
     }
 
     /// The namespace served (to change the root while mounted).
@@ -398,6 +400,9 @@ impl Filesystem for AddonFs {
                     }
                 }
                 reply.data(&buf[..done]);
+                if let Some(prefetch) = &self.prefetch {
+                    prefetch.note(&volume, local, offset, done);
+                }
             }),
             Node::Root | Node::Merged(_) => reply.error(Errno::EISDIR),
         }

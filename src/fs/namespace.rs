@@ -103,12 +103,13 @@ pub enum NamespaceError {
 pub struct Volume {
     slot: Slot,
     reader: ArchiveReader,
+    progress: super::prefetch::Progress,
 }
 
 impl Volume {
     /// A volume in `slot` (1..=[`MAX_SLOT`]) reading through `reader`.
     pub fn new(slot: Slot, reader: ArchiveReader) -> Volume {
-        Volume { slot, reader }
+        Volume { slot, reader, progress: super::prefetch::Progress::default() }
     }
 
     /// The volume's slot.
@@ -124,6 +125,11 @@ impl Volume {
     /// The volume's index.
     pub fn index(&self) -> &Index {
         self.reader.index()
+    }
+
+    /// How far reads have gone (for read-ahead).
+    pub(crate) fn progress(&self) -> &super::prefetch::Progress {
+        &self.progress
     }
 }
 
