@@ -109,17 +109,21 @@ remove_index() {  # tool
 ms() { awk -v us="$1" 'BEGIN { printf (us < 10000 ? "%.2f" : "%.1f"), us / 1000 }'; }
 secs() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000000 }'; }
 
-# Runs a command in $1 (a directory) and prints microseconds; prints "timeout" if it ran out.
+# Runs a command in $1 (a directory) and prints microseconds, "timeout:LIMIT" if it ran out,
+# or "failed:MICROSECONDS" if it failed (read errors, say).
 timed() {  # dir timeout cmd...
-  local dir="$1" limit="$2" t0 t1
+  local dir="$1" limit="$2" t0 t1 rc=0
   shift 2
   t0=$(now)
-  if ! (cd "$dir" && timeout "$limit" bash -o pipefail -c "$*" >/dev/null); then
-    echo timeout
-    return
-  fi
+  (cd "$dir" && timeout "$limit" bash -o pipefail -c "$*" >/dev/null 2>>"$WORK/errors.log") || rc=$?
   t1=$(now)
-  echo $((t1 - t0))
+  if ((rc == 124)); then
+    echo "timeout:$limit"
+  elif ((rc != 0)); then
+    echo "failed:$((t1 - t0))"
+  else
+    echo $((t1 - t0))
+  fi
 }
 
 small_read() {  # root
@@ -182,7 +186,8 @@ cell() {  # tool metric -> formatted value
   local v="${R[$1,$2]:-}"
   case "$v" in
     "") echo "—" ;;
-    timeout) echo "> ${READ_TIMEOUT} s (timeout)" ;;
+    timeout:*) echo "> ${v#timeout:} s (timeout)" ;;
+    failed:*) echo "$(secs "${v#failed:}") s (failed: errors)" ;;
     *) case "$2" in
          first|readall|find) echo "$(secs "$v") s" ;;
          mount|small) echo "$(ms "$v") ms" ;;
@@ -192,7 +197,7 @@ cell() {  # tool metric -> formatted value
 }
 ratio() {  # tool metric: ratarmount / tool (times faster); for rss: tool / ratarmount
   local v="${R[$1,$2]:-}" r="${R[ratarmount,$2]:-}"
-  [[ -n "$v" && -n "$r" && "$v" != timeout && "$r" != timeout && "$v" -gt 0 ]] || { echo "—"; return; }
+  [[ "$v" =~ ^[0-9]+$ && "$r" =~ ^[0-9]+$ && "$v" -gt 0 ]] || { echo "—"; return; }
   if [[ "$2" == rss ]]; then
     awk -v a="$v" -v b="$r" 'BEGIN { printf "%.2f× the memory", a / b }'
   else
