@@ -817,6 +817,7 @@ fn synthesized_root_entries(explicit_open: bool) {
     use addonfs::fs::{AddonFs, FsOptions};
     use addonfs::mount::{MountOptions, Unmounted};
     let dir = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
     let ns = Arc::new(Namespace::new(Layout::Directories, (0, 0)));
     ns.set_file(b".addons.json", 2, b"[]\n".to_vec(), true).expect("set file");
     ns.set_file(b"hidden.txt", 3, b"secret\n".to_vec(), false).expect("set file");
@@ -856,6 +857,42 @@ fn synthesized_root_entries(explicit_open: bool) {
         mounted.invalidate_inode(FUSE_ROOT).expect("invalidate root");
         assert_eq!(list(), ["hidden.txt"]);
         assert!(root.join(".addons.json").exists(), "a hidden entry still answers lookups");
+        // An archive added while mounted appears once its name is invalidated.
+        let src = work.path().join("src");
+        std::fs::create_dir_all(src.join("usr/bin")).expect("mkdir");
+        std::fs::write(src.join("usr/bin/tool"), corpus::text(3, 200_000)).expect("write");
+        let tar = work.path().join("addon.tar");
+        corpus::tar_create(&src, &tar, "gnu", &[]);
+        let archive = corpus::compress(&tar, Gz::Level(6));
+        let index =
+            addonfs::index::open::build(&archive, &Default::default(), None).expect("index");
+        let cache = Arc::new(addonfs::reader::ChunkCache::default());
+        let reader =
+            addonfs::reader::ArchiveReader::open(&archive, Arc::new(index), cache).expect("reader");
+        let volume = addonfs::fs::namespace::Volume::new(7, reader);
+        ns.add_volume(b"custom-addon-tool", volume, true).expect("add volume");
+        mounted.invalidate_entry(FUSE_ROOT, b"custom-addon-tool").expect("invalidate entry");
+        mounted.invalidate_inode(FUSE_ROOT).expect("invalidate root");
+        assert_eq!(list(), ["custom-addon-tool", "hidden.txt"]);
+        let tool = root.join("custom-addon-tool/usr/bin/tool");
+        let want = std::fs::read(src.join("usr/bin/tool")).expect("read source");
+        assert_eq!(std::fs::read(&tool).expect("read tool"), want);
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(&root).expect("stat")),
+            3
+        );
+        // Disabled while a workload holds it open: gone from the listing, still readable, and
+        // its paths still resolve.
+        let mut held = File::open(&tool).expect("open");
+        assert!(ns.set_visible(b"custom-addon-tool", false).expect("hide"));
+        mounted.invalidate_inode(FUSE_ROOT).expect("invalidate root");
+        assert_eq!(list(), ["hidden.txt"]);
+        let mut again = Vec::new();
+        held.read_to_end(&mut again).expect("the open file still reads");
+        assert_eq!(again, want);
+        assert_eq!(std::fs::read(&tool).expect("a hidden add-on still resolves"), want);
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&tool).expect("stat"));
+        assert_eq!(ino >> 40, 7, "inode numbers carry the volume's slot");
         // Nothing is writable.
         let err = File::create(root.join("new")).expect_err("create");
         assert_eq!(err.raw_os_error(), Some(libc::EROFS));
@@ -869,7 +906,7 @@ fn synthesized_root_entries(explicit_open: bool) {
 }
 
 /// Listings follow the archive's order (so tree walkers read it front to back), stay exact
-/// over the several calls a large directory takes, and a directory is placed by its content.
+/// over the several calls a large directory takes.
 #[test]
 fn listings_follow_the_archive_order() {
     if !fuse_ready() {
