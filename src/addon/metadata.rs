@@ -219,7 +219,11 @@ impl Metadata {
                 Err(e) => problems.push(e),
                 Ok(()) => {
                     if let Some(&(first, _)) = good.iter().find(|(_, p)| *p == path) {
-                        problems.push(MetadataError::DuplicatePath { i, first, path: path.clone() });
+                        problems.push(MetadataError::DuplicatePath {
+                            i,
+                            first,
+                            path: path.clone(),
+                        });
                         continue;
                     }
                     for &(j, other) in &good {
@@ -401,13 +405,18 @@ mod tests {
     #[test]
     fn name_with_uppercase_is_refused() {
         let p = named("Spark");
-        assert!(matches!(&p[..], [MetadataError::NameBadChar { ch: 'S', position: 1, .. }]), "{p:?}");
+        assert!(
+            matches!(&p[..], [MetadataError::NameBadChar { ch: 'S', position: 1, .. }]),
+            "{p:?}"
+        );
         assert!(p[0].to_string().contains("only lowercase letters"));
     }
 
     #[test]
     fn name_with_space_slash_or_unicode_is_refused() {
-        for (name, bad, pos) in [("a b", ' ', 2), ("a/b", '/', 2), ("café", 'é', 4), ("a.b", '.', 2)] {
+        for (name, bad, pos) in
+            [("a b", ' ', 2), ("a/b", '/', 2), ("café", 'é', 4), ("a.b", '.', 2)]
+        {
             let p = named(name);
             assert!(
                 matches!(&p[..], [MetadataError::NameBadChar { ch, position, .. }] if *ch == bad && *position == pos),
@@ -429,7 +438,10 @@ mod tests {
     fn path_rules() {
         assert!(matches!(&pathed(&[])[..], [MetadataError::NoPaths]));
         assert!(matches!(&pathed(&["usr/x"])[..], [MetadataError::PathNotAbsolute { i: 0, .. }]));
-        assert!(matches!(&pathed(&["/usr/x/"])[..], [MetadataError::PathTrailingSlash { i: 0, .. }]));
+        assert!(matches!(
+            &pathed(&["/usr/x/"])[..],
+            [MetadataError::PathTrailingSlash { i: 0, .. }]
+        ));
         assert!(matches!(&pathed(&["/"])[..], [MetadataError::PathIsRoot { i: 0 }]));
         for bad in ["/usr//x", "/usr/./x", "/usr/../x", "/a/."] {
             assert!(
@@ -448,16 +460,26 @@ mod tests {
 
     #[test]
     fn json_shape_errors() {
-        let p = meta("{\"name\": \"x\",\n \"spec\": {\"paths\": [\"/a\"]}, \"extra\": 1}").unwrap_err();
-        assert!(matches!(&p[..], [MetadataError::UnknownField { field, line: 2, .. }] if field == "extra"), "{p:?}");
+        let p =
+            meta("{\"name\": \"x\",\n \"spec\": {\"paths\": [\"/a\"]}, \"extra\": 1}").unwrap_err();
+        assert!(
+            matches!(&p[..], [MetadataError::UnknownField { field, line: 2, .. }] if field == "extra"),
+            "{p:?}"
+        );
         let p = meta(r#"{"name": "x", "spec": {"paths": ["/a"], "mode": 1}}"#).unwrap_err();
-        assert!(matches!(&p[..], [MetadataError::UnknownField { field, .. }] if field == "mode"), "{p:?}");
+        assert!(
+            matches!(&p[..], [MetadataError::UnknownField { field, .. }] if field == "mode"),
+            "{p:?}"
+        );
         let p = meta(r#"{"name": 5, "spec": {"paths": ["/a"]}}"#).unwrap_err();
         assert!(matches!(&p[..], [MetadataError::WrongType { .. }]), "{p:?}");
         let p = meta(r#"{"name": "x", "spec": {"paths": "/a"}}"#).unwrap_err();
         assert!(matches!(&p[..], [MetadataError::WrongType { .. }]), "{p:?}");
         let p = meta(r#"{"name": "x"}"#).unwrap_err();
-        assert!(matches!(&p[..], [MetadataError::MissingField { field }] if field == "spec"), "{p:?}");
+        assert!(
+            matches!(&p[..], [MetadataError::MissingField { field }] if field == "spec"),
+            "{p:?}"
+        );
         let p = meta("{\"name\": \"x\",\n\n  oops").unwrap_err();
         assert!(matches!(&p[..], [MetadataError::InvalidJson { line: 3, .. }]), "{p:?}");
         let p = meta("not json").unwrap_err();

@@ -516,8 +516,8 @@ fn load_addon(dir: &Path) -> Result<Addon, String> {
     };
     let record: Record =
         serde_json::from_slice(&read(RECORD_FILE)?).map_err(|e| format!("{RECORD_FILE}: {e}"))?;
-    let metadata = Metadata::parse(&read(METADATA_FILE)?)
-        .map_err(|e| format!("{METADATA_FILE}: {e}"))?;
+    let metadata =
+        Metadata::parse(&read(METADATA_FILE)?).map_err(|e| format!("{METADATA_FILE}: {e}"))?;
     let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if record.identifier != metadata.identifier() || record.identifier != dir_name {
         return Err(format!(

@@ -151,7 +151,10 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 
 async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
     let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
-        ApiError::new(Code::InvalidArgument, format!("expected multipart/form-data: {}", e.body_text()))
+        ApiError::new(
+            Code::InvalidArgument,
+            format!("expected multipart/form-data: {}", e.body_text()),
+        )
     })?;
     let staging = app.store.stage()?;
     let mut metadata_bytes: Option<Vec<u8>> = None;
@@ -170,7 +173,8 @@ async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
                     bytes.extend_from_slice(&chunk);
                 }
                 // Check the rules now, before a large tarball streams in.
-                let metadata = metadata::validate(&bytes, None).map_err(|p| invalid_metadata(&p))?;
+                let metadata =
+                    metadata::validate(&bytes, None).map_err(|p| invalid_metadata(&p))?;
                 app.store.check_new(&metadata)?;
                 metadata_bytes = Some(bytes);
             }
@@ -186,7 +190,10 @@ async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
                     if size > app.limits.max_upload {
                         return Err(ApiError::new(
                             Code::TooLarge,
-                            format!("the `tarball` part is larger than the upload limit of {} bytes", app.limits.max_upload),
+                            format!(
+                                "the `tarball` part is larger than the upload limit of {} bytes",
+                                app.limits.max_upload
+                            ),
                         ));
                     }
                     file.write_all(&chunk).await.map_err(internal)?;
@@ -195,7 +202,10 @@ async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
                 tarball = true;
             }
             Some(name @ ("metadata" | "tarball")) => {
-                return Err(ApiError::new(Code::InvalidArgument, format!("the part `{name}` appears twice")))
+                return Err(ApiError::new(
+                    Code::InvalidArgument,
+                    format!("the part `{name}` appears twice"),
+                ))
             }
             other => {
                 return Err(ApiError::new(
@@ -206,10 +216,16 @@ async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
         }
     }
     let Some(metadata_bytes) = metadata_bytes else {
-        return Err(ApiError::new(Code::InvalidArgument, "the multipart part `metadata` is missing"));
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            "the multipart part `metadata` is missing",
+        ));
     };
     if !tarball {
-        return Err(ApiError::new(Code::InvalidArgument, "the multipart part `tarball` is missing"));
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            "the multipart part `tarball` is missing",
+        ));
     }
     let store = Arc::clone(&app.store);
     let scan = app.limits.scan;
@@ -284,7 +300,9 @@ fn list(app: &App, uri: &Uri) -> Result<Json<ListResponse>, ApiError> {
         None | Some("") | Some("0") => DEFAULT_PAGE_SIZE,
         Some(text) => match text.parse::<usize>() {
             Ok(n) => n.min(MAX_PAGE_SIZE),
-            Err(_) => return Err(bad(format!("bad page_size {text:?}: not a non-negative integer"))),
+            Err(_) => {
+                return Err(bad(format!("bad page_size {text:?}: not a non-negative integer")))
+            }
         },
     };
     let offset = match q.page_token.as_deref() {
@@ -356,9 +374,10 @@ async fn update_status(app: &App, body: Body) -> Result<Response, ApiError> {
         return Err(bad("give `ids` or `identifiers`".to_string()));
     }
     let store = Arc::clone(&app.store);
-    let rows = tokio::task::spawn_blocking(move || store.set_status(status, &req.ids, &req.identifiers))
-        .await
-        .map_err(|e| ApiError::new(Code::Internal, format!("status task failed: {e}")))??;
+    let rows =
+        tokio::task::spawn_blocking(move || store.set_status(status, &req.ids, &req.identifiers))
+            .await
+            .map_err(|e| ApiError::new(Code::Internal, format!("status task failed: {e}")))??;
     Ok(Json(serde_json::json!({ "rows_affected": rows })).into_response())
 }
 

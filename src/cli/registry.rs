@@ -41,8 +41,7 @@ fn read_metadata(path: &Path) -> Result<Vec<u8>, Error> {
 }
 
 fn problems_text(path: &Path, problems: &[metadata::MetadataError]) -> String {
-    let lines: Vec<String> =
-        problems.iter().map(|p| format!("{}: {p}", path.display())).collect();
+    let lines: Vec<String> = problems.iter().map(|p| format!("{}: {p}", path.display())).collect();
     lines.join("\naddonfs: ")
 }
 
@@ -172,8 +171,11 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
             Ok(())
         }
         AddonsCmd::Enable { addon, state } | AddonsCmd::Disable { addon, state } => {
-            let status =
-                if matches!(cmd, AddonsCmd::Enable { .. }) { Status::Available } else { Status::Disabled };
+            let status = if matches!(cmd, AddonsCmd::Enable { .. }) {
+                Status::Available
+            } else {
+                Status::Disabled
+            };
             let store = open_store(state)?;
             let (ids, identifiers) = select(addon);
             store.set_status(status, &ids, &identifiers).map_err(store_error)?;
@@ -188,11 +190,14 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
             store.check_new(&meta).map_err(store_error)?;
             let staging = store.stage().map_err(store_error)?;
             std::fs::copy(tarball, staging.tarball()).map_err(|e| Error::io(tarball, e))?;
-            let index = crate::index::open::build(&staging.tarball(), &ScanOptions::default(), None)
-                .map_err(|e| match e {
-                    Error::Scan { source, .. } => Error::Scan { archive: tarball.clone(), source },
-                    other => other,
-                })?;
+            let index =
+                crate::index::open::build(&staging.tarball(), &ScanOptions::default(), None)
+                    .map_err(|e| match e {
+                        Error::Scan { source, .. } => {
+                            Error::Scan { archive: tarball.clone(), source }
+                        }
+                        other => other,
+                    })?;
             let problems = meta.check_against(&index);
             if !problems.is_empty() {
                 return Err(Error::Invalid(problems_text(meta_path, &problems)));
