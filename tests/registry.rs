@@ -609,3 +609,85 @@ fn store_ignores_malformed_entries_and_cleans_staging() {
     assert!(store.problems()[0].contains("custom-addon-broken"), "{:?}", store.problems());
     assert_eq!(store.staging_count(), 0);
 }
+
+fn addonfs(args: &[&str], state: &Path, cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .current_dir(cwd)
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_command_prints_every_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    let run = |meta_file: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+            .current_dir(&dir)
+            .args(["validate", meta_file, "addon.tar.gz"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, _) = run("metadata.json");
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("custom-addon-name-of-the-addon"), "{stdout}");
+    std::fs::write(dir.join("bad.json"), meta("Bad", &["/usr/custom_file", "rel", "/usr/nothing"]))
+        .unwrap();
+    let (code, _, stderr) = run("bad.json");
+    assert_eq!(code, Some(5), "{stderr}");
+    for fragment in
+        ["'B' at character 1", "\"rel\" is not absolute", "\"/usr/nothing\" does not exist"]
+    {
+        assert!(stderr.contains(fragment), "{stderr} lacks {fragment}");
+    }
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+}
+
+#[test]
+fn admin_cli_registers_lists_enables_and_disables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    let (code, out, err) =
+        addonfs(&["addons", "register", "metadata.json", "addon.tar.gz"], &state, &dir);
+    assert_eq!(code, 0, "{err}");
+    let record: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["identifier"], "custom-addon-name-of-the-addon");
+    let (code, _, err) =
+        addonfs(&["addons", "register", "metadata.json", "addon.tar.gz"], &state, &dir);
+    assert_eq!(code, 5);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, _) = addonfs(&["addons", "disable", "1"], &state, &dir);
+    assert_eq!(code, 0);
+    let (_, out, _) = addonfs(&["addons", "list", "--json"], &state, &dir);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["status"], "DISABLED");
+    let (code, _, _) =
+        addonfs(&["addons", "enable", "custom-addon-name-of-the-addon"], &state, &dir);
+    assert_eq!(code, 0);
+    let (_, out, _) = addonfs(&["addons", "list"], &state, &dir);
+    assert!(out.contains("AVAILABLE") && out.contains("/usr/custom_file"), "{out}");
+    let (code, _, err) = addonfs(&["addons", "enable", "7"], &state, &dir);
+    assert_eq!(code, 5, "{err}");
+    // A refused registration stores nothing.
+    std::fs::write(dir.join("bad.json"), meta("other", &["/usr/missing"])).unwrap();
+    let (code, _, err) = addonfs(&["addons", "register", "bad.json", "addon.tar.gz"], &state, &dir);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(std::fs::read_dir(state.join("addons")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(state.join("staging")).unwrap().count(), 0);
+}

@@ -533,3 +533,111 @@ fn load_addon(dir: &Path) -> Result<Addon, String> {
     }
     Ok(Addon { record, paths: metadata.spec.paths, dir: dir.to_path_buf() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::ScanOptions;
+
+    /// Stages an add-on named `name` requesting `paths`, its tarball made by GNU tar.
+    fn staged(store: &Store, name: &str, paths: &[&str]) -> (Staging, Metadata, Vec<u8>, Index) {
+        let src = tempfile::tempdir().unwrap();
+        for p in paths {
+            let file = src.path().join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, name).unwrap();
+        }
+        let staging = store.stage().unwrap();
+        let st = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(src.path())
+            .arg("-czf")
+            .arg(staging.tarball())
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let bytes = serde_json::json!({"name": name, "spec": {"paths": paths}}).to_string();
+        let metadata = Metadata::parse(bytes.as_bytes()).unwrap();
+        let index =
+            crate::index::open::build(&staging.tarball(), &ScanOptions::default(), None).unwrap();
+        assert!(metadata.check_against(&index).is_empty());
+        index.write(&staging.index()).unwrap();
+        (staging, metadata, bytes.into_bytes(), index)
+    }
+
+    fn add(store: &Store, name: &str, paths: &[&str]) -> Result<Record, StoreError> {
+        let (staging, m, bytes, index) = staged(store, name, paths);
+        store.commit(staging, &m, &bytes, &index)
+    }
+
+    #[test]
+    fn commit_persists_and_ids_continue_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = add(&store, "a", &["/opt/a"]).unwrap();
+        assert_eq!(
+            (a.id, a.status, a.identifier.as_str()),
+            (1, Status::Available, "custom-addon-a")
+        );
+        assert_eq!(store.staging_count(), 0);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.list()[0].record, a);
+        assert_eq!(add(&store, "b", &["/opt/b"]).unwrap().id, 2);
+        assert!(store.problems().is_empty());
+    }
+
+    #[test]
+    fn refused_commits_store_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        add(&store, "a", &["/opt/a"]).unwrap();
+        assert!(matches!(add(&store, "a", &["/x"]), Err(StoreError::AlreadyExists { .. })));
+        let e = add(&store, "b", &["/opt/a/sub"]).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Conflict { other, .. } if other == "custom-addon-a"),
+            "{e}"
+        );
+        let e = add(&store, "c", &["/opt"]).unwrap_err();
+        assert!(e.to_string().contains("`/opt`") && e.to_string().contains("`/opt/a`"), "{e}");
+        assert_eq!(store.list().len(), 1);
+        assert_eq!(store.staging_count(), 0);
+    }
+
+    #[test]
+    fn status_changes_are_checked_first_and_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        add(&store, "a", &["/opt/x"]).unwrap();
+        store.set_status(Status::Disabled, &[1], &[]).unwrap();
+        add(&store, "b", &["/opt/x"]).unwrap();
+        store.set_status(Status::Disabled, &[2], &[]).unwrap();
+        // Enabling both at once collides inside the batch: nothing changes.
+        let e = store.set_status(Status::Available, &[1, 2], &[]).unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+        assert!(store.list().iter().all(|a| a.record.status == Status::Disabled));
+        assert!(matches!(
+            store.set_status(Status::Available, &[1], &["custom-addon-zz".into()]),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.list().iter().all(|a| a.record.status == Status::Disabled));
+        assert_eq!(
+            store.set_status(Status::Available, &[], &["custom-addon-b".into()]).unwrap(),
+            1
+        );
+        assert!(matches!(
+            store.set_status(Status::Failed, &[1], &[]),
+            Err(StoreError::BadStatus(_))
+        ));
+        // A leftover temporary record is removed at open; the status survives.
+        std::fs::write(dir.path().join("addons/custom-addon-b/.record.json.x.tmp"), "{").unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let list = store.list();
+        assert_eq!(list[0].record.status, Status::Disabled);
+        assert_eq!(list[0].record.reason, "disabled by an administrator");
+        assert_eq!(list[1].record.status, Status::Available);
+        assert!(!dir.path().join("addons/custom-addon-b/.record.json.x.tmp").exists());
+    }
+}
