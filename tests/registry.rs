@@ -691,3 +691,74 @@ fn admin_cli_registers_lists_enables_and_disables() {
     assert_eq!(std::fs::read_dir(state.join("addons")).unwrap().count(), 1);
     assert_eq!(std::fs::read_dir(state.join("staging")).unwrap().count(), 0);
 }
+
+#[test]
+fn kill_9_after_the_upload_is_staged_leaves_all_or_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dir = tmp.path().join("big");
+    std::fs::create_dir_all(dir.join("tree/opt/big")).unwrap();
+    // Many small files: indexing takes a while after the last byte arrives.
+    for i in 0..3000 {
+        std::fs::write(dir.join(format!("tree/opt/big/f{i}")), format!("{i}\n").repeat(200))
+            .unwrap();
+    }
+    std::fs::write(dir.join("metadata.json"), meta("big", &["/opt/big"])).unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("tree"))
+        .arg("-czf")
+        .arg(dir.join("addon.tar.gz"))
+        .arg("opt")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let full = std::fs::metadata(dir.join("addon.tar.gz")).unwrap().len();
+    let mut server = Server::start(&state, &[]);
+    let mut upload = Command::new("curl")
+        .current_dir(&dir)
+        .args(["-sS", "-L"])
+        .arg(format!("{}/api/v2/runtimeaddons/custom", server.url))
+        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill as soon as the whole tarball is staged (indexing or committing).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let staged =
+            std::fs::read_dir(state.join("staging")).into_iter().flatten().flatten().any(|e| {
+                std::fs::metadata(e.path().join("addon.tar.gz")).is_ok_and(|m| m.len() == full)
+            });
+        if staged || server.stored().0.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upload never completed in staging");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let _ = upload.kill();
+    let _ = upload.wait();
+    let (before, _) = server.stored();
+    eprintln!("killed with {before:?} committed");
+    drop(server);
+    let server = Server::start(&state, &[]);
+    let (addons, staging) = server.stored();
+    assert_eq!(staging, 0, "staging/ is cleaned at start");
+    assert_eq!(addons, before);
+    let (_, all) = server.get(&[]);
+    let listed = all["runtime_addons"].as_array().unwrap().len();
+    assert_eq!(listed, addons.len(), "a committed add-on is whole and listed: {all}");
+    if listed == 1 {
+        let d = state.join("addons/custom-addon-big");
+        for f in ["metadata.json", "addon.tar.gz", "addon.tar.gz.addonfs-index", "record.json"] {
+            assert!(d.join(f).is_file(), "{f}");
+        }
+    } else {
+        // Nothing was stored: the same upload now succeeds.
+        assert_eq!(server.upload(&dir, Some(KEY)).0, 200);
+    }
+}
