@@ -495,4 +495,20 @@ mod tests {
         assert!(paths_collide("/a/b", "/a"));
         assert!(!paths_collide("/a", "/ab"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = validate(&bytes, None);
+        }
+
+        #[test]
+        fn arbitrary_names_and_paths_never_panic(name in ".{0,40}", paths in proptest::collection::vec(".{0,20}", 0..5)) {
+            let json = serde_json::json!({"name": name, "spec": {"paths": paths}}).to_string();
+            if let Ok(m) = validate(json.as_bytes(), None) {
+                proptest::prop_assert!(check_name(&m.name).is_ok());
+                proptest::prop_assert!(m.spec.paths.iter().all(|p| p.starts_with('/') && !p.ends_with('/')));
+            }
+        }
+    }
 }

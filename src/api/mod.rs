@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -379,9 +379,4 @@ async fn update_status(app: &App, body: Body) -> Result<Response, ApiError> {
             .await
             .map_err(|e| ApiError::new(Code::Internal, format!("status task failed: {e}")))??;
     Ok(Json(serde_json::json!({ "rows_affected": rows })).into_response())
-}
-
-/// The status code of an HTTP response for `code` (exposed for documentation and tests).
-pub fn http_status(code: Code) -> StatusCode {
-    code.http_status()
 }
