@@ -762,3 +762,33 @@ fn kill_9_after_the_upload_is_staged_leaves_all_or_nothing() {
         assert_eq!(server.upload(&dir, Some(KEY)).0, 200);
     }
 }
+
+#[test]
+fn concurrent_uploads_of_one_name_store_exactly_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    for d in ["p", "q", "r", "s"] {
+        addon(
+            &tmp.path().join(d),
+            &meta("same", &[&format!("/opt/{d}")]),
+            &[&format!("opt/{d}/f")],
+        );
+    }
+    let results: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ["p", "q", "r", "s"]
+            .iter()
+            .map(|d| {
+                let dir = tmp.path().join(d);
+                let server = &server;
+                s.spawn(move || server.upload(&dir, Some(KEY)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut codes: Vec<u16> = results.iter().map(|r| r.0).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 409, 409, 409], "{results:?}");
+    assert_eq!(server.stored(), (vec!["custom-addon-same".to_string()], 0));
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"][0]["id"], 1);
+}
