@@ -10,6 +10,8 @@
 //! * [`reader`] serves random reads of any entry, with a shared, byte-bounded chunk cache.
 //! * [`cli`] implements the command-line tool over the library; `main.rs` only parses arguments.
 
+pub mod addon;
+pub mod api;
 pub mod archive;
 pub mod attach;
 pub mod cli;
