@@ -46,6 +46,9 @@ pub enum Error {
     /// Reading an entry's bytes failed.
     #[error(transparent)]
     Read(#[from] crate::reader::ReadError),
+    /// An add-on broke a registry rule (the message lists every problem).
+    #[error("{0}")]
+    Invalid(String),
     /// Bad usage (a directory where a file was expected, say).
     #[error("{0}")]
     Usage(String),

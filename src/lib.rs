@@ -11,6 +11,8 @@
 //! * [`fs`] serves them as a read-only FUSE file system; [`mount`] runs its lifecycle.
 //! * [`cli`] implements the command-line tool over the library; `main.rs` only parses arguments.
 
+pub mod addon;
+pub mod api;
 pub mod archive;
 pub mod attach;
 pub mod cli;

@@ -90,7 +90,7 @@ fn what_is_in_the_way_fails_that_path_only() {
     std::fs::create_dir_all(r.join("opt/vendor/lib/deep")).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", r.join("opt/vendor/lib/deep/driver.so")).unwrap();
     let out = attach(&f, &r);
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     let t = text(&out);
     assert!(
         t.contains("add-on custom-addon-sample: path /usr/custom_file: a file is already there"),
@@ -112,7 +112,7 @@ fn other_paths_still_attach_when_one_fails() {
     std::fs::create_dir_all(r.join("usr")).unwrap();
     std::fs::write(r.join("usr/custom_file"), "mine").unwrap();
     let out = attach(&f, &r);
-    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(out.status.code(), Some(6));
     assert!(r.join("usr/bin/custom_folder/tool").exists());
     assert!(r.join("opt/vendor/lib/deep/driver.so").exists());
     let json = addonfs(&[
@@ -145,7 +145,7 @@ fn unwritable_parent_names_the_directory_as_a_normal_user() {
         .args(["attach", "--mount", f.mount.to_str().unwrap(), "--root", r.to_str().unwrap()])
         .output()
         .expect("setpriv");
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     let t = text(&out);
     assert!(t.contains(&format!("no write access to {}", r.display())), "{t}");
 }

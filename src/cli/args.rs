@@ -48,6 +48,15 @@ pub enum Command {
     Attach(AttachCmd),
     /// Remove the symlinks that `attach` made (only those pointing into the mount).
     Detach(DetachCmd),
+    /// Check an add-on's metadata and tarball against every registry rule, locally.
+    Validate(ValidateCmd),
+    /// Run the registry's HTTP API over a state directory.
+    ///
+    /// TODO: mounting the enabled add-ons comes with the daemon step; this serves the API only.
+    Serve(ServeCmd),
+    /// Administer the add-ons of a local state directory.
+    #[command(subcommand)]
+    Addons(AddonsCmd),
 }
 
 /// `addonfs attach`.
@@ -79,6 +88,88 @@ pub struct DetachCmd {
     /// Print a JSON report instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The state directory option.
+#[derive(Debug, Clone, Args)]
+pub struct StateOpts {
+    /// The registry's state directory [default: /var/lib/addonfs for root, else
+    /// $XDG_STATE_HOME/addonfs or ~/.local/state/addonfs].
+    #[arg(long, env = "ADDONFS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `addonfs validate`.
+#[derive(Debug, Args)]
+pub struct ValidateCmd {
+    /// The metadata file (JSON).
+    pub metadata: PathBuf,
+    /// The tarball (tar or tar.gz).
+    pub tarball: PathBuf,
+}
+
+/// `addonfs serve`.
+#[derive(Debug, Args)]
+pub struct ServeCmd {
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateOpts,
+    /// Address to listen on (loopback by default; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7474")]
+    pub listen: std::net::SocketAddr,
+    /// File of accepted API keys, one a line [default: STATE_DIR/api-keys, created with a
+    /// random key at first start].
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+    /// An accepted API key (instead of a keys file).
+    #[arg(long, env = "ADDONFS_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Largest tarball an upload may send (suffixes K, M, G allowed).
+    #[arg(long, default_value = "2G", value_parser = parse_size)]
+    pub max_upload: u64,
+    /// Refuse uploads whose uncompressed tar is larger than this.
+    #[arg(long, default_value = "64G", value_parser = parse_size)]
+    pub max_uncompressed: u64,
+}
+
+/// `addonfs addons ...`.
+#[derive(Debug, Subcommand)]
+pub enum AddonsCmd {
+    /// List the add-ons.
+    List {
+        /// The state directory.
+        #[command(flatten)]
+        state: StateOpts,
+        /// Print JSON records instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable an add-on (by id or identifier).
+    Enable {
+        /// The id or identifier.
+        addon: String,
+        /// The state directory.
+        #[command(flatten)]
+        state: StateOpts,
+    },
+    /// Disable an add-on (by id or identifier).
+    Disable {
+        /// The id or identifier.
+        addon: String,
+        /// The state directory.
+        #[command(flatten)]
+        state: StateOpts,
+    },
+    /// Register an add-on from a metadata file and a tarball (enabled at once).
+    Register {
+        /// The metadata file (JSON).
+        metadata: PathBuf,
+        /// The tarball (tar or tar.gz).
+        tarball: PathBuf,
+        /// The state directory.
+        #[command(flatten)]
+        state: StateOpts,
+    },
 }
 
 /// Options shared by every command that opens an archive.

@@ -1,11 +1,8 @@
 //! `attach` and `detach`: print the report, exit non-zero if any path failed.
 
 use super::args::{AttachCmd, DetachCmd};
-use super::{EXIT_FAILURE, EXIT_OK};
+use super::{EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL};
 use crate::attach::{self, Outcome, Report};
-
-/// Exit code when some paths could not be attached (the others were).
-pub const EXIT_PARTIAL: i32 = 5;
 
 fn print(report: &Report, json: bool) -> i32 {
     if json {

@@ -6,6 +6,7 @@ mod format;
 mod inspect;
 mod mount;
 mod open;
+mod registry;
 
 use std::io::IsTerminal;
 
@@ -25,6 +26,10 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_BAD_ARCHIVE: i32 = 3;
 /// Exit code: the path asked for is not in the archive.
 pub const EXIT_NOT_FOUND: i32 = 4;
+/// Exit code: an add-on broke a registry rule (invalid metadata, conflict, duplicate).
+pub const EXIT_INVALID: i32 = 5;
+/// Exit code: `attach`/`detach` handled some paths but failed others (the report says which).
+pub const EXIT_PARTIAL: i32 = 6;
 
 /// Runs one command line; returns the process exit code. Errors are printed to standard
 /// error, prefixed with `addonfs:`.
@@ -38,6 +43,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Mount(cmd) => mount::mount(&cmd),
         Command::Attach(cmd) => return attach::attach(&cmd),
         Command::Detach(cmd) => return attach::detach(&cmd),
+        Command::Validate(cmd) => registry::validate(&cmd),
+        Command::Serve(cmd) => registry::serve(&cmd),
+        Command::Addons(cmd) => registry::addons(&cmd),
     };
     match result {
         Ok(()) => EXIT_OK,
@@ -55,6 +63,7 @@ pub fn exit_code(e: &Error) -> i32 {
         Error::Scan { .. } => EXIT_BAD_ARCHIVE,
         Error::NotFound { .. } => EXIT_NOT_FOUND,
         Error::Usage(_) => EXIT_USAGE,
+        Error::Invalid(_) => EXIT_INVALID,
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
         _ => EXIT_FAILURE,
     }

@@ -1,0 +1,643 @@
+//! The on-disk registry of add-ons under a state directory.
+//!
+//! Layout:
+//!
+//! ```text
+//! <state>/addons/<identifier>/metadata.json                 the metadata as uploaded
+//! <state>/addons/<identifier>/addon.tar.gz                  the archive as uploaded (tar or tar.gz)
+//! <state>/addons/<identifier>/addon.tar.gz.addonfs-index    its index
+//! <state>/addons/<identifier>/record.json                   the RuntimeAddon record
+//! <state>/staging/<random>/                                 uploads in progress
+//! ```
+//!
+//! Add-ons are immutable: only their status changes. An add-on is built whole in
+//! `staging/<random>` (every file fsynced) and renamed into `addons/` in one step, so a crash at
+//! any moment leaves the whole add-on or nothing; [`Store::open`] deletes what is left in
+//! `staging/`. Status changes rewrite `record.json` through a temporary file, fsync and rename.
+//!
+//! One process per state directory: the store serializes its own changes with a mutex but
+//! takes no lock between processes. Do not run two daemons (or a daemon and `addonfs addons
+//! enable`) on the same state directory at once.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use super::metadata::{paths_collide, Metadata};
+use crate::index::Index;
+
+/// File name of the metadata inside an add-on directory.
+pub const METADATA_FILE: &str = "metadata.json";
+/// File name of the archive inside an add-on directory.
+pub const TARBALL_FILE: &str = "addon.tar.gz";
+/// File name of the index inside an add-on directory.
+pub const INDEX_FILE: &str = "addon.tar.gz.addonfs-index";
+/// File name of the record inside an add-on directory.
+pub const RECORD_FILE: &str = "record.json";
+/// The component of every custom add-on.
+pub const COMPONENT: &str = "Custom";
+
+/// An add-on's status (the API's values; the store sets only `AVAILABLE` and `DISABLED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// Unknown.
+    Unknown,
+    /// Enabled: mounted into new workloads.
+    Available,
+    /// Disabled by an admin.
+    Disabled,
+    /// Deprecated.
+    Deprecated,
+    /// Deleted.
+    Deleted,
+    /// Failed.
+    Failed,
+}
+
+impl Status {
+    /// The API spelling, e.g. `AVAILABLE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unknown => "UNKNOWN",
+            Status::Available => "AVAILABLE",
+            Status::Disabled => "DISABLED",
+            Status::Deprecated => "DEPRECATED",
+            Status::Deleted => "DELETED",
+            Status::Failed => "FAILED",
+        }
+    }
+
+    /// Parses the API spelling.
+    pub fn parse(text: &str) -> Option<Status> {
+        serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
+    }
+}
+
+/// The stored record of one add-on: the API's `RuntimeAddon` plus size and digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Assigned monotonically, from 1.
+    pub id: u64,
+    /// `custom-addon-<name>`.
+    pub identifier: String,
+    /// Always `Custom`.
+    pub component: String,
+    /// The metadata's `name`.
+    pub display_name: String,
+    /// `AVAILABLE` or `DISABLED`.
+    pub status: Status,
+    /// Always true for custom add-ons.
+    pub manageable: bool,
+    /// When it was registered, RFC 3339 UTC.
+    pub created_at: String,
+    /// Why it is not available; empty otherwise.
+    pub reason: String,
+    /// Size of the archive in bytes.
+    pub size: u64,
+    /// SHA-256 of the archive, lowercase hex.
+    pub sha256: String,
+}
+
+/// One add-on as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addon {
+    /// Its record.
+    pub record: Record,
+    /// The paths its metadata requests.
+    pub paths: Vec<String>,
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+impl Addon {
+    /// The archive file.
+    pub fn tarball(&self) -> PathBuf {
+        self.dir.join(TARBALL_FILE)
+    }
+
+    /// The index file.
+    pub fn index(&self) -> PathBuf {
+        self.dir.join(INDEX_FILE)
+    }
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O error on a named file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An add-on with this identifier exists (add-ons are immutable).
+    #[error("add-on `{identifier}` already exists; add-ons are immutable and cannot be replaced")]
+    AlreadyExists {
+        /// The identifier.
+        identifier: String,
+    },
+    /// Two enabled add-ons would request colliding paths.
+    #[error("add-on `{identifier}` requests `{path}`, which collides with `{other_path}` of the enabled add-on `{other}`; two enabled add-ons cannot request the same path or one inside the other")]
+    Conflict {
+        /// The add-on being added or enabled.
+        identifier: String,
+        /// Its path.
+        path: String,
+        /// The enabled add-on.
+        other: String,
+        /// Its path.
+        other_path: String,
+    },
+    /// No add-on matches.
+    #[error("no add-on {0}")]
+    NotFound(String),
+    /// The status cannot be set.
+    #[error("status `{0}` cannot be set; use AVAILABLE or DISABLED")]
+    BadStatus(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// An add-on being built in `staging/`; removed on drop unless committed.
+#[derive(Debug)]
+pub struct Staging {
+    dir: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    /// The staging directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the archive goes.
+    pub fn tarball(&self) -> PathBuf {
+        self.dir.join(TARBALL_FILE)
+    }
+
+    /// Where the index goes.
+    pub fn index(&self) -> PathBuf {
+        self.dir.join(INDEX_FILE)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The registry.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    inner: Mutex<Inner>,
+    problems: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    addons: BTreeMap<u64, Addon>,
+    next_id: u64,
+}
+
+static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Opens (creating if needed) the store under `root`: deletes leftover uploads in
+    /// `staging/`, loads every add-on, and keeps a note of malformed entries (see
+    /// [`Store::problems`]) instead of failing.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let addons_dir = root.join("addons");
+        let staging_dir = root.join("staging");
+        std::fs::create_dir_all(&addons_dir).map_err(io(&addons_dir))?;
+        std::fs::create_dir_all(&staging_dir).map_err(io(&staging_dir))?;
+        for entry in std::fs::read_dir(&staging_dir).map_err(io(&staging_dir))? {
+            let path = entry.map_err(io(&staging_dir))?.path();
+            tracing::info!(path = %path.display(), "removing an unfinished upload");
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(io(&path))?;
+        }
+        let mut problems = Vec::new();
+        let mut addons = BTreeMap::new();
+        let mut max_id = 0;
+        let mut names: Vec<_> = std::fs::read_dir(&addons_dir)
+            .map_err(io(&addons_dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        for dir in names {
+            match load_addon(&dir) {
+                Ok(addon) => {
+                    max_id = max_id.max(addon.record.id);
+                    if addons.contains_key(&addon.record.id) {
+                        problems.push(format!(
+                            "{}: id {} is used twice; entry ignored",
+                            dir.display(),
+                            addon.record.id
+                        ));
+                        continue;
+                    }
+                    addons.insert(addon.record.id, addon);
+                }
+                Err(why) => problems.push(format!("{}: {why}; entry ignored", dir.display())),
+            }
+        }
+        for p in &problems {
+            tracing::warn!("{p}");
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+            inner: Mutex::new(Inner { addons, next_id: max_id + 1 }),
+            problems,
+        })
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Malformed entries found by [`Store::open`] (ignored).
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every add-on, by id.
+    pub fn list(&self) -> Vec<Addon> {
+        self.lock().addons.values().cloned().collect()
+    }
+
+    /// The add-on with this identifier.
+    pub fn find(&self, identifier: &str) -> Option<Addon> {
+        self.lock().addons.values().find(|a| a.record.identifier == identifier).cloned()
+    }
+
+    /// The number of entries in `staging/` (uploads in progress or left over).
+    pub fn staging_count(&self) -> usize {
+        std::fs::read_dir(self.root.join("staging")).map_or(0, |d| d.count())
+    }
+
+    /// Starts an upload: a fresh directory under `staging/`.
+    pub fn stage(&self) -> Result<Staging, StoreError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let n = STAGE_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = self.root.join("staging").join(format!("{}-{nanos}-{n}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(io(&dir))?;
+        Ok(Staging { dir, committed: false })
+    }
+
+    /// Checks that no add-on is named like `metadata` (cheap, before an upload is indexed).
+    pub fn check_new(&self, metadata: &Metadata) -> Result<(), StoreError> {
+        let inner = self.lock();
+        self.check_new_locked(&inner, metadata)
+    }
+
+    /// Commits a staged add-on whose archive and index are in place: writes its metadata
+    /// (`metadata_bytes`, as uploaded) and record, fsyncs, and renames it into `addons/`. The
+    /// add-on is `AVAILABLE` at once. Refused if the name exists or a path collides with an
+    /// enabled add-on; then nothing is stored.
+    pub fn commit(
+        &self,
+        mut staging: Staging,
+        metadata: &Metadata,
+        metadata_bytes: &[u8],
+        index: &Index,
+    ) -> Result<Record, StoreError> {
+        write_synced(&staging.dir.join(METADATA_FILE), metadata_bytes)?;
+        for file in [TARBALL_FILE, INDEX_FILE] {
+            let path = staging.dir.join(file);
+            std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(io(&path))?;
+        }
+        let identifier = metadata.identifier();
+        let mut inner = self.lock();
+        self.check_new_locked(&inner, metadata)?;
+        let identity = index.identity();
+        let record = Record {
+            id: inner.next_id,
+            identifier: identifier.clone(),
+            component: COMPONENT.to_string(),
+            display_name: metadata.name.clone(),
+            status: Status::Available,
+            manageable: true,
+            created_at: super::rfc3339_utc(now_secs()),
+            reason: String::new(),
+            size: identity.size,
+            sha256: identity.digest.iter().map(|b| format!("{b:02x}")).collect(),
+        };
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| StoreError::Io {
+            path: staging.dir.join(RECORD_FILE),
+            source: e.into(),
+        })?;
+        write_synced(&staging.dir.join(RECORD_FILE), &json)?;
+        sync_dir(&staging.dir)?;
+        let target = self.root.join("addons").join(&identifier);
+        std::fs::rename(&staging.dir, &target).map_err(io(&target))?;
+        staging.committed = true;
+        sync_dir(&self.root.join("addons"))?;
+        sync_dir(&self.root.join("staging"))?;
+        inner.next_id += 1;
+        inner.addons.insert(
+            record.id,
+            Addon { record: record.clone(), paths: metadata.spec.paths.clone(), dir: target },
+        );
+        Ok(record)
+    }
+
+    fn check_new_locked(&self, inner: &Inner, metadata: &Metadata) -> Result<(), StoreError> {
+        let identifier = metadata.identifier();
+        if inner.addons.values().any(|a| a.record.identifier == identifier)
+            || self.root.join("addons").join(&identifier).exists()
+        {
+            return Err(StoreError::AlreadyExists { identifier });
+        }
+        check_conflicts(inner, &identifier, &metadata.spec.paths, &[])
+    }
+
+    /// Sets the status of the add-ons with these ids and identifiers to `AVAILABLE` or
+    /// `DISABLED`. All are found and checked first (an unknown one or a path conflict changes
+    /// nothing); each record is then rewritten atomically. Returns how many add-ons matched.
+    pub fn set_status(
+        &self,
+        status: Status,
+        ids: &[u64],
+        identifiers: &[String],
+    ) -> Result<usize, StoreError> {
+        if !matches!(status, Status::Available | Status::Disabled) {
+            return Err(StoreError::BadStatus(status.as_str().to_string()));
+        }
+        let mut inner = self.lock();
+        let mut targets: Vec<u64> = Vec::new();
+        for id in ids {
+            if !inner.addons.contains_key(id) {
+                return Err(StoreError::NotFound(format!("has id {id}")));
+            }
+            targets.push(*id);
+        }
+        for ident in identifiers {
+            let Some(a) = inner.addons.values().find(|a| &a.record.identifier == ident) else {
+                return Err(StoreError::NotFound(format!("has identifier `{ident}`")));
+            };
+            targets.push(a.record.id);
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        if status == Status::Available {
+            let mut enabled_now: Vec<u64> = Vec::new();
+            for id in &targets {
+                let Some(addon) = inner.addons.get(id) else { continue };
+                if addon.record.status != Status::Available {
+                    check_conflicts(&inner, &addon.record.identifier, &addon.paths, &enabled_now)?;
+                }
+                enabled_now.push(*id);
+            }
+        }
+        for id in &targets {
+            let Some(addon) = inner.addons.get_mut(id) else { continue };
+            if addon.record.status == status {
+                continue;
+            }
+            let mut record = addon.record.clone();
+            record.status = status;
+            record.reason = if status == Status::Disabled {
+                "disabled by an administrator".to_string()
+            } else {
+                String::new()
+            };
+            rewrite_record(&addon.dir, &record)?;
+            addon.record = record;
+        }
+        Ok(targets.len())
+    }
+}
+
+/// Refuses if any of `paths` collides with a path of an enabled add-on (other than
+/// `identifier`), or of an add-on in `also` (ids about to be enabled).
+fn check_conflicts(
+    inner: &Inner,
+    identifier: &str,
+    paths: &[String],
+    also: &[u64],
+) -> Result<(), StoreError> {
+    for other in inner.addons.values() {
+        if other.record.identifier == identifier
+            || !(other.record.status == Status::Available || also.contains(&other.record.id))
+        {
+            continue;
+        }
+        for path in paths {
+            if let Some(op) = other.paths.iter().find(|op| paths_collide(path, op)) {
+                return Err(StoreError::Conflict {
+                    identifier: identifier.to_string(),
+                    path: path.clone(),
+                    other: other.record.identifier.clone(),
+                    other_path: op.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut f = std::fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
+}
+
+/// Rewrites `record.json` in `dir`: temporary file, fsync, rename, fsync of the directory.
+fn rewrite_record(dir: &Path, record: &Record) -> Result<(), StoreError> {
+    let path = dir.join(RECORD_FILE);
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| StoreError::Io { path: path.clone(), source: e.into() })?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".record.json.")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
+    tmp.write_all(&json).and_then(|()| tmp.as_file().sync_all()).map_err(io(&path))?;
+    tmp.persist(&path).map_err(|e| StoreError::Io { path: path.clone(), source: e.error })?;
+    sync_dir(dir)
+}
+
+/// Loads one add-on directory, or says what is wrong with it.
+fn load_addon(dir: &Path) -> Result<Addon, String> {
+    if !dir.is_dir() {
+        return Err("not a directory".into());
+    }
+    // Leftover temporary records from an interrupted status change.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".record.json.") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let read = |name: &str| {
+        let path = dir.join(name);
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{name}: {e}"))?;
+        if meta.len() > super::metadata::MAX_METADATA_BYTES as u64 {
+            return Err(format!("{name}: {} bytes, too large", meta.len()));
+        }
+        std::fs::read(&path).map_err(|e| format!("{name}: {e}"))
+    };
+    let record: Record =
+        serde_json::from_slice(&read(RECORD_FILE)?).map_err(|e| format!("{RECORD_FILE}: {e}"))?;
+    let metadata =
+        Metadata::parse(&read(METADATA_FILE)?).map_err(|e| format!("{METADATA_FILE}: {e}"))?;
+    let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if record.identifier != metadata.identifier() || record.identifier != dir_name {
+        return Err(format!(
+            "record identifier `{}`, metadata identifier `{}` and directory `{dir_name}` differ",
+            record.identifier,
+            metadata.identifier()
+        ));
+    }
+    for file in [TARBALL_FILE, INDEX_FILE] {
+        if !dir.join(file).is_file() {
+            return Err(format!("{file} is missing"));
+        }
+    }
+    Ok(Addon { record, paths: metadata.spec.paths, dir: dir.to_path_buf() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::ScanOptions;
+
+    /// Stages an add-on named `name` requesting `paths`, its tarball made by GNU tar.
+    fn staged(store: &Store, name: &str, paths: &[&str]) -> (Staging, Metadata, Vec<u8>, Index) {
+        let src = tempfile::tempdir().unwrap();
+        for p in paths {
+            let file = src.path().join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, name).unwrap();
+        }
+        let staging = store.stage().unwrap();
+        let st = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(src.path())
+            .arg("-czf")
+            .arg(staging.tarball())
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let bytes = serde_json::json!({"name": name, "spec": {"paths": paths}}).to_string();
+        let metadata = Metadata::parse(bytes.as_bytes()).unwrap();
+        let index =
+            crate::index::open::build(&staging.tarball(), &ScanOptions::default(), None).unwrap();
+        assert!(metadata.check_against(&index).is_empty());
+        index.write(&staging.index()).unwrap();
+        (staging, metadata, bytes.into_bytes(), index)
+    }
+
+    fn add(store: &Store, name: &str, paths: &[&str]) -> Result<Record, StoreError> {
+        let (staging, m, bytes, index) = staged(store, name, paths);
+        store.commit(staging, &m, &bytes, &index)
+    }
+
+    #[test]
+    fn commit_persists_and_ids_continue_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = add(&store, "a", &["/opt/a"]).unwrap();
+        assert_eq!(
+            (a.id, a.status, a.identifier.as_str()),
+            (1, Status::Available, "custom-addon-a")
+        );
+        assert_eq!(store.staging_count(), 0);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.list()[0].record, a);
+        assert_eq!(add(&store, "b", &["/opt/b"]).unwrap().id, 2);
+        assert!(store.problems().is_empty());
+    }
+
+    #[test]
+    fn refused_commits_store_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        add(&store, "a", &["/opt/a"]).unwrap();
+        assert!(matches!(add(&store, "a", &["/x"]), Err(StoreError::AlreadyExists { .. })));
+        let e = add(&store, "b", &["/opt/a/sub"]).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Conflict { other, .. } if other == "custom-addon-a"),
+            "{e}"
+        );
+        let e = add(&store, "c", &["/opt"]).unwrap_err();
+        assert!(e.to_string().contains("`/opt`") && e.to_string().contains("`/opt/a`"), "{e}");
+        assert_eq!(store.list().len(), 1);
+        assert_eq!(store.staging_count(), 0);
+    }
+
+    #[test]
+    fn status_changes_are_checked_first_and_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        add(&store, "a", &["/opt/x"]).unwrap();
+        store.set_status(Status::Disabled, &[1], &[]).unwrap();
+        add(&store, "b", &["/opt/x"]).unwrap();
+        store.set_status(Status::Disabled, &[2], &[]).unwrap();
+        // Enabling both at once collides inside the batch: nothing changes.
+        let e = store.set_status(Status::Available, &[1, 2], &[]).unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+        assert!(store.list().iter().all(|a| a.record.status == Status::Disabled));
+        assert!(matches!(
+            store.set_status(Status::Available, &[1], &["custom-addon-zz".into()]),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.list().iter().all(|a| a.record.status == Status::Disabled));
+        assert_eq!(
+            store.set_status(Status::Available, &[], &["custom-addon-b".into()]).unwrap(),
+            1
+        );
+        assert!(matches!(
+            store.set_status(Status::Failed, &[1], &[]),
+            Err(StoreError::BadStatus(_))
+        ));
+        // A leftover temporary record is removed at open; the status survives.
+        std::fs::write(dir.path().join("addons/custom-addon-b/.record.json.x.tmp"), "{").unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let list = store.list();
+        assert_eq!(list[0].record.status, Status::Disabled);
+        assert_eq!(list[0].record.reason, "disabled by an administrator");
+        assert_eq!(list[1].record.status, Status::Available);
+        assert!(!dir.path().join("addons/custom-addon-b/.record.json.x.tmp").exists());
+    }
+}

@@ -1,0 +1,90 @@
+//! The error envelope: `{"error": "...", "code": <gRPC code>, "message": "...", "details": []}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// The gRPC codes the API answers with, each with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// 3 INVALID_ARGUMENT, HTTP 400.
+    InvalidArgument,
+    /// 5 NOT_FOUND, HTTP 404.
+    NotFound,
+    /// 6 ALREADY_EXISTS, HTTP 409.
+    AlreadyExists,
+    /// 8 RESOURCE_EXHAUSTED, HTTP 413 (upload larger than the limit).
+    TooLarge,
+    /// 9 FAILED_PRECONDITION, HTTP 400 (path conflict between enabled add-ons).
+    FailedPrecondition,
+    /// 12 UNIMPLEMENTED, HTTP 405 (known route, wrong method).
+    MethodNotAllowed,
+    /// 13 INTERNAL, HTTP 500.
+    Internal,
+    /// 16 UNAUTHENTICATED, HTTP 401.
+    Unauthenticated,
+}
+
+impl Code {
+    /// The gRPC code number.
+    pub fn number(self) -> i32 {
+        match self {
+            Code::InvalidArgument => 3,
+            Code::NotFound => 5,
+            Code::AlreadyExists => 6,
+            Code::TooLarge => 8,
+            Code::FailedPrecondition => 9,
+            Code::MethodNotAllowed => 12,
+            Code::Internal => 13,
+            Code::Unauthenticated => 16,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn http_status(self) -> StatusCode {
+        match self {
+            Code::InvalidArgument | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::AlreadyExists => StatusCode::CONFLICT,
+            Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+/// An API failure, answered with the error envelope.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The gRPC code (and with it the HTTP status).
+    pub code: Code,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: Code, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": self.message,
+            "code": self.code.number(),
+            "message": self.message,
+            "details": [],
+        });
+        let mut response = (self.code.http_status(), Json(body)).into_response();
+        if self.code == Code::Unauthenticated {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

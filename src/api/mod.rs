@@ -1,0 +1,382 @@
+//! The HTTP API (axum + tokio), shaped like the Cloudera AI API v2 runtime add-on routes (see
+//! `docs/api.md`):
+//!
+//! * `POST /api/v2/runtimeaddons/custom`: multipart upload (`metadata`, `tarball`);
+//! * `GET /api/v2/runtimeaddons`: list with `search_filter`, `page_size`, `page_token`, `sort`;
+//! * `POST /api/v2/runtimeaddons:updatestatus`: enable or disable.
+//!
+//! Every route needs `Authorization: Bearer <key>`; every error is a
+//! `{"error", "code", "message", "details"}` envelope.
+
+mod auth;
+mod error;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+pub use auth::{constant_time_eq, ApiKeys, KEYS_FILE};
+pub use error::{ApiError, Code};
+
+use crate::addon::metadata::{self, Metadata, MAX_METADATA_BYTES};
+use crate::addon::{Record, Status, Store, StoreError};
+use crate::archive::ScanOptions;
+
+/// The upload route.
+pub const UPLOAD_PATH: &str = "/api/v2/runtimeaddons/custom";
+/// The list route.
+pub const LIST_PATH: &str = "/api/v2/runtimeaddons";
+/// The status route.
+pub const STATUS_PATH: &str = "/api/v2/runtimeaddons:updatestatus";
+/// Default page size of the list route.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Largest page size of the list route.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// Largest JSON body accepted by the status route.
+pub const MAX_JSON_BODY: usize = 1 << 20;
+
+/// Limits of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// Largest tarball accepted by an upload, in bytes.
+    pub max_upload: u64,
+    /// Options (span, archive limits) for indexing uploads.
+    pub scan: ScanOptions,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits { max_upload: 2 << 30, scan: ScanOptions::default() }
+    }
+}
+
+struct App {
+    store: Arc<Store>,
+    keys: ApiKeys,
+    limits: ApiLimits,
+}
+
+/// The router of the API over `store`.
+pub fn router(store: Arc<Store>, keys: ApiKeys, limits: ApiLimits) -> axum::Router {
+    let app = Arc::new(App { store, keys, limits });
+    axum::Router::new()
+        .fallback(dispatch)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(app)
+}
+
+/// Binds `listen` and serves the API until `shutdown` completes.
+pub async fn serve(
+    store: Arc<Store>,
+    listen: SocketAddr,
+    keys: ApiKeys,
+    limits: ApiLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    serve_on(listener, store, keys, limits, shutdown).await
+}
+
+/// Serves the API on a bound `listener` until `shutdown` completes.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    store: Arc<Store>,
+    keys: ApiKeys,
+    limits: ApiLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(store, keys, limits)).with_graceful_shutdown(shutdown).await
+}
+
+async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let result = handle(&app, req).await;
+    match result {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::info!(%method, %path, code = e.code.number(), message = %e.message, "request refused");
+            e.into_response()
+        }
+    }
+}
+
+async fn handle(app: &App, req: Request) -> Result<Response, ApiError> {
+    app.keys.authorize(req.headers())?;
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::POST, UPLOAD_PATH) => upload(app, req).await.map(|r| Json(r).into_response()),
+        (&Method::GET, LIST_PATH) => list(app, req.uri()).map(IntoResponse::into_response),
+        (&Method::POST, STATUS_PATH) => update_status(app, req.into_body()).await,
+        (_, UPLOAD_PATH | LIST_PATH | STATUS_PATH) => Err(ApiError::new(
+            Code::MethodNotAllowed,
+            format!("method {} is not allowed on {path}", req.method()),
+        )),
+        _ => Err(ApiError::new(Code::NotFound, format!("no route {path}"))),
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let code = match &e {
+            StoreError::Io { .. } => Code::Internal,
+            StoreError::AlreadyExists { .. } => Code::AlreadyExists,
+            StoreError::Conflict { .. } => Code::FailedPrecondition,
+            StoreError::NotFound(_) => Code::NotFound,
+            StoreError::BadStatus(_) => Code::InvalidArgument,
+        };
+        if code == Code::Internal {
+            tracing::error!(error = %e, "store failure");
+        }
+        ApiError::new(code, e.to_string())
+    }
+}
+
+fn invalid_metadata(problems: &[metadata::MetadataError]) -> ApiError {
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    ApiError::new(Code::InvalidArgument, format!("invalid metadata: {}", text.join("; ")))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::new(Code::InvalidArgument, format!("bad multipart body: {}", e.body_text()))
+}
+
+async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
+    let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
+        ApiError::new(
+            Code::InvalidArgument,
+            format!("expected multipart/form-data: {}", e.body_text()),
+        )
+    })?;
+    let staging = app.store.stage()?;
+    let mut metadata_bytes: Option<Vec<u8>> = None;
+    let mut tarball = false;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("metadata") if metadata_bytes.is_none() => {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    if bytes.len() + chunk.len() > MAX_METADATA_BYTES {
+                        return Err(ApiError::new(
+                            Code::InvalidArgument,
+                            format!("invalid metadata: the `metadata` part is larger than the limit of {MAX_METADATA_BYTES} bytes"),
+                        ));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                // Check the rules now, before a large tarball streams in.
+                let metadata =
+                    metadata::validate(&bytes, None).map_err(|p| invalid_metadata(&p))?;
+                app.store.check_new(&metadata)?;
+                metadata_bytes = Some(bytes);
+            }
+            Some("tarball") if !tarball => {
+                let path = staging.tarball();
+                let internal = |e: std::io::Error| {
+                    ApiError::new(Code::Internal, format!("cannot store the upload: {e}"))
+                };
+                let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
+                let mut size: u64 = 0;
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    size += chunk.len() as u64;
+                    if size > app.limits.max_upload {
+                        return Err(ApiError::new(
+                            Code::TooLarge,
+                            format!(
+                                "the `tarball` part is larger than the upload limit of {} bytes",
+                                app.limits.max_upload
+                            ),
+                        ));
+                    }
+                    file.write_all(&chunk).await.map_err(internal)?;
+                }
+                file.sync_all().await.map_err(internal)?;
+                tarball = true;
+            }
+            Some(name @ ("metadata" | "tarball")) => {
+                return Err(ApiError::new(
+                    Code::InvalidArgument,
+                    format!("the part `{name}` appears twice"),
+                ))
+            }
+            other => {
+                return Err(ApiError::new(
+                    Code::InvalidArgument,
+                    format!("unexpected part {other:?}; the parts are `metadata` and `tarball`"),
+                ))
+            }
+        }
+    }
+    let Some(metadata_bytes) = metadata_bytes else {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            "the multipart part `metadata` is missing",
+        ));
+    };
+    if !tarball {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            "the multipart part `tarball` is missing",
+        ));
+    }
+    let store = Arc::clone(&app.store);
+    let scan = app.limits.scan;
+    tokio::task::spawn_blocking(move || index_and_commit(&store, staging, &metadata_bytes, &scan))
+        .await
+        .map_err(|e| ApiError::new(Code::Internal, format!("indexing task failed: {e}")))?
+}
+
+/// Indexes the staged tarball, checks every rule and commits (blocking).
+fn index_and_commit(
+    store: &Store,
+    staging: crate::addon::store::Staging,
+    metadata_bytes: &[u8],
+    scan: &ScanOptions,
+) -> Result<Record, ApiError> {
+    let metadata: Metadata = Metadata::parse(metadata_bytes).map_err(|e| invalid_metadata(&[e]))?;
+    let index = crate::index::open::build(&staging.tarball(), scan, None).map_err(|e| {
+        let why = match e {
+            crate::Error::Scan { source, .. } => source.to_string(),
+            crate::Error::Index { source, .. } => source.to_string(),
+            other => other.to_string(),
+        };
+        ApiError::new(Code::InvalidArgument, format!("the tarball is not a valid archive: {why}"))
+    })?;
+    let problems = metadata.check_against(&index);
+    if !problems.is_empty() {
+        return Err(invalid_metadata(&problems));
+    }
+    index
+        .write(&staging.index())
+        .map_err(|e| ApiError::new(Code::Internal, format!("cannot write the index: {e}")))?;
+    let record = store.commit(staging, &metadata, metadata_bytes, &index)?;
+    tracing::info!(id = record.id, identifier = %record.identifier, "add-on registered");
+    Ok(record)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    search_filter: Option<String>,
+    page_size: Option<String>,
+    page_token: Option<String>,
+    sort: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchFilter {
+    identifier: Option<String>,
+    component: Option<String>,
+    display_name: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ListResponse {
+    runtime_addons: Vec<Record>,
+    next_page_token: String,
+}
+
+fn list(app: &App, uri: &Uri) -> Result<Json<ListResponse>, ApiError> {
+    let bad = |m: String| ApiError::new(Code::InvalidArgument, m);
+    let q = Query::<ListQuery>::try_from_uri(uri)
+        .map_err(|e| bad(format!("bad query string: {}", e.body_text())))?
+        .0;
+    let filter: SearchFilter = match q.search_filter.as_deref().map(str::trim) {
+        None | Some("") => SearchFilter::default(),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            bad(format!("bad search_filter {text:?}: {e} (a JSON object with keys identifier, component, display_name, status)"))
+        })?,
+    };
+    let page_size = match q.page_size.as_deref() {
+        None | Some("") | Some("0") => DEFAULT_PAGE_SIZE,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) => n.min(MAX_PAGE_SIZE),
+            Err(_) => {
+                return Err(bad(format!("bad page_size {text:?}: not a non-negative integer")))
+            }
+        },
+    };
+    let offset = match q.page_token.as_deref() {
+        None | Some("") => 0,
+        Some(text) => text.parse::<usize>().map_err(|_| bad(format!("bad page_token {text:?}")))?,
+    };
+    let mut rows: Vec<Record> = app
+        .store
+        .list()
+        .into_iter()
+        .map(|a| a.record)
+        .filter(|r| {
+            filter.identifier.as_ref().is_none_or(|v| *v == r.identifier)
+                && filter.component.as_ref().is_none_or(|v| *v == r.component)
+                && filter.display_name.as_ref().is_none_or(|v| *v == r.display_name)
+                && filter.status.as_ref().is_none_or(|v| v == r.status.as_str())
+        })
+        .collect();
+    let sort = q.sort.as_deref().unwrap_or("").trim();
+    let (desc, key) = match sort.strip_prefix('-') {
+        Some(k) => (true, k),
+        None => (false, sort),
+    };
+    match key {
+        "" | "id" => rows.sort_by_key(|r| r.id),
+        "identifier" => rows.sort_by(|a, b| a.identifier.cmp(&b.identifier)),
+        "display_name" => rows.sort_by(|a, b| a.display_name.cmp(&b.display_name)),
+        "created_at" => rows.sort_by(|a, b| (&a.created_at, a.id).cmp(&(&b.created_at, b.id))),
+        "status" => rows.sort_by(|a, b| (a.status.as_str(), a.id).cmp(&(b.status.as_str(), b.id))),
+        _ => {
+            return Err(bad(format!(
+                "bad sort {sort:?}: use id, identifier, display_name, created_at or status, with `-` for descending"
+            )))
+        }
+    }
+    if desc {
+        rows.reverse();
+    }
+    let total = rows.len();
+    let page: Vec<Record> = rows.into_iter().skip(offset).take(page_size).collect();
+    let end = offset.saturating_add(page.len());
+    let next_page_token = if end < total { end.to_string() } else { String::new() };
+    Ok(Json(ListResponse { runtime_addons: page, next_page_token }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusRequest {
+    status: String,
+    #[serde(default)]
+    ids: Vec<u64>,
+    #[serde(default)]
+    identifiers: Vec<String>,
+}
+
+async fn update_status(app: &App, body: Body) -> Result<Response, ApiError> {
+    let bad = |m: String| ApiError::new(Code::InvalidArgument, m);
+    let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
+        .await
+        .map_err(|e| bad(format!("cannot read the body (at most {MAX_JSON_BODY} bytes): {e}")))?;
+    let req: StatusRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        bad(format!("bad body: {e} (expected {{\"status\": \"AVAILABLE\"|\"DISABLED\", \"ids\": [int], \"identifiers\": [string]}})"))
+    })?;
+    let status = match Status::parse(&req.status) {
+        Some(s @ (Status::Available | Status::Disabled)) => s,
+        _ => return Err(bad(format!("bad status {:?}: use AVAILABLE or DISABLED", req.status))),
+    };
+    if req.ids.is_empty() && req.identifiers.is_empty() {
+        return Err(bad("give `ids` or `identifiers`".to_string()));
+    }
+    let store = Arc::clone(&app.store);
+    let rows =
+        tokio::task::spawn_blocking(move || store.set_status(status, &req.ids, &req.identifiers))
+            .await
+            .map_err(|e| ApiError::new(Code::Internal, format!("status task failed: {e}")))??;
+    Ok(Json(serde_json::json!({ "rows_affected": rows })).into_response())
+}

@@ -1,0 +1,794 @@
+//! The registry end to end: the real `addonfs serve` binary driven by the real `curl` binary,
+//! exactly as the seed's upload command does, plus the store's crash recovery.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const KEY: &str = "0123456789abcdef-test-key";
+
+/// A running `addonfs serve`, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    state: PathBuf,
+}
+
+impl Server {
+    fn start(state: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .args(extra)
+            .env("ADDONFS_API_KEY", KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start addonfs serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Server { child, url, state: state.to_path_buf() }
+    }
+
+    /// The seed's command: `curl -sS -L URL/api/v2/runtimeaddons/custom -F metadata=@.. -F
+    /// tarball=@.. -H 'Authorization: Bearer KEY'`; returns (HTTP status, JSON body).
+    fn upload(&self, dir: &Path, key: Option<&str>) -> (u16, Value) {
+        let mut args = vec![
+            format!("{}/api/v2/runtimeaddons/custom", self.url),
+            "-F".into(),
+            "metadata=@metadata.json".into(),
+            "-F".into(),
+            "tarball=@addon.tar.gz".into(),
+        ];
+        if let Some(key) = key {
+            args.extend(["-H".into(), format!("Authorization: Bearer {key}")]);
+        }
+        curl(dir, &args)
+    }
+
+    fn get(&self, path_and_query: &[(&str, &str)]) -> (u16, Value) {
+        let mut args = vec!["-G".to_string(), format!("{}/api/v2/runtimeaddons", self.url)];
+        for (k, v) in path_and_query {
+            args.extend(["--data-urlencode".into(), format!("{k}={v}")]);
+        }
+        args.extend(["-H".into(), format!("Authorization: Bearer {KEY}")]);
+        curl(&self.state, &args)
+    }
+
+    fn status(&self, body: &Value) -> (u16, Value) {
+        curl(
+            &self.state,
+            &[
+                format!("{}/api/v2/runtimeaddons:updatestatus", self.url),
+                "-H".into(),
+                format!("Authorization: Bearer {KEY}"),
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "-d".into(),
+                body.to_string(),
+            ],
+        )
+    }
+
+    /// The add-on directories stored, and the number of staging entries.
+    fn stored(&self) -> (Vec<String>, usize) {
+        let mut addons: Vec<String> = std::fs::read_dir(self.state.join("addons"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        addons.sort();
+        let staging = std::fs::read_dir(self.state.join("staging")).map_or(0, |d| d.count());
+        (addons, staging)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn curl(dir: &Path, args: &[String]) -> (u16, Value) {
+    let out = Command::new("curl")
+        .current_dir(dir)
+        .args(["-sS", "-L", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.stderr.is_empty() {
+        eprintln!("curl: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code: u16 = code.trim().parse().unwrap_or(0);
+    let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+    (code, body)
+}
+
+/// Writes `dir/metadata.json` and `dir/addon.tar.gz` (made by GNU tar) holding `files`
+/// (relative paths; a trailing `/` makes a directory).
+fn addon(dir: &Path, metadata: &str, files: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    for f in files {
+        let p = tree.join(f.trim_end_matches('/'));
+        if f.ends_with('/') {
+            std::fs::create_dir_all(&p).unwrap();
+        } else {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, format!("content of {f}\n")).unwrap();
+        }
+    }
+    std::fs::write(dir.join("metadata.json"), metadata).unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-czf")
+        .arg(dir.join("addon.tar.gz"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn meta(name: &str, paths: &[&str]) -> String {
+    json!({"name": name, "spec": {"paths": paths}}).to_string()
+}
+
+fn seed_addon(dir: &Path) {
+    addon(
+        dir,
+        r#"{ "name" : "name-of-the-addon", "spec" : {"paths" : ["/usr/custom_file", "/usr/bin/custom_folder"]} }"#,
+        &["usr/custom_file", "usr/bin/custom_folder/tool"],
+    );
+}
+
+fn assert_error(got: &(u16, Value), status: u16, code: i64, fragment: &str) {
+    let (s, body) = got;
+    assert_eq!(*s, status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["details"], json!([]), "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert_eq!(body["error"].as_str(), Some(message), "{body}");
+    assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
+}
+
+#[test]
+fn seed_upload_list_filter_page_and_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    seed_addon(&tmp.path().join("seed"));
+    let (status, record) = server.upload(&tmp.path().join("seed"), Some(KEY));
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["id"], 1);
+    assert_eq!(record["identifier"], "custom-addon-name-of-the-addon");
+    assert_eq!(record["component"], "Custom");
+    assert_eq!(record["display_name"], "name-of-the-addon");
+    assert_eq!(record["status"], "AVAILABLE");
+    assert_eq!(record["manageable"], true);
+    assert_eq!(record["reason"], "");
+    let tar = std::fs::read(tmp.path().join("seed/addon.tar.gz")).unwrap();
+    assert_eq!(record["size"], tar.len());
+    let sha = Command::new("sha256sum").arg(tmp.path().join("seed/addon.tar.gz")).output().unwrap();
+    assert_eq!(record["sha256"].as_str(), String::from_utf8_lossy(&sha.stdout).split(' ').next());
+    let created = record["created_at"].as_str().unwrap();
+    assert!(created.len() == 20 && created.ends_with('Z') && &created[10..11] == "T", "{created}");
+    for (i, name) in ["b", "c"].iter().enumerate() {
+        let dir = tmp.path().join(name);
+        addon(&dir, &meta(name, &[&format!("/opt/{name}")]), &[&format!("opt/{name}/x")]);
+        let (s, r) = server.upload(&dir, Some(KEY));
+        assert_eq!((s, r["id"].as_u64()), (200, Some(i as u64 + 2)), "{r}");
+    }
+    // Stored as uploaded.
+    let stored = server.state.join("addons/custom-addon-name-of-the-addon");
+    assert_eq!(std::fs::read(stored.join("addon.tar.gz")).unwrap(), tar);
+    assert!(stored.join("addon.tar.gz.addonfs-index").is_file());
+    assert_eq!(server.stored().1, 0);
+
+    // Paging.
+    let (s, page) = server.get(&[("page_size", "2")]);
+    assert_eq!(s, 200);
+    let ids: Vec<_> =
+        page["runtime_addons"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(ids, [json!(1), json!(2)]);
+    assert_eq!(page["next_page_token"], "2");
+    let (_, page) = server.get(&[("page_size", "2"), ("page_token", "2")]);
+    assert_eq!(page["runtime_addons"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next_page_token"], "");
+    let (_, page) = server.get(&[("sort", "-id"), ("page_size", "1")]);
+    assert_eq!(page["runtime_addons"][0]["id"], 3);
+
+    // Filters.
+    let (_, one) = server.get(&[("search_filter", r#"{"identifier":"custom-addon-b"}"#)]);
+    assert_eq!(one["runtime_addons"].as_array().unwrap().len(), 1);
+    assert_eq!(one["runtime_addons"][0]["display_name"], "b");
+    let (_, none) = server.get(&[("search_filter", r#"{"component":"Spark"}"#)]);
+    assert_eq!(none["runtime_addons"], json!([]));
+    assert_error(&server.get(&[("search_filter", r#"{"colour":"red"}"#)]), 400, 3, "colour");
+    assert_error(&server.get(&[("page_token", "x")]), 400, 3, "page_token");
+
+    // Disable and enable.
+    let (s, r) = server.status(&json!({"status": "DISABLED", "identifiers": ["custom-addon-b"]}));
+    assert_eq!((s, r), (200, json!({"rows_affected": 1})));
+    let (_, avail) = server.get(&[("search_filter", r#"{"status":"AVAILABLE"}"#)]);
+    let ids: Vec<_> =
+        avail["runtime_addons"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(ids, [json!(1), json!(3)]);
+    let (_, dis) = server.get(&[("search_filter", r#"{"status":"DISABLED"}"#)]);
+    assert_eq!(dis["runtime_addons"][0]["identifier"], "custom-addon-b");
+    let on_disk: Value = serde_json::from_slice(
+        &std::fs::read(server.state.join("addons/custom-addon-b/record.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(on_disk["status"], "DISABLED");
+    let (s, r) = server.status(&json!({"status": "AVAILABLE", "ids": [2]}));
+    assert_eq!((s, r), (200, json!({"rows_affected": 1})));
+    assert_error(&server.status(&json!({"status": "AVAILABLE", "ids": [99]})), 404, 5, "99");
+    assert_error(&server.status(&json!({"status": "DELETED", "ids": [1]})), 400, 3, "DELETED");
+    assert_error(&server.status(&json!({"status": "DISABLED", "idz": [1]})), 400, 3, "idz");
+
+    // A restart keeps everything.
+    drop(server);
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"].as_array().unwrap().len(), 3);
+    assert_eq!(all["runtime_addons"][1]["status"], "AVAILABLE");
+}
+
+#[test]
+fn duplicate_name_is_refused_with_409_and_never_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    seed_addon(&tmp.path().join("a"));
+    assert_eq!(server.upload(&tmp.path().join("a"), Some(KEY)).0, 200);
+    let before =
+        std::fs::read(server.state.join("addons/custom-addon-name-of-the-addon/record.json"))
+            .unwrap();
+    addon(&tmp.path().join("b"), &meta("name-of-the-addon", &["/other"]), &["other"]);
+    assert_error(&server.upload(&tmp.path().join("b"), Some(KEY)), 409, 6, "already exists");
+    let after =
+        std::fs::read(server.state.join("addons/custom-addon-name-of-the-addon/record.json"))
+            .unwrap();
+    assert_eq!(before, after);
+    assert_eq!(server.stored(), (vec!["custom-addon-name-of-the-addon".to_string()], 0));
+}
+
+#[test]
+fn conflicting_paths_are_refused_naming_both_addons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    addon(&tmp.path().join("a"), &meta("a", &["/opt/tool"]), &["opt/tool/bin/x"]);
+    addon(&tmp.path().join("b"), &meta("b", &["/opt/tool/bin"]), &["opt/tool/bin/y"]);
+    assert_eq!(server.upload(&tmp.path().join("a"), Some(KEY)).0, 200);
+    let got = server.upload(&tmp.path().join("b"), Some(KEY));
+    assert_error(&got, 400, 9, "custom-addon-b");
+    let message = got.1["message"].as_str().unwrap();
+    assert!(message.contains("custom-addon-a") && message.contains("/opt/tool/bin"), "{message}");
+    assert_eq!(server.stored(), (vec!["custom-addon-a".to_string()], 0));
+    // With a disabled, b registers; enabling a again is refused with the reason.
+    server.status(&json!({"status": "DISABLED", "ids": [1]}));
+    assert_eq!(server.upload(&tmp.path().join("b"), Some(KEY)).0, 200);
+    let got = server.status(&json!({"status": "AVAILABLE", "ids": [1]}));
+    assert_error(&got, 400, 9, "custom-addon-a");
+    assert!(got.1["message"].as_str().unwrap().contains("custom-addon-b"));
+    let (_, dis) = server.get(&[("search_filter", r#"{"status":"DISABLED"}"#)]);
+    assert_eq!(dis["runtime_addons"][0]["identifier"], "custom-addon-a");
+}
+
+/// Uploads a bad add-on; checks the error and that nothing was stored.
+fn refused(metadata: &str, files: &[&str], status: u16, code: i64, fragment: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    addon(&tmp.path().join("x"), metadata, files);
+    assert_error(&server.upload(&tmp.path().join("x"), Some(KEY)), status, code, fragment);
+    assert_eq!(server.stored(), (vec![], 0));
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"], json!([]));
+}
+
+#[test]
+fn name_with_uppercase() {
+    refused(&meta("Spark", &["/a"]), &["a"], 400, 3, "only lowercase letters");
+}
+
+#[test]
+fn name_with_space() {
+    refused(&meta("my addon", &["/a"]), &["a"], 400, 3, "' ' at character 3");
+}
+
+#[test]
+fn name_with_slash() {
+    refused(&meta("my/addon", &["/a"]), &["a"], 400, 3, "'/' at character 3");
+}
+
+#[test]
+fn name_with_unicode() {
+    refused(&meta("café", &["/a"]), &["a"], 400, 3, "'é' at character 4");
+}
+
+#[test]
+fn name_of_36_characters() {
+    refused(&meta(&"a".repeat(36), &["/a"]), &["a"], 400, 3, "has 36 characters; at most 35");
+}
+
+#[test]
+fn empty_paths() {
+    refused(&meta("x", &[]), &["a"], 400, 3, "`spec.paths` is empty");
+}
+
+#[test]
+fn relative_path() {
+    refused(&meta("x", &["a"]), &["a"], 400, 3, "is not absolute");
+}
+
+#[test]
+fn trailing_slash() {
+    refused(&meta("x", &["/a/"]), &["a/"], 400, 3, "ends with `/`");
+}
+
+#[test]
+fn path_not_in_tarball() {
+    refused(
+        &meta("x", &["/a", "/missing"]),
+        &["a"],
+        400,
+        3,
+        "\"/missing\" does not exist in the tarball",
+    );
+}
+
+#[test]
+fn metadata_not_json() {
+    refused("name: x\n", &["a"], 400, 3, "not valid JSON at line 1");
+}
+
+#[test]
+fn metadata_unknown_field() {
+    refused(
+        r#"{"name":"x","spec":{"paths":["/a"]},"version":2}"#,
+        &["a"],
+        400,
+        3,
+        "unknown field `version`",
+    );
+}
+
+fn multipart_case(parts: &[&str], fragment: &str, status: u16, code: i64, extra: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), extra);
+    seed_addon(&tmp.path().join("x"));
+    let dir = tmp.path().join("x");
+    std::fs::write(dir.join("text.txt"), "just some text, not an archive\n".repeat(40)).unwrap();
+    let full = std::fs::read(dir.join("addon.tar.gz")).unwrap();
+    std::fs::write(dir.join("truncated.tar.gz"), &full[..full.len() / 2]).unwrap();
+    let mut corrupt = full.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid..mid + 8].copy_from_slice(b"garbage!");
+    std::fs::write(dir.join("corrupt.tar.gz"), &corrupt).unwrap();
+    let big: Vec<u8> =
+        (0..64 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(dir.join("big.tar"), big).unwrap();
+    let mut args = vec![format!("{}/api/v2/runtimeaddons/custom", server.url)];
+    for p in parts {
+        args.extend(["-F".to_string(), p.to_string()]);
+    }
+    args.extend(["-H".into(), format!("Authorization: Bearer {KEY}")]);
+    assert_error(&curl(&dir, &args), status, code, fragment);
+    assert_eq!(server.stored(), (vec![], 0));
+}
+
+#[test]
+fn missing_metadata_part() {
+    multipart_case(&["tarball=@addon.tar.gz"], "part `metadata` is missing", 400, 3, &[]);
+}
+
+#[test]
+fn missing_tarball_part() {
+    multipart_case(&["metadata=@metadata.json"], "part `tarball` is missing", 400, 3, &[]);
+}
+
+#[test]
+fn truncated_tarball() {
+    multipart_case(
+        &["metadata=@metadata.json", "tarball=@truncated.tar.gz"],
+        "not a valid archive",
+        400,
+        3,
+        &[],
+    );
+}
+
+#[test]
+fn corrupt_tarball() {
+    multipart_case(
+        &["metadata=@metadata.json", "tarball=@corrupt.tar.gz"],
+        "not a valid archive",
+        400,
+        3,
+        &[],
+    );
+}
+
+#[test]
+fn not_an_archive() {
+    multipart_case(
+        &["metadata=@metadata.json", "tarball=@text.txt"],
+        "not a valid archive",
+        400,
+        3,
+        &[],
+    );
+}
+
+#[test]
+fn oversized_upload() {
+    multipart_case(
+        &["metadata=@metadata.json", "tarball=@big.tar"],
+        "larger than the upload limit of 4096 bytes",
+        413,
+        8,
+        &["--max-upload", "4K"],
+    );
+}
+
+#[test]
+fn unexpected_part() {
+    multipart_case(
+        &["metadata=@metadata.json", "tarball=@addon.tar.gz", "extra=1"],
+        "unexpected part",
+        400,
+        3,
+        &[],
+    );
+}
+
+#[test]
+fn no_token_and_wrong_token_get_401_on_every_route() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    seed_addon(&tmp.path().join("x"));
+    assert_error(&server.upload(&tmp.path().join("x"), None), 401, 16, "missing `Authorization");
+    assert_error(&server.upload(&tmp.path().join("x"), Some("wrong")), 401, 16, "invalid API key");
+    assert_error(
+        &server.upload(&tmp.path().join("x"), Some(&KEY[..KEY.len() - 1])),
+        401,
+        16,
+        "invalid API key",
+    );
+    let url = format!("{}/api/v2/runtimeaddons", server.url);
+    assert_error(&curl(tmp.path(), std::slice::from_ref(&url)), 401, 16, "missing");
+    let status_url = format!("{url}:updatestatus");
+    assert_error(
+        &curl(
+            tmp.path(),
+            &[
+                status_url,
+                "-H".into(),
+                "Authorization: Bearer nope".into(),
+                "-d".into(),
+                "{}".into(),
+            ],
+        ),
+        401,
+        16,
+        "invalid API key",
+    );
+    assert_error(&curl(tmp.path(), &[format!("{}/other", server.url)]), 401, 16, "missing");
+    // With the key, unknown routes and methods get the envelope too.
+    let auth = format!("Authorization: Bearer {KEY}");
+    assert_error(
+        &curl(tmp.path(), &[format!("{}/other", server.url), "-H".into(), auth.clone()]),
+        404,
+        5,
+        "/other",
+    );
+    assert_error(
+        &curl(tmp.path(), &["-X".into(), "DELETE".into(), url, "-H".into(), auth]),
+        405,
+        12,
+        "DELETE",
+    );
+    assert_eq!(server.stored(), (vec![], 0));
+}
+
+#[test]
+fn generated_key_file_is_private_and_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&state)
+        .env_remove("ADDONFS_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let keys = state.join("api-keys");
+    assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o600);
+    let key = std::fs::read_to_string(&keys).unwrap().trim().to_string();
+    assert_eq!(key.len(), 64);
+    let list = format!("{url}/api/v2/runtimeaddons");
+    let ok = curl(tmp.path(), &[list.clone(), "-H".into(), format!("Authorization: Bearer {key}")]);
+    let bad = curl(tmp.path(), &[list, "-H".into(), format!("Authorization: Bearer {KEY}")]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(ok.0, 200, "{}", ok.1);
+    assert_eq!(bad.0, 401);
+}
+
+#[test]
+fn kill_9_during_upload_leaves_nothing_and_restarts_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dir = tmp.path().join("big");
+    std::fs::create_dir_all(dir.join("tree/opt/big")).unwrap();
+    let st = Command::new("head")
+        .args(["-c", "8M", "/dev/urandom"])
+        .stdout(std::fs::File::create(dir.join("tree/opt/big/blob")).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(dir.join("metadata.json"), meta("big", &["/opt/big"])).unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("tree"))
+        .arg("-cf")
+        .arg(dir.join("addon.tar.gz"))
+        .arg("opt")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut server = Server::start(&state, &[]);
+    let mut upload = Command::new("curl")
+        .current_dir(&dir)
+        .args(["-sS", "-L", "--limit-rate", "2M"])
+        .arg(format!("{}/api/v2/runtimeaddons/custom", server.url))
+        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until part of the tarball is on disk in staging/.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let staged = loop {
+        let size: u64 = std::fs::read_dir(state.join("staging"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path().join("addon.tar.gz")).ok())
+            .map(|m| m.len())
+            .sum();
+        if size > 0 {
+            break size;
+        }
+        assert!(Instant::now() < deadline, "the upload never reached staging");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let _ = upload.kill();
+    let _ = upload.wait();
+    assert!(staged < 8 << 20, "the upload was not interrupted ({staged} bytes staged)");
+    assert_eq!(server.stored(), (vec![], 1), "the half upload is left in staging/");
+    drop(server);
+
+    let server = Server::start(&state, &[]);
+    assert_eq!(server.stored(), (vec![], 0), "staging/ is cleaned at start");
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"], json!([]));
+    seed_addon(&tmp.path().join("seed"));
+    let (s, r) = server.upload(&tmp.path().join("seed"), Some(KEY));
+    assert_eq!((s, r["id"].as_u64()), (200, Some(1)), "{r}");
+}
+
+#[test]
+fn store_ignores_malformed_entries_and_cleans_staging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path();
+    std::fs::create_dir_all(state.join("addons/custom-addon-broken")).unwrap();
+    std::fs::write(state.join("addons/custom-addon-broken/record.json"), "{").unwrap();
+    std::fs::create_dir_all(state.join("staging/leftover")).unwrap();
+    std::fs::write(state.join("staging/leftover/addon.tar.gz"), "half").unwrap();
+    let store = addonfs::addon::Store::open(state).unwrap();
+    assert!(store.list().is_empty());
+    assert_eq!(store.problems().len(), 1);
+    assert!(store.problems()[0].contains("custom-addon-broken"), "{:?}", store.problems());
+    assert_eq!(store.staging_count(), 0);
+}
+
+fn addonfs(args: &[&str], state: &Path, cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .current_dir(cwd)
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_command_prints_every_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    let run = |meta_file: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+            .current_dir(&dir)
+            .args(["validate", meta_file, "addon.tar.gz"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, _) = run("metadata.json");
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("custom-addon-name-of-the-addon"), "{stdout}");
+    std::fs::write(dir.join("bad.json"), meta("Bad", &["/usr/custom_file", "rel", "/usr/nothing"]))
+        .unwrap();
+    let (code, _, stderr) = run("bad.json");
+    assert_eq!(code, Some(5), "{stderr}");
+    for fragment in
+        ["'B' at character 1", "\"rel\" is not absolute", "\"/usr/nothing\" does not exist"]
+    {
+        assert!(stderr.contains(fragment), "{stderr} lacks {fragment}");
+    }
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+}
+
+#[test]
+fn admin_cli_registers_lists_enables_and_disables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    let (code, out, err) =
+        addonfs(&["addons", "register", "metadata.json", "addon.tar.gz"], &state, &dir);
+    assert_eq!(code, 0, "{err}");
+    let record: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["identifier"], "custom-addon-name-of-the-addon");
+    let (code, _, err) =
+        addonfs(&["addons", "register", "metadata.json", "addon.tar.gz"], &state, &dir);
+    assert_eq!(code, 5);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, _) = addonfs(&["addons", "disable", "1"], &state, &dir);
+    assert_eq!(code, 0);
+    let (_, out, _) = addonfs(&["addons", "list", "--json"], &state, &dir);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["status"], "DISABLED");
+    let (code, _, _) =
+        addonfs(&["addons", "enable", "custom-addon-name-of-the-addon"], &state, &dir);
+    assert_eq!(code, 0);
+    let (_, out, _) = addonfs(&["addons", "list"], &state, &dir);
+    assert!(out.contains("AVAILABLE") && out.contains("/usr/custom_file"), "{out}");
+    let (code, _, err) = addonfs(&["addons", "enable", "7"], &state, &dir);
+    assert_eq!(code, 5, "{err}");
+    // A refused registration stores nothing.
+    std::fs::write(dir.join("bad.json"), meta("other", &["/usr/missing"])).unwrap();
+    let (code, _, err) = addonfs(&["addons", "register", "bad.json", "addon.tar.gz"], &state, &dir);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(std::fs::read_dir(state.join("addons")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(state.join("staging")).unwrap().count(), 0);
+}
+
+#[test]
+fn kill_9_after_the_upload_is_staged_leaves_all_or_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dir = tmp.path().join("big");
+    std::fs::create_dir_all(dir.join("tree/opt/big")).unwrap();
+    // Many small files: indexing takes a while after the last byte arrives.
+    for i in 0..3000 {
+        std::fs::write(dir.join(format!("tree/opt/big/f{i}")), format!("{i}\n").repeat(200))
+            .unwrap();
+    }
+    std::fs::write(dir.join("metadata.json"), meta("big", &["/opt/big"])).unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("tree"))
+        .arg("-czf")
+        .arg(dir.join("addon.tar.gz"))
+        .arg("opt")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let full = std::fs::metadata(dir.join("addon.tar.gz")).unwrap().len();
+    let mut server = Server::start(&state, &[]);
+    let mut upload = Command::new("curl")
+        .current_dir(&dir)
+        .args(["-sS", "-L"])
+        .arg(format!("{}/api/v2/runtimeaddons/custom", server.url))
+        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill as soon as the whole tarball is staged (indexing or committing).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let staged =
+            std::fs::read_dir(state.join("staging")).into_iter().flatten().flatten().any(|e| {
+                std::fs::metadata(e.path().join("addon.tar.gz")).is_ok_and(|m| m.len() == full)
+            });
+        if staged || server.stored().0.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upload never completed in staging");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let _ = upload.kill();
+    let _ = upload.wait();
+    let (before, _) = server.stored();
+    eprintln!("killed with {before:?} committed");
+    drop(server);
+    let server = Server::start(&state, &[]);
+    let (addons, staging) = server.stored();
+    assert_eq!(staging, 0, "staging/ is cleaned at start");
+    assert_eq!(addons, before);
+    let (_, all) = server.get(&[]);
+    let listed = all["runtime_addons"].as_array().unwrap().len();
+    assert_eq!(listed, addons.len(), "a committed add-on is whole and listed: {all}");
+    if listed == 1 {
+        let d = state.join("addons/custom-addon-big");
+        for f in ["metadata.json", "addon.tar.gz", "addon.tar.gz.addonfs-index", "record.json"] {
+            assert!(d.join(f).is_file(), "{f}");
+        }
+    } else {
+        // Nothing was stored: the same upload now succeeds.
+        assert_eq!(server.upload(&dir, Some(KEY)).0, 200);
+    }
+}
+
+#[test]
+fn concurrent_uploads_of_one_name_store_exactly_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    for d in ["p", "q", "r", "s"] {
+        addon(
+            &tmp.path().join(d),
+            &meta("same", &[&format!("/opt/{d}")]),
+            &[&format!("opt/{d}/f")],
+        );
+    }
+    let results: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ["p", "q", "r", "s"]
+            .iter()
+            .map(|d| {
+                let dir = tmp.path().join(d);
+                let server = &server;
+                s.spawn(move || server.upload(&dir, Some(KEY)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut codes: Vec<u16> = results.iter().map(|r| r.0).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 409, 409, 409], "{results:?}");
+    assert_eq!(server.stored(), (vec!["custom-addon-same".to_string()], 0));
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"][0]["id"], 1);
+}
