@@ -2,11 +2,15 @@
 //!
 //! Content is immutable, so everything the kernel may cache is cached for long: entries and
 //! attributes (long TTLs, negative entries included), file pages (`FOPEN_KEEP_CACHE`),
-//! directory listings (`FOPEN_CACHE_DIR`) and symlink targets (`FUSE_CACHE_SYMLINKS`);
-//! `readdirplus` answers a listing and the lookups that follow it in one round trip. Requests
-//! run on several threads (see [`crate::mount`]), and the handler keeps no per-file state:
-//! reads go through each volume's [`crate::reader::ArchiveReader`] and the shared, byte-bounded
-//! chunk cache, into a per-thread buffer, so memory stays flat however much is read.
+//! directory listings (`FOPEN_CACHE_DIR`) and symlink targets (`FUSE_CACHE_SYMLINKS`). By
+//! default the first `open`/`opendir` is declined, which the kernel takes as "zero-message
+//! opens" with exactly those flags (see [`FsOptions::explicit_open`]). `readdirplus` answers a
+//! listing and the lookups that follow it in one round trip; listings follow the archive stream
+//! (see [`namespace`]) and a forward reader gets the next gzip spans inflated ahead of it
+//! ([`prefetch`]). Requests run on several threads (see [`crate::mount`]), and the handler
+//! keeps no per-file state: reads go through each volume's [`crate::reader::ArchiveReader`]
+//! and the shared, byte-bounded chunk cache, into a per-thread buffer, so memory stays flat
+//! however much is read.
 //!
 //! Every operation that would change something answers `EROFS`.
 
