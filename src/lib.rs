@@ -23,6 +23,7 @@ pub mod index;
 pub mod limits;
 pub mod mount;
 pub mod reader;
+pub mod time;
 
 pub use error::Error;
 pub use limits::Limits;

@@ -20,6 +20,21 @@ pub enum EntryKind {
     Fifo,
 }
 
+impl EntryKind {
+    /// A human name, as `stat` says it ("regular file", "directory", ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::File => "regular file",
+            EntryKind::Dir => "directory",
+            EntryKind::Symlink => "symbolic link",
+            EntryKind::Hardlink => "hard link",
+            EntryKind::CharDev => "character device",
+            EntryKind::BlockDev => "block device",
+            EntryKind::Fifo => "fifo",
+        }
+    }
+}
+
 /// One run of data of a sparse file: `len` bytes at logical offset `logical` are stored at
 /// `stream_offset` in the uncompressed tar stream. Everything not covered reads as zeros.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

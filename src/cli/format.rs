@@ -31,32 +31,12 @@ pub fn mode_string(kind: EntryKind, mode: u32) -> String {
 
 /// A human name for a kind.
 pub fn kind_name(kind: EntryKind) -> &'static str {
-    match kind {
-        EntryKind::File => "regular file",
-        EntryKind::Dir => "directory",
-        EntryKind::Symlink => "symbolic link",
-        EntryKind::Hardlink => "hard link",
-        EntryKind::CharDev => "character device",
-        EntryKind::BlockDev => "block device",
-        EntryKind::Fifo => "fifo",
-    }
+    kind.name()
 }
 
-/// UTC `YYYY-MM-DD HH:MM:SS` for seconds since the epoch (proleptic Gregorian calendar).
+/// UTC `YYYY-MM-DD HH:MM:SS` for seconds since the epoch.
 pub fn utc_time(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+    crate::time::UtcTime::from_unix(secs).display()
 }
 
 /// A byte count with a binary unit, e.g. `1.5 MiB`.
@@ -83,19 +63,6 @@ pub fn show(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_match_date_command() {
-        for secs in [0i64, 951_782_400, 1_700_000_000, -1, -86_401, 4_102_444_800, 253_402_300_799]
-        {
-            let out = std::process::Command::new("date")
-                .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%d %H:%M:%S"])
-                .output()
-                .expect("date runs");
-            let want = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            assert_eq!(utc_time(secs), want, "for {secs}");
-        }
-    }
 
     #[test]
     fn modes_match_ls() {

@@ -119,15 +119,7 @@ impl std::fmt::Debug for IndexBuilder {
 }
 
 fn kind_name(kind: EntryKind) -> &'static str {
-    match kind {
-        EntryKind::File => "regular file",
-        EntryKind::Dir => "directory",
-        EntryKind::Symlink => "symbolic link",
-        EntryKind::Hardlink => "hard link",
-        EntryKind::CharDev => "character device",
-        EntryKind::BlockDev => "block device",
-        EntryKind::Fifo => "fifo",
-    }
+    kind.name()
 }
 
 /// The components of a normalized path (empty components are skipped, defensively).
