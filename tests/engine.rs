@@ -110,18 +110,8 @@ fn v7_format_matches_tar_x_in_every_compression() {
 fn sparse_files_match_tar_x() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
-    std::fs::create_dir_all(&src).expect("mkdir");
-    let s = src.display();
-    let hot: [u64; 4] = [0, 1 << 30, (4 << 30) + 123, (8 << 30) + 4096];
-    sh(&format!(
-        "cd {s} && truncate -s 9G big && printf head | dd of=big conv=notrunc status=none \
-         && printf one | dd of=big bs=1 seek={} conv=notrunc status=none \
-         && head -c 100000 /dev/urandom | dd of=big bs=1 seek={} conv=notrunc status=none \
-         && printf tail | dd of=big bs=1 seek={} conv=notrunc status=none \
-         && truncate -s 1M small && printf x | dd of=small bs=1 seek=700000 conv=notrunc status=none \
-         && truncate -s 64K allhole && touch -d '2020-02-02 02:02:02' big small allhole",
-        hot[1], hot[2], hot[3]
-    ));
+    corpus::sparse_tree(&src);
+    let hot = corpus::SPARSE_HOT;
     let flavours: [(&str, &[&str]); 5] = [
         ("gnu", &["--sparse"]),
         ("oldgnu", &["--sparse"]),
@@ -148,14 +138,7 @@ fn sparse_files_match_tar_x() {
 #[test]
 fn duplicate_entries_last_one_wins() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path().display();
-    sh(&format!(
-        "cd {t} && mkdir -p src/d && echo first > src/d/f && echo keep > src/k \
-         && ln src/d/f src/d/link-to-first && tar -cf a.tar -C src . \
-         && sleep 1 && echo second-version > src/d/f && chmod 600 src/d/f \
-         && tar -rf a.tar -C src ./d/f && echo third > src/d/f && tar -rf a.tar -C src ./d/f"
-    ));
-    let tar = tmp.path().join("a.tar");
+    let tar = corpus::duplicates_archive(tmp.path());
     let dest = tmp.path().join("x");
     corpus::extract(&tar, &dest, false);
     // GNU tar replaces f, so the hard link keeps the first content in its own inode.

@@ -212,3 +212,38 @@ pub fn extract(archive: &Path, dest: &Path, ignore_zeros: bool) {
     }
     run(&mut cmd);
 }
+
+/// Offsets of the data runs of [`sparse_tree`]'s 9 GiB file (worth sampling when comparing).
+pub const SPARSE_HOT: [u64; 4] = [0, 1 << 30, (4 << 30) + 123, (8 << 30) + 4096];
+
+/// A tree of sparse files under `src` (created): a 9 GiB file with data at [`SPARSE_HOT`], a
+/// 1 MiB file with one byte, and a file that is all hole.
+pub fn sparse_tree(src: &Path) {
+    std::fs::create_dir_all(src).expect("mkdir");
+    let hot = SPARSE_HOT;
+    sh(&format!(
+        "cd {s} && truncate -s 9G big && printf head | dd of=big conv=notrunc status=none \
+         && printf one | dd of=big bs=1 seek={} conv=notrunc status=none \
+         && head -c 100000 /dev/urandom | dd of=big bs=1 seek={} conv=notrunc status=none \
+         && printf tail | dd of=big bs=1 seek={} conv=notrunc status=none \
+         && truncate -s 1M small && printf x | dd of=small bs=1 seek=700000 conv=notrunc status=none \
+         && truncate -s 64K allhole && touch -d '2020-02-02 02:02:02' big small allhole",
+        hot[1],
+        hot[2],
+        hot[3],
+        s = src.display()
+    ));
+}
+
+/// Writes `dir/a.tar` whose `./d/f` is appended twice more with new content (`tar -r`), after a
+/// hard link to its first version; returns the archive.
+pub fn duplicates_archive(dir: &Path) -> PathBuf {
+    sh(&format!(
+        "cd {t} && mkdir -p src/d && echo first > src/d/f && echo keep > src/k \
+         && ln src/d/f src/d/link-to-first && tar -cf a.tar -C src . \
+         && sleep 1 && echo second-version > src/d/f && chmod 600 src/d/f \
+         && tar -rf a.tar -C src ./d/f && echo third > src/d/f && tar -rf a.tar -C src ./d/f",
+        t = dir.display()
+    ));
+    dir.join("a.tar")
+}
