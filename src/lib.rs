@@ -16,6 +16,7 @@ pub mod api;
 pub mod archive;
 pub mod attach;
 pub mod cli;
+pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod gzip;

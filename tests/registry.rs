@@ -20,7 +20,7 @@ struct Server {
 impl Server {
     fn start(state: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .args(["serve", "--no-mount", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state)
             .args(extra)
             .env("ADDONFS_API_KEY", KEY)
@@ -506,7 +506,7 @@ fn generated_key_file_is_private_and_works() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     let mut child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .args(["serve", "--no-mount", "--listen", "127.0.0.1:0", "--state-dir"])
         .arg(&state)
         .env_remove("ADDONFS_API_KEY")
         .stdout(Stdio::piped())

@@ -50,9 +50,7 @@ pub enum Command {
     Detach(DetachCmd),
     /// Check an add-on's metadata and tarball against every registry rule, locally.
     Validate(ValidateCmd),
-    /// Run the registry's HTTP API over a state directory.
-    ///
-    /// TODO: mounting the enabled add-ons comes with the daemon step; this serves the API only.
+    /// The node daemon: mount every add-on of a state directory and serve the registry's API.
     Serve(ServeCmd),
     /// Administer the add-ons of a local state directory.
     #[command(subcommand)]
@@ -130,6 +128,19 @@ pub struct ServeCmd {
     /// Refuse uploads whose uncompressed tar is larger than this.
     #[arg(long, default_value = "64G", value_parser = parse_size)]
     pub max_uncompressed: u64,
+    /// Where every add-on is mounted (one directory per add-on, plus `/.addons.json`)
+    /// [default: STATE_DIR/mnt].
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
+    /// Serve the API only, without mounting.
+    #[arg(long, conflicts_with = "mount")]
+    pub no_mount: bool,
+    /// Let every user read the mount (workloads run as other users than the daemon).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Bytes of decompressed gzip spans kept in memory, shared by all add-ons.
+    #[arg(long, default_value = "32M", value_parser = parse_size)]
+    pub cache_size: u64,
 }
 
 /// `addonfs addons ...`.

@@ -1,15 +1,19 @@
 //! `addonfs validate`, `addonfs serve` and `addonfs addons ...`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::args::{AddonsCmd, ServeCmd, StateOpts, ValidateCmd};
 use crate::addon::metadata::{self, Metadata, MAX_METADATA_BYTES};
 use crate::addon::{Status, Store, StoreError};
 use crate::api::{ApiKeys, ApiLimits};
 use crate::archive::ScanOptions;
+use crate::daemon::{DaemonMount, SYNC_INTERVAL};
 use crate::error::Error;
 use crate::limits::Limits;
+use crate::mount::MountOptions;
 
 /// The state directory: the flag (or `ADDONFS_STATE_DIR`), else `/var/lib/addonfs` for root,
 /// else `$XDG_STATE_HOME/addonfs` or `~/.local/state/addonfs`.
@@ -102,6 +106,45 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
             ..ScanOptions::default()
         },
     };
+    let daemon = if cmd.no_mount {
+        None
+    } else {
+        let mountpoint = cmd.mount.clone().unwrap_or_else(|| dir.join("mnt"));
+        std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
+        let opts = MountOptions { allow_other: cmd.allow_other, ..MountOptions::default() };
+        let daemon = DaemonMount::start(Arc::clone(&store), &mountpoint, cmd.cache_size, &opts)?;
+        println!("addonfs: mounted the add-ons at {}", daemon.path().display());
+        Some(Arc::new(daemon))
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let syncer = daemon.clone().map(|daemon| {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(SYNC_INTERVAL);
+                daemon.sync();
+            }
+        })
+    });
+    let result = serve_api(cmd, &dir, store, keys, limits);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(syncer) = syncer {
+        let _ = syncer.join();
+    }
+    if let Some(daemon) = daemon.and_then(Arc::into_inner) {
+        daemon.unmount(Duration::from_secs(5));
+    }
+    result
+}
+
+/// Runs the HTTP API until SIGINT or SIGTERM.
+fn serve_api(
+    cmd: &ServeCmd,
+    dir: &Path,
+    store: Arc<Store>,
+    keys: ApiKeys,
+    limits: ApiLimits,
+) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,0 +1,222 @@
+//! The node daemon end to end: `addonfs serve` mounts the store, the seed's `curl` uploads an
+//! add-on, `attach` links it into a workload root, and disabling it hides it from new workloads
+//! while the links of a running one keep reading.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "daemon-test-key";
+
+/// True if FUSE can be used; in CI (env `CI`) a missing `/dev/fuse` fails instead.
+fn fuse_ready() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "FUSE is required in CI: /dev/fuse is missing");
+    eprintln!("skipping: /dev/fuse is missing");
+    false
+}
+
+struct Daemon {
+    child: Child,
+    url: String,
+    mount: PathBuf,
+}
+
+impl Daemon {
+    fn start(state: &Path, mount: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .arg("--mount")
+            .arg(mount)
+            .env("ADDONFS_API_KEY", KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start addonfs serve");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut url = None;
+        for _ in 0..4 {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read stdout");
+            if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                url = Some(u.to_string());
+                break;
+            }
+        }
+        let url = url.expect("serve printed its address");
+        Daemon { child, url, mount: mount.to_path_buf() }
+    }
+
+    fn curl(&self, dir: &Path, args: &[String]) -> (u16, serde_json::Value) {
+        let out = Command::new("curl")
+            .current_dir(dir)
+            .args(["-sS", "-L", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("status line");
+        (code.trim().parse().expect("status"), serde_json::from_str(body).unwrap_or_default())
+    }
+
+    fn set_status(&self, dir: &Path, identifier: &str, status: &str) -> u16 {
+        let body = format!(r#"{{"status":"{status}","identifiers":["{identifier}"]}}"#);
+        self.curl(
+            dir,
+            &[
+                format!("{}/api/v2/runtimeaddons:updatestatus", self.url),
+                "-H".into(),
+                format!("Authorization: Bearer {KEY}"),
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "-d".into(),
+                body,
+            ],
+        )
+        .0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SIGTERM: the daemon unmounts on its way out.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).stderr(Stdio::null()).status();
+    }
+}
+
+fn attach(mount: &Path, root: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .args(["attach", "--mount"])
+        .arg(mount)
+        .arg("--root")
+        .arg(root)
+        .output()
+        .expect("attach")
+}
+
+fn mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let p = path.to_string_lossy().into_owned();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
+#[test]
+fn upload_attach_disable_while_running() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let work = t.join("work");
+    std::fs::create_dir_all(work.join("tree/usr/bin/custom_folder")).expect("mkdir");
+    std::fs::write(work.join("tree/usr/custom_file"), "custom file\n").expect("write");
+    std::fs::write(work.join("tree/usr/bin/custom_folder/tool"), "tool\n").expect("write");
+    std::fs::write(
+        work.join("metadata.json"),
+        r#"{"name": "sample", "spec": {"paths": ["/usr/custom_file", "/usr/bin/custom_folder"]}}"#,
+    )
+    .expect("metadata");
+    let ok = Command::new("tar")
+        .arg("-czf")
+        .arg(work.join("addon.tar.gz"))
+        .arg("-C")
+        .arg(work.join("tree"))
+        .arg("usr")
+        .status()
+        .expect("tar");
+    assert!(ok.success());
+
+    let mount = t.join("mnt");
+    let daemon = Daemon::start(&t.join("state"), &mount);
+    assert!(mounted(&mount), "serve mounted {}", mount.display());
+    let manifest = || std::fs::read_to_string(mount.join(".addons.json")).expect("manifest");
+    assert!(!manifest().contains("custom-addon-sample"));
+
+    // The seed's exact upload.
+    let (status, record) = daemon.curl(
+        &work,
+        &[
+            format!("{}/api/v2/runtimeaddons/custom", daemon.url),
+            "-F".into(),
+            "metadata=@metadata.json".into(),
+            "-F".into(),
+            "tarball=@addon.tar.gz".into(),
+            "-H".into(),
+            format!("Authorization: Bearer {KEY}"),
+        ],
+    );
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["status"], "AVAILABLE");
+
+    // The mount follows within a few sync intervals.
+    let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("the add-on in the manifest", &|| manifest().contains("custom-addon-sample"));
+    let listing = || -> Vec<String> {
+        std::fs::read_dir(&mount)
+            .expect("list root")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(listing().contains(&"custom-addon-sample".to_string()), "{:?}", listing());
+
+    // A running workload attaches and reads through its links.
+    let running = t.join("root-running");
+    std::fs::create_dir_all(&running).expect("mkdir");
+    let out = attach(&mount, &running);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(running.join("usr/custom_file")).expect("read"),
+        "custom file\n"
+    );
+    let mut open = std::fs::File::open(running.join("usr/bin/custom_folder/tool")).expect("open");
+
+    // Disable: it leaves the listing and the manifest...
+    assert_eq!(daemon.set_status(&work, "custom-addon-sample", "DISABLED"), 200);
+    wait_for("the add-on to leave the manifest", &|| !manifest().contains("custom-addon-sample"));
+    wait_for("the add-on to leave the listing", &|| {
+        !listing().contains(&"custom-addon-sample".to_string())
+    });
+
+    // ... a new workload no longer gets it ...
+    let fresh = t.join("root-new");
+    std::fs::create_dir_all(&fresh).expect("mkdir");
+    assert!(attach(&mount, &fresh).status.success());
+    assert!(std::fs::symlink_metadata(fresh.join("usr/custom_file")).is_err());
+
+    // ... and the running one still reads, by path and through the file it had open.
+    assert_eq!(
+        std::fs::read_to_string(running.join("usr/custom_file")).expect("read"),
+        "custom file\n"
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut open, &mut text).expect("read open file");
+    assert_eq!(text, "tool\n");
+
+    // Enabled again: back in the manifest.
+    assert_eq!(daemon.set_status(&work, "custom-addon-sample", "AVAILABLE"), 200);
+    wait_for("the add-on back in the manifest", &|| manifest().contains("custom-addon-sample"));
+
+    drop(open);
+    drop(daemon);
+    assert!(!mounted(&mount), "SIGTERM unmounted {}", mount.display());
+}
