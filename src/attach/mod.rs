@@ -258,6 +258,8 @@ fn attach_one(link: &Path, target: &Path) -> Outcome {
 /// fails does not stop the others.
 pub fn attach(mount: &Path, root: &Path) -> Result<Report, AttachError> {
     let manifest = read_manifest(mount)?;
+    // Symlinks must point at the mount wherever they are: make it absolute.
+    let mount = &std::path::absolute(mount).unwrap_or_else(|_| mount.to_path_buf());
     let mut paths = Vec::new();
     for addon in &manifest.addons {
         for path in &addon.paths {
@@ -288,6 +290,7 @@ pub fn attach(mount: &Path, root: &Path) -> Result<Report, AttachError> {
 /// given), a symlink under `root` that points into `mount` is removed; anything else is left
 /// alone.
 pub fn detach(mount: &Path, root: &Path, extra: &[String]) -> Result<Report, AttachError> {
+    let mount = &std::path::absolute(mount).unwrap_or_else(|_| mount.to_path_buf());
     let mut wanted: Vec<(String, String)> = Vec::new();
     match read_manifest(mount) {
         Ok(manifest) => {
