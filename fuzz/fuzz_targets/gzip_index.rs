@@ -1,5 +1,6 @@
 //! Indexes arbitrary bytes as gzip; when that succeeds, resumes at every recorded access point
-//! and checks that the bytes that follow are the ones the indexer produced.
+//! and checks that the bytes that follow are the ones the indexer produced, with the whole window
+//! and with its sparse version.
 
 #![no_main]
 
@@ -7,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 
-use addonfs::gzip::{AccessPoint, GzipIndexer, SpanInflater, WINDOW_SIZE};
+use addonfs::gzip::{sparsify_window, AccessPoint, GzipIndexer, SpanInflater, WINDOW_SIZE};
 use libfuzzer_sys::fuzz_target;
 
 const SPAN: u64 = 4096;
@@ -88,5 +89,10 @@ fuzz_target!(|data: &[u8]| {
             (points[i + 1].uncompressed as usize + 1000).min(out.len())
         };
         check_resume(&file, p, &out, end);
+        // The sparse window (only the bytes the stream copies) serves the same bytes.
+        let sparse = sparsify_window(&file, p).expect("sparsify at a recorded point");
+        assert_eq!(sparse.len(), p.window.len());
+        let sparse = AccessPoint { window: sparse, ..p.clone() };
+        check_resume(&file, &sparse, &out, end);
     }
 });
