@@ -191,6 +191,14 @@ pub struct ArchiveOpts {
     /// Where the index is kept [default: beside the archive, as ARCHIVE.addonfs-index].
     #[arg(long, value_name = "PATH")]
     pub index: Option<PathBuf>,
+    /// How an index is built when one is needed.
+    #[command(flatten)]
+    pub scan: ScanFlags,
+}
+
+/// How an archive is indexed: the span between gzip access points and the limits.
+#[derive(Debug, Clone, Args)]
+pub struct ScanFlags {
     /// Distance between gzip access points, in bytes (suffixes K, M, G allowed).
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     pub span: u64,
@@ -202,7 +210,7 @@ pub struct ArchiveOpts {
     pub max_entries: u64,
 }
 
-impl ArchiveOpts {
+impl ScanFlags {
     /// The scan options these flags describe.
     pub fn scan_options(&self) -> ScanOptions {
         ScanOptions {
@@ -296,29 +304,9 @@ pub struct MountCmd {
     /// Threads answering kernel requests.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
-    /// Distance between gzip access points when an index is built (suffixes K, M, G allowed).
-    #[arg(long, default_value = "1M", value_parser = parse_size)]
-    pub span: u64,
-    /// Refuse archives whose uncompressed tar is larger than this (decompression bombs).
-    #[arg(long, default_value = "64G", value_parser = parse_size)]
-    pub max_uncompressed: u64,
-    /// Refuse archives with more entries than this.
-    #[arg(long, default_value_t = Limits::DEFAULT_MAX_ENTRIES)]
-    pub max_entries: u64,
-}
-
-impl MountCmd {
-    /// The scan options used when an index must be built.
-    pub fn scan_options(&self) -> ScanOptions {
-        ScanOptions {
-            span: self.span,
-            limits: Limits {
-                max_uncompressed: self.max_uncompressed,
-                max_entries: self.max_entries,
-                ..Limits::default()
-            },
-        }
-    }
+    /// How an index is built when one is needed.
+    #[command(flatten)]
+    pub scan: ScanFlags,
 }
 
 /// Parses a byte size such as `4096`, `64K`, `1M`, `1.5G` (binary units).

@@ -18,7 +18,12 @@ const MAX_SYMLINK_HOPS: usize = 40;
 
 /// Opens (loading or building) the index of the archive, with a progress bar on a terminal.
 fn open_index(opts: &ArchiveOpts, rebuild: bool) -> Result<Opened, Error> {
-    super::open::open_index(&opts.archive, opts.index.as_deref(), &opts.scan_options(), rebuild)
+    super::open::open_index(
+        &opts.archive,
+        opts.index.as_deref(),
+        &opts.scan.scan_options(),
+        rebuild,
+    )
 }
 
 /// `addonfs index`.

@@ -89,7 +89,7 @@ pub fn mount(cmd: &MountCmd) -> Result<(), Error> {
     let (_, (dir_uid, dir_gid)) = mount::prepare_mountpoint(mountpoint).map_err(mount_error)?;
     let started = Instant::now();
     let cache = Arc::new(ChunkCache::new(cmd.cache_size));
-    let opts = cmd.scan_options();
+    let opts = cmd.scan.scan_options();
     let mut volumes = Vec::with_capacity(archives.len());
     for (i, archive) in archives.iter().enumerate() {
         let opened = open_index(archive, None, &opts, false)?;
