@@ -9,12 +9,14 @@
 //! * [`index`] turns the scanned entries into an immutable tree, persists it, and loads it back.
 //! * [`reader`] serves random reads of any entry, with a shared, byte-bounded chunk cache.
 //! * [`fs`] serves them as a read-only FUSE file system; [`mount`] runs its lifecycle.
+//! * [`bench`] holds the benchmark harnesses (`addonfs bench startup`).
 //! * [`cli`] implements the command-line tool over the library; `main.rs` only parses arguments.
 
 pub mod addon;
 pub mod api;
 pub mod archive;
 pub mod attach;
+pub mod bench;
 pub mod cli;
 pub mod daemon;
 pub mod error;

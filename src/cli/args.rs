@@ -55,6 +55,43 @@ pub enum Command {
     /// Administer the add-ons of a local state directory.
     #[command(subcommand)]
     Addons(AddonsCmd),
+    /// Benchmarks (as root: they drop the page cache and mount).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+/// `addonfs bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Workload start to first byte of a file, for add-ons of several sizes: extraction,
+    /// addonfs attach, addonfs mount, and ratarmount/archivemount when installed.
+    Startup(StartupCmd),
+}
+
+/// `addonfs bench startup`.
+#[derive(Debug, Args)]
+pub struct StartupCmd {
+    /// Sizes of content of the add-ons, comma-separated (suffixes K, M, G).
+    #[arg(long, value_delimiter = ',', default_value = "1M,10M,100M,500M,1G", value_parser = parse_size)]
+    pub sizes: Vec<u64>,
+    /// Runs per size and method (the median is reported, min and max in the CSV).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Where the add-ons' files are picked from.
+    #[arg(long, default_value = "/usr", value_name = "DIR")]
+    pub source: PathBuf,
+    /// Where add-ons are built and cached (reruns skip packing), and runs take place.
+    #[arg(long, default_value = "/var/tmp/addonfs-bench/startup", value_name = "DIR")]
+    pub work_dir: PathBuf,
+    /// Where `startup.csv` and `startup.svg` are written.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Leave out ratarmount and archivemount even if installed.
+    #[arg(long)]
+    pub no_peers: bool,
+    /// Longest one run may take, in seconds, before the benchmark fails.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
 }
 
 /// `addonfs attach`.

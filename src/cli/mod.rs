@@ -2,6 +2,7 @@
 
 pub mod args;
 mod attach;
+mod bench;
 mod format;
 mod inspect;
 mod mount;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Validate(cmd) => registry::validate(&cmd),
         Command::Serve(cmd) => registry::serve(&cmd),
         Command::Addons(cmd) => registry::addons(&cmd),
+        Command::Bench(cmd) => return bench::bench(&cmd),
     };
     match result {
         Ok(()) => EXIT_OK,

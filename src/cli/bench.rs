@@ -1,0 +1,50 @@
+//! `addonfs bench startup`: run the harness, print the table, write the CSV and the chart.
+
+use std::time::Duration;
+
+use super::args::{BenchCmd, StartupCmd};
+use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use crate::bench::{plot, run_startup, BenchError, StartupConfig};
+
+/// `addonfs bench ...`.
+pub fn bench(cmd: &BenchCmd) -> i32 {
+    let result = match cmd {
+        BenchCmd::Startup(cmd) => startup(cmd),
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("addonfs: {e}");
+            match e {
+                BenchError::NotRoot(_) | BenchError::Usage(_) => EXIT_USAGE,
+                _ => EXIT_FAILURE,
+            }
+        }
+    }
+}
+
+fn startup(cmd: &StartupCmd) -> Result<(), BenchError> {
+    let addonfs = std::env::current_exe().map_err(|e| BenchError::io("/proc/self/exe", e))?;
+    let config = StartupConfig {
+        sizes: cmd.sizes.clone(),
+        runs: cmd.runs as usize,
+        source: cmd.source.clone(),
+        work_dir: cmd.work_dir.clone(),
+        peers: !cmd.no_peers,
+        addonfs,
+        timeout: Duration::from_secs(cmd.timeout),
+    };
+    crate::bench::startup::require_root()?;
+    std::fs::create_dir_all(&cmd.out).map_err(|e| BenchError::io(&cmd.out, e))?;
+    let report = run_startup(&config, &mut |line| eprintln!("{line}"))?;
+    for (method, why) in &report.skipped {
+        eprintln!("{}: not measured ({why})", method.name());
+    }
+    print!("{}", report.table());
+    let csv = cmd.out.join("startup.csv");
+    std::fs::write(&csv, report.csv()).map_err(|e| BenchError::io(&csv, e))?;
+    let svg = cmd.out.join("startup.svg");
+    plot::write_svg(&report, &svg)?;
+    println!("\nwrote {} and {}", csv.display(), svg.display());
+    Ok(())
+}
