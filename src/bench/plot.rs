@@ -12,6 +12,9 @@ use super::BenchError;
 /// The chart's size in pixels.
 pub const SIZE: (u32, u32) = (860, 540);
 
+/// The target for addonfs attach + first byte (issue 5), drawn as a dashed line.
+pub const TARGET_MS: f64 = 10.0;
+
 /// The line colour of a method.
 fn color(method: Method) -> RGBColor {
     match method {
@@ -84,6 +87,15 @@ pub fn render_svg(report: &StartupReport) -> Result<String, String> {
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(|e| e.to_string())?;
+        if (y_lo..=y_hi).contains(&TARGET_MS) {
+            let grey = RGBColor(120, 120, 120).stroke_width(1);
+            let line = [(x_lo, TARGET_MS), (x_hi, TARGET_MS)];
+            chart
+                .draw_series(DashedLineSeries::new(line, 6, 4, grey))
+                .map_err(|e| e.to_string())?
+                .label("target for attach: 10 ms")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
+        }
         for method in report.methods() {
             let points: Vec<(f64, f64)> = addons
                 .iter()
@@ -152,6 +164,7 @@ mod tests {
         let svg = render_svg(&report).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("tar -xzf (extract)") && svg.contains("addonfs attach"));
+        assert!(svg.contains("target for attach: 10 ms"));
         for method in [Method::Extract, Method::Attach] {
             let RGBColor(r, g, b) = color(method);
             let stroke =
