@@ -89,9 +89,6 @@ pub enum BenchError {
     /// The add-on store failed.
     #[error(transparent)]
     Store(#[from] crate::addon::StoreError),
-    /// The daemon's mount failed.
-    #[error(transparent)]
-    Mount(#[from] crate::mount::MountError),
 }
 
 impl BenchError {
