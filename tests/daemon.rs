@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::http::curl;
+
 const KEY: &str = "daemon-test-key";
 
 /// True if FUSE can be used; in CI (env `CI`) a missing `/dev/fuse` fails instead.
@@ -51,21 +54,9 @@ impl Daemon {
         Daemon { child, url, mount: mount.to_path_buf() }
     }
 
-    fn curl(&self, dir: &Path, args: &[String]) -> (u16, serde_json::Value) {
-        let out = Command::new("curl")
-            .current_dir(dir)
-            .args(["-sS", "-L", "-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').expect("status line");
-        (code.trim().parse().expect("status"), serde_json::from_str(body).unwrap_or_default())
-    }
-
     fn set_status(&self, dir: &Path, identifier: &str, status: &str) -> u16 {
         let body = format!(r#"{{"status":"{status}","identifiers":["{identifier}"]}}"#);
-        self.curl(
+        curl(
             dir,
             &[
                 format!("{}/api/v2/runtimeaddons:updatestatus", self.url),
@@ -147,7 +138,7 @@ fn upload_attach_disable_while_running() {
     assert!(!manifest().contains("custom-addon-sample"));
 
     // The seed's exact upload.
-    let (status, record) = daemon.curl(
+    let (status, record) = curl(
         &work,
         &[
             format!("{}/api/v2/runtimeaddons/custom", daemon.url),

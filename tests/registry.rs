@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::http::curl;
+
 const KEY: &str = "0123456789abcdef-test-key";
 
 /// A running `addonfs serve`, killed on drop.
@@ -96,23 +99,6 @@ impl Drop for Server {
     }
 }
 
-fn curl(dir: &Path, args: &[String]) -> (u16, Value) {
-    let out = Command::new("curl")
-        .current_dir(dir)
-        .args(["-sS", "-L", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.stderr.is_empty() {
-        eprintln!("curl: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code: u16 = code.trim().parse().unwrap_or(0);
-    let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
-    (code, body)
-}
-
 /// Writes `dir/metadata.json` and `dir/addon.tar.gz` (made by GNU tar) holding `files`
 /// (relative paths; a trailing `/` makes a directory).
 fn addon(dir: &Path, metadata: &str, files: &[&str]) {
@@ -193,6 +179,15 @@ fn seed_upload_list_filter_page_and_status() {
     assert_eq!(std::fs::read(stored.join("addon.tar.gz")).unwrap(), tar);
     assert!(stored.join("addon.tar.gz.addonfs-index").is_file());
     assert_eq!(server.stored().1, 0);
+    // The index built while the upload streamed is the stored archive's current index.
+    let (code, out, err) = addonfs_cmd(
+        &["index", "--json", "addons/custom-addon-name-of-the-addon/addon.tar.gz"],
+        &server.state,
+    );
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["action"], "loaded", "{report}");
+    assert_eq!(report["sha256"], record["sha256"]);
 
     // Paging.
     let (s, page) = server.get(&[("page_size", "2")]);
@@ -791,4 +786,150 @@ fn concurrent_uploads_of_one_name_store_exactly_one() {
     assert_eq!(server.stored(), (vec!["custom-addon-same".to_string()], 0));
     let (_, all) = server.get(&[]);
     assert_eq!(all["runtime_addons"][0]["id"], 1);
+}
+
+/// Runs `addonfs ARGS` in `cwd`; returns (exit code, stdout, stderr).
+fn addonfs_cmd(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_addonfs")).current_dir(cwd).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The seed's command with the parts in the other order: the tarball streams (and is indexed)
+/// before the metadata arrives; the rules are still all checked before anything is stored.
+#[test]
+fn metadata_after_the_tarball_is_checked_before_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    let upload = |dir: &Path| {
+        curl(
+            dir,
+            &[
+                format!("{}/api/v2/runtimeaddons/custom", server.url),
+                "-F".into(),
+                "tarball=@addon.tar.gz".into(),
+                "-F".into(),
+                "metadata=@metadata.json".into(),
+                "-H".into(),
+                format!("Authorization: Bearer {KEY}"),
+            ],
+        )
+    };
+    addon(&tmp.path().join("missing"), &meta("m", &["/a", "/nope"]), &["a"]);
+    assert_error(&upload(&tmp.path().join("missing")), 400, 3, "\"/nope\" does not exist");
+    addon(&tmp.path().join("bad"), &meta("Bad", &["/a"]), &["a"]);
+    assert_error(&upload(&tmp.path().join("bad")), 400, 3, "only lowercase letters");
+    assert_eq!(server.stored(), (vec![], 0));
+    seed_addon(&tmp.path().join("seed"));
+    let (s, r) = upload(&tmp.path().join("seed"));
+    assert_eq!((s, r["id"].as_u64()), (200, Some(1)), "{r}");
+    // The same name again, metadata last: refused, the first one untouched.
+    assert_error(&upload(&tmp.path().join("seed")), 409, 6, "already exists");
+    assert_eq!(server.stored(), (vec!["custom-addon-name-of-the-addon".to_string()], 0));
+}
+
+/// A tar of `size` random bytes in one file, `dir/addon.tar.gz`, with matching metadata.
+fn random_addon(dir: &Path, name: &str, size: &str) {
+    std::fs::create_dir_all(dir.join("tree/opt/big")).unwrap();
+    let st = Command::new("head")
+        .args(["-c", size, "/dev/urandom"])
+        .stdout(std::fs::File::create(dir.join("tree/opt/big/blob")).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(dir.join("metadata.json"), meta(name, &["/opt/big"])).unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("tree"))
+        .arg("-cf")
+        .arg(dir.join("addon.tar.gz"))
+        .arg("opt")
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Waits until `cond` holds (panics after 10 s).
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client that goes away mid-upload: the running server removes the half upload at once
+/// (no restart needed) and keeps serving.
+#[test]
+fn client_disconnect_mid_upload_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    let dir = tmp.path().join("big");
+    random_addon(&dir, "big", "8M");
+    let mut upload = Command::new("curl")
+        .current_dir(&dir)
+        .args(["-sS", "-L", "--limit-rate", "2M"])
+        .arg(format!("{}/api/v2/runtimeaddons/custom", server.url))
+        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staged = || -> u64 {
+        std::fs::read_dir(server.state.join("staging"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path().join("addon.tar.gz")).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    wait_until("part of the upload in staging/", || staged() > 0);
+    upload.kill().unwrap();
+    upload.wait().unwrap();
+    wait_until("staging/ to be emptied", || server.stored() == (vec![], 0));
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"], json!([]));
+    // The same add-on uploads whole afterwards.
+    let (s, r) = server.upload(&dir, Some(KEY));
+    assert_eq!((s, r["id"].as_u64()), (200, Some(1)), "{r}");
+    assert_eq!(
+        std::fs::read(server.state.join("addons/custom-addon-big/addon.tar.gz")).unwrap(),
+        std::fs::read(dir.join("addon.tar.gz")).unwrap()
+    );
+}
+
+/// A large body that is not an archive fails as soon as its start is scanned; the error comes
+/// back and nothing is stored.
+#[test]
+fn large_non_archive_is_refused_and_not_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    let st = Command::new("head")
+        .args(["-c", "32M", "/dev/urandom"])
+        .stdout(std::fs::File::create(dir.join("noise.bin")).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let got = curl(
+        &dir,
+        &[
+            format!("{}/api/v2/runtimeaddons/custom", server.url),
+            "-F".into(),
+            "metadata=@metadata.json".into(),
+            "-F".into(),
+            "tarball=@noise.bin".into(),
+            "-H".into(),
+            format!("Authorization: Bearer {KEY}"),
+        ],
+    );
+    assert_error(&got, 400, 3, "not a valid archive");
+    wait_until("staging/ to be emptied", || server.stored() == (vec![], 0));
 }

@@ -232,15 +232,17 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
             let store = open_store(state)?;
             store.check_new(&meta).map_err(store_error)?;
             let staging = store.stage().map_err(store_error)?;
-            std::fs::copy(tarball, staging.tarball()).map_err(|e| Error::io(tarball, e))?;
-            let index =
-                crate::index::open::build(&staging.tarball(), &ScanOptions::default(), None)
-                    .map_err(|e| match e {
-                        Error::Scan { source, .. } => {
-                            Error::Scan { archive: tarball.clone(), source }
-                        }
-                        other => other,
-                    })?;
+            // Copied into the store and indexed in one pass.
+            let source = std::fs::File::open(tarball).map_err(|e| Error::io(tarball, e))?;
+            let index = crate::index::open::build_streaming(
+                &staging.tarball(),
+                source,
+                &ScanOptions::default(),
+            )
+            .map_err(|e| match e {
+                Error::Scan { source, .. } => Error::Scan { archive: tarball.clone(), source },
+                other => other,
+            })?;
             let problems = meta.check_against(&index);
             if !problems.is_empty() {
                 return Err(Error::Invalid(problems_text(meta_path, &problems)));
