@@ -598,7 +598,7 @@ fn store_ignores_malformed_entries_and_cleans_staging() {
     std::fs::write(state.join("addons/custom-addon-broken/record.json"), "{").unwrap();
     std::fs::create_dir_all(state.join("staging/leftover")).unwrap();
     std::fs::write(state.join("staging/leftover/addon.tar.gz"), "half").unwrap();
-    let store = addonfs::addon::Store::open(state).unwrap();
+    let store = addonfs::addon::Store::open(state, "test").unwrap();
     assert!(store.list().is_empty());
     assert_eq!(store.problems().len(), 1);
     assert!(store.problems()[0].contains("custom-addon-broken"), "{:?}", store.problems());
@@ -932,4 +932,158 @@ fn large_non_archive_is_refused_and_not_stored() {
     );
     assert_error(&got, 400, 3, "not a valid archive");
     wait_until("staging/ to be emptied", || server.stored() == (vec![], 0));
+}
+
+/// Runs `addonfs ARGS --state-dir STATE` with `env` set (and `ADDONFS_API_KEY` removed unless
+/// `env` sets it); returns (exit code, stdout, stderr).
+fn addonfs_env(args: &[&str], state: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_addonfs"));
+    cmd.current_dir(state.parent().unwrap()).args(args).arg("--state-dir").arg(state);
+    cmd.env_remove("ADDONFS_API_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One writer process per state directory: a second daemon is refused with the directory and
+/// the holder named; the lock goes with the process, even on SIGKILL.
+#[test]
+fn second_serve_on_the_same_state_dir_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let mut server = Server::start(&state, &[]);
+    let (code, _, err) = addonfs_env(
+        &["serve", "--no-mount", "--listen", "127.0.0.1:0"],
+        &state,
+        &[("ADDONFS_API_KEY", KEY)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("the state directory {} is in use", state.display())), "{err}");
+    assert!(err.contains(&format!("pid {}", server.child.id())), "{err}");
+    assert!(err.contains(&server.url), "{err}");
+    server.child.kill().unwrap(); // SIGKILL: no clean-up code runs
+    server.child.wait().unwrap();
+    drop(server);
+    let server = Server::start(&state, &[]);
+    assert_eq!(server.get(&[]).0, 200);
+}
+
+/// Admin writes take the lock for their change: refused while another process holds the
+/// directory (here a store held open by the test itself), naming it; `addons list` reads
+/// without the lock and leaves uploads in progress alone.
+#[test]
+fn admin_writes_take_the_lock_and_list_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    let (code, _, err) =
+        addonfs(&["addons", "register", "metadata.json", "addon.tar.gz"], &state, &dir);
+    assert_eq!(code, 0, "{err}");
+    let held = addonfs::addon::Store::open(&state, "test").unwrap();
+    std::fs::create_dir_all(state.join("staging/in-progress")).unwrap();
+    for args in
+        [&["addons", "disable", "1"][..], &["addons", "register", "metadata.json", "addon.tar.gz"]]
+    {
+        let (code, _, err) = addonfs(args, &state, &dir);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("is in use by another addonfs process"), "{err}");
+        assert!(err.contains(&format!("pid {} (`addonfs test`)", std::process::id())), "{err}");
+    }
+    let (code, out, err) = addonfs(&["addons", "list", "--json"], &state, &dir);
+    assert_eq!(code, 0, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["status"], "AVAILABLE");
+    assert!(state.join("staging/in-progress").is_dir(), "list left staging/ alone");
+    drop(held);
+    let (code, _, err) = addonfs(&["addons", "disable", "1"], &state, &dir);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// With a daemon running, the admin commands on its state directory go through its API (so
+/// the daemon sees the change at once), or through `--api URL --key-file F` explicitly.
+#[test]
+fn admin_cli_goes_through_a_running_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let server = Server::start(&state, &[]);
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    let meta_file = dir.join("metadata.json");
+    let tarball = dir.join("addon.tar.gz");
+    let (meta_arg, tar_arg) = (meta_file.to_str().unwrap(), tarball.to_str().unwrap());
+    let key = [("ADDONFS_API_KEY", KEY)];
+
+    // No key to be found (the daemon's key came from its environment): told what to do.
+    let (code, _, err) = addonfs_env(&["addons", "disable", "1"], &state, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--key-file") && err.contains(&server.url), "{err}");
+
+    // Register and disable through the daemon: it lists the change at once.
+    let (code, out, err) = addonfs_env(&["addons", "register", meta_arg, tar_arg], &state, &key);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("going through its API"), "{err}");
+    let record: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["identifier"], "custom-addon-name-of-the-addon");
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"][0]["status"], "AVAILABLE");
+    let (code, out, err) =
+        addonfs_env(&["addons", "disable", "custom-addon-name-of-the-addon"], &state, &key);
+    assert_eq!((code, out.trim()), (0, "custom-addon-name-of-the-addon: DISABLED"), "{err}");
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"][0]["status"], "DISABLED");
+
+    // Rule failures come back with the API's message and the rule exit code.
+    let (code, _, err) = addonfs_env(&["addons", "register", meta_arg, tar_arg], &state, &key);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = addonfs_env(&["addons", "enable", "42"], &state, &key);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("no add-on has id 42"), "{err}");
+
+    // Explicitly, with a key file; a wrong key is refused.
+    std::fs::write(tmp.path().join("key"), format!("# the daemon's key\n{KEY}\n")).unwrap();
+    std::fs::write(tmp.path().join("bad-key"), "nope\n").unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    let api = ["--api", server.url.as_str(), "--key-file"];
+    let key_file = tmp.path().join("key");
+    let enable: Vec<&str> = ["addons", "enable", "1"]
+        .iter()
+        .chain(&api)
+        .copied()
+        .chain([key_file.to_str().unwrap()])
+        .collect();
+    let (code, out, err) = addonfs_env(&enable, &elsewhere, &[]);
+    assert_eq!((code, out.trim()), (0, "1: AVAILABLE"), "{err}");
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"][0]["status"], "AVAILABLE");
+    let bad_file = tmp.path().join("bad-key");
+    let list: Vec<&str> = ["addons", "list", "--json"]
+        .iter()
+        .chain(&api)
+        .copied()
+        .chain([bad_file.to_str().unwrap()])
+        .collect();
+    let (code, _, err) = addonfs_env(&list, &elsewhere, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HTTP 401"), "{err}");
+    let list: Vec<&str> = ["addons", "list", "--json"]
+        .iter()
+        .chain(&api)
+        .copied()
+        .chain([key_file.to_str().unwrap()])
+        .collect();
+    let (code, out, err) = addonfs_env(&list, &elsewhere, &[]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0], all["runtime_addons"][0]);
+    assert!(!elsewhere.exists(), "--api touches no state directory");
+    assert_eq!(server.stored(), (vec!["custom-addon-name-of-the-addon".to_string()], 0));
 }

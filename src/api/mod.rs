@@ -9,6 +9,7 @@
 //! `{"error", "code", "message", "details"}` envelope.
 
 mod auth;
+pub mod client;
 mod error;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use axum::Json;
 use serde::Deserialize;
 
 pub use auth::{constant_time_eq, ApiKeys, KEYS_FILE};
+pub use client::{ApiClient, ClientError};
 pub use error::{ApiError, Code};
 
 use crate::addon::metadata::{self, Metadata, MAX_METADATA_BYTES};
@@ -128,7 +130,9 @@ async fn handle(app: &App, req: Request) -> Result<Response, ApiError> {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let code = match &e {
-            StoreError::Io { .. } => Code::Internal,
+            StoreError::Io { .. } | StoreError::Locked(_) | StoreError::ReadOnly(_) => {
+                Code::Internal
+            }
             StoreError::AlreadyExists { .. } => Code::AlreadyExists,
             StoreError::Conflict { .. } => Code::FailedPrecondition,
             StoreError::NotFound(_) => Code::NotFound,
