@@ -151,8 +151,8 @@ fn serve_api(
             .await
             .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cmd.listen)))?;
         let addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
-        println!("addonfs: listening on http://{addr} (state {})", dir.display());
-        // Where the admin commands reach this daemon (a wildcard address through loopback).
+        // Where the admin commands reach this daemon (a wildcard address through loopback),
+        // recorded before the address is printed.
         let reachable = match addr.ip() {
             std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
                 SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
@@ -163,6 +163,7 @@ fn serve_api(
             _ => addr,
         };
         store.set_api_url(&format!("http://{reachable}")).map_err(store_error)?;
+        println!("addonfs: listening on http://{addr} (state {})", dir.display());
         use std::io::Write;
         let _ = std::io::stdout().flush();
         crate::api::serve_on(listener, store, keys, limits, shutdown_signal())
