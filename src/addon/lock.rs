@@ -116,6 +116,14 @@ impl StateLock {
     }
 }
 
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // Unlock explicitly: closing our descriptor alone would keep the lock while a child
+        // forked meanwhile (by another thread) still shares the open file.
+        let _ = self.file.unlock();
+    }
+}
+
 /// Who holds the lock of `dir`, if anyone: `None` when the lock is free (whatever an old lock
 /// file says) or the holder wrote nothing readable.
 pub fn holder(dir: &Path) -> Result<Option<Holder>, LockError> {
