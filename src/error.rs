@@ -49,6 +49,12 @@ pub enum Error {
     /// An add-on broke a registry rule (the message lists every problem).
     #[error("{0}")]
     Invalid(String),
+    /// The state directory is locked by another process.
+    #[error(transparent)]
+    Locked(#[from] crate::addon::LockError),
+    /// A request to a running daemon's API failed.
+    #[error(transparent)]
+    Api(#[from] crate::api::ClientError),
     /// Bad usage (a directory where a file was expected, say).
     #[error("{0}")]
     Usage(String),

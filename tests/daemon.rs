@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::http::curl;
+
 const KEY: &str = "daemon-test-key";
 
 /// True if FUSE can be used; in CI (env `CI`) a missing `/dev/fuse` fails instead.
@@ -51,21 +54,9 @@ impl Daemon {
         Daemon { child, url, mount: mount.to_path_buf() }
     }
 
-    fn curl(&self, dir: &Path, args: &[String]) -> (u16, serde_json::Value) {
-        let out = Command::new("curl")
-            .current_dir(dir)
-            .args(["-sS", "-L", "-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').expect("status line");
-        (code.trim().parse().expect("status"), serde_json::from_str(body).unwrap_or_default())
-    }
-
     fn set_status(&self, dir: &Path, identifier: &str, status: &str) -> u16 {
         let body = format!(r#"{{"status":"{status}","identifiers":["{identifier}"]}}"#);
-        self.curl(
+        curl(
             dir,
             &[
                 format!("{}/api/v2/runtimeaddons:updatestatus", self.url),
@@ -147,7 +138,7 @@ fn upload_attach_disable_while_running() {
     assert!(!manifest().contains("custom-addon-sample"));
 
     // The seed's exact upload.
-    let (status, record) = daemon.curl(
+    let (status, record) = curl(
         &work,
         &[
             format!("{}/api/v2/runtimeaddons/custom", daemon.url),
@@ -219,4 +210,107 @@ fn upload_attach_disable_while_running() {
     drop(open);
     drop(daemon);
     assert!(!mounted(&mount), "SIGTERM unmounted {}", mount.display());
+}
+
+/// Every path under `dir` (relative, "" for `dir` itself) with its inode number, kind and size,
+/// through `lstat`.
+fn inodes(dir: &Path) -> std::collections::BTreeMap<String, (u64, u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).expect("lstat");
+        let rel = p.strip_prefix(dir).expect("inside").to_string_lossy().into_owned();
+        out.insert(rel, (m.ino(), m.mode(), m.size()));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).expect("readdir") {
+                todo.push(e.expect("entry").path());
+            }
+        }
+    }
+    out
+}
+
+/// Restarting the daemon keeps every add-on's paths and inode numbers (the slot is the
+/// add-on's persisted id, the numbers inside come from its index), for enabled add-ons and for
+/// a disabled one that running workloads may still use.
+#[test]
+fn restart_keeps_inode_numbers_and_paths() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let mount = t.join("mnt");
+    let state = t.join("state");
+    let daemon = Daemon::start(&state, &mount);
+    let names = ["alpha", "beta", "gamma"];
+    for (i, name) in names.iter().enumerate() {
+        let work = t.join(name);
+        let tree = work.join("tree");
+        std::fs::create_dir_all(tree.join(format!("opt/{name}/bin"))).expect("mkdir");
+        for f in 0..=i * 3 {
+            std::fs::write(tree.join(format!("opt/{name}/bin/f{f}")), format!("{name} {f}\n"))
+                .expect("write");
+        }
+        std::os::unix::fs::symlink("bin/f0", tree.join(format!("opt/{name}/link")))
+            .expect("symlink");
+        std::fs::write(
+            work.join("metadata.json"),
+            format!(r#"{{"name": "{name}", "spec": {{"paths": ["/opt/{name}"]}}}}"#),
+        )
+        .expect("metadata");
+        let ok = Command::new("tar")
+            .arg("-czf")
+            .arg(work.join("addon.tar.gz"))
+            .arg("-C")
+            .arg(&tree)
+            .arg("opt")
+            .status()
+            .expect("tar");
+        assert!(ok.success());
+        let (status, record) = curl(
+            &work,
+            &[
+                format!("{}/api/v2/runtimeaddons/custom", daemon.url),
+                "-F".into(),
+                "metadata=@metadata.json".into(),
+                "-F".into(),
+                "tarball=@addon.tar.gz".into(),
+                "-H".into(),
+                format!("Authorization: Bearer {KEY}"),
+            ],
+        );
+        assert_eq!(status, 200, "{record}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !names.iter().all(|n| mount.join(format!("custom-addon-{n}")).exists()) {
+        assert!(Instant::now() < deadline, "the add-ons never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(daemon.set_status(t, "custom-addon-beta", "DISABLED"), 200);
+    let snapshot = || -> Vec<_> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), inodes(&mount.join(format!("custom-addon-{n}")))))
+            .collect()
+    };
+    let before = snapshot();
+    // The add-on's root, opt, opt/gamma, bin, f0..f6 and link.
+    assert_eq!(before[2].1.len(), 12, "{:?}", before[2].1);
+    let all: std::collections::BTreeSet<u64> =
+        before.iter().flat_map(|(_, m)| m.values().map(|v| v.0)).collect();
+    assert_eq!(all.len(), before.iter().map(|(_, m)| m.len()).sum::<usize>(), "inodes are unique");
+
+    drop(daemon); // SIGTERM, unmounted
+    assert!(!mounted(&mount));
+    let daemon = Daemon::start(&state, &mount);
+    // The disabled add-on is hidden from the listing but still resolves, with the same numbers.
+    let listed: Vec<String> = std::fs::read_dir(&mount)
+        .expect("list root")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!listed.contains(&"custom-addon-beta".to_string()), "{listed:?}");
+    assert_eq!(snapshot(), before);
+    drop(daemon);
 }

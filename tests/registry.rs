@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::http::curl;
+
 const KEY: &str = "0123456789abcdef-test-key";
 
 /// A running `addonfs serve`, killed on drop.
@@ -96,23 +99,6 @@ impl Drop for Server {
     }
 }
 
-fn curl(dir: &Path, args: &[String]) -> (u16, Value) {
-    let out = Command::new("curl")
-        .current_dir(dir)
-        .args(["-sS", "-L", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.stderr.is_empty() {
-        eprintln!("curl: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code: u16 = code.trim().parse().unwrap_or(0);
-    let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
-    (code, body)
-}
-
 /// Writes `dir/metadata.json` and `dir/addon.tar.gz` (made by GNU tar) holding `files`
 /// (relative paths; a trailing `/` makes a directory).
 fn addon(dir: &Path, metadata: &str, files: &[&str]) {
@@ -193,6 +179,15 @@ fn seed_upload_list_filter_page_and_status() {
     assert_eq!(std::fs::read(stored.join("addon.tar.gz")).unwrap(), tar);
     assert!(stored.join("addon.tar.gz.addonfs-index").is_file());
     assert_eq!(server.stored().1, 0);
+    // The index built while the upload streamed is the stored archive's current index.
+    let (code, out, err) = addonfs_cmd(
+        &["index", "--json", "addons/custom-addon-name-of-the-addon/addon.tar.gz"],
+        &server.state,
+    );
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["action"], "loaded", "{report}");
+    assert_eq!(report["sha256"], record["sha256"]);
 
     // Paging.
     let (s, page) = server.get(&[("page_size", "2")]);
@@ -603,7 +598,7 @@ fn store_ignores_malformed_entries_and_cleans_staging() {
     std::fs::write(state.join("addons/custom-addon-broken/record.json"), "{").unwrap();
     std::fs::create_dir_all(state.join("staging/leftover")).unwrap();
     std::fs::write(state.join("staging/leftover/addon.tar.gz"), "half").unwrap();
-    let store = addonfs::addon::Store::open(state).unwrap();
+    let store = addonfs::addon::Store::open(state, "test").unwrap();
     assert!(store.list().is_empty());
     assert_eq!(store.problems().len(), 1);
     assert!(store.problems()[0].contains("custom-addon-broken"), "{:?}", store.problems());
@@ -791,4 +786,304 @@ fn concurrent_uploads_of_one_name_store_exactly_one() {
     assert_eq!(server.stored(), (vec!["custom-addon-same".to_string()], 0));
     let (_, all) = server.get(&[]);
     assert_eq!(all["runtime_addons"][0]["id"], 1);
+}
+
+/// Runs `addonfs ARGS` in `cwd`; returns (exit code, stdout, stderr).
+fn addonfs_cmd(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_addonfs")).current_dir(cwd).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The seed's command with the parts in the other order: the tarball streams (and is indexed)
+/// before the metadata arrives; the rules are still all checked before anything is stored.
+#[test]
+fn metadata_after_the_tarball_is_checked_before_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    let upload = |dir: &Path| {
+        curl(
+            dir,
+            &[
+                format!("{}/api/v2/runtimeaddons/custom", server.url),
+                "-F".into(),
+                "tarball=@addon.tar.gz".into(),
+                "-F".into(),
+                "metadata=@metadata.json".into(),
+                "-H".into(),
+                format!("Authorization: Bearer {KEY}"),
+            ],
+        )
+    };
+    addon(&tmp.path().join("missing"), &meta("m", &["/a", "/nope"]), &["a"]);
+    assert_error(&upload(&tmp.path().join("missing")), 400, 3, "\"/nope\" does not exist");
+    addon(&tmp.path().join("bad"), &meta("Bad", &["/a"]), &["a"]);
+    assert_error(&upload(&tmp.path().join("bad")), 400, 3, "only lowercase letters");
+    assert_eq!(server.stored(), (vec![], 0));
+    seed_addon(&tmp.path().join("seed"));
+    let (s, r) = upload(&tmp.path().join("seed"));
+    assert_eq!((s, r["id"].as_u64()), (200, Some(1)), "{r}");
+    // The same name again, metadata last: refused, the first one untouched.
+    assert_error(&upload(&tmp.path().join("seed")), 409, 6, "already exists");
+    assert_eq!(server.stored(), (vec!["custom-addon-name-of-the-addon".to_string()], 0));
+}
+
+/// A tar of `size` random bytes in one file, `dir/addon.tar.gz`, with matching metadata.
+fn random_addon(dir: &Path, name: &str, size: &str) {
+    std::fs::create_dir_all(dir.join("tree/opt/big")).unwrap();
+    let st = Command::new("head")
+        .args(["-c", size, "/dev/urandom"])
+        .stdout(std::fs::File::create(dir.join("tree/opt/big/blob")).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(dir.join("metadata.json"), meta(name, &["/opt/big"])).unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("tree"))
+        .arg("-cf")
+        .arg(dir.join("addon.tar.gz"))
+        .arg("opt")
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Waits until `cond` holds (panics after 10 s).
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client that goes away mid-upload: the running server removes the half upload at once
+/// (no restart needed) and keeps serving.
+#[test]
+fn client_disconnect_mid_upload_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    let dir = tmp.path().join("big");
+    random_addon(&dir, "big", "8M");
+    let mut upload = Command::new("curl")
+        .current_dir(&dir)
+        .args(["-sS", "-L", "--limit-rate", "2M"])
+        .arg(format!("{}/api/v2/runtimeaddons/custom", server.url))
+        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staged = || -> u64 {
+        std::fs::read_dir(server.state.join("staging"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path().join("addon.tar.gz")).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    wait_until("part of the upload in staging/", || staged() > 0);
+    upload.kill().unwrap();
+    upload.wait().unwrap();
+    wait_until("staging/ to be emptied", || server.stored() == (vec![], 0));
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"], json!([]));
+    // The same add-on uploads whole afterwards.
+    let (s, r) = server.upload(&dir, Some(KEY));
+    assert_eq!((s, r["id"].as_u64()), (200, Some(1)), "{r}");
+    assert_eq!(
+        std::fs::read(server.state.join("addons/custom-addon-big/addon.tar.gz")).unwrap(),
+        std::fs::read(dir.join("addon.tar.gz")).unwrap()
+    );
+}
+
+/// A large body that is not an archive fails as soon as its start is scanned; the error comes
+/// back and nothing is stored.
+#[test]
+fn large_non_archive_is_refused_and_not_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[]);
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    let st = Command::new("head")
+        .args(["-c", "32M", "/dev/urandom"])
+        .stdout(std::fs::File::create(dir.join("noise.bin")).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let got = curl(
+        &dir,
+        &[
+            format!("{}/api/v2/runtimeaddons/custom", server.url),
+            "-F".into(),
+            "metadata=@metadata.json".into(),
+            "-F".into(),
+            "tarball=@noise.bin".into(),
+            "-H".into(),
+            format!("Authorization: Bearer {KEY}"),
+        ],
+    );
+    assert_error(&got, 400, 3, "not a valid archive");
+    wait_until("staging/ to be emptied", || server.stored() == (vec![], 0));
+}
+
+/// Runs `addonfs ARGS --state-dir STATE` with `env` set (and `ADDONFS_API_KEY` removed unless
+/// `env` sets it); returns (exit code, stdout, stderr).
+fn addonfs_env(args: &[&str], state: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_addonfs"));
+    cmd.current_dir(state.parent().unwrap()).args(args).arg("--state-dir").arg(state);
+    cmd.env_remove("ADDONFS_API_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One writer process per state directory: a second daemon is refused with the directory and
+/// the holder named; the lock goes with the process, even on SIGKILL.
+#[test]
+fn second_serve_on_the_same_state_dir_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let mut server = Server::start(&state, &[]);
+    let (code, _, err) = addonfs_env(
+        &["serve", "--no-mount", "--listen", "127.0.0.1:0"],
+        &state,
+        &[("ADDONFS_API_KEY", KEY)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("the state directory {} is in use", state.display())), "{err}");
+    assert!(err.contains(&format!("pid {}", server.child.id())), "{err}");
+    assert!(err.contains(&server.url), "{err}");
+    server.child.kill().unwrap(); // SIGKILL: no clean-up code runs
+    server.child.wait().unwrap();
+    drop(server);
+    let server = Server::start(&state, &[]);
+    assert_eq!(server.get(&[]).0, 200);
+}
+
+/// Admin writes take the lock for their change: refused while another process holds the
+/// directory (here a store held open by the test itself), naming it; `addons list` reads
+/// without the lock and leaves uploads in progress alone.
+#[test]
+fn admin_writes_take_the_lock_and_list_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    let (code, _, err) =
+        addonfs(&["addons", "register", "metadata.json", "addon.tar.gz"], &state, &dir);
+    assert_eq!(code, 0, "{err}");
+    let held = addonfs::addon::Store::open(&state, "test").unwrap();
+    std::fs::create_dir_all(state.join("staging/in-progress")).unwrap();
+    for args in
+        [&["addons", "disable", "1"][..], &["addons", "register", "metadata.json", "addon.tar.gz"]]
+    {
+        let (code, _, err) = addonfs(args, &state, &dir);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("is in use by another addonfs process"), "{err}");
+        assert!(err.contains(&format!("pid {} (`addonfs test`)", std::process::id())), "{err}");
+    }
+    let (code, out, err) = addonfs(&["addons", "list", "--json"], &state, &dir);
+    assert_eq!(code, 0, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["status"], "AVAILABLE");
+    assert!(state.join("staging/in-progress").is_dir(), "list left staging/ alone");
+    drop(held);
+    let (code, _, err) = addonfs(&["addons", "disable", "1"], &state, &dir);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// With a daemon running, the admin commands on its state directory go through its API (so
+/// the daemon sees the change at once), or through `--api URL --key-file F` explicitly.
+#[test]
+fn admin_cli_goes_through_a_running_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let server = Server::start(&state, &[]);
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    let meta_file = dir.join("metadata.json");
+    let tarball = dir.join("addon.tar.gz");
+    let (meta_arg, tar_arg) = (meta_file.to_str().unwrap(), tarball.to_str().unwrap());
+    let key = [("ADDONFS_API_KEY", KEY)];
+
+    // No key to be found (the daemon's key came from its environment): told what to do.
+    let (code, _, err) = addonfs_env(&["addons", "disable", "1"], &state, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--key-file") && err.contains(&server.url), "{err}");
+
+    // Register and disable through the daemon: it lists the change at once.
+    let (code, out, err) = addonfs_env(&["addons", "register", meta_arg, tar_arg], &state, &key);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("going through its API"), "{err}");
+    let record: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["identifier"], "custom-addon-name-of-the-addon");
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"][0]["status"], "AVAILABLE");
+    let (code, out, err) =
+        addonfs_env(&["addons", "disable", "custom-addon-name-of-the-addon"], &state, &key);
+    assert_eq!((code, out.trim()), (0, "custom-addon-name-of-the-addon: DISABLED"), "{err}");
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"][0]["status"], "DISABLED");
+
+    // Rule failures come back with the API's message and the rule exit code.
+    let (code, _, err) = addonfs_env(&["addons", "register", meta_arg, tar_arg], &state, &key);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = addonfs_env(&["addons", "enable", "42"], &state, &key);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("no add-on has id 42"), "{err}");
+
+    // Explicitly, with a key file; a wrong key is refused.
+    std::fs::write(tmp.path().join("key"), format!("# the daemon's key\n{KEY}\n")).unwrap();
+    std::fs::write(tmp.path().join("bad-key"), "nope\n").unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    let api = ["--api", server.url.as_str(), "--key-file"];
+    let key_file = tmp.path().join("key");
+    let enable: Vec<&str> = ["addons", "enable", "1"]
+        .iter()
+        .chain(&api)
+        .copied()
+        .chain([key_file.to_str().unwrap()])
+        .collect();
+    let (code, out, err) = addonfs_env(&enable, &elsewhere, &[]);
+    assert_eq!((code, out.trim()), (0, "1: AVAILABLE"), "{err}");
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"][0]["status"], "AVAILABLE");
+    let bad_file = tmp.path().join("bad-key");
+    let list: Vec<&str> = ["addons", "list", "--json"]
+        .iter()
+        .chain(&api)
+        .copied()
+        .chain([bad_file.to_str().unwrap()])
+        .collect();
+    let (code, _, err) = addonfs_env(&list, &elsewhere, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HTTP 401"), "{err}");
+    let list: Vec<&str> = ["addons", "list", "--json"]
+        .iter()
+        .chain(&api)
+        .copied()
+        .chain([key_file.to_str().unwrap()])
+        .collect();
+    let (code, out, err) = addonfs_env(&list, &elsewhere, &[]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0], all["runtime_addons"][0]);
+    assert!(!elsewhere.exists(), "--api touches no state directory");
+    assert_eq!(server.stored(), (vec!["custom-addon-name-of-the-addon".to_string()], 0));
 }

@@ -1,8 +1,11 @@
-//! The add-on registry: the metadata rules ([`metadata`]) and the on-disk store ([`store`]).
+//! The add-on registry: the metadata rules ([`metadata`]), the on-disk store ([`store`]) and
+//! the state directory's inter-process lock ([`lock`]).
 
+pub mod lock;
 pub mod metadata;
 pub mod store;
 
+pub use lock::{LockError, StateLock};
 pub use metadata::{Metadata, MetadataError};
 pub use store::{Record, Status, Store, StoreError};
 

@@ -15,9 +15,10 @@
 //! any moment leaves the whole add-on or nothing; [`Store::open`] deletes what is left in
 //! `staging/`. Status changes rewrite `record.json` through a temporary file, fsync and rename.
 //!
-//! One process per state directory: the store serializes its own changes with a mutex but
-//! takes no lock between processes. Do not run two daemons (or a daemon and `addonfs addons
-//! enable`) on the same state directory at once.
+//! One writer process per state directory: [`Store::open`] takes the directory's lock (see
+//! [`super::lock`]) and keeps it while the store lives, and serializes its own changes with a
+//! mutex. [`Store::open_read_only`] takes no lock, changes nothing (not even `staging/`) and
+//! refuses writes.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -27,6 +28,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+use super::lock::{LockError, StateLock};
 use super::metadata::{paths_collide, Metadata};
 use crate::index::Index;
 
@@ -163,6 +165,12 @@ pub enum StoreError {
     /// The status cannot be set.
     #[error("status `{0}` cannot be set; use AVAILABLE or DISABLED")]
     BadStatus(String),
+    /// Another process holds the state directory.
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    /// The store was opened read-only.
+    #[error("the store at {} was opened read-only; it cannot be changed", .0.display())]
+    ReadOnly(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -207,6 +215,8 @@ pub struct Store {
     root: PathBuf,
     inner: Mutex<Inner>,
     problems: Vec<String>,
+    /// The state directory's lock; `None` when read-only.
+    lock: Option<Mutex<StateLock>>,
 }
 
 #[derive(Debug)]
@@ -218,10 +228,12 @@ struct Inner {
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
-    /// Opens (creating if needed) the store under `root`: deletes leftover uploads in
-    /// `staging/`, loads every add-on, and keeps a note of malformed entries (see
-    /// [`Store::problems`]) instead of failing.
-    pub fn open(root: &Path) -> Result<Store, StoreError> {
+    /// Opens (creating if needed) the store under `root` for writing: takes the state
+    /// directory's lock for `command` (refused if another process holds it; released when the
+    /// store is dropped), deletes leftover uploads in `staging/`, loads every add-on, and keeps
+    /// a note of malformed entries (see [`Store::problems`]) instead of failing.
+    pub fn open(root: &Path, command: &str) -> Result<Store, StoreError> {
+        let lock = StateLock::acquire(root, command)?;
         let addons_dir = root.join("addons");
         let staging_dir = root.join("staging");
         std::fs::create_dir_all(&addons_dir).map_err(io(&addons_dir))?;
@@ -236,6 +248,33 @@ impl Store {
             };
             removed.map_err(io(&path))?;
         }
+        let mut store = Self::load(root, true)?;
+        store.lock = Some(Mutex::new(lock));
+        Ok(store)
+    }
+
+    /// Opens the store under `root` to read it, without the lock: nothing on disk is changed
+    /// (uploads in progress in `staging/` are left alone) and every change is refused with
+    /// [`StoreError::ReadOnly`]. What it lists is a snapshot.
+    pub fn open_read_only(root: &Path) -> Result<Store, StoreError> {
+        let addons_dir = root.join("addons");
+        if !addons_dir.is_dir() {
+            // Nothing stored yet (or not a state directory): an empty store, created nowhere.
+            std::fs::metadata(root).map_err(io(root))?;
+            return Ok(Store {
+                root: root.to_path_buf(),
+                inner: Mutex::new(Inner { addons: BTreeMap::new(), next_id: 1 }),
+                problems: Vec::new(),
+                lock: None,
+            });
+        }
+        Self::load(root, false)
+    }
+
+    /// Loads every add-on under `root/addons` (no lock); with `clean`, removes leftover
+    /// temporary records of interrupted status changes.
+    fn load(root: &Path, clean: bool) -> Result<Store, StoreError> {
+        let addons_dir = root.join("addons");
         let mut problems = Vec::new();
         let mut addons = BTreeMap::new();
         let mut max_id = 0;
@@ -245,7 +284,7 @@ impl Store {
             .collect();
         names.sort();
         for dir in names {
-            match load_addon(&dir) {
+            match load_addon(&dir, clean) {
                 Ok(addon) => {
                     max_id = max_id.max(addon.record.id);
                     if addons.contains_key(&addon.record.id) {
@@ -268,7 +307,23 @@ impl Store {
             root: root.to_path_buf(),
             inner: Mutex::new(Inner { addons, next_id: max_id + 1 }),
             problems,
+            lock: None,
         })
+    }
+
+    /// Records the URL of this process's API in the state directory's lock file, where the
+    /// admin commands find a running daemon.
+    pub fn set_api_url(&self, url: &str) -> Result<(), StoreError> {
+        let Some(lock) = &self.lock else { return Err(StoreError::ReadOnly(self.root.clone())) };
+        lock.lock().unwrap_or_else(|e| e.into_inner()).set_api(url)?;
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        match self.lock {
+            Some(_) => Ok(()),
+            None => Err(StoreError::ReadOnly(self.root.clone())),
+        }
     }
 
     /// The state directory.
@@ -302,6 +357,7 @@ impl Store {
 
     /// Starts an upload: a fresh directory under `staging/`.
     pub fn stage(&self) -> Result<Staging, StoreError> {
+        self.writable()?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -328,6 +384,7 @@ impl Store {
         metadata_bytes: &[u8],
         index: &Index,
     ) -> Result<Record, StoreError> {
+        self.writable()?;
         write_synced(&staging.dir.join(METADATA_FILE), metadata_bytes)?;
         for file in [TARBALL_FILE, INDEX_FILE] {
             let path = staging.dir.join(file);
@@ -387,6 +444,7 @@ impl Store {
         ids: &[u64],
         identifiers: &[String],
     ) -> Result<usize, StoreError> {
+        self.writable()?;
         if !matches!(status, Status::Available | Status::Disabled) {
             return Err(StoreError::BadStatus(status.as_str().to_string()));
         }
@@ -493,13 +551,14 @@ fn rewrite_record(dir: &Path, record: &Record) -> Result<(), StoreError> {
     sync_dir(dir)
 }
 
-/// Loads one add-on directory, or says what is wrong with it.
-fn load_addon(dir: &Path) -> Result<Addon, String> {
+/// Loads one add-on directory, or says what is wrong with it; with `clean`, removes leftover
+/// temporary records.
+fn load_addon(dir: &Path, clean: bool) -> Result<Addon, String> {
     if !dir.is_dir() {
         return Err("not a directory".into());
     }
     // Leftover temporary records from an interrupted status change.
-    if let Ok(entries) = std::fs::read_dir(dir) {
+    if let Some(entries) = std::fs::read_dir(dir).ok().filter(|_| clean) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(".record.json.") {
                 let _ = std::fs::remove_file(e.path());
@@ -574,7 +633,7 @@ mod tests {
     #[test]
     fn commit_persists_and_ids_continue_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         let a = add(&store, "a", &["/opt/a"]).unwrap();
         assert_eq!(
             (a.id, a.status, a.identifier.as_str()),
@@ -582,7 +641,7 @@ mod tests {
         );
         assert_eq!(store.staging_count(), 0);
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         assert_eq!(store.list()[0].record, a);
         assert_eq!(add(&store, "b", &["/opt/b"]).unwrap().id, 2);
         assert!(store.problems().is_empty());
@@ -591,7 +650,7 @@ mod tests {
     #[test]
     fn refused_commits_store_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         add(&store, "a", &["/opt/a"]).unwrap();
         assert!(matches!(add(&store, "a", &["/x"]), Err(StoreError::AlreadyExists { .. })));
         let e = add(&store, "b", &["/opt/a/sub"]).unwrap_err();
@@ -608,7 +667,7 @@ mod tests {
     #[test]
     fn status_changes_are_checked_first_and_persisted() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         add(&store, "a", &["/opt/x"]).unwrap();
         store.set_status(Status::Disabled, &[1], &[]).unwrap();
         add(&store, "b", &["/opt/x"]).unwrap();
@@ -633,7 +692,7 @@ mod tests {
         // A leftover temporary record is removed at open; the status survives.
         std::fs::write(dir.path().join("addons/custom-addon-b/.record.json.x.tmp"), "{").unwrap();
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         let list = store.list();
         assert_eq!(list[0].record.status, Status::Disabled);
         assert_eq!(list[0].record.reason, "disabled by an administrator");

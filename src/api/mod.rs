@@ -9,6 +9,7 @@
 //! `{"error", "code", "message", "details"}` envelope.
 
 mod auth;
+pub mod client;
 mod error;
 
 use std::future::Future;
@@ -21,14 +22,16 @@ use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 
 pub use auth::{constant_time_eq, ApiKeys, KEYS_FILE};
+pub use client::{ApiClient, ClientError};
 pub use error::{ApiError, Code};
 
 use crate::addon::metadata::{self, Metadata, MAX_METADATA_BYTES};
+use crate::addon::store::Staging;
 use crate::addon::{Record, Status, Store, StoreError};
 use crate::archive::ScanOptions;
+use crate::index::Index;
 
 /// The upload route.
 pub const UPLOAD_PATH: &str = "/api/v2/runtimeaddons/custom";
@@ -127,7 +130,9 @@ async fn handle(app: &App, req: Request) -> Result<Response, ApiError> {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let code = match &e {
-            StoreError::Io { .. } => Code::Internal,
+            StoreError::Io { .. } | StoreError::Locked(_) | StoreError::ReadOnly(_) => {
+                Code::Internal
+            }
             StoreError::AlreadyExists { .. } => Code::AlreadyExists,
             StoreError::Conflict { .. } => Code::FailedPrecondition,
             StoreError::NotFound(_) => Code::NotFound,
@@ -158,48 +163,20 @@ async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
     })?;
     let staging = app.store.stage()?;
     let mut metadata_bytes: Option<Vec<u8>> = None;
-    let mut tarball = false;
-    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+    let mut index: Option<Index> = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         match field.name() {
             Some("metadata") if metadata_bytes.is_none() => {
-                let mut bytes = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    if bytes.len() + chunk.len() > MAX_METADATA_BYTES {
-                        return Err(ApiError::new(
-                            Code::InvalidArgument,
-                            format!("invalid metadata: the `metadata` part is larger than the limit of {MAX_METADATA_BYTES} bytes"),
-                        ));
-                    }
-                    bytes.extend_from_slice(&chunk);
-                }
-                // Check the rules now, before a large tarball streams in.
+                let bytes = read_metadata_part(field).await?;
+                // Check the rules now, before a large tarball streams in (or, when the tarball
+                // came first, before it is committed).
                 let metadata =
                     metadata::validate(&bytes, None).map_err(|p| invalid_metadata(&p))?;
                 app.store.check_new(&metadata)?;
                 metadata_bytes = Some(bytes);
             }
-            Some("tarball") if !tarball => {
-                let path = staging.tarball();
-                let internal = |e: std::io::Error| {
-                    ApiError::new(Code::Internal, format!("cannot store the upload: {e}"))
-                };
-                let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
-                let mut size: u64 = 0;
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    size += chunk.len() as u64;
-                    if size > app.limits.max_upload {
-                        return Err(ApiError::new(
-                            Code::TooLarge,
-                            format!(
-                                "the `tarball` part is larger than the upload limit of {} bytes",
-                                app.limits.max_upload
-                            ),
-                        ));
-                    }
-                    file.write_all(&chunk).await.map_err(internal)?;
-                }
-                file.sync_all().await.map_err(internal)?;
-                tarball = true;
+            Some("tarball") if index.is_none() => {
+                index = Some(stream_and_index(app, &staging, field).await?);
             }
             Some(name @ ("metadata" | "tarball")) => {
                 return Err(ApiError::new(
@@ -221,43 +198,159 @@ async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
             "the multipart part `metadata` is missing",
         ));
     };
-    if !tarball {
+    let Some(index) = index else {
         return Err(ApiError::new(
             Code::InvalidArgument,
             "the multipart part `tarball` is missing",
         ));
-    }
+    };
     let store = Arc::clone(&app.store);
-    let scan = app.limits.scan;
-    tokio::task::spawn_blocking(move || index_and_commit(&store, staging, &metadata_bytes, &scan))
+    tokio::task::spawn_blocking(move || check_and_commit(&store, staging, &metadata_bytes, &index))
         .await
-        .map_err(|e| ApiError::new(Code::Internal, format!("indexing task failed: {e}")))?
+        .map_err(|e| ApiError::new(Code::Internal, format!("commit task failed: {e}")))?
 }
 
-/// Indexes the staged tarball, checks every rule and commits (blocking).
-fn index_and_commit(
+/// Reads the `metadata` part (at most [`MAX_METADATA_BYTES`]).
+async fn read_metadata_part(
+    mut field: axum::extract::multipart::Field<'_>,
+) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > MAX_METADATA_BYTES {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                format!("invalid metadata: the `metadata` part is larger than the limit of {MAX_METADATA_BYTES} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Body chunks in flight between the request and the indexing thread (a few hundred KiB at
+/// most: multipart chunks are small).
+const UPLOAD_CHANNEL: usize = 32;
+
+/// What the request side sends the indexing thread.
+enum Piece {
+    /// The next bytes of the tarball.
+    Data(axum::body::Bytes),
+    /// The whole tarball was received.
+    End,
+}
+
+/// Streams the `tarball` part into the staging directory and indexes it in the same pass (see
+/// [`crate::index::open::build_streaming`]): chunks go through a bounded channel to a blocking
+/// thread that writes, hashes and scans them. Refuses a part past the upload limit.
+async fn stream_and_index(
+    app: &App,
+    staging: &Staging,
+    mut field: axum::extract::multipart::Field<'_>,
+) -> Result<Index, ApiError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(UPLOAD_CHANNEL);
+    let path = staging.tarball();
+    let scan = app.limits.scan;
+    let task = tokio::task::spawn_blocking(move || {
+        crate::index::open::build_streaming(&path, PieceReader::new(rx), &scan)
+    });
+    // Feeds the thread; `Ok(false)` if it stopped taking bytes (it failed: its error says why).
+    let feed = async {
+        let mut size: u64 = 0;
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            size += chunk.len() as u64;
+            if size > app.limits.max_upload {
+                return Err(ApiError::new(
+                    Code::TooLarge,
+                    format!(
+                        "the `tarball` part is larger than the upload limit of {} bytes",
+                        app.limits.max_upload
+                    ),
+                ));
+            }
+            if tx.send(Piece::Data(chunk)).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(tx.send(Piece::End).await.is_ok())
+    };
+    let fed = feed.await;
+    // Without `End`, the thread sees the upload break off and stops.
+    drop(tx);
+    let built = task
+        .await
+        .map_err(|e| ApiError::new(Code::Internal, format!("indexing task failed: {e}")))?;
+    fed?;
+    built.map_err(|e| match e {
+        crate::Error::Scan { source, .. } => ApiError::new(
+            Code::InvalidArgument,
+            format!("the tarball is not a valid archive: {source}"),
+        ),
+        crate::Error::Index { source, .. } => ApiError::new(
+            Code::InvalidArgument,
+            format!("the tarball is not a valid archive: {source}"),
+        ),
+        other => {
+            tracing::error!(error = %other, "cannot store an upload");
+            ApiError::new(Code::Internal, format!("cannot store the upload: {other}"))
+        }
+    })
+}
+
+/// The indexing thread's view of the upload: a [`Read`](std::io::Read) over the chunks the
+/// request side sends. The channel closing before [`Piece::End`] is an error (the upload broke
+/// off), never a clean end of the archive.
+struct PieceReader {
+    rx: tokio::sync::mpsc::Receiver<Piece>,
+    current: axum::body::Bytes,
+    ended: bool,
+}
+
+impl PieceReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<Piece>) -> Self {
+        PieceReader { rx, current: axum::body::Bytes::new(), ended: false }
+    }
+}
+
+impl std::io::Read for PieceReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Piece::Data(bytes)) => self.current = bytes,
+                Some(Piece::End) => self.ended = true,
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the upload broke off before the end of the tarball",
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Checks the metadata against the streamed tarball's index, writes the index and commits
+/// (blocking).
+fn check_and_commit(
     store: &Store,
-    staging: crate::addon::store::Staging,
+    staging: Staging,
     metadata_bytes: &[u8],
-    scan: &ScanOptions,
+    index: &Index,
 ) -> Result<Record, ApiError> {
     let metadata: Metadata = Metadata::parse(metadata_bytes).map_err(|e| invalid_metadata(&[e]))?;
-    let index = crate::index::open::build(&staging.tarball(), scan, None).map_err(|e| {
-        let why = match e {
-            crate::Error::Scan { source, .. } => source.to_string(),
-            crate::Error::Index { source, .. } => source.to_string(),
-            other => other.to_string(),
-        };
-        ApiError::new(Code::InvalidArgument, format!("the tarball is not a valid archive: {why}"))
-    })?;
-    let problems = metadata.check_against(&index);
+    let problems = metadata.check_against(index);
     if !problems.is_empty() {
         return Err(invalid_metadata(&problems));
     }
     index
         .write(&staging.index())
         .map_err(|e| ApiError::new(Code::Internal, format!("cannot write the index: {e}")))?;
-    let record = store.commit(staging, &metadata, metadata_bytes, &index)?;
+    let record = store.commit(staging, &metadata, metadata_bytes, index)?;
     tracing::info!(id = record.id, identifier = %record.identifier, "add-on registered");
     Ok(record)
 }

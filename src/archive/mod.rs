@@ -95,7 +95,7 @@ pub fn detect(head: &[u8]) -> Result<Compression, ScanError> {
     }
     // An all-zero first block is an empty tar (just the end-of-archive marker); an empty file
     // is not an archive at all.
-    if !head.is_empty() && head.len() % 512 == 0 && head.iter().all(|&b| b == 0) {
+    if !head.is_empty() && head.len().is_multiple_of(512) && head.iter().all(|&b| b == 0) {
         return Ok(Compression::None);
     }
     let shown = &head[..head.len().min(16)];

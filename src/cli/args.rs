@@ -180,6 +180,20 @@ pub struct ServeCmd {
     pub cache_size: u64,
 }
 
+/// How an admin command reaches the registry: a running daemon's API, or the state directory.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteOpts {
+    /// Talk to a running daemon's API at this URL (`http://HOST:PORT`) instead of the state
+    /// directory. Without it, a daemon holding the state directory is reached through the API
+    /// address it recorded there.
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
+    /// File holding the API key (its first key is used) [default: ADDONFS_API_KEY, else
+    /// STATE_DIR/api-keys].
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+}
+
 /// `addonfs addons ...`.
 #[derive(Debug, Subcommand)]
 pub enum AddonsCmd {
@@ -188,6 +202,9 @@ pub enum AddonsCmd {
         /// The state directory.
         #[command(flatten)]
         state: StateOpts,
+        /// A running daemon's API.
+        #[command(flatten)]
+        remote: RemoteOpts,
         /// Print JSON records instead of a table.
         #[arg(long)]
         json: bool,
@@ -199,6 +216,9 @@ pub enum AddonsCmd {
         /// The state directory.
         #[command(flatten)]
         state: StateOpts,
+        /// A running daemon's API.
+        #[command(flatten)]
+        remote: RemoteOpts,
     },
     /// Disable an add-on (by id or identifier).
     Disable {
@@ -207,6 +227,9 @@ pub enum AddonsCmd {
         /// The state directory.
         #[command(flatten)]
         state: StateOpts,
+        /// A running daemon's API.
+        #[command(flatten)]
+        remote: RemoteOpts,
     },
     /// Register an add-on from a metadata file and a tarball (enabled at once).
     Register {
@@ -217,6 +240,9 @@ pub enum AddonsCmd {
         /// The state directory.
         #[command(flatten)]
         state: StateOpts,
+        /// A running daemon's API.
+        #[command(flatten)]
+        remote: RemoteOpts,
     },
 }
 

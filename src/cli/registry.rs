@@ -1,14 +1,15 @@
 //! `addonfs validate`, `addonfs serve` and `addonfs addons ...`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::args::{AddonsCmd, ServeCmd, StateOpts, ValidateCmd};
+use super::args::{AddonsCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
 use crate::addon::metadata::{self, Metadata, MAX_METADATA_BYTES};
-use crate::addon::{Status, Store, StoreError};
-use crate::api::{ApiKeys, ApiLimits};
+use crate::addon::{LockError, Record, Status, Store, StoreError};
+use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError};
 use crate::archive::ScanOptions;
 use crate::daemon::{DaemonMount, SYNC_INTERVAL};
 use crate::error::Error;
@@ -68,14 +69,10 @@ pub fn validate(cmd: &ValidateCmd) -> Result<(), Error> {
     }
 }
 
-fn open_store(opts: &StateOpts) -> Result<Store, Error> {
-    let dir = state_dir(opts);
-    Store::open(&dir).map_err(store_error)
-}
-
 fn store_error(e: StoreError) -> Error {
     match e {
         StoreError::Io { path, source } => Error::Io { path, source },
+        StoreError::Locked(e) => Error::Locked(e),
         other => Error::Invalid(other.to_string()),
     }
 }
@@ -83,7 +80,7 @@ fn store_error(e: StoreError) -> Error {
 /// `addonfs serve`: the HTTP API until SIGINT or SIGTERM.
 pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
     let dir = state_dir(&cmd.state);
-    let store = Arc::new(Store::open(&dir).map_err(store_error)?);
+    let store = Arc::new(Store::open(&dir, "serve").map_err(store_error)?);
     for problem in store.problems() {
         eprintln!("addonfs: warning: {problem}");
     }
@@ -154,6 +151,18 @@ fn serve_api(
             .await
             .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cmd.listen)))?;
         let addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
+        // Where the admin commands reach this daemon (a wildcard address through loopback),
+        // recorded before the address is printed.
+        let reachable = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+            }
+            _ => addr,
+        };
+        store.set_api_url(&format!("http://{reachable}")).map_err(store_error)?;
         println!("addonfs: listening on http://{addr} (state {})", dir.display());
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -186,61 +195,161 @@ fn select(addon: &str) -> (Vec<u64>, Vec<String>) {
     }
 }
 
+/// Where an admin command's change goes.
+enum Target {
+    /// The state directory, locked for the change.
+    Local(Store),
+    /// A running daemon's API.
+    Remote(ApiClient),
+}
+
+/// The API key for `remote`: `--key-file` (its first key), else `ADDONFS_API_KEY`, else the
+/// first key of `STATE_DIR/api-keys` if it can be read.
+fn api_key(remote: &RemoteOpts, dir: &Path) -> Option<Result<String, Error>> {
+    let first_key = |path: &Path| -> Result<Option<String>, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string))
+    };
+    if let Some(path) = &remote.key_file {
+        return Some(first_key(path).and_then(|k| {
+            k.ok_or_else(|| Error::Usage(format!("{}: no API key in the file", path.display())))
+        }));
+    }
+    if let Some(key) = std::env::var("ADDONFS_API_KEY").ok().filter(|k| !k.trim().is_empty()) {
+        return Some(Ok(key.trim().to_string()));
+    }
+    first_key(&dir.join(crate::api::KEYS_FILE)).ok().flatten().map(Ok)
+}
+
+fn client(url: &str, remote: &RemoteOpts, dir: &Path, why: &str) -> Result<ApiClient, Error> {
+    let key = api_key(remote, dir).unwrap_or_else(|| {
+        Err(Error::Usage(format!(
+            "{why}, but no API key was found: give it with --key-file FILE or ADDONFS_API_KEY"
+        )))
+    })?;
+    Ok(ApiClient::new(url, &key)?)
+}
+
+/// Where a change by `command` goes: `--api`, else the state directory if no process holds
+/// it, else the API of the daemon that holds it (the address it recorded in the lock file).
+fn target(state: &StateOpts, remote: &RemoteOpts, command: &str) -> Result<Target, Error> {
+    let dir = state_dir(state);
+    if let Some(url) = &remote.api {
+        return Ok(Target::Remote(client(url, remote, &dir, &format!("the API is at {url}"))?));
+    }
+    match Store::open(&dir, command) {
+        Ok(store) => Ok(Target::Local(store)),
+        Err(StoreError::Locked(LockError::Held { holder: Some(holder), .. }))
+            if holder.command == "serve" && holder.api.is_some() =>
+        {
+            let url = holder.api.clone().unwrap_or_default();
+            let why = format!("the daemon {holder} holds the state directory {}", dir.display());
+            let client = client(&url, remote, &dir, &why)?;
+            eprintln!("addonfs: {why}; going through its API");
+            Ok(Target::Remote(client))
+        }
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+fn client_error(e: ClientError) -> Error {
+    match e {
+        ClientError::Refused { status: 400 | 404 | 409 | 413, message, .. } => {
+            Error::Invalid(message)
+        }
+        other => Error::Api(other),
+    }
+}
+
+fn print_records(records: &[Record], paths: Option<&[Vec<String>]>, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(records).unwrap_or_default());
+        return;
+    }
+    for (i, r) in records.iter().enumerate() {
+        let paths = paths.and_then(|p| p.get(i)).map(|p| p.join(" ")).unwrap_or_default();
+        println!(
+            "{:>4}  {:<10} {}  {}  {}",
+            r.id,
+            r.status.as_str(),
+            r.created_at,
+            r.identifier,
+            paths
+        );
+    }
+}
+
 /// `addonfs addons list|enable|disable|register`.
 pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
     match cmd {
-        AddonsCmd::List { state, json } => {
-            let store = open_store(state)?;
-            let addons = store.list();
-            if *json {
-                let records: Vec<_> = addons.iter().map(|a| &a.record).collect();
-                println!("{}", serde_json::to_string_pretty(&records).unwrap_or_default());
-            } else {
-                for a in &addons {
-                    let r = &a.record;
-                    println!(
-                        "{:>4}  {:<10} {}  {}  {}",
-                        r.id,
-                        r.status.as_str(),
-                        r.created_at,
-                        r.identifier,
-                        a.paths.join(" ")
-                    );
-                }
+        AddonsCmd::List { state, remote, json } => {
+            if let Some(url) = &remote.api {
+                let dir = state_dir(state);
+                let client = client(url, remote, &dir, &format!("the API is at {url}"))?;
+                let records = client.list().map_err(client_error)?;
+                print_records(&records, None, *json);
+                return Ok(());
             }
+            // A snapshot of the state directory; a running daemon writes every change there
+            // at once.
+            let store = Store::open_read_only(&state_dir(state)).map_err(store_error)?;
+            let addons = store.list();
+            let records: Vec<Record> = addons.iter().map(|a| a.record.clone()).collect();
+            let paths: Vec<Vec<String>> = addons.iter().map(|a| a.paths.clone()).collect();
+            print_records(&records, Some(&paths), *json);
             for problem in store.problems() {
                 eprintln!("addonfs: warning: {problem}");
             }
             Ok(())
         }
-        AddonsCmd::Enable { addon, state } | AddonsCmd::Disable { addon, state } => {
-            let status = if matches!(cmd, AddonsCmd::Enable { .. }) {
-                Status::Available
+        AddonsCmd::Enable { addon, state, remote }
+        | AddonsCmd::Disable { addon, state, remote } => {
+            let (status, command) = if matches!(cmd, AddonsCmd::Enable { .. }) {
+                (Status::Available, "addons enable")
             } else {
-                Status::Disabled
+                (Status::Disabled, "addons disable")
             };
-            let store = open_store(state)?;
             let (ids, identifiers) = select(addon);
-            store.set_status(status, &ids, &identifiers).map_err(store_error)?;
+            match target(state, remote, command)? {
+                Target::Local(store) => {
+                    store.set_status(status, &ids, &identifiers).map_err(store_error)?;
+                }
+                Target::Remote(client) => {
+                    client.set_status(status, &ids, &identifiers).map_err(client_error)?;
+                }
+            }
             println!("{addon}: {}", status.as_str());
             Ok(())
         }
-        AddonsCmd::Register { metadata: meta_path, tarball, state } => {
+        AddonsCmd::Register { metadata: meta_path, tarball, state, remote } => {
             let bytes = read_metadata(meta_path)?;
             let meta: Metadata = metadata::validate(&bytes, None)
                 .map_err(|p| Error::Invalid(problems_text(meta_path, &p)))?;
-            let store = open_store(state)?;
+            let store = match target(state, remote, "addons register")? {
+                Target::Local(store) => store,
+                Target::Remote(client) => {
+                    let record = client.upload(&bytes, tarball).map_err(client_error)?;
+                    println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
+                    return Ok(());
+                }
+            };
             store.check_new(&meta).map_err(store_error)?;
             let staging = store.stage().map_err(store_error)?;
-            std::fs::copy(tarball, staging.tarball()).map_err(|e| Error::io(tarball, e))?;
-            let index =
-                crate::index::open::build(&staging.tarball(), &ScanOptions::default(), None)
-                    .map_err(|e| match e {
-                        Error::Scan { source, .. } => {
-                            Error::Scan { archive: tarball.clone(), source }
-                        }
-                        other => other,
-                    })?;
+            // Copied into the store and indexed in one pass.
+            let source = std::fs::File::open(tarball).map_err(|e| Error::io(tarball, e))?;
+            let index = crate::index::open::build_streaming(
+                &staging.tarball(),
+                source,
+                &ScanOptions::default(),
+            )
+            .map_err(|e| match e {
+                Error::Scan { source, .. } => Error::Scan { archive: tarball.clone(), source },
+                other => other,
+            })?;
             let problems = meta.check_against(&index);
             if !problems.is_empty() {
                 return Err(Error::Invalid(problems_text(meta_path, &problems)));

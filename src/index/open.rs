@@ -73,14 +73,93 @@ pub fn build(
     let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
     let before = file.metadata().map_err(|e| Error::io(archive, e))?;
     let window_file = Arc::new(file.try_clone().map_err(|e| Error::io(archive, e))?);
-    let mut builder = IndexBuilder::new(before.mtime());
-    let scan_error = |source| Error::Scan { archive: archive.to_path_buf(), source };
     let input = ProgressRead { inner: file, read: 0, progress };
+    let (summary, builder) =
+        scan_into_builder(archive, input, window_file, None, before.mtime(), opts)?;
+    let after = std::fs::metadata(archive).map_err(|e| Error::io(archive, e))?;
+    let identity = ArchiveIdentity { digest: summary.digest, ..current_identity(&before) };
+    let unchanged = ArchiveIdentity { digest: [0; 32], ..identity };
+    if current_identity(&after) != unchanged || summary.compressed_size != identity.size {
+        return Err(Error::Index {
+            path: archive.to_path_buf(),
+            source: IndexError::Stale("the archive changed while it was being indexed".into()),
+        });
+    }
+    builder
+        .finish(identity, summary.compression, opts.span, summary.uncompressed_size)
+        .map_err(|source| Error::Index { path: archive.to_path_buf(), source })
+}
+
+/// Writes the bytes of `input` to a new file `archive` and builds its index in the same pass:
+/// each chunk is written to the file, hashed and scanned as it arrives, so the archive is read
+/// once, never held whole in memory, and never read back. At the end of `input` the file is
+/// fsynced and the index is bound to its size, modification time and SHA-256.
+///
+/// Implicit directories (and the root, if the archive has no `./` entry) get the time the file
+/// was created. Any failure (of `input`, of writing, of the scan) returns an error and leaves
+/// the partial file for the caller to remove; an error of `input` or of writing `archive` is
+/// [`Error::Io`] on `archive`, a bad archive is [`Error::Scan`] or [`Error::Index`].
+pub fn build_streaming<R: Read + Send>(
+    archive: &Path,
+    input: R,
+    opts: &ScanOptions,
+) -> Result<Index, Error> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(archive)
+        .map_err(|e| Error::io(archive, e))?;
+    let created = file.metadata().map_err(|e| Error::io(archive, e))?;
+    let window_file = Arc::new(File::open(archive).map_err(|e| Error::io(archive, e))?);
+    let written = Arc::new(Watermark::default());
+    let tee = Tee { input, file: Some(file), written: Arc::clone(&written) };
+    let failure = Arc::new(std::sync::Mutex::new(None));
+    let tee = TeeGuard { tee, failure: Arc::clone(&failure) };
+    let scanned =
+        scan_into_builder(archive, tee, window_file, Some(&written), created.mtime(), opts);
+    // The tee's own failure (the input broke off, the disk is full) explains the scan's.
+    if let Some(e) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(Error::io(archive, e));
+    }
+    let (summary, builder) = scanned?;
+    let file = written.take_file().ok_or_else(|| {
+        Error::io(archive, std::io::Error::other("the archive file was not finished"))
+    })?;
+    file.sync_all().map_err(|e| Error::io(archive, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(archive, e))?;
+    if meta.len() != summary.compressed_size {
+        return Err(Error::io(
+            archive,
+            std::io::Error::other(format!(
+                "{} bytes were scanned but the file holds {}",
+                summary.compressed_size,
+                meta.len()
+            )),
+        ));
+    }
+    let identity = ArchiveIdentity { digest: summary.digest, ..current_identity(&meta) };
+    builder
+        .finish(identity, summary.compression, opts.span, summary.uncompressed_size)
+        .map_err(|source| Error::Index { path: archive.to_path_buf(), source })
+}
+
+/// Runs one scan of `input` into a fresh [`IndexBuilder`], sparsifying access point windows
+/// (read back from `window_file`) on a second thread. With `written`, the window thread waits
+/// until the bytes it needs have been written to `window_file`.
+fn scan_into_builder<R: Read + Send>(
+    archive: &Path,
+    input: R,
+    window_file: Arc<File>,
+    written: Option<&Watermark>,
+    default_mtime: i64,
+    opts: &ScanOptions,
+) -> Result<(ScanSummary, IndexBuilder), Error> {
+    let mut builder = IndexBuilder::new(default_mtime);
     let (summary, points) = std::thread::scope(|s| {
         // Access points go to a second thread, which makes their windows sparse and
         // compresses them while the scan goes on inflating.
         let (tx, rx) = mpsc::channel::<AccessPoint>();
-        let windows = s.spawn(move || window_worker(&window_file, rx));
+        let windows = s.spawn(move || window_worker(&window_file, rx, written));
         let summary = archive::scan(input, opts, |event| {
             match event {
                 ScanEvent::Entry(entry) => {
@@ -101,22 +180,122 @@ pub fn build(
         };
         (summary, points)
     });
-    let summary: ScanSummary = summary.map_err(scan_error)?;
+    let summary: ScanSummary =
+        summary.map_err(|source| Error::Scan { archive: archive.to_path_buf(), source })?;
     for point in points.map_err(|e| Error::io(archive, e))? {
         builder.add_compressed_point(point);
     }
-    let after = std::fs::metadata(archive).map_err(|e| Error::io(archive, e))?;
-    let identity = ArchiveIdentity { digest: summary.digest, ..current_identity(&before) };
-    let unchanged = ArchiveIdentity { digest: [0; 32], ..identity };
-    if current_identity(&after) != unchanged || summary.compressed_size != identity.size {
-        return Err(Error::Index {
-            path: archive.to_path_buf(),
-            source: IndexError::Stale("the archive changed while it was being indexed".into()),
-        });
+    Ok((summary, builder))
+}
+
+/// Compressed bytes past an access point that [`sparsify_window`] may read: one window of
+/// output, at up to 15 bits a literal, plus block headers. If a stream needs more, the window
+/// is simply kept whole.
+const SPARSIFY_LOOKAHEAD: u64 = 128 << 10;
+
+/// How far a file being written has got, shared by the writer and the window thread.
+#[derive(Default)]
+struct Watermark {
+    state: std::sync::Mutex<WatermarkState>,
+    moved: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct WatermarkState {
+    written: u64,
+    /// No more bytes will come (the end, or a failure).
+    done: bool,
+    /// The finished file, handed back by the writer at the end of the input.
+    file: Option<File>,
+}
+
+impl Watermark {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatermarkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-    builder
-        .finish(identity, summary.compression, opts.span, summary.uncompressed_size)
-        .map_err(|source| Error::Index { path: archive.to_path_buf(), source })
+
+    fn advance(&self, written: u64) {
+        self.lock().written = written;
+        self.moved.notify_all();
+    }
+
+    fn finish(&self, file: Option<File>) {
+        let mut state = self.lock();
+        state.done = true;
+        if file.is_some() {
+            state.file = file;
+        }
+        drop(state);
+        self.moved.notify_all();
+    }
+
+    /// Waits until `offset` bytes are written or no more will come.
+    fn wait_for(&self, offset: u64) {
+        let mut state = self.lock();
+        while state.written < offset && !state.done {
+            state = self.moved.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn take_file(&self) -> Option<File> {
+        self.lock().file.take()
+    }
+}
+
+/// The scan's input for [`build_streaming`]: reads `input` and writes every byte to `file`
+/// before handing it on.
+struct Tee<R> {
+    input: R,
+    file: Option<File>,
+    written: Arc<Watermark>,
+}
+
+impl<R: Read> Tee<R> {
+    fn read_and_write(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Write;
+        let n = self.input.read(buf)?;
+        let Some(file) = self.file.as_mut() else { return Ok(0) };
+        if n == 0 {
+            self.written.finish(self.file.take());
+            return Ok(0);
+        }
+        file.write_all(&buf[..n])?;
+        let total = self.written.lock().written + n as u64;
+        self.written.advance(total);
+        Ok(n)
+    }
+}
+
+/// Wraps a [`Tee`]: keeps its first failure for [`build_streaming`] and tells the window thread
+/// that no more bytes come when it stops, however it stops.
+struct TeeGuard<R> {
+    tee: Tee<R>,
+    failure: Arc<std::sync::Mutex<Option<std::io::Error>>>,
+}
+
+impl<R: Read> Read for TeeGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.tee.read_and_write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // The scan stops at its first input error; keep the original for the caller.
+                    let copy = std::io::Error::new(e.kind(), e.to_string());
+                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    self.tee.file = None;
+                    self.tee.written.finish(None);
+                    return Err(copy);
+                }
+                Ok(n) => return Ok(n),
+            }
+        }
+    }
+}
+
+impl<R> Drop for TeeGuard<R> {
+    fn drop(&mut self) {
+        self.tee.written.finish(None);
+    }
 }
 
 /// Makes each access point's window sparse (see [`sparsify_window`]) and compresses it. A
@@ -124,9 +303,15 @@ pub fn build(
 fn window_worker(
     file: &Arc<File>,
     points: mpsc::Receiver<AccessPoint>,
+    written: Option<&Watermark>,
 ) -> std::io::Result<Vec<CompressedPoint>> {
     let mut out = Vec::new();
     for point in points {
+        if let Some(written) = written {
+            if !point.at_member_start() {
+                written.wait_for(point.compressed.saturating_add(SPARSIFY_LOOKAHEAD));
+            }
+        }
         let sparse = sparsify_window(file, &point);
         let window = match &sparse {
             Ok(sparse) => sparse,
@@ -221,5 +406,150 @@ impl<R: Read> Read for ProgressRead<'_, R> {
             progress(self.read);
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Limits;
+
+    /// A gzip tar made by GNU tar of a few MiB of compressible, non-repeating text (many
+    /// access points with real windows at a small span), rooted at `./` so the tree has no
+    /// implicit directory.
+    fn gzip_tar(dir: &Path) -> PathBuf {
+        let tree = dir.join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        for i in 0..40u32 {
+            // Hex of a pseudo-random sequence: deflate halves it, so the archive spans
+            // several read-ahead chunks.
+            let text: String = (0..40_000u32)
+                .map(|j| format!("{:08x}\n", (i * 40_000 + j).wrapping_mul(2_654_435_761)))
+                .collect();
+            std::fs::write(tree.join(format!("a/b/f{i}.txt")), text).unwrap();
+        }
+        let archive = dir.join("src.tar.gz");
+        let ok = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&tree)
+            .arg("-czf")
+            .arg(&archive)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        archive
+    }
+
+    /// Hands out `bytes` in chunks of varying small sizes, then fails after `fail_at` bytes if
+    /// given.
+    struct Dribble {
+        bytes: Vec<u8>,
+        pos: usize,
+        step: usize,
+        fail_at: Option<usize>,
+    }
+
+    impl Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.fail_at.is_some_and(|at| self.pos >= at) {
+                return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "gone"));
+            }
+            self.step = self.step * 7 % 10007 + 1;
+            let n = buf.len().min(self.bytes.len() - self.pos).min(self.step);
+            buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    fn opts() -> ScanOptions {
+        ScanOptions { span: 64 << 10, limits: Limits::default() }
+    }
+
+    #[test]
+    fn streamed_index_is_the_index_of_the_written_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = gzip_tar(dir.path());
+        let bytes = std::fs::read(&source).unwrap();
+        let target = dir.path().join("copy.tar.gz");
+        let input = Dribble { bytes: bytes.clone(), pos: 0, step: 1, fail_at: None };
+        let streamed = build_streaming(&target, input, &opts()).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), bytes);
+        assert!(streamed.point_count() > 10, "{} points", streamed.point_count());
+        // Same entries, same points, same sparse windows, same identity as a second pass over
+        // the finished file; and the persisted index is taken as current.
+        let built = build(&target, &opts(), None).unwrap();
+        assert_eq!(streamed.as_bytes(), built.as_bytes());
+        streamed.write(&default_index_path(&target)).unwrap();
+        let opened = open(&target, None, &opts(), false, None).unwrap();
+        assert_eq!(opened.origin, Origin::Loaded);
+    }
+
+    #[test]
+    fn window_thread_waits_for_the_bytes_after_a_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(gzip_tar(dir.path())).unwrap();
+        let mut gz = crate::gzip::GzipIndexer::new(&bytes[..], 64 << 10, u64::MAX);
+        std::io::copy(&mut gz, &mut std::io::sink()).unwrap();
+        let point = gz.take_points().into_iter().find(|p| !p.at_member_start()).unwrap();
+        let whole = Arc::new(File::open(dir.path().join("src.tar.gz")).unwrap());
+        let sparse_of = |file: &Arc<File>, written: Option<&Watermark>| {
+            let (tx, rx) = mpsc::channel();
+            tx.send(point.clone()).unwrap();
+            drop(tx);
+            let out = window_worker(file, rx, written).unwrap();
+            out[0].clone()
+        };
+        let expected = sparse_of(&whole, None);
+        // The file holds only a few bytes past the point; the rest comes later.
+        let cut = usize::try_from(point.compressed).unwrap() + 8;
+        let partial = dir.path().join("partial.tar.gz");
+        std::fs::write(&partial, &bytes[..cut]).unwrap();
+        let mark = Watermark::default();
+        mark.advance(cut as u64);
+        let got = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                let mut f = std::fs::OpenOptions::new().append(true).open(&partial).unwrap();
+                std::io::Write::write_all(&mut f, &bytes[cut..]).unwrap();
+                mark.advance(bytes.len() as u64);
+                mark.finish(None);
+            });
+            sparse_of(&Arc::new(File::open(&partial).unwrap()), Some(&mark))
+        });
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn streaming_failures_are_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(gzip_tar(dir.path())).unwrap();
+        // The input breaks off: an I/O error on the archive, not a bad archive.
+        let target = dir.path().join("cut.tar.gz");
+        let input =
+            Dribble { bytes: bytes.clone(), pos: 0, step: 1, fail_at: Some(bytes.len() / 2) };
+        match build_streaming(&target, input, &opts()) {
+            Err(Error::Io { path, source }) => {
+                assert_eq!(path, target);
+                assert_eq!(source.kind(), std::io::ErrorKind::ConnectionReset);
+            }
+            other => panic!("expected an I/O error, got {:?}", other.map(|_| ())),
+        }
+        // A corrupt stream is a scan error.
+        let mut corrupt = bytes.clone();
+        let mid = corrupt.len() / 2;
+        corrupt[mid..mid + 16].copy_from_slice(b"not deflate data");
+        let target = dir.path().join("corrupt.tar.gz");
+        let input = Dribble { bytes: corrupt, pos: 0, step: 1, fail_at: None };
+        let e = build_streaming(&target, input, &opts()).map(|_| ()).unwrap_err();
+        assert!(matches!(e, Error::Scan { .. }), "{e}");
+        // The target must be new.
+        let input = Dribble { bytes, pos: 0, step: 1, fail_at: None };
+        let e = build_streaming(&target, input, &opts()).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
+            "{e}"
+        );
     }
 }

@@ -1,0 +1,25 @@
+//! The registry's HTTP API through the real `curl` binary.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs `curl -sS -L -w '\n%{http_code}' ARGS` in `dir`; returns (HTTP status, body as JSON,
+/// or as a JSON string when it is not JSON). Status 0 means curl got no response.
+pub fn curl(dir: &Path, args: &[String]) -> (u16, Value) {
+    let out = Command::new("curl")
+        .current_dir(dir)
+        .args(["-sS", "-L", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.stderr.is_empty() {
+        eprintln!("curl: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code: u16 = code.trim().parse().unwrap_or(0);
+    let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+    (code, body)
+}
