@@ -4,12 +4,13 @@
 //! attributes (long TTLs, negative entries included), file pages (`FOPEN_KEEP_CACHE`),
 //! directory listings (`FOPEN_CACHE_DIR`) and symlink targets (`FUSE_CACHE_SYMLINKS`). By
 //! default the first `open`/`opendir` is declined, which the kernel takes as "zero-message
-//! opens" with exactly those flags (see [`FsOptions::explicit_open`]). `readdirplus` answers a
-//! listing and the lookups that follow it in one round trip; listings follow the archive stream
-//! (see [`namespace`]) and a forward reader gets the next gzip spans inflated ahead of it
-//! ([`prefetch`]). Requests run on several threads (see [`crate::mount`]), and the handler
-//! keeps no per-file state: reads go through each volume's [`crate::reader::ArchiveReader`]
-//! and the shared, byte-bounded chunk cache, into a per-thread buffer, so memory stays flat
+//! opens" with exactly those flags (see [`FsOptions::explicit_open`]). `readdirplus` (for every
+//! call of a listing) answers a listing and the lookups that follow it in one round trip;
+//! listings follow the archive stream (see [`namespace`]) and a forward reader gets the next
+//! gzip spans inflated ahead of it ([`prefetch`]). Requests run on several threads (see
+//! [`crate::mount`]), and the handler keeps no per-file state: reads go through each volume's
+//! [`crate::reader::ArchiveReader`] and the shared, byte-bounded chunk cache, replying straight
+//! from the cached span (or a per-thread buffer when a read crosses spans), so memory stays flat
 //! however much is read.
 //!
 //! Every operation that would change something answers `EROFS`.
@@ -284,9 +285,12 @@ fn may_access(attr: &FileAttr, uid: u32, gid: u32, mask: AccessFlags) -> bool {
 #[allow(clippy::too_many_arguments)]
 impl Filesystem for AddonFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Readdirplus for every call of a listing: with FUSE_READDIRPLUS_AUTO the kernel asks
+        // for plain entries after a listing's first call (for every directory: the last call is
+        // the empty one that says "end"), and then sends a LOOKUP for each entry a walker
+        // stats or enters (1.6k more requests in a `find` of 46k files, 6.4k in `tar -c`).
         let wanted = [
             ("FUSE_DO_READDIRPLUS", InitFlags::FUSE_DO_READDIRPLUS),
-            ("FUSE_READDIRPLUS_AUTO", InitFlags::FUSE_READDIRPLUS_AUTO),
             ("FUSE_CACHE_SYMLINKS", InitFlags::FUSE_CACHE_SYMLINKS),
             ("FUSE_PARALLEL_DIROPS", InitFlags::FUSE_PARALLEL_DIROPS),
             ("FUSE_ASYNC_READ", InitFlags::FUSE_ASYNC_READ),
@@ -388,24 +392,27 @@ impl Filesystem for AddonFs {
             }
             Node::Entry(volume, local) => READ_BUF.with(|buf| {
                 let mut buf = buf.borrow_mut();
-                let size = size as usize;
-                if buf.len() < size {
-                    buf.resize(size, 0);
-                }
-                let mut done = 0usize;
-                while done < size {
-                    match volume.reader().read(local, offset + done as u64, &mut buf[done..size]) {
-                        Ok(0) => break,
-                        Ok(n) => done += n,
-                        Err(e) => {
-                            tracing::warn!(ino = ino.0, offset, size, error = %e, "read failed");
-                            return reply.error(Errno::from_i32(e.errno()));
+                // The reply is written from the chunk cache itself when it can be.
+                let mut reply = Some(reply);
+                let sent =
+                    volume.reader().read_with(local, offset, size as usize, &mut buf, |data| {
+                        if let Some(reply) = reply.take() {
+                            reply.data(data);
+                        }
+                        data.len()
+                    });
+                match sent {
+                    Ok(done) => {
+                        if let Some(prefetch) = &self.prefetch {
+                            prefetch.note(&volume, local, offset, done);
                         }
                     }
-                }
-                reply.data(&buf[..done]);
-                if let Some(prefetch) = &self.prefetch {
-                    prefetch.note(&volume, local, offset, done);
+                    Err(e) => {
+                        tracing::warn!(ino = ino.0, offset, size, error = %e, "read failed");
+                        if let Some(reply) = reply.take() {
+                            reply.error(Errno::from_i32(e.errno()));
+                        }
+                    }
                 }
             }),
             Node::Root | Node::Merged(_) => reply.error(Errno::EISDIR),
