@@ -931,3 +931,65 @@ fn listings_follow_the_archive_order() {
         assert_eq!(got, want, "listing order");
     }
 }
+
+/// A tree walker (`tar -c`, here two at once) gets the files ahead of it pushed into the page
+/// cache: what it archives, and every byte read through the mount afterwards (now served from
+/// those pages), is what `tar -x` extracts.
+#[test]
+fn tree_walkers_read_pushed_pages_exactly() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    for d in 0..12u64 {
+        let dir = src.join(format!("d{d:02}")).join("sub");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for f in 0..25u64 {
+            let seed = d * 100 + f;
+            // Mostly small files; some span several pieces, a few are too large to push.
+            let len = match seed % 23 {
+                0 => 1_300_000,
+                1 | 2 => 300_000 + (seed as usize * 131) % 70_000,
+                _ => (seed as usize * 7919) % 20_000,
+            };
+            let bytes =
+                if seed % 3 == 0 { corpus::noise(seed, len) } else { corpus::text(seed, len) };
+            let parent = if f % 2 == 0 { dir.clone() } else { src.join(format!("d{d:02}")) };
+            std::fs::write(parent.join(format!("f{f:02}")), bytes).expect("write");
+        }
+    }
+    let tar = tmp.path().join("w.tar");
+    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let dest = tmp.path().join("x");
+    corpus::extract(&tar, &dest, false);
+    let archive = corpus::compress(&tar, Gz::Level(6));
+    let mut m = mount(&[&archive], &["--span", "256K", "--cache-size", "2M"]);
+    let (out1, out2) = (tmp.path().join("out1"), tmp.path().join("out2"));
+    std::fs::create_dir_all(&out1).expect("mkdir");
+    std::fs::create_dir_all(&out2).expect("mkdir");
+    let mnt = m.mountpoint.display().to_string();
+    sh(&format!(
+        "set -e; (tar -cf - -C '{mnt}' . | tar -xf - -C '{o1}') & w=$!; \
+         tar -cf - -C '{mnt}' . | tar -xf - -C '{o2}'; wait $w",
+        o1 = out1.display(),
+        o2 = out2.display()
+    ));
+    let expected = walk_dir(&dest);
+    let cmp = compare_for("gnu");
+    for out in [&out1, &out2] {
+        let archived = walk_dir(out);
+        assert_same_tree(&expected, &archived, cmp, "walked");
+        assert_same_bytes(&dest, &expected, &[], "walked", |path, offset, len| {
+            read_file_range(&out.join(path), offset, len)
+        });
+    }
+    assert_same_bytes(&dest, &expected, &[], "cached", |path, offset, len| {
+        read_file_range(&m.path(path), offset, len)
+    });
+    m.signal("TERM");
+    let status = m.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}:\n{}", m.log_text());
+    let log = m.log_text();
+    assert!(log.contains("pushed into the page cache"), "nothing was pushed:\n{log}");
+}

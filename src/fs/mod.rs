@@ -17,6 +17,7 @@
 
 pub mod namespace;
 pub mod prefetch;
+pub mod push;
 
 #[cfg(test)]
 mod tests;
@@ -75,6 +76,8 @@ pub struct AddonFs {
     ns: Arc<Namespace>,
     opts: FsOptions,
     prefetch: Option<prefetch::Prefetcher>,
+    channel: Arc<push::KernelChannel>,
+    pusher: Option<push::Pusher>,
 }
 
 thread_local! {
@@ -118,7 +121,16 @@ fn not_dir() -> Errno {
 impl AddonFs {
     /// A file system serving `ns`.
     pub fn new(ns: Arc<Namespace>, opts: FsOptions) -> AddonFs {
-        AddonFs { ns, opts, prefetch: prefetch::Prefetcher::start() }
+        let prefetch = prefetch::Prefetcher::start();
+        let channel = Arc::new(push::KernelChannel::default());
+        let pusher = push::Pusher::start(Arc::clone(&channel), prefetch.clone());
+        AddonFs { ns, opts, prefetch, channel, pusher }
+    }
+
+    /// The kernel channel that pushes file contents into the page cache ahead of tree walkers
+    /// ([`push`]); [`crate::mount::mount`] connects it to the session.
+    pub fn kernel_channel(&self) -> Arc<push::KernelChannel> {
+        Arc::clone(&self.channel)
     }
 
     /// The namespace served (to change the root while mounted).
@@ -305,6 +317,17 @@ impl Filesystem for AddonFs {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        if let Some(pusher) = &self.pusher {
+            let stats = pusher.stats();
+            let files = stats.files.load(std::sync::atomic::Ordering::Relaxed);
+            if files > 0 {
+                let bytes = stats.bytes.load(std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(files, bytes, "pushed into the page cache ahead of tree walkers");
+            }
+        }
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let dir = match self.node(parent) {
             Ok(dir) => dir,
@@ -406,6 +429,9 @@ impl Filesystem for AddonFs {
                         if let Some(prefetch) = &self.prefetch {
                             prefetch.note(&volume, local, offset, done);
                         }
+                        if let Some(pusher) = &self.pusher {
+                            pusher.note_read(&volume, local, offset);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(ino = ino.0, offset, size, error = %e, "read failed");
@@ -470,6 +496,9 @@ impl Filesystem for AddonFs {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
         };
+        if let (0, Some(pusher), Node::Entry(volume, local)) = (offset, &self.pusher, &dir) {
+            pusher.note_listing(volume, *local);
+        }
         let listed = self.list_from(ino, offset, |child_ino, next, node, _kind, name| {
             // A merged child directory is registered (and gets its merged attributes) through
             // a lookup, so later requests for its inode find it.

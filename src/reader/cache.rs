@@ -96,6 +96,8 @@ impl ChunkCache {
                     let state = old.state.into_inner().unwrap_or_else(|p| p.into_inner());
                     spare = state.data;
                     spare.clear();
+                    // Spans differ in length: never keep more than this one needs.
+                    spare.shrink_to(usize::try_from(len).unwrap_or(usize::MAX));
                 }
             }
         }
