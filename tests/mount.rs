@@ -184,6 +184,16 @@ impl Drop for Mounted {
     }
 }
 
+/// A temporary directory holding the corpus source tree (`src`) and its tar (`a.tar`) in
+/// `format`, made with the extra tar `args`; returns the directory and the tar's path.
+fn source_tar(format: &str, args: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = corpus::source_tree(&tmp.path().join("src"));
+    let tar = tmp.path().join("a.tar");
+    corpus::tar_create(&src, &tar, format, args);
+    (tmp, tar)
+}
+
 fn compare_for(format: &str) -> Compare {
     Compare { nsec: format == "posix", root: true, dir_nlink: true }
 }
@@ -256,10 +266,7 @@ fn mount_is_read_only_nosuid_nodev_with_default_permissions() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "posix", &[]);
+    let (_tmp, tar) = source_tar("posix", &[]);
     let m = mount(&[&tar], &[]);
     let info = mount_at(&m.mountpoint).expect("mountinfo").expect("mounted");
     let options: Vec<&str> = info.mount_options.split(',').collect();
@@ -286,10 +293,7 @@ fn writes_fail_with_erofs() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "posix", &["--xattrs", "--xattrs-include=user.*"]);
+    let (tmp, tar) = source_tar("posix", &["--xattrs", "--xattrs-include=user.*"]);
     let m = mount(&[&tar], &[]);
     let file = m.path("usr/custom_file");
     let erofs = |what: &str, result: std::io::Result<()>| {
@@ -332,7 +336,7 @@ fn writes_fail_with_erofs() {
     // Nothing changed.
     assert_eq!(
         std::fs::read(&file).expect("read"),
-        std::fs::read(src.join("usr/custom_file")).expect("read")
+        std::fs::read(tmp.path().join("src/usr/custom_file")).expect("read")
     );
 }
 
@@ -584,10 +588,7 @@ fn inode_numbers_are_stable_across_mounts_and_the_index_is_reused() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let (_tmp, tar) = source_tar("gnu", &[]);
     let archive = corpus::compress(&tar, Gz::Level(6));
     let inos = |m: &Mounted| -> BTreeMap<String, u64> {
         walk_dir(&m.mountpoint).into_iter().map(|(path, node)| (path, node.ino)).collect()
@@ -610,10 +611,7 @@ fn owners_can_be_mapped() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &["--owner=1234", "--group=5678"]);
+    let (_tmp, tar) = source_tar("gnu", &["--owner=1234", "--group=5678"]);
     let kept = mount(&[&tar], &[]);
     assert!(
         walk_dir(&kept.mountpoint).values().all(|n| (n.uid, n.gid) == (1234, 5678)),
@@ -632,10 +630,7 @@ fn allow_other_lets_other_users_read_what_modes_allow() {
     if !fuse_ready() || !common::require("setpriv") {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let (_tmp, tar) = source_tar("gnu", &[]);
     let as_nobody = |path: PathBuf| {
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
@@ -664,10 +659,7 @@ fn sigterm_unmounts_cleanly() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let (_tmp, tar) = source_tar("gnu", &[]);
     let mut m = mount(&[&tar], &[]);
     assert_eq!(std::fs::read(m.path("usr/custom_file")).expect("read"), b"custom file\n");
     m.signal("TERM");
@@ -684,10 +676,7 @@ fn busy_mount_is_detached_lazily() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let (tmp, tar) = source_tar("gnu", &[]);
     let archive = corpus::compress(&tar, Gz::Level(6));
     let mut m = mount(&[&archive], &[]);
     let mut held = File::open(m.path("sizes/text-5m")).expect("open");
@@ -705,7 +694,7 @@ fn busy_mount_is_detached_lazily() {
     held.read_to_end(&mut rest).expect("the open file still reads");
     assert_eq!(
         rest.len() as u64 + 100,
-        std::fs::metadata(src.join("sizes/text-5m")).expect("stat").len()
+        std::fs::metadata(tmp.path().join("src/sizes/text-5m")).expect("stat").len()
     );
     drop(held);
     let status = m.wait_exit(Duration::from_secs(10));
@@ -719,10 +708,7 @@ fn a_stale_mount_is_cleared_by_the_next_mount() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let (_tmp, tar) = source_tar("gnu", &[]);
     let mut crashed = mount(&[&tar], &[]);
     crashed.signal("KILL");
     let status = crashed.wait_exit(Duration::from_secs(10));

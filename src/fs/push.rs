@@ -11,8 +11,8 @@
 //! [`super::prefetch`] thread meanwhile, so inflating and storing overlap.
 //!
 //! Only files the kernel knows can be stored (the entries of directories it has listed): the
-//! first file of a directory not listed yet stops the push until the walker's next read or
-//! listing. The push stays within [`AHEAD`] bytes of stream past the walker, and files larger
+//! first file of a directory not listed yet stops the push (after a few short waits, since the
+//! walker may be taking in the listing right then) until the walker's next read or listing. The push stays within [`AHEAD`] bytes of stream past the walker, and files larger
 //! than [`MAX_FILE`] are left to ordinary reads. Random readers (imports, single lookups)
 //! never start it. What is stored is exactly what a `READ` would return; the kernel may drop
 //! it under memory pressure like any clean page, and then simply asks.
@@ -23,6 +23,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use super::namespace::{self, Volume};
 use super::prefetch::Prefetcher;
@@ -41,6 +42,9 @@ const GAP: u64 = 64 << 10;
 /// The largest piece stored at once (a multiple of the page size, so every piece but a file's
 /// last fills whole pages and the kernel marks them up to date).
 const PIECE: usize = 128 << 10;
+/// How long (microseconds) the push waits, one after the other, for the kernel to learn of a
+/// file it does not know yet, before it gives up until the walker's next read or listing.
+const NOT_LISTED_WAITS: [u64; 4] = [25, 50, 100, 200];
 /// `FUSE_NOTIFY_STORE` (`enum fuse_notify_code` in `linux/fuse.h`).
 const FUSE_NOTIFY_STORE: i32 = 4;
 /// `struct fuse_out_header` (16 bytes) + `struct fuse_notify_store_out` (24 bytes).
@@ -182,18 +186,34 @@ impl Pusher {
         let Some((start, size)) = contiguous(volume.index(), ino) else { return };
         let mut st = volume.walk().lock();
         if offset == 0 {
-            let forward = st.last_start.is_some_and(|last| {
-                start > last && start <= st.last_end.max(st.pushed_to).saturating_add(GAP)
+            // Reads of a walk come slightly out of order (several request threads, the
+            // kernel's asynchronous read-ahead): one just behind the walker keeps the walk.
+            let was = st.streak;
+            let within = st.last_start.is_some_and(|last| {
+                start.saturating_add(AHEAD) > last
+                    && start <= st.last_end.max(st.pushed_to).saturating_add(GAP)
             });
-            st.streak = if forward { st.streak.saturating_add(1) } else { 1 };
-            st.last_start = Some(start);
-            st.last_end = start + size;
-            st.reached = start;
-            if st.streak == WALK {
+            match st.last_start {
+                Some(last) if within => {
+                    if start > last {
+                        st.streak = st.streak.saturating_add(1);
+                        st.last_start = Some(start);
+                        st.last_end = start + size;
+                    }
+                }
+                _ => {
+                    st.streak = 1;
+                    st.last_start = Some(start);
+                    st.last_end = start + size;
+                }
+            }
+            st.reached = st.reached.max(start);
+            if was < WALK && st.streak == WALK {
                 // A walk starts (or starts again elsewhere): push from here on.
                 st.cursor = 0;
                 st.from = start;
                 st.pushed_to = start + size;
+                st.reached = start;
             } else {
                 st.from = st.from.max(start);
             }
@@ -271,14 +291,19 @@ fn push_ahead(
     };
     let start_of = |ino: Ino| contiguous(index, ino).map_or(0, |(start, _)| start);
     let mut last_span = usize::MAX;
+    let mut from = None;
+    let mut waits = NOT_LISTED_WAITS.iter();
     loop {
         let (position, ino, start, size) = {
             let mut st = volume.walk().lock();
             if !st.walking() {
                 return;
             }
-            let first = order.partition_point(|&ino| start_of(ino) <= st.from);
-            st.cursor = st.cursor.max(first);
+            if from != Some(st.from) {
+                from = Some(st.from);
+                let first = order.partition_point(|&ino| start_of(ino) <= st.from);
+                st.cursor = st.cursor.max(first);
+            }
             let Some(&ino) = order.get(st.cursor) else { return };
             let Some((start, size)) = contiguous(index, ino) else { return };
             if start > st.reached.saturating_add(AHEAD) {
@@ -296,11 +321,19 @@ fn push_ahead(
             let fuse_ino = namespace::compose(volume.slot(), ino);
             match push_file(volume, channel, fuse_ino, ino, size, buf) {
                 Ok(()) => {
+                    waits = NOT_LISTED_WAITS.iter();
                     stats.files.fetch_add(1, Ordering::Relaxed);
                     stats.bytes.fetch_add(size, Ordering::Relaxed);
                 }
-                // Not listed yet: wait for the walker's next read or listing.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                // Not known yet: the walker may be taking in its directory's listing right
+                // now, so look again a few times before waiting for its next read or listing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match waits.next() {
+                    Some(&micros) => {
+                        std::thread::sleep(Duration::from_micros(micros));
+                        continue;
+                    }
+                    None => return,
+                },
                 Err(e) => {
                     tracing::debug!(ino = fuse_ino, error = %e, "page-cache push stopped");
                     volume.walk().lock().failed = true;
