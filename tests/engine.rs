@@ -258,8 +258,17 @@ fn persisted_index_is_reused_only_while_valid() {
     assert_eq!(read_entry(&reader, "a", 0, 100), b"changed");
 }
 
-/// Many threads reading random ranges of random files through one small cache: every byte
-/// right.
+/// Reads like [`read_entry`], through [`ArchiveReader::read_with`] (straight out of the chunk
+/// cache when the range lies in one span).
+fn read_entry_with(reader: &ArchiveReader, path: &str, offset: u64, len: u64) -> Vec<u8> {
+    let ino = reader.index().resolve(path.as_bytes()).unwrap_or_else(|| panic!("no entry {path}"));
+    let mut scratch = Vec::new();
+    reader.read_with(ino, offset, len as usize, &mut scratch, <[u8]>::to_vec).expect("read_with")
+}
+
+/// Many threads reading random ranges of random files through one small cache (so chunks are
+/// evicted, and their buffers reused, while others read them), half with `read` and half with
+/// `read_with`: every byte right.
 #[test]
 fn concurrent_random_reads_are_exact() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -293,7 +302,11 @@ fn concurrent_random_reads_are_exact() {
                     let (name, bytes) = &files[(word(0) % 8) as usize];
                     let offset = word(1) % bytes.len() as u64;
                     let len = word(2) % 200_000;
-                    let got = read_entry(&reader, name, offset, len);
+                    let got = if t % 2 == 0 {
+                        read_entry(&reader, name, offset, len)
+                    } else {
+                        read_entry_with(&reader, name, offset, len)
+                    };
                     let end = (offset + len).min(bytes.len() as u64) as usize;
                     assert!(
                         got == bytes[offset as usize..end],
@@ -312,7 +325,8 @@ fn concurrent_random_reads_are_exact() {
 
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
-    /// Random (offset, len) reads of one file equal the extracted bytes.
+    /// Random (offset, len) reads of one file equal the extracted bytes, through `read` and
+    /// through `read_with`.
     #[test]
     fn random_reads_equal_extracted_bytes(offset in 0u64..3_200_000, len in 0u64..300_000) {
         let (reader, bytes) = &*RANDOM_READ_FIXTURE;
@@ -320,6 +334,8 @@ proptest::proptest! {
         let start = (offset as usize).min(bytes.len());
         let end = ((offset + len) as usize).min(bytes.len());
         proptest::prop_assert!(got == bytes[start..end]);
+        let with = read_entry_with(reader, "data", offset, len);
+        proptest::prop_assert!(with == bytes[start..end]);
     }
 }
 

@@ -184,6 +184,16 @@ impl Drop for Mounted {
     }
 }
 
+/// A temporary directory holding the corpus source tree (`src`) and its tar (`a.tar`) in
+/// `format`, made with the extra tar `args`; returns the directory and the tar's path.
+fn source_tar(format: &str, args: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = corpus::source_tree(&tmp.path().join("src"));
+    let tar = tmp.path().join("a.tar");
+    corpus::tar_create(&src, &tar, format, args);
+    (tmp, tar)
+}
+
 fn compare_for(format: &str) -> Compare {
     Compare { nsec: format == "posix", root: true, dir_nlink: true }
 }
@@ -256,10 +266,7 @@ fn mount_is_read_only_nosuid_nodev_with_default_permissions() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "posix", &[]);
+    let (_tmp, tar) = source_tar("posix", &[]);
     let m = mount(&[&tar], &[]);
     let info = mount_at(&m.mountpoint).expect("mountinfo").expect("mounted");
     let options: Vec<&str> = info.mount_options.split(',').collect();
@@ -286,10 +293,7 @@ fn writes_fail_with_erofs() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "posix", &["--xattrs", "--xattrs-include=user.*"]);
+    let (tmp, tar) = source_tar("posix", &["--xattrs", "--xattrs-include=user.*"]);
     let m = mount(&[&tar], &[]);
     let file = m.path("usr/custom_file");
     let erofs = |what: &str, result: std::io::Result<()>| {
@@ -332,7 +336,7 @@ fn writes_fail_with_erofs() {
     // Nothing changed.
     assert_eq!(
         std::fs::read(&file).expect("read"),
-        std::fs::read(src.join("usr/custom_file")).expect("read")
+        std::fs::read(tmp.path().join("src/usr/custom_file")).expect("read")
     );
 }
 
@@ -584,10 +588,7 @@ fn inode_numbers_are_stable_across_mounts_and_the_index_is_reused() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let (_tmp, tar) = source_tar("gnu", &[]);
     let archive = corpus::compress(&tar, Gz::Level(6));
     let inos = |m: &Mounted| -> BTreeMap<String, u64> {
         walk_dir(&m.mountpoint).into_iter().map(|(path, node)| (path, node.ino)).collect()
@@ -610,10 +611,7 @@ fn owners_can_be_mapped() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &["--owner=1234", "--group=5678"]);
+    let (_tmp, tar) = source_tar("gnu", &["--owner=1234", "--group=5678"]);
     let kept = mount(&[&tar], &[]);
     assert!(
         walk_dir(&kept.mountpoint).values().all(|n| (n.uid, n.gid) == (1234, 5678)),
@@ -632,10 +630,7 @@ fn allow_other_lets_other_users_read_what_modes_allow() {
     if !fuse_ready() || !common::require("setpriv") {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let (_tmp, tar) = source_tar("gnu", &[]);
     let as_nobody = |path: PathBuf| {
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
@@ -664,10 +659,7 @@ fn sigterm_unmounts_cleanly() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let (_tmp, tar) = source_tar("gnu", &[]);
     let mut m = mount(&[&tar], &[]);
     assert_eq!(std::fs::read(m.path("usr/custom_file")).expect("read"), b"custom file\n");
     m.signal("TERM");
@@ -684,10 +676,7 @@ fn busy_mount_is_detached_lazily() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let (tmp, tar) = source_tar("gnu", &[]);
     let archive = corpus::compress(&tar, Gz::Level(6));
     let mut m = mount(&[&archive], &[]);
     let mut held = File::open(m.path("sizes/text-5m")).expect("open");
@@ -705,7 +694,7 @@ fn busy_mount_is_detached_lazily() {
     held.read_to_end(&mut rest).expect("the open file still reads");
     assert_eq!(
         rest.len() as u64 + 100,
-        std::fs::metadata(src.join("sizes/text-5m")).expect("stat").len()
+        std::fs::metadata(tmp.path().join("src/sizes/text-5m")).expect("stat").len()
     );
     drop(held);
     let status = m.wait_exit(Duration::from_secs(10));
@@ -719,10 +708,7 @@ fn a_stale_mount_is_cleared_by_the_next_mount() {
     if !fuse_ready() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = corpus::source_tree(&tmp.path().join("src"));
-    let tar = tmp.path().join("a.tar");
-    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let (_tmp, tar) = source_tar("gnu", &[]);
     let mut crashed = mount(&[&tar], &[]);
     crashed.signal("KILL");
     let status = crashed.wait_exit(Duration::from_secs(10));
@@ -930,4 +916,66 @@ fn listings_follow_the_archive_order() {
             .collect();
         assert_eq!(got, want, "listing order");
     }
+}
+
+/// A tree walker (`tar -c`, here two at once) gets the files ahead of it pushed into the page
+/// cache: what it archives, and every byte read through the mount afterwards (now served from
+/// those pages), is what `tar -x` extracts.
+#[test]
+fn tree_walkers_read_pushed_pages_exactly() {
+    if !fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    for d in 0..12u64 {
+        let dir = src.join(format!("d{d:02}")).join("sub");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for f in 0..25u64 {
+            let seed = d * 100 + f;
+            // Mostly small files; some span several pieces, a few are too large to push.
+            let len = match seed % 23 {
+                0 => 1_300_000,
+                1 | 2 => 300_000 + (seed as usize * 131) % 70_000,
+                _ => (seed as usize * 7919) % 20_000,
+            };
+            let bytes =
+                if seed % 3 == 0 { corpus::noise(seed, len) } else { corpus::text(seed, len) };
+            let parent = if f % 2 == 0 { dir.clone() } else { src.join(format!("d{d:02}")) };
+            std::fs::write(parent.join(format!("f{f:02}")), bytes).expect("write");
+        }
+    }
+    let tar = tmp.path().join("w.tar");
+    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let dest = tmp.path().join("x");
+    corpus::extract(&tar, &dest, false);
+    let archive = corpus::compress(&tar, Gz::Level(6));
+    let mut m = mount(&[&archive], &["--span", "256K", "--cache-size", "2M"]);
+    let (out1, out2) = (tmp.path().join("out1"), tmp.path().join("out2"));
+    std::fs::create_dir_all(&out1).expect("mkdir");
+    std::fs::create_dir_all(&out2).expect("mkdir");
+    let mnt = m.mountpoint.display().to_string();
+    sh(&format!(
+        "set -e; (tar -cf - -C '{mnt}' . | tar -xf - -C '{o1}') & w=$!; \
+         tar -cf - -C '{mnt}' . | tar -xf - -C '{o2}'; wait $w",
+        o1 = out1.display(),
+        o2 = out2.display()
+    ));
+    let expected = walk_dir(&dest);
+    let cmp = compare_for("gnu");
+    for out in [&out1, &out2] {
+        let archived = walk_dir(out);
+        assert_same_tree(&expected, &archived, cmp, "walked");
+        assert_same_bytes(&dest, &expected, &[], "walked", |path, offset, len| {
+            read_file_range(&out.join(path), offset, len)
+        });
+    }
+    assert_same_bytes(&dest, &expected, &[], "cached", |path, offset, len| {
+        read_file_range(&m.path(path), offset, len)
+    });
+    m.signal("TERM");
+    let status = m.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}:\n{}", m.log_text());
+    let log = m.log_text();
+    assert!(log.contains("pushed into the page cache"), "nothing was pushed:\n{log}");
 }

@@ -104,12 +104,18 @@ pub struct Volume {
     slot: Slot,
     reader: ArchiveReader,
     progress: super::prefetch::Progress,
+    walk: super::push::Walk,
 }
 
 impl Volume {
     /// A volume in `slot` (1..=[`MAX_SLOT`]) reading through `reader`.
     pub fn new(slot: Slot, reader: ArchiveReader) -> Volume {
-        Volume { slot, reader, progress: super::prefetch::Progress::default() }
+        Volume {
+            slot,
+            reader,
+            progress: super::prefetch::Progress::default(),
+            walk: super::push::Walk::default(),
+        }
     }
 
     /// The volume's slot.
@@ -130,6 +136,11 @@ impl Volume {
     /// How far reads have gone (for read-ahead).
     pub(crate) fn progress(&self) -> &super::prefetch::Progress {
         &self.progress
+    }
+
+    /// Where a tree walker is (for pushing files ahead of it).
+    pub(crate) fn walk(&self) -> &super::push::Walk {
+        &self.walk
     }
 }
 
@@ -756,6 +767,12 @@ const ORDER_PROBE: usize = 16;
 /// Where the bytes of `ino` start in the archive stream: a file's first data byte; a
 /// directory's earliest among its first [`ORDER_PROBE`] entries (looking `depth` levels down);
 /// `u64::MAX` for what has no bytes.
+/// Where directory (or file) `ino` is in the archive stream, as listings order it (`u64::MAX`
+/// for entries without bytes).
+pub(crate) fn stream_position(index: &Index, ino: Ino) -> u64 {
+    stream_key(index, ino, 1)
+}
+
 fn stream_key(index: &Index, ino: Ino, depth: u32) -> u64 {
     match index.attr(ino).map(|a| a.kind) {
         Some(EntryKind::File) => match index.data(ino) {

@@ -42,6 +42,7 @@ impl Default for Progress {
 }
 
 /// Sends spans to read ahead to the background thread.
+#[derive(Clone)]
 pub struct Prefetcher {
     queue: SyncSender<(Arc<Volume>, usize)>,
 }
@@ -71,15 +72,25 @@ impl Prefetcher {
         let progress = volume.progress();
         let last = progress.last.swap(span, Ordering::Relaxed);
         let forward = last != NONE && (last == span || last.checked_add(1) == Some(span));
-        if !forward {
+        if forward {
+            self.ahead(volume, span);
+        }
+    }
+
+    /// Asks for the spans after `span` of `volume` (those not asked for yet).
+    pub fn ahead(&self, volume: &Arc<Volume>, span: usize) {
+        let index = volume.index();
+        if index.compression() != Compression::Gzip {
             return;
         }
+        let progress = volume.progress();
         for next in span + 1..=span + AHEAD {
             if next >= index.point_count() {
                 return;
             }
             let asked = progress.asked.load(Ordering::Relaxed);
-            if asked != NONE && asked >= next {
+            // (A mark far ahead is left from an earlier pass: ask again.)
+            if asked != NONE && asked >= next && asked <= span + AHEAD {
                 continue;
             }
             match self.queue.try_send((Arc::clone(volume), next)) {

@@ -9,6 +9,7 @@
 pub mod sys;
 
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -311,8 +312,14 @@ pub struct Mounted {
 pub fn mount(fs: AddonFs, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted, MountError> {
     let (path, _) = prepare_mountpoint(mountpoint)?;
     let started = Instant::now();
+    let channel = fs.kernel_channel();
     let mut session = Session::new(fs, &path, &config(opts))
         .map_err(|source| MountError::Mount { path: path.clone(), source })?;
+    // A second descriptor of the session, for storing file contents in the page cache.
+    match session.as_fd().try_clone_to_owned() {
+        Ok(fd) => channel.connect(fd),
+        Err(e) => tracing::warn!(error = %e, "no page-cache push (cannot duplicate /dev/fuse)"),
+    }
     let notifier = session.notifier();
     let unmounter = session.unmount_callable();
     let (events, received) = mpsc::channel();

@@ -80,24 +80,31 @@ impl ChunkCache {
 
     /// The chunk for `key`, created empty (charged `len` bytes) if absent, evicting the least
     /// recently used chunks past the capacity. Evicted chunks stay valid for readers holding
-    /// them.
+    /// them; the buffer of one that nobody holds is reused for the new chunk, so a reader
+    /// streaming through an archive does not map (and fault in) fresh memory for every span.
     pub fn get_or_insert(&self, key: ChunkKey, len: u64) -> Arc<Chunk> {
         let mut inner = self.inner();
         if let Some(chunk) = inner.lru.get(&key) {
             return Arc::clone(chunk);
         }
-        let chunk = Arc::new(Chunk {
-            len,
-            state: Mutex::new(ChunkState { data: Vec::new(), inflater: None }),
-        });
-        inner.lru.put(key, Arc::clone(&chunk));
-        inner.bytes += len;
-        while inner.bytes > self.capacity && inner.lru.len() > 1 {
-            match inner.lru.pop_lru() {
-                Some((_, old)) => inner.bytes -= old.len,
-                None => break,
+        let mut spare = Vec::new();
+        while inner.bytes.saturating_add(len) > self.capacity {
+            let Some((_, old)) = inner.lru.pop_lru() else { break };
+            inner.bytes -= old.len;
+            if spare.capacity() == 0 {
+                if let Ok(old) = Arc::try_unwrap(old) {
+                    let state = old.state.into_inner().unwrap_or_else(|p| p.into_inner());
+                    spare = state.data;
+                    spare.clear();
+                    // Spans differ in length: never keep more than this one needs.
+                    spare.shrink_to(usize::try_from(len).unwrap_or(usize::MAX));
+                }
             }
         }
+        let chunk =
+            Arc::new(Chunk { len, state: Mutex::new(ChunkState { data: spare, inflater: None }) });
+        inner.lru.put(key, Arc::clone(&chunk));
+        inner.bytes += len;
         chunk
     }
 
@@ -138,3 +145,40 @@ const _: fn() = || {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<ChunkCache>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(point: usize) -> ChunkKey {
+        ChunkKey { archive: 1, point }
+    }
+
+    #[test]
+    fn an_evicted_chunk_nobody_holds_lends_its_buffer_to_the_next() {
+        let cache = ChunkCache::new(150);
+        let a = cache.get_or_insert(key(0), 100);
+        a.lock().data.extend_from_slice(&[7u8; 100]);
+        drop(a);
+        let b = cache.get_or_insert(key(1), 100);
+        let state = b.lock();
+        assert!(state.data.is_empty(), "a reused buffer starts empty");
+        assert!(state.data.capacity() >= 100, "the evicted chunk's buffer was reused");
+        drop(state);
+        assert_eq!(cache.stats(), CacheStats { chunks: 1, bytes: 100, capacity: 150 });
+    }
+
+    #[test]
+    fn an_evicted_chunk_still_held_keeps_its_bytes() {
+        let cache = ChunkCache::new(150);
+        let a = cache.get_or_insert(key(0), 100);
+        a.lock().data.extend_from_slice(&[7u8; 100]);
+        let b = cache.get_or_insert(key(1), 100);
+        assert_eq!(b.lock().data.capacity(), 0, "a held chunk's buffer is not taken");
+        assert_eq!(a.lock().data, vec![7u8; 100]);
+        assert_eq!(cache.stats().chunks, 1);
+        // A new lookup of the evicted key gets a fresh, empty chunk.
+        let again = cache.get_or_insert(key(0), 100);
+        assert!(again.lock().data.is_empty());
+    }
+}

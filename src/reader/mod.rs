@@ -177,26 +177,32 @@ impl ArchiveReader {
         })
     }
 
-    fn read_gzip(&self, mut offset: u64, mut buf: &mut [u8]) -> Result<(), ReadError> {
+    /// The span holding uncompressed `offset`: its chunk (as cached, maybe not filled yet),
+    /// the chunk's key, the access point's number and the span's start and end.
+    fn span_at(&self, offset: u64) -> Result<(Arc<Chunk>, ChunkKey, usize, u64, u64), ReadError> {
         let total = self.index.stats().uncompressed_size;
+        let truncated = || ReadError::Truncated { archive: self.path.clone(), offset };
+        let p = self.index.point_for(offset).ok_or_else(truncated)?;
+        let start = self.index.point(p).uncompressed;
+        let end = if p + 1 < self.index.point_count() {
+            self.index.point(p + 1).uncompressed
+        } else {
+            total
+        };
+        if offset >= end {
+            return Err(truncated());
+        }
+        let key = ChunkKey { archive: self.id, point: p };
+        let chunk = self.cache.get_or_insert(key, end - start);
+        Ok((chunk, key, p, start, end))
+    }
+
+    fn read_gzip(&self, mut offset: u64, mut buf: &mut [u8]) -> Result<(), ReadError> {
         while !buf.is_empty() {
-            let truncated = || ReadError::Truncated { archive: self.path.clone(), offset };
-            let p = self.index.point_for(offset).ok_or_else(truncated)?;
-            let start = self.index.point(p).uncompressed;
-            let end = if p + 1 < self.index.point_count() {
-                self.index.point(p + 1).uncompressed
-            } else {
-                total
-            };
-            if offset >= end {
-                return Err(truncated());
-            }
-            let key = ChunkKey { archive: self.id, point: p };
-            let chunk = self.cache.get_or_insert(key, end - start);
+            let (chunk, key, p, start, end) = self.span_at(offset)?;
             let want = (offset + buf.len() as u64).min(end);
             let n = (want - offset) as usize;
-            let filled = self.fill(&chunk, p, start, want - start);
-            let state = match filled {
+            let state = match self.fill(&chunk, p, start, want - start) {
                 Ok(state) => state,
                 Err(e) => {
                     self.cache.remove(&key);
@@ -210,6 +216,50 @@ impl ArchiveReader {
             offset += n as u64;
         }
         Ok(())
+    }
+
+    /// Calls `f` with up to `len` bytes of file `ino` from `offset` (fewer at the end of the
+    /// file, none at or past it). Bytes of a gzip archive that lie in one span are handed
+    /// straight out of the chunk cache (the chunk stays locked while `f` runs); anything else
+    /// is read into `buf` first. For passing data on (to the kernel, say) without copying it.
+    pub fn read_with<R>(
+        &self,
+        ino: Ino,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ReadError> {
+        let attr = self.index.attr(ino).ok_or(ReadError::NoInode(ino))?;
+        if attr.kind != EntryKind::File {
+            return Err(ReadError::NotAFile(ino));
+        }
+        if offset >= attr.size {
+            return Ok(f(&[]));
+        }
+        let len = usize::try_from((attr.size - offset).min(len as u64)).unwrap_or(len);
+        if let (Compression::Gzip, Data::Contiguous(first)) =
+            (self.index.compression(), self.index.data(ino))
+        {
+            let at = first + offset;
+            let (chunk, key, p, start, end) = self.span_at(at)?;
+            if at + len as u64 <= end {
+                let state = match self.fill(&chunk, p, start, at + len as u64 - start) {
+                    Ok(state) => state,
+                    Err(e) => {
+                        self.cache.remove(&key);
+                        return Err(e);
+                    }
+                };
+                let from = (at - start) as usize;
+                return Ok(f(&state.data[from..from + len]));
+            }
+        }
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let n = self.read(ino, offset, &mut buf[..len])?;
+        Ok(f(&buf[..n]))
     }
 
     /// Makes `chunk` (span of point `p`, starting at `start`) hold at least `need` bytes,
