@@ -89,7 +89,7 @@ impl BuiltAddon {
     /// already, as `addonfs addons register` does: the tarball (hard-linked, or copied) is
     /// indexed, the metadata checked against the index, and both committed atomically.
     pub fn register(&self) -> Result<(), BenchError> {
-        let store = Store::open(&self.state_dir())?;
+        let store = Store::open(&self.state_dir(), "bench startup")?;
         if store.find(&self.identifier()).is_some() {
             return Ok(());
         }

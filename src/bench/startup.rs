@@ -406,7 +406,7 @@ impl Bench<'_> {
         let method = if in_process { Method::AttachLib } else { Method::Attach };
         fresh_dir(&self.root)?;
         let file = self.root.join(&addon.chosen);
-        let store = Arc::new(Store::open(&addon.state_dir())?);
+        let store = Arc::new(Store::open(&addon.state_dir(), "bench startup")?);
         let daemon =
             DaemonMount::start(store, &self.mnt, DAEMON_CACHE_BYTES, &MountOptions::default())?;
         let measured = (|| {
