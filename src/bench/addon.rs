@@ -121,7 +121,7 @@ impl BuiltAddon {
 /// The label of a size: `1G`, `500M`, `64K`, or bytes.
 pub fn size_label(bytes: u64) -> String {
     for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }
