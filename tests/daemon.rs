@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::http::curl;
+use common::http::{curl, seed_upload};
 
 const KEY: &str = "daemon-test-key";
 
@@ -138,18 +138,7 @@ fn upload_attach_disable_while_running() {
     assert!(!manifest().contains("custom-addon-sample"));
 
     // The seed's exact upload.
-    let (status, record) = curl(
-        &work,
-        &[
-            format!("{}/api/v2/runtimeaddons/custom", daemon.url),
-            "-F".into(),
-            "metadata=@metadata.json".into(),
-            "-F".into(),
-            "tarball=@addon.tar.gz".into(),
-            "-H".into(),
-            format!("Authorization: Bearer {KEY}"),
-        ],
-    );
+    let (status, record) = seed_upload(&work, &daemon.url, KEY, "addon.tar.gz");
     assert_eq!(status, 200, "{record}");
     assert_eq!(record["status"], "AVAILABLE");
 
@@ -269,18 +258,7 @@ fn restart_keeps_inode_numbers_and_paths() {
             .status()
             .expect("tar");
         assert!(ok.success());
-        let (status, record) = curl(
-            &work,
-            &[
-                format!("{}/api/v2/runtimeaddons/custom", daemon.url),
-                "-F".into(),
-                "metadata=@metadata.json".into(),
-                "-F".into(),
-                "tarball=@addon.tar.gz".into(),
-                "-H".into(),
-                format!("Authorization: Bearer {KEY}"),
-            ],
-        );
+        let (status, record) = seed_upload(&work, &daemon.url, KEY, "addon.tar.gz");
         assert_eq!(status, 200, "{record}");
     }
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 mod common;
-use common::http::curl;
+use common::http::{curl, seed_upload};
 
 const KEY: &str = "0123456789abcdef-test-key";
 
@@ -44,17 +44,19 @@ impl Server {
     /// The seed's command: `curl -sS -L URL/api/v2/runtimeaddons/custom -F metadata=@.. -F
     /// tarball=@.. -H 'Authorization: Bearer KEY'`; returns (HTTP status, JSON body).
     fn upload(&self, dir: &Path, key: Option<&str>) -> (u16, Value) {
-        let mut args = vec![
-            format!("{}/api/v2/runtimeaddons/custom", self.url),
-            "-F".into(),
-            "metadata=@metadata.json".into(),
-            "-F".into(),
-            "tarball=@addon.tar.gz".into(),
-        ];
-        if let Some(key) = key {
-            args.extend(["-H".into(), format!("Authorization: Bearer {key}")]);
+        match key {
+            Some(key) => seed_upload(dir, &self.url, key, "addon.tar.gz"),
+            None => curl(
+                dir,
+                &[
+                    format!("{}/api/v2/runtimeaddons/custom", self.url),
+                    "-F".into(),
+                    "metadata=@metadata.json".into(),
+                    "-F".into(),
+                    "tarball=@addon.tar.gz".into(),
+                ],
+            ),
         }
-        curl(dir, &args)
     }
 
     fn get(&self, path_and_query: &[(&str, &str)]) -> (u16, Value) {
@@ -918,18 +920,7 @@ fn large_non_archive_is_refused_and_not_stored() {
         .status()
         .unwrap();
     assert!(st.success());
-    let got = curl(
-        &dir,
-        &[
-            format!("{}/api/v2/runtimeaddons/custom", server.url),
-            "-F".into(),
-            "metadata=@metadata.json".into(),
-            "-F".into(),
-            "tarball=@noise.bin".into(),
-            "-H".into(),
-            format!("Authorization: Bearer {KEY}"),
-        ],
-    );
+    let got = seed_upload(&dir, &server.url, KEY, "noise.bin");
     assert_error(&got, 400, 3, "not a valid archive");
     wait_until("staging/ to be emptied", || server.stored() == (vec![], 0));
 }

@@ -23,3 +23,21 @@ pub fn curl(dir: &Path, args: &[String]) -> (u16, Value) {
     let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
     (code, body)
 }
+
+/// The seed's upload, run in `dir`: `curl -sS -L URL/api/v2/runtimeaddons/custom -F
+/// metadata=@metadata.json -F tarball=@TARBALL -H 'Authorization: Bearer KEY'` against the
+/// API at `url`; returns (HTTP status, JSON body).
+pub fn seed_upload(dir: &Path, url: &str, key: &str, tarball: &str) -> (u16, Value) {
+    curl(
+        dir,
+        &[
+            format!("{url}/api/v2/runtimeaddons/custom"),
+            "-F".into(),
+            "metadata=@metadata.json".into(),
+            "-F".into(),
+            format!("tarball=@{tarball}"),
+            "-H".into(),
+            format!("Authorization: Bearer {key}"),
+        ],
+    )
+}
