@@ -178,3 +178,38 @@ fn missing_manifest_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains(".addons.json"), "{}", text(&out));
 }
+
+/// The lean `addonfs-attach` binary does what `addonfs attach` and `addonfs detach` do, with
+/// the same report and exit codes.
+#[test]
+fn lean_binary_attaches_and_detaches_like_the_full_one() {
+    let f = fixture();
+    let lean = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_addonfs-attach")).args(args).output().expect("run")
+    };
+    let mount = f.mount.to_str().unwrap();
+    let (full_root, lean_root) = (root(&f, "full"), root(&f, "lean"));
+    // Something in the way of one path, in both roots: exit 6 from both, the rest linked.
+    for r in [&full_root, &lean_root] {
+        std::fs::create_dir_all(r.join("usr")).unwrap();
+        std::fs::write(r.join("usr/custom_file"), "mine\n").unwrap();
+    }
+    let full = attach(&f, &full_root);
+    let out = lean(&["--mount", mount, "--root", lean_root.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert_eq!(out.status.code(), full.status.code());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["paths"].as_array().map(Vec::len), Some(3), "{report}");
+    for r in [&full_root, &lean_root] {
+        assert_eq!(std::fs::read_to_string(r.join("usr/custom_file")).unwrap(), "mine\n");
+        assert_eq!(
+            std::fs::read_to_string(r.join("usr/bin/custom_folder/tool")).unwrap(),
+            "tool\n"
+        );
+    }
+    let out = lean(&["detach", "--mount", mount, "--root", lean_root.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!lean_root.join("usr/bin/custom_folder").exists());
+    assert!(!lean_root.join("opt/vendor/lib/deep/driver.so").exists());
+    assert_eq!(std::fs::read_to_string(lean_root.join("usr/custom_file")).unwrap(), "mine\n");
+}

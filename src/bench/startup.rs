@@ -33,8 +33,9 @@ pub enum Method {
     Extract,
     /// addonfs as deployed: the node daemon already serves the add-on (a fresh in-process
     /// [`DaemonMount`] of the add-on's store, so its chunk cache is cold), and the workload
-    /// runs the `addonfs attach --mount M --root R` binary into a fresh root, then `open` +
-    /// `read` of one byte of the chosen file through the symlink.
+    /// runs `addonfs-attach --mount M --root R` (the lean binary beside `addonfs`, or
+    /// `addonfs attach` when it is missing) into a fresh root, then `open` + `read` of one
+    /// byte of the chosen file through the symlink.
     Attach,
     /// The same as [`Method::Attach`] with `addonfs::attach::attach` called in-process instead
     /// of spawning the binary: what attach itself costs, without starting a process.
@@ -419,8 +420,17 @@ impl Bench<'_> {
                     return Err(Self::fail(method, report.summary(), &file));
                 }
             } else {
-                let out = Command::new(&self.config.addonfs)
-                    .arg("attach")
+                // The lean `addonfs-attach` beside `addonfs` is what a workload ships; the full
+                // binary's `attach` when it is missing.
+                let lean = self.config.addonfs.with_file_name("addonfs-attach");
+                let mut command = if lean.is_file() {
+                    Command::new(lean)
+                } else {
+                    let mut full = Command::new(&self.config.addonfs);
+                    full.arg("attach");
+                    full
+                };
+                let out = command
                     .arg("--mount")
                     .arg(&self.mnt)
                     .arg("--root")

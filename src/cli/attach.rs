@@ -1,4 +1,5 @@
-//! `attach` and `detach`: print the report, exit non-zero if any path failed.
+//! `attach` and `detach`: print the report, exit non-zero if any path failed. Shared by
+//! `addonfs attach`/`detach` and the lean `addonfs-attach` binary.
 
 use super::args::{AttachCmd, DetachCmd};
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL};

@@ -1,7 +1,7 @@
 //! The command-line tool, over the library. `main.rs` parses arguments and calls [`run`].
 
 pub mod args;
-mod attach;
+pub mod attach;
 mod bench;
 mod format;
 mod inspect;
