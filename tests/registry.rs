@@ -679,6 +679,15 @@ fn admin_cli_registers_lists_enables_and_disables() {
     assert_eq!(code, 0);
     let (_, out, _) = addonfs(&["addons", "list"], &state, &dir);
     assert!(out.contains("AVAILABLE") && out.contains("/usr/custom_file"), "{out}");
+    // The name the metadata gave stands for its identifier.
+    let (code, _, err) = addonfs(&["addons", "disable", "name-of-the-addon"], &state, &dir);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = addonfs(&["addons", "list", "--json"], &state, &dir);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["status"], "DISABLED");
+    let (code, _, err) = addonfs(&["addons", "enable", "no-such-addon"], &state, &dir);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("custom-addon-no-such-addon"), "{err}");
     let (code, _, err) = addonfs(&["addons", "enable", "7"], &state, &dir);
     assert_eq!(code, 5, "{err}");
     // A refused registration stores nothing.

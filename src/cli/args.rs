@@ -209,9 +209,9 @@ pub enum AddonsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Enable an add-on (by id or identifier).
+    /// Enable an add-on (by id, identifier or name).
     Enable {
-        /// The id or identifier.
+        /// The id (`3`), identifier (`custom-addon-sample`) or name (`sample`).
         addon: String,
         /// The state directory.
         #[command(flatten)]
@@ -220,9 +220,9 @@ pub enum AddonsCmd {
         #[command(flatten)]
         remote: RemoteOpts,
     },
-    /// Disable an add-on (by id or identifier).
+    /// Disable an add-on (by id, identifier or name).
     Disable {
-        /// The id or identifier.
+        /// The id (`3`), identifier (`custom-addon-sample`) or name (`sample`).
         addon: String,
         /// The state directory.
         #[command(flatten)]

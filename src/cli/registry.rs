@@ -191,10 +191,15 @@ async fn shutdown_signal() {
     }
 }
 
+/// An add-on named on the command line by id (`3`), identifier (`custom-addon-sample`) or the
+/// name its metadata gave (`sample`, which always means `custom-addon-sample`).
 fn select(addon: &str) -> (Vec<u64>, Vec<String>) {
     match addon.parse::<u64>() {
         Ok(id) => (vec![id], vec![]),
-        Err(_) => (vec![], vec![addon.to_string()]),
+        Err(_) if addon.starts_with(metadata::IDENTIFIER_PREFIX) => {
+            (vec![], vec![addon.to_string()])
+        }
+        Err(_) => (vec![], vec![format!("{}{addon}", metadata::IDENTIFIER_PREFIX)]),
     }
 }
 
