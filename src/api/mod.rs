@@ -161,6 +161,34 @@ async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
             format!("expected multipart/form-data: {}", e.body_text()),
         )
     })?;
+    let result = upload_parts(app, &mut multipart).await;
+    if result.is_err() {
+        // Refused early (not an archive, a broken rule): the staging is gone already. Read the
+        // rest of what the client is still sending, within a budget, so that it gets the
+        // error envelope instead of a connection reset in the middle of its upload.
+        drain(&mut multipart, DRAIN_BUDGET.min(app.limits.max_upload)).await;
+    }
+    result
+}
+
+/// How much of a refused upload's remaining body is read and dropped before answering.
+const DRAIN_BUDGET: u64 = 256 << 20;
+
+/// Reads and drops the rest of a multipart body, at most `budget` bytes; stops at any error.
+async fn drain(multipart: &mut Multipart, budget: u64) {
+    let mut left = budget;
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        while let Ok(Some(chunk)) = field.chunk().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// The parts of an upload: `metadata` and `tarball`, in either order.
+async fn upload_parts(app: &App, multipart: &mut Multipart) -> Result<Record, ApiError> {
     let staging = app.store.stage()?;
     let mut metadata_bytes: Option<Vec<u8>> = None;
     let mut index: Option<Index> = None;
