@@ -5,25 +5,14 @@
 //! asserted (speed is shown in docs/benchmarks.md). When `CI` is set and root or FUSE is
 //! missing, the tests fail instead of skipping.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use addonfs::bench::startup::{find_program, CSV_HEADER};
-
-/// True if root and FUSE are available; in CI, panics instead of returning false.
-fn ready() -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    let fuse = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
-    if root && fuse {
-        return true;
-    }
-    let reason = if root { "/dev/fuse cannot be opened" } else { "not running as root" };
-    assert!(std::env::var_os("CI").is_none(), "the bench test needs root and FUSE in CI: {reason}");
-    eprintln!("skipping: {reason}");
-    false
-}
 
 /// The files of the generated source: 16 × 64 KiB (exactly 1 MiB, so a 1M add-on packs them
 /// all), one of them uniquely deepest.
@@ -105,7 +94,7 @@ fn number(row: &std::collections::BTreeMap<String, String>, column: &str) -> f64
 
 #[test]
 fn startup_bench_measures_every_method_and_writes_csv_and_svg() {
-    if !ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::Builder::new().prefix("addonfs-bench-").tempdir().unwrap();
@@ -205,7 +194,7 @@ fn startup_bench_measures_every_method_and_writes_csv_and_svg() {
 
 #[test]
 fn startup_bench_refuses_to_run_without_root() {
-    if !ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

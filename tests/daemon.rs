@@ -8,19 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::http::{curl, seed_upload};
+use common::http::{curl, pack_addon, seed_upload};
 
 const KEY: &str = "daemon-test-key";
-
-/// True if FUSE can be used; in CI (env `CI`) a missing `/dev/fuse` fails instead.
-fn fuse_ready() -> bool {
-    if Path::new("/dev/fuse").exists() {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "FUSE is required in CI: /dev/fuse is missing");
-    eprintln!("skipping: /dev/fuse is missing");
-    false
-}
 
 struct Daemon {
     child: Child,
@@ -107,7 +97,7 @@ fn mounted(path: &Path) -> bool {
 
 #[test]
 fn upload_attach_disable_while_running() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -121,15 +111,7 @@ fn upload_attach_disable_while_running() {
         r#"{"name": "sample", "spec": {"paths": ["/usr/custom_file", "/usr/bin/custom_folder"]}}"#,
     )
     .expect("metadata");
-    let ok = Command::new("tar")
-        .arg("-czf")
-        .arg(work.join("addon.tar.gz"))
-        .arg("-C")
-        .arg(work.join("tree"))
-        .arg("usr")
-        .status()
-        .expect("tar");
-    assert!(ok.success());
+    pack_addon(&work, &work.join("tree"), "usr");
 
     let mount = t.join("mnt");
     let daemon = Daemon::start(&t.join("state"), &mount);
@@ -225,7 +207,7 @@ fn inodes(dir: &Path) -> std::collections::BTreeMap<String, (u64, u32, u64)> {
 /// a disabled one that running workloads may still use.
 #[test]
 fn restart_keeps_inode_numbers_and_paths() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -249,15 +231,7 @@ fn restart_keeps_inode_numbers_and_paths() {
             format!(r#"{{"name": "{name}", "spec": {{"paths": ["/opt/{name}"]}}}}"#),
         )
         .expect("metadata");
-        let ok = Command::new("tar")
-            .arg("-czf")
-            .arg(work.join("addon.tar.gz"))
-            .arg("-C")
-            .arg(&tree)
-            .arg("opt")
-            .status()
-            .expect("tar");
-        assert!(ok.success());
+        pack_addon(&work, &tree, "opt");
         let (status, record) = seed_upload(&work, &daemon.url, KEY, "addon.tar.gz");
         assert_eq!(status, 200, "{record}");
     }

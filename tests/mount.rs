@@ -25,27 +25,6 @@ use common::{assert_same_bytes, assert_same_tree, read_file_range, run, sh, walk
 /// How long a mount may take to appear (it may index a multi-GiB sparse archive first).
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// True if FUSE can be used here; in CI, panics instead of returning false.
-fn fuse_ready() -> bool {
-    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/fuse")
-            .map(drop)
-            .map_err(|e| format!("/dev/fuse cannot be opened: {e}"))
-    });
-    match ready {
-        Ok(()) => true,
-        Err(reason) => {
-            assert!(std::env::var_os("CI").is_none(), "FUSE is required in CI: {reason}");
-            eprintln!("skipping: {reason}");
-            false
-        }
-    }
-}
-
 /// A running `addonfs mount`, stopped (and its mount removed) on drop.
 struct Mounted {
     child: Option<Child>,
@@ -219,7 +198,7 @@ fn check_mount(
 
 #[test]
 fn every_format_and_compression_mounts_like_tar_x() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -263,7 +242,7 @@ fn every_format_and_compression_mounts_like_tar_x() {
 
 #[test]
 fn mount_is_read_only_nosuid_nodev_with_default_permissions() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let (_tmp, tar) = source_tar("posix", &[]);
@@ -290,7 +269,7 @@ fn mount_is_read_only_nosuid_nodev_with_default_permissions() {
 /// Every way of changing the tree fails with EROFS.
 #[test]
 fn writes_fail_with_erofs() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let (tmp, tar) = source_tar("posix", &["--xattrs", "--xattrs-include=user.*"]);
@@ -343,7 +322,7 @@ fn writes_fail_with_erofs() {
 /// Sparse files (here 9 GiB with a few data runs), as GNU tar writes them, plain and gzipped.
 #[test]
 fn sparse_files_mount_like_tar_x() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -373,7 +352,7 @@ fn sparse_files_mount_like_tar_x() {
 /// Appending the same names again (`tar -r`): the last copy wins, as extraction does.
 #[test]
 fn duplicate_entries_mount_like_tar_x() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -397,7 +376,7 @@ fn duplicate_entries_mount_like_tar_x() {
 /// O_DIRECT so every read reaches the daemon, through a cache much smaller than the data.
 #[test]
 fn concurrent_random_reads_are_exact() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -479,7 +458,7 @@ fn concurrent_random_reads_are_exact() {
 /// `--merge`: oracle is extracting the archives one after the other into one directory.
 #[test]
 fn merge_later_archives_win_and_directories_merge() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -530,7 +509,7 @@ fn merge_later_archives_win_and_directories_merge() {
 /// numbered; each holds its archive's tree, and inode numbers never collide across them.
 #[test]
 fn several_archives_get_one_directory_each() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -585,7 +564,7 @@ fn several_archives_get_one_directory_each() {
 /// mount builds the index, the second loads it.
 #[test]
 fn inode_numbers_are_stable_across_mounts_and_the_index_is_reused() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let (_tmp, tar) = source_tar("gnu", &[]);
@@ -608,7 +587,7 @@ fn inode_numbers_are_stable_across_mounts_and_the_index_is_reused() {
 
 #[test]
 fn owners_can_be_mapped() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let (_tmp, tar) = source_tar("gnu", &["--owner=1234", "--group=5678"]);
@@ -627,7 +606,7 @@ fn owners_can_be_mapped() {
 /// only the mounting user gets in.
 #[test]
 fn allow_other_lets_other_users_read_what_modes_allow() {
-    if !fuse_ready() || !common::require("setpriv") {
+    if !common::fuse_ready() || !common::require("setpriv") {
         return;
     }
     let (_tmp, tar) = source_tar("gnu", &[]);
@@ -656,7 +635,7 @@ fn allow_other_lets_other_users_read_what_modes_allow() {
 /// SIGTERM unmounts and exits 0, leaving no mount behind.
 #[test]
 fn sigterm_unmounts_cleanly() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let (_tmp, tar) = source_tar("gnu", &[]);
@@ -673,7 +652,7 @@ fn sigterm_unmounts_cleanly() {
 /// once, the open file still reads, and the daemon exits once the file is closed.
 #[test]
 fn busy_mount_is_detached_lazily() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let (tmp, tar) = source_tar("gnu", &[]);
@@ -705,7 +684,7 @@ fn busy_mount_is_detached_lazily() {
 /// the next mount on the same mount point clears it and works.
 #[test]
 fn a_stale_mount_is_cleared_by_the_next_mount() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let (_tmp, tar) = source_tar("gnu", &[]);
@@ -772,7 +751,7 @@ fn bad_mount_points_are_refused() {
 /// entry leaves the listing but still answers lookups.
 #[test]
 fn synthesized_root_entries_change_live() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     // Both ways of opening: declined (zero-message opens, cached) and answered.
@@ -878,7 +857,7 @@ fn synthesized_root_entries(explicit_open: bool) {
 /// over the several calls a large directory takes.
 #[test]
 fn listings_follow_the_archive_order() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -923,7 +902,7 @@ fn listings_follow_the_archive_order() {
 /// those pages), is what `tar -x` extracts.
 #[test]
 fn tree_walkers_read_pushed_pages_exactly() {
-    if !fuse_ready() {
+    if !common::fuse_ready() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");

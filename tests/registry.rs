@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 mod common;
-use common::http::{curl, seed_upload};
+use common::http::{curl, pack_addon, seed_upload};
 
 const KEY: &str = "0123456789abcdef-test-key";
 
@@ -117,15 +117,7 @@ fn addon(dir: &Path, metadata: &str, files: &[&str]) {
         }
     }
     std::fs::write(dir.join("metadata.json"), metadata).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&tree)
-        .arg("-czf")
-        .arg(dir.join("addon.tar.gz"))
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    pack_addon(dir, &tree, ".");
 }
 
 fn meta(name: &str, paths: &[&str]) -> String {
@@ -710,15 +702,7 @@ fn kill_9_after_the_upload_is_staged_leaves_all_or_nothing() {
             .unwrap();
     }
     std::fs::write(dir.join("metadata.json"), meta("big", &["/opt/big"])).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(dir.join("tree"))
-        .arg("-czf")
-        .arg(dir.join("addon.tar.gz"))
-        .arg("opt")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    pack_addon(&dir, &dir.join("tree"), "opt");
     let full = std::fs::metadata(dir.join("addon.tar.gz")).unwrap().len();
     let mut server = Server::start(&state, &[]);
     let mut upload = Command::new("curl")

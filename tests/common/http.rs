@@ -41,3 +41,11 @@ pub fn seed_upload(dir: &Path, url: &str, key: &str, tarball: &str) -> (u16, Val
         ],
     )
 }
+
+/// Packs `tree/top` as an add-on tarball would be: `tar -czf DIR/addon.tar.gz -C TREE TOP`,
+/// the file [`seed_upload`] sends by default.
+pub fn pack_addon(dir: &Path, tree: &Path, top: &str) {
+    super::run(
+        Command::new("tar").arg("-czf").arg(dir.join("addon.tar.gz")).arg("-C").arg(tree).arg(top),
+    );
+}

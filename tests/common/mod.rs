@@ -61,6 +61,33 @@ pub fn have(prog: &str) -> bool {
 
 /// Requires an optional tool: in CI (env `CI` set) a missing tool fails the test; elsewhere
 /// the caller skips (returns false).
+/// True if this process can mount FUSE file systems (root, and `/dev/fuse` opens for reading
+/// and writing: addonfs mounts without fusermount). When `CI` is set it panics instead of
+/// returning false, so a CI machine without FUSE fails the tests rather than skipping them.
+pub fn fuse_ready() -> bool {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        if !root {
+            return Err("not running as root".to_string());
+        }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .map(drop)
+            .map_err(|e| format!("/dev/fuse cannot be opened: {e}"))
+    });
+    match ready {
+        Ok(()) => true,
+        Err(reason) => {
+            assert!(std::env::var_os("CI").is_none(), "FUSE is required in CI: {reason}");
+            eprintln!("skipping: {reason}");
+            false
+        }
+    }
+}
+
 pub fn require(prog: &str) -> bool {
     if have(prog) {
         return true;
