@@ -373,8 +373,9 @@ impl Store {
         self.check_new_locked(&inner, metadata)
     }
 
-    /// Commits a staged add-on whose archive and index are in place: writes its metadata
-    /// (`metadata_bytes`, as uploaded) and record, fsyncs, and renames it into `addons/`. The
+    /// Commits a staged add-on whose archive is in place: writes its `index` (built from that
+    /// archive), its metadata (`metadata_bytes`, as uploaded) and record, fsyncs, and renames
+    /// it into `addons/`. The
     /// add-on is `AVAILABLE` at once. Refused if the name exists or a path collides with an
     /// enabled add-on; then nothing is stored.
     pub fn commit(
@@ -385,11 +386,15 @@ impl Store {
         index: &Index,
     ) -> Result<Record, StoreError> {
         self.writable()?;
+        // Written atomically and fsynced; the tarball is fsynced here.
+        let index_path = staging.index();
+        index.write(&index_path).map_err(|e| StoreError::Io {
+            path: index_path.clone(),
+            source: std::io::Error::other(e),
+        })?;
         write_synced(&staging.dir.join(METADATA_FILE), metadata_bytes)?;
-        for file in [TARBALL_FILE, INDEX_FILE] {
-            let path = staging.dir.join(file);
-            std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(io(&path))?;
-        }
+        let tarball = staging.tarball();
+        std::fs::File::open(&tarball).and_then(|f| f.sync_all()).map_err(io(&tarball))?;
         let identifier = metadata.identifier();
         let mut inner = self.lock();
         self.check_new_locked(&inner, metadata)?;
@@ -621,7 +626,6 @@ mod tests {
         let index =
             crate::index::open::build(&staging.tarball(), &ScanOptions::default(), None).unwrap();
         assert!(metadata.check_against(&index).is_empty());
-        index.write(&staging.index()).unwrap();
         (staging, metadata, bytes.into_bytes(), index)
     }
 

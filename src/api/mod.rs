@@ -375,9 +375,6 @@ fn check_and_commit(
     if !problems.is_empty() {
         return Err(invalid_metadata(&problems));
     }
-    index
-        .write(&staging.index())
-        .map_err(|e| ApiError::new(Code::Internal, format!("cannot write the index: {e}")))?;
     let record = store.commit(staging, &metadata, metadata_bytes, index)?;
     tracing::info!(id = record.id, identifier = %record.identifier, "add-on registered");
     Ok(record)

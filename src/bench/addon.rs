@@ -110,9 +110,6 @@ impl BuiltAddon {
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        index
-            .write(&staging.index())
-            .map_err(|source| crate::Error::Index { path: staging.index(), source })?;
         store.commit(staging, &meta, &bytes, &index)?;
         Ok(())
     }

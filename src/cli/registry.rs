@@ -362,9 +362,6 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
             if !problems.is_empty() {
                 return Err(Error::Invalid(problems_text(meta_path, &problems)));
             }
-            index
-                .write(&staging.index())
-                .map_err(|source| Error::Index { path: staging.index(), source })?;
             let record = store.commit(staging, &meta, &bytes, &index).map_err(store_error)?;
             println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
             Ok(())
