@@ -214,8 +214,8 @@ impl Watermark {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn advance(&self, written: u64) {
-        self.lock().written = written;
+    fn advance(&self, by: u64) {
+        self.lock().written += by;
         self.moved.notify_all();
     }
 
@@ -260,8 +260,7 @@ impl<R: Read> Tee<R> {
             return Ok(0);
         }
         file.write_all(&buf[..n])?;
-        let total = self.written.lock().written + n as u64;
-        self.written.advance(total);
+        self.written.advance(n as u64);
         Ok(n)
     }
 }
@@ -513,7 +512,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(100));
                 let mut f = std::fs::OpenOptions::new().append(true).open(&partial).unwrap();
                 std::io::Write::write_all(&mut f, &bytes[cut..]).unwrap();
-                mark.advance(bytes.len() as u64);
+                mark.advance((bytes.len() - cut) as u64);
                 mark.finish(None);
             });
             sparse_of(&Arc::new(File::open(&partial).unwrap()), Some(&mark))
