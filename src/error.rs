@@ -60,6 +60,19 @@ pub enum Error {
     Usage(String),
 }
 
+impl From<crate::addon::StoreError> for Error {
+    /// A store's I/O error stays an I/O error on its file and a lock conflict stays a lock
+    /// conflict; everything else is a broken registry rule.
+    fn from(e: crate::addon::StoreError) -> Error {
+        use crate::addon::StoreError;
+        match e {
+            StoreError::Io { path, source } => Error::Io { path, source },
+            StoreError::Locked(e) => Error::Locked(e),
+            other => Error::Invalid(other.to_string()),
+        }
+    }
+}
+
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {

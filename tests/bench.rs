@@ -65,6 +65,8 @@ fn bench(source: &Path, work: &Path, out: &Path, extra: &[&str]) -> Output {
         .arg(work)
         .arg("--out")
         .arg(out)
+        .arg("--attach-bin")
+        .arg(env!("CARGO_BIN_EXE_addonfs-attach"))
         .args(extra)
         .output()
         .expect("run addonfs bench")

@@ -22,7 +22,6 @@ use sha2::{Digest, Sha256};
 
 use super::{run_command, BenchError};
 use crate::addon::{metadata, Store};
-use crate::archive::ScanOptions;
 
 /// The tarball's file name in an add-on's directory.
 pub const TARBALL: &str = "addon.tar.gz";
@@ -86,31 +85,17 @@ impl BuiltAddon {
     }
 
     /// Registers the add-on in its own store ([`BuiltAddon::state_dir`]) unless it is there
-    /// already, as `addonfs addons register` does: the tarball (hard-linked, or copied) is
-    /// indexed, the metadata checked against the index, and both committed atomically.
+    /// already, with [`crate::addon::register`] (what `addonfs addons register` runs): the
+    /// tarball is copied into the store and indexed in one pass, the metadata checked against
+    /// the index, and both committed atomically.
     pub fn register(&self) -> Result<(), BenchError> {
         let store = Store::open(&self.state_dir(), "bench startup")?;
         if store.find(&self.identifier()).is_some() {
             return Ok(());
         }
         let meta_path = self.metadata();
-        let bytes = std::fs::read(&meta_path).map_err(|e| BenchError::io(&meta_path, e))?;
-        let invalid = |problems: Vec<metadata::MetadataError>| BenchError::Metadata {
-            path: meta_path.clone(),
-            problems: problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
-        };
-        let meta = metadata::validate(&bytes, None).map_err(invalid)?;
-        let staging = store.stage()?;
-        let tarball = self.tarball();
-        if std::fs::hard_link(&tarball, staging.tarball()).is_err() {
-            std::fs::copy(&tarball, staging.tarball()).map_err(|e| BenchError::io(&tarball, e))?;
-        }
-        let index = crate::index::open::build(&staging.tarball(), &ScanOptions::default(), None)?;
-        let problems = meta.check_against(&index);
-        if !problems.is_empty() {
-            return Err(invalid(problems));
-        }
-        store.commit(staging, &meta, &bytes, &index)?;
+        let bytes = crate::addon::register::read_metadata(&meta_path)?;
+        crate::addon::register(&store, &meta_path, &bytes, &self.tarball())?;
         Ok(())
     }
 }

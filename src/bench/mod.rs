@@ -57,14 +57,6 @@ pub enum BenchError {
         /// What could be picked.
         found: u64,
     },
-    /// The generated metadata broke a registry rule (a bug in the harness).
-    #[error("{}: the generated metadata breaks a registry rule: {problems}", path.display())]
-    Metadata {
-        /// The metadata file.
-        path: PathBuf,
-        /// The problems.
-        problems: String,
-    },
     /// A method did not deliver the first byte of the chosen file.
     #[error("{method}: {what} (file {})", file.display())]
     Method {

@@ -111,6 +111,10 @@ pub struct StartupConfig {
     pub peers: bool,
     /// The `addonfs` binary (spawned for `attach` and `mount`).
     pub addonfs: PathBuf,
+    /// The workload-side binary [`Method::Attach`] spawns, run as `BIN --mount M --root R`;
+    /// `None`: `addonfs-attach` beside [`StartupConfig::addonfs`], or `addonfs attach` when it
+    /// is missing.
+    pub attach_bin: Option<PathBuf>,
     /// Longest a single run may take before it is abandoned as failed.
     pub timeout: Duration,
 }
@@ -420,10 +424,13 @@ impl Bench<'_> {
                     return Err(Self::fail(method, report.summary(), &file));
                 }
             } else {
-                // The lean `addonfs-attach` beside `addonfs` is what a workload ships; the full
-                // binary's `attach` when it is missing.
-                let lean = self.config.addonfs.with_file_name("addonfs-attach");
-                let mut command = if lean.is_file() {
+                // The lean `addonfs-attach` is what a workload ships (the one asked for, else
+                // the one beside `addonfs`); the full binary's `attach` when it is missing.
+                let lean = match &self.config.attach_bin {
+                    Some(bin) => bin.clone(),
+                    None => self.config.addonfs.with_file_name("addonfs-attach"),
+                };
+                let mut command = if self.config.attach_bin.is_some() || lean.is_file() {
                     Command::new(lean)
                 } else {
                     let mut full = Command::new(&self.config.addonfs);

@@ -86,6 +86,11 @@ pub struct StartupCmd {
     /// Where `startup.csv` and `startup.svg` are written.
     #[arg(long, default_value = ".", value_name = "DIR")]
     pub out: PathBuf,
+    /// The workload-side binary the "addonfs attach" method spawns [default: `addonfs-attach`
+    /// beside this binary, or `addonfs attach` when it is missing]. The static build
+    /// (`cargo build-attach`) is at target/x86_64-unknown-linux-gnu/release/addonfs-attach.
+    #[arg(long, value_name = "PATH")]
+    pub attach_bin: Option<PathBuf>,
     /// Leave out ratarmount and archivemount even if installed.
     #[arg(long)]
     pub no_peers: bool,

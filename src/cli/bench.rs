@@ -32,6 +32,7 @@ fn startup(cmd: &StartupCmd) -> Result<(), BenchError> {
         work_dir: cmd.work_dir.clone(),
         peers: !cmd.no_peers,
         addonfs,
+        attach_bin: cmd.attach_bin.clone(),
         timeout: Duration::from_secs(cmd.timeout),
     };
     crate::bench::startup::require_root()?;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::args::{AddonsCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
-use crate::addon::metadata::{self, Metadata, MAX_METADATA_BYTES};
+use crate::addon::metadata;
+use crate::addon::register::{problems_text, read_metadata};
 use crate::addon::{LockError, Record, Status, Store, StoreError};
 use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError};
 use crate::archive::ScanOptions;
@@ -34,22 +35,6 @@ pub fn state_dir(opts: &StateOpts) -> PathBuf {
     home.join(".local/state/addonfs")
 }
 
-fn read_metadata(path: &Path) -> Result<Vec<u8>, Error> {
-    let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-    if size > MAX_METADATA_BYTES as u64 {
-        return Err(Error::Invalid(format!(
-            "{}: metadata is {size} bytes, larger than the limit of {MAX_METADATA_BYTES} bytes",
-            path.display()
-        )));
-    }
-    std::fs::read(path).map_err(|e| Error::io(path, e))
-}
-
-fn problems_text(path: &Path, problems: &[metadata::MetadataError]) -> String {
-    let lines: Vec<String> = problems.iter().map(|p| format!("{}: {p}", path.display())).collect();
-    lines.join("\naddonfs: ")
-}
-
 /// `addonfs validate METADATA TARBALL`: every rule, every problem printed.
 pub fn validate(cmd: &ValidateCmd) -> Result<(), Error> {
     let bytes = read_metadata(&cmd.metadata)?;
@@ -69,21 +54,13 @@ pub fn validate(cmd: &ValidateCmd) -> Result<(), Error> {
     }
 }
 
-fn store_error(e: StoreError) -> Error {
-    match e {
-        StoreError::Io { path, source } => Error::Io { path, source },
-        StoreError::Locked(e) => Error::Locked(e),
-        other => Error::Invalid(other.to_string()),
-    }
-}
-
 /// `addonfs serve`: the HTTP API until SIGINT or SIGTERM.
 pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
     // Before any thread starts: freed cache chunks and upload buffers go back to the system
     // instead of lingering in per-thread arenas.
     crate::mount::sys::release_large_allocations();
     let dir = state_dir(&cmd.state);
-    let store = Arc::new(Store::open(&dir, "serve").map_err(store_error)?);
+    let store = Arc::new(Store::open(&dir, "serve").map_err(Error::from)?);
     for problem in store.problems() {
         eprintln!("addonfs: warning: {problem}");
     }
@@ -165,7 +142,7 @@ fn serve_api(
             }
             _ => addr,
         };
-        store.set_api_url(&format!("http://{reachable}")).map_err(store_error)?;
+        store.set_api_url(&format!("http://{reachable}")).map_err(Error::from)?;
         println!("addonfs: listening on http://{addr} (state {})", dir.display());
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -260,7 +237,7 @@ fn target(state: &StateOpts, remote: &RemoteOpts, command: &str) -> Result<Targe
             eprintln!("addonfs: {why}; going through its API");
             Ok(Target::Remote(client))
         }
-        Err(e) => Err(store_error(e)),
+        Err(e) => Err(Error::from(e)),
     }
 }
 
@@ -304,7 +281,7 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
             }
             // A snapshot of the state directory; a running daemon writes every change there
             // at once.
-            let store = Store::open_read_only(&state_dir(state)).map_err(store_error)?;
+            let store = Store::open_read_only(&state_dir(state)).map_err(Error::from)?;
             let addons = store.list();
             let records: Vec<Record> = addons.iter().map(|a| a.record.clone()).collect();
             let paths: Vec<Vec<String>> = addons.iter().map(|a| a.paths.clone()).collect();
@@ -324,7 +301,7 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
             let (ids, identifiers) = select(addon);
             match target(state, remote, command)? {
                 Target::Local(store) => {
-                    store.set_status(status, &ids, &identifiers).map_err(store_error)?;
+                    store.set_status(status, &ids, &identifiers).map_err(Error::from)?;
                 }
                 Target::Remote(client) => {
                     client.set_status(status, &ids, &identifiers).map_err(client_error)?;
@@ -335,7 +312,8 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
         }
         AddonsCmd::Register { metadata: meta_path, tarball, state, remote } => {
             let bytes = read_metadata(meta_path)?;
-            let meta: Metadata = metadata::validate(&bytes, None)
+            // Every rule before anything is sent or staged (the local path checks them again).
+            metadata::validate(&bytes, None)
                 .map_err(|p| Error::Invalid(problems_text(meta_path, &p)))?;
             let store = match target(state, remote, "addons register")? {
                 Target::Local(store) => store,
@@ -345,24 +323,7 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
                     return Ok(());
                 }
             };
-            store.check_new(&meta).map_err(store_error)?;
-            let staging = store.stage().map_err(store_error)?;
-            // Copied into the store and indexed in one pass.
-            let source = std::fs::File::open(tarball).map_err(|e| Error::io(tarball, e))?;
-            let index = crate::index::open::build_streaming(
-                &staging.tarball(),
-                source,
-                &ScanOptions::default(),
-            )
-            .map_err(|e| match e {
-                Error::Scan { source, .. } => Error::Scan { archive: tarball.clone(), source },
-                other => other,
-            })?;
-            let problems = meta.check_against(&index);
-            if !problems.is_empty() {
-                return Err(Error::Invalid(problems_text(meta_path, &problems)));
-            }
-            let record = store.commit(staging, &meta, &bytes, &index).map_err(store_error)?;
+            let record = crate::addon::register(&store, meta_path, &bytes, tarball)?;
             println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
             Ok(())
         }

@@ -284,6 +284,27 @@ fn gzip_levels_match_oracle() {
     assert!(mid_byte > 20, "only {mid_byte} points start mid-byte");
 }
 
+#[test]
+fn points_come_by_compressed_bytes_too() {
+    // Random bytes barely compress. With only the 1 MiB of output to go by, a cold read could
+    // inflate ~1 MiB of literals; points also come after 341 KiB (span / 3) of input, so no
+    // span reads much more than that (a deflate block at most past it).
+    let data = random_data(3_000_000, 7);
+    let comp = pipe("gzip", &["-c", "-6"], &data);
+    let (_, points, summary) = index_all(&comp, 1 << 20, u64::MAX).unwrap();
+    let mut bounds: Vec<u64> = points.iter().map(|p| p.compressed).collect();
+    bounds.push(summary.compressed);
+    for w in bounds.windows(2) {
+        assert!(w[1] - w[0] <= (341 + 64) * 1024, "a span of {} compressed bytes", w[1] - w[0]);
+    }
+    assert!(points.len() >= 8, "{} points for {} compressed bytes", points.len(), comp.len());
+    // Text at 1 MiB still gets its points by output: about one per MiB.
+    let text = text_data(3_000_000, 8);
+    let comp = pipe("gzip", &["-c", "-6"], &text);
+    let (_, points, _) = index_all(&comp, 1 << 20, u64::MAX).unwrap();
+    assert_eq!(points.len(), 3, "{points:?}");
+}
+
 /// A gzip member whose deflate stream is cut into many small blocks by partial flushes (each
 /// adds an empty fixed block, so most boundaries fall mid-byte), with `name` in the header.
 fn many_blocks_gzip(data: &[u8], every: usize) -> Vec<u8> {

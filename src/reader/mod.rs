@@ -262,6 +262,21 @@ impl ArchiveReader {
         Ok(f(&buf[..n]))
     }
 
+    /// Tells the kernel that the compressed bytes of span `p` are about to be read, so a cold
+    /// span's bytes come from disk in one request, read while the first ones are inflated,
+    /// rather than one small read at a time as the inflater asks. Only advice: a failure is
+    /// ignored.
+    fn advise_span(&self, p: usize) {
+        let from = self.index.point(p).compressed.saturating_sub(1);
+        let to = if p + 1 < self.index.point_count() {
+            self.index.point(p + 1).compressed
+        } else {
+            self.index.identity().size
+        };
+        let len = std::num::NonZeroU64::new(to.saturating_sub(from));
+        let _ = rustix::fs::fadvise(&*self.file, from, len, rustix::fs::Advice::WillNeed);
+    }
+
     /// Makes `chunk` (span of point `p`, starting at `start`) hold at least `need` bytes,
     /// inflating a little further for readers that go on sequentially.
     fn fill<'c>(
@@ -289,6 +304,7 @@ impl ArchiveReader {
             } else {
                 Vec::new()
             };
+            self.advise_span(p);
             let inflater = SpanInflater::new(
                 Arc::clone(&self.file),
                 point.uncompressed,

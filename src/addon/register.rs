@@ -1,0 +1,60 @@
+//! Registering an add-on from local files: the metadata rules, a copy of the tarball indexed in
+//! the same pass, the paths checked against that index, then an atomic commit. What `addonfs
+//! addons register` does against a local state directory, and how the startup benchmark adds
+//! its add-ons. (The HTTP API does the same steps while the upload streams in.)
+
+use std::path::Path;
+
+use super::metadata::{self, MetadataError, MAX_METADATA_BYTES};
+use super::{Record, Store};
+use crate::archive::ScanOptions;
+use crate::error::Error;
+
+/// Reads a `metadata.json`, refusing one over [`MAX_METADATA_BYTES`] before reading it.
+pub fn read_metadata(path: &Path) -> Result<Vec<u8>, Error> {
+    let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    if size > MAX_METADATA_BYTES as u64 {
+        return Err(Error::Invalid(format!(
+            "{}: metadata is {size} bytes, larger than the limit of {MAX_METADATA_BYTES} bytes",
+            path.display()
+        )));
+    }
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Every problem, one a line, each prefixed with the metadata file's path.
+pub fn problems_text(path: &Path, problems: &[MetadataError]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| format!("{}: {p}", path.display())).collect();
+    lines.join("\naddonfs: ")
+}
+
+/// Registers the add-on described by `metadata_bytes` (read from `metadata_path`, which names
+/// it in errors) with the tarball at `tarball`: checks every metadata rule and that no add-on
+/// has the name yet, copies the tarball into the store's staging while indexing it in one pass,
+/// checks each requested path against the index, and commits. Nothing is left behind on error.
+pub fn register(
+    store: &Store,
+    metadata_path: &Path,
+    metadata_bytes: &[u8],
+    tarball: &Path,
+) -> Result<Record, Error> {
+    let meta = metadata::validate(metadata_bytes, None)
+        .map_err(|p| Error::Invalid(problems_text(metadata_path, &p)))?;
+    store.check_new(&meta)?;
+    let staging = store.stage()?;
+    let source = std::fs::File::open(tarball).map_err(|e| Error::io(tarball, e))?;
+    let index =
+        crate::index::open::build_streaming(&staging.tarball(), source, &ScanOptions::default())
+            .map_err(|e| match e {
+                // Name the file the user gave, not its copy in the staging directory.
+                Error::Scan { source, .. } => {
+                    Error::Scan { archive: tarball.to_path_buf(), source }
+                }
+                other => other,
+            })?;
+    let problems = meta.check_against(&index);
+    if !problems.is_empty() {
+        return Err(Error::Invalid(problems_text(metadata_path, &problems)));
+    }
+    Ok(store.commit(staging, &meta, metadata_bytes, &index)?)
+}
