@@ -99,14 +99,19 @@ pub struct StartupCmd {
     pub timeout: u64,
 }
 
+/// Where `attach` and `detach` look for the daemon's mount unless told.
+pub const DEFAULT_MOUNT: &str = "/runtime-addons";
+/// The workload root `attach` and `detach` work in unless told.
+pub const DEFAULT_ROOT: &str = "/";
+
 /// `addonfs attach`.
 #[derive(Debug, Args)]
 pub struct AttachCmd {
     /// The addonfs daemon's mount point (it holds `/.addons.json`).
-    #[arg(long, default_value = "/runtime-addons")]
+    #[arg(long, default_value = DEFAULT_MOUNT)]
     pub mount: PathBuf,
     /// The workload root the requested paths are relative to.
-    #[arg(long, default_value = "/")]
+    #[arg(long, default_value = DEFAULT_ROOT)]
     pub root: PathBuf,
     /// Print a JSON report instead of text.
     #[arg(long)]
@@ -117,10 +122,10 @@ pub struct AttachCmd {
 #[derive(Debug, Args)]
 pub struct DetachCmd {
     /// The addonfs daemon's mount point.
-    #[arg(long, default_value = "/runtime-addons")]
+    #[arg(long, default_value = DEFAULT_MOUNT)]
     pub mount: PathBuf,
     /// The workload root.
-    #[arg(long, default_value = "/")]
+    #[arg(long, default_value = DEFAULT_ROOT)]
     pub root: PathBuf,
     /// Also consider these absolute paths (e.g. of add-ons disabled since attach).
     #[arg(long = "path", value_name = "PATH")]
