@@ -8,7 +8,8 @@
 //! start. The flags, defaults and exit codes are those of `addonfs attach` and `addonfs detach`
 //! (`tests/attach.rs` runs both binaries side by side).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use addonfs::cli::args::{AttachCmd, DetachCmd, DEFAULT_MOUNT, DEFAULT_ROOT};
@@ -49,25 +50,32 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Request, String> {
     let (mut mount, mut root) = (PathBuf::from(DEFAULT_MOUNT), PathBuf::from(DEFAULT_ROOT));
     let (mut json, mut paths) = (false, Vec::new());
     while let Some(arg) = args.next() {
-        let text = arg.to_string_lossy().into_owned();
-        let (flag, inline) = match text.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value)),
-            _ => (text.clone(), None),
+        // Values are kept as the bytes given (paths need not be UTF-8); `--flag=value` splits
+        // at the first `=`.
+        let bytes = arg.as_bytes();
+        let (flag, inline) = match bytes.iter().position(|&b| b == b'=') {
+            Some(i) if bytes.starts_with(b"--") => {
+                (&bytes[..i], Some(OsStr::from_bytes(&bytes[i + 1..])))
+            }
+            _ => (bytes, None),
         };
         let mut value = |name: &str| -> Result<OsString, String> {
             match inline {
-                Some(v) => Ok(v.into()),
+                Some(v) => Ok(v.to_os_string()),
                 None => args.next().ok_or_else(|| format!("a value is required for '{name}'")),
             }
         };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Request::Help),
-            "-V" | "--version" => return Ok(Request::Version),
-            "--mount" => mount = value("--mount <M>")?.into(),
-            "--root" => root = value("--root <R>")?.into(),
-            "--path" if detach => paths.push(value("--path <P>")?.to_string_lossy().into_owned()),
-            "--json" if inline.is_none() => json = true,
-            _ => return Err(format!("unexpected argument '{text}'")),
+        match flag {
+            b"-h" | b"--help" => return Ok(Request::Help),
+            b"-V" | b"--version" => return Ok(Request::Version),
+            b"--mount" => mount = value("--mount <M>")?.into(),
+            b"--root" => root = value("--root <R>")?.into(),
+            b"--path" if detach => match value("--path <P>")?.into_string() {
+                Ok(path) => paths.push(path),
+                Err(bad) => return Err(format!("invalid UTF-8 in '--path {}'", bad.display())),
+            },
+            b"--json" if inline.is_none() => json = true,
+            _ => return Err(format!("unexpected argument '{}'", arg.display())),
         }
     }
     Ok(if detach {
@@ -142,5 +150,19 @@ mod tests {
         }
         assert!(matches!(parse_str(&["--root", "/r", "--help"]), Ok(Request::Help)));
         assert!(matches!(parse_str(&["detach", "-V"]), Ok(Request::Version)));
+    }
+
+    #[test]
+    fn paths_need_not_be_utf8() {
+        let odd = OsStr::from_bytes(b"/m\xff").to_os_string();
+        let mut inline = OsString::from("--root=");
+        inline.push(&odd);
+        let Ok(Request::Attach(cmd)) = parse(vec!["--mount".into(), odd.clone(), inline]) else {
+            panic!("not an attach")
+        };
+        assert_eq!(
+            (cmd.mount.as_os_str(), cmd.root.as_os_str()),
+            (odd.as_os_str(), odd.as_os_str())
+        );
     }
 }
