@@ -599,18 +599,24 @@ fn store_ignores_malformed_entries_and_cleans_staging() {
     assert_eq!(store.staging_count(), 0);
 }
 
-fn addonfs(args: &[&str], state: &Path, cwd: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
-        .current_dir(cwd)
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .output()
-        .unwrap();
+/// Runs `cmd`; returns (exit code, -1 if a signal ended it; stdout; stderr).
+fn outcome(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `addonfs ARGS --state-dir STATE` in `cwd`; returns (exit code, stdout, stderr).
+fn addonfs(args: &[&str], state: &Path, cwd: &Path) -> (i32, String, String) {
+    outcome(
+        Command::new(env!("CARGO_BIN_EXE_addonfs"))
+            .current_dir(cwd)
+            .args(args)
+            .arg("--state-dir")
+            .arg(state),
     )
 }
 
@@ -619,25 +625,14 @@ fn validate_command_prints_every_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("x");
     seed_addon(&dir);
-    let run = |meta_file: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
-            .current_dir(&dir)
-            .args(["validate", meta_file, "addon.tar.gz"])
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |meta_file: &str| addonfs_cmd(&["validate", meta_file, "addon.tar.gz"], &dir);
     let (code, stdout, _) = run("metadata.json");
-    assert_eq!(code, Some(0));
+    assert_eq!(code, 0);
     assert!(stdout.contains("custom-addon-name-of-the-addon"), "{stdout}");
     std::fs::write(dir.join("bad.json"), meta("Bad", &["/usr/custom_file", "rel", "/usr/nothing"]))
         .unwrap();
     let (code, _, stderr) = run("bad.json");
-    assert_eq!(code, Some(5), "{stderr}");
+    assert_eq!(code, 5, "{stderr}");
     for fragment in
         ["'B' at character 1", "\"rel\" is not absolute", "\"/usr/nothing\" does not exist"]
     {
@@ -785,13 +780,7 @@ fn concurrent_uploads_of_one_name_store_exactly_one() {
 
 /// Runs `addonfs ARGS` in `cwd`; returns (exit code, stdout, stderr).
 fn addonfs_cmd(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_addonfs")).current_dir(cwd).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(Command::new(env!("CARGO_BIN_EXE_addonfs")).current_dir(cwd).args(args))
 }
 
 /// The seed's command with the parts in the other order: the tarball streams (and is indexed)
@@ -927,12 +916,7 @@ fn addonfs_env(args: &[&str], state: &Path, env: &[(&str, &str)]) -> (i32, Strin
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(&mut cmd)
 }
 
 /// One writer process per state directory: a second daemon is refused with the directory and

@@ -58,6 +58,11 @@ impl ApiKeys {
         Ok(keys)
     }
 
+    /// The first key (the one a client presents when it reads the file).
+    pub fn first(&self) -> Option<String> {
+        self.keys.first().map(|k| String::from_utf8_lossy(k).into_owned())
+    }
+
     /// Loads `<state_dir>/api-keys`, creating it with one fresh random key (32 bytes from
     /// `/dev/urandom`, hex) and mode 0600 if it does not exist. Returns the keys, the file, and
     /// whether it was created.

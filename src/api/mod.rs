@@ -308,15 +308,15 @@ async fn stream_and_index(
         .await
         .map_err(|e| ApiError::new(Code::Internal, format!("indexing task failed: {e}")))?;
     fed?;
+    let not_an_archive = |source: &dyn std::fmt::Display| {
+        ApiError::new(
+            Code::InvalidArgument,
+            format!("the tarball is not a valid archive: {source}"),
+        )
+    };
     built.map_err(|e| match e {
-        crate::Error::Scan { source, .. } => ApiError::new(
-            Code::InvalidArgument,
-            format!("the tarball is not a valid archive: {source}"),
-        ),
-        crate::Error::Index { source, .. } => ApiError::new(
-            Code::InvalidArgument,
-            format!("the tarball is not a valid archive: {source}"),
-        ),
+        crate::Error::Scan { source, .. } => not_an_archive(&source),
+        crate::Error::Index { source, .. } => not_an_archive(&source),
         other => {
             tracing::error!(error = %other, "cannot store an upload");
             ApiError::new(Code::Internal, format!("cannot store the upload: {other}"))

@@ -342,10 +342,9 @@ fn first_byte(path: &Path) -> std::io::Result<()> {
 
 /// Detaches whatever is mounted at `mnt` (lazily if it is busy).
 fn unmount(mnt: &Path) {
-    if crate::mount::mount_at(mnt).is_ok_and(|m| m.is_some())
-        && run_command(Command::new("umount").arg(mnt)).is_err()
-    {
-        let _ = run_command(Command::new("umount").arg("-l").arg(mnt));
+    use crate::mount::sys;
+    if crate::mount::mount_at(mnt).is_ok_and(|m| m.is_some()) && sys::unmount(mnt).is_err() {
+        let _ = sys::detach(mnt);
     }
 }
 

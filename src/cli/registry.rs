@@ -60,7 +60,7 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
     // instead of lingering in per-thread arenas.
     crate::mount::sys::release_large_allocations();
     let dir = state_dir(&cmd.state);
-    let store = Arc::new(Store::open(&dir, "serve").map_err(Error::from)?);
+    let store = Arc::new(Store::open(&dir, "serve")?);
     for problem in store.problems() {
         eprintln!("addonfs: warning: {problem}");
     }
@@ -142,7 +142,7 @@ fn serve_api(
             }
             _ => addr,
         };
-        store.set_api_url(&format!("http://{reachable}")).map_err(Error::from)?;
+        store.set_api_url(&format!("http://{reachable}"))?;
         println!("addonfs: listening on http://{addr} (state {})", dir.display());
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -191,18 +191,17 @@ enum Target {
 /// The API key for `remote`: `--key-file` (its first key), else `ADDONFS_API_KEY`, else the
 /// first key of `STATE_DIR/api-keys` if it can be read.
 fn api_key(remote: &RemoteOpts, dir: &Path) -> Option<Result<String, Error>> {
-    let first_key = |path: &Path| -> Result<Option<String>, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Ok(text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string))
-    };
+    // The file's rules (blank lines and `#` comments skipped) are the daemon's own.
+    let first_key = |path: &Path| ApiKeys::from_file(path).map(|keys| keys.first());
     if let Some(path) = &remote.key_file {
-        return Some(first_key(path).and_then(|k| {
-            k.ok_or_else(|| Error::Usage(format!("{}: no API key in the file", path.display())))
-        }));
+        return Some(match first_key(path) {
+            Ok(Some(key)) => Ok(key),
+            Ok(None) => Err(Error::Usage(format!("{}: no API key in the file", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(Error::Usage(e.to_string()))
+            }
+            Err(e) => Err(Error::io(path, e)),
+        });
     }
     if let Some(key) = std::env::var("ADDONFS_API_KEY").ok().filter(|k| !k.trim().is_empty()) {
         return Some(Ok(key.trim().to_string()));
@@ -281,7 +280,7 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
             }
             // A snapshot of the state directory; a running daemon writes every change there
             // at once.
-            let store = Store::open_read_only(&state_dir(state)).map_err(Error::from)?;
+            let store = Store::open_read_only(&state_dir(state))?;
             let addons = store.list();
             let records: Vec<Record> = addons.iter().map(|a| a.record.clone()).collect();
             let paths: Vec<Vec<String>> = addons.iter().map(|a| a.paths.clone()).collect();
@@ -301,7 +300,7 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
             let (ids, identifiers) = select(addon);
             match target(state, remote, command)? {
                 Target::Local(store) => {
-                    store.set_status(status, &ids, &identifiers).map_err(Error::from)?;
+                    store.set_status(status, &ids, &identifiers)?;
                 }
                 Target::Remote(client) => {
                     client.set_status(status, &ids, &identifiers).map_err(client_error)?;

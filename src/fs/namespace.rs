@@ -764,15 +764,15 @@ const ORDER_CACHE_DIRS: usize = 256;
 /// How many entries of a subdirectory are looked at to place it in its parent's listing.
 const ORDER_PROBE: usize = 16;
 
-/// Where the bytes of `ino` start in the archive stream: a file's first data byte; a
-/// directory's earliest among its first [`ORDER_PROBE`] entries (looking `depth` levels down);
-/// `u64::MAX` for what has no bytes.
 /// Where directory (or file) `ino` is in the archive stream, as listings order it (`u64::MAX`
 /// for entries without bytes).
 pub(crate) fn stream_position(index: &Index, ino: Ino) -> u64 {
     stream_key(index, ino, 1)
 }
 
+/// Where the bytes of `ino` start in the archive stream: a file's first data byte; a
+/// directory's earliest among its first [`ORDER_PROBE`] entries (looking `depth` levels down);
+/// `u64::MAX` for what has no bytes.
 fn stream_key(index: &Index, ino: Ino, depth: u32) -> u64 {
     match index.attr(ino).map(|a| a.kind) {
         Some(EntryKind::File) => match index.data(ino) {

@@ -249,8 +249,8 @@ impl Pusher {
     }
 }
 
-/// Files of `index` stored in one piece (and not larger than the push takes), by stream
-/// offset.
+/// Files of `index` stored in one piece, by stream offset (those over [`MAX_FILE`] included:
+/// the push steps over them).
 fn stream_order(index: &Index) -> Arc<[Ino]> {
     let inodes = index.stats().inodes;
     let mut files: Vec<(u64, Ino)> = (ROOT_INO..ROOT_INO + inodes)

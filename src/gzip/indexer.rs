@@ -354,11 +354,11 @@ impl<R: Read> GzipIndexer<R> {
         let mut flush = Flush::None;
         let mut in_end = self.in_len;
         if let (true, Some(last)) = (self.record, self.last_point) {
-            let since = self.total_out - last;
-            let since_in = self.in_offset().saturating_sub(self.last_point_in);
-            if since >= self.span || since_in >= self.compressed_span {
+            if self.point_due() {
                 flush = Flush::Block;
             } else {
+                let since = self.total_out - last;
+                let since_in = self.in_offset().saturating_sub(self.last_point_in);
                 room = room.min(self.span - since);
                 let left = usize::try_from(self.compressed_span - since_in).unwrap_or(usize::MAX);
                 in_end = in_end.min(self.in_pos.saturating_add(left));

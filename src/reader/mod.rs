@@ -202,13 +202,7 @@ impl ArchiveReader {
             let (chunk, key, p, start, end) = self.span_at(offset)?;
             let want = (offset + buf.len() as u64).min(end);
             let n = (want - offset) as usize;
-            let state = match self.fill(&chunk, p, start, want - start) {
-                Ok(state) => state,
-                Err(e) => {
-                    self.cache.remove(&key);
-                    return Err(e);
-                }
-            };
+            let state = self.fill(&chunk, key, p, start, want - start)?;
             let from = (offset - start) as usize;
             buf[..n].copy_from_slice(&state.data[from..from + n]);
             drop(state);
@@ -244,13 +238,7 @@ impl ArchiveReader {
             let at = first + offset;
             let (chunk, key, p, start, end) = self.span_at(at)?;
             if at + len as u64 <= end {
-                let state = match self.fill(&chunk, p, start, at + len as u64 - start) {
-                    Ok(state) => state,
-                    Err(e) => {
-                        self.cache.remove(&key);
-                        return Err(e);
-                    }
-                };
+                let state = self.fill(&chunk, key, p, start, at + len as u64 - start)?;
                 let from = (at - start) as usize;
                 return Ok(f(&state.data[from..from + len]));
             }
@@ -277,9 +265,26 @@ impl ArchiveReader {
         let _ = rustix::fs::fadvise(&*self.file, from, len, rustix::fs::Advice::WillNeed);
     }
 
-    /// Makes `chunk` (span of point `p`, starting at `start`) hold at least `need` bytes,
-    /// inflating a little further for readers that go on sequentially.
+    /// Makes `chunk` (cached under `key`: span of point `p`, starting at `start`) hold at least
+    /// `need` bytes, inflating a little further for readers that go on sequentially. On an
+    /// error the chunk is dropped from the cache, so the next read starts the span afresh.
     fn fill<'c>(
+        &self,
+        chunk: &'c Chunk,
+        key: ChunkKey,
+        p: usize,
+        start: u64,
+        need: u64,
+    ) -> Result<std::sync::MutexGuard<'c, ChunkState>, ReadError> {
+        let filled = self.fill_span(chunk, p, start, need);
+        if filled.is_err() {
+            self.cache.remove(&key);
+        }
+        filled
+    }
+
+    /// [`ArchiveReader::fill`] without the clean-up on error.
+    fn fill_span<'c>(
         &self,
         chunk: &'c Chunk,
         p: usize,
