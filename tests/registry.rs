@@ -541,32 +541,9 @@ fn kill_9_during_upload_leaves_nothing_and_restarts_cleanly() {
         .unwrap();
     assert!(st.success());
     let mut server = Server::start(&state, &[]);
-    let mut upload = Command::new("curl")
-        .current_dir(&dir)
-        .args(["-sS", "-L", "--limit-rate", "2M"])
-        .arg(format!("{}/api/v2/runtimeaddons/custom", server.url))
-        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
-        .args(["-H", &format!("Authorization: Bearer {KEY}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until part of the tarball is on disk in staging/.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let staged = loop {
-        let size: u64 = std::fs::read_dir(state.join("staging"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::metadata(e.path().join("addon.tar.gz")).ok())
-            .map(|m| m.len())
-            .sum();
-        if size > 0 {
-            break size;
-        }
-        assert!(Instant::now() < deadline, "the upload never reached staging");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut upload = slow_upload(&dir, &server.url);
+    wait_until("the upload to reach staging/", || staged_bytes(&state) > 0);
+    let staged = staged_bytes(&state);
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     let _ = upload.kill();
@@ -838,6 +815,32 @@ fn random_addon(dir: &Path, name: &str, size: &str) {
 }
 
 /// Waits until `cond` holds (panics after 10 s).
+/// Starts the seed's upload of `dir`'s add-on to `url` at 2 MB/s, so it is still streaming
+/// while the test acts.
+fn slow_upload(dir: &Path, url: &str) -> std::process::Child {
+    Command::new("curl")
+        .current_dir(dir)
+        .args(["-sS", "-L", "--limit-rate", "2M"])
+        .arg(format!("{url}/api/v2/runtimeaddons/custom"))
+        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Bytes of tarballs under `state/staging/` (uploads in progress).
+fn staged_bytes(state: &Path) -> u64 {
+    std::fs::read_dir(state.join("staging"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path().join("addon.tar.gz")).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
@@ -854,26 +857,8 @@ fn client_disconnect_mid_upload_leaves_nothing() {
     let server = Server::start(&tmp.path().join("state"), &[]);
     let dir = tmp.path().join("big");
     random_addon(&dir, "big", "8M");
-    let mut upload = Command::new("curl")
-        .current_dir(&dir)
-        .args(["-sS", "-L", "--limit-rate", "2M"])
-        .arg(format!("{}/api/v2/runtimeaddons/custom", server.url))
-        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
-        .args(["-H", &format!("Authorization: Bearer {KEY}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let staged = || -> u64 {
-        std::fs::read_dir(server.state.join("staging"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::metadata(e.path().join("addon.tar.gz")).ok())
-            .map(|m| m.len())
-            .sum()
-    };
-    wait_until("part of the upload in staging/", || staged() > 0);
+    let mut upload = slow_upload(&dir, &server.url);
+    wait_until("part of the upload in staging/", || staged_bytes(&server.state) > 0);
     upload.kill().unwrap();
     upload.wait().unwrap();
     wait_until("staging/ to be emptied", || server.stored() == (vec![], 0));
