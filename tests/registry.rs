@@ -523,23 +523,7 @@ fn kill_9_during_upload_leaves_nothing_and_restarts_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     let dir = tmp.path().join("big");
-    std::fs::create_dir_all(dir.join("tree/opt/big")).unwrap();
-    let st = Command::new("head")
-        .args(["-c", "8M", "/dev/urandom"])
-        .stdout(std::fs::File::create(dir.join("tree/opt/big/blob")).unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::write(dir.join("metadata.json"), meta("big", &["/opt/big"])).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(dir.join("tree"))
-        .arg("-cf")
-        .arg(dir.join("addon.tar.gz"))
-        .arg("opt")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    random_addon(&dir, "big", "8M");
     let mut server = Server::start(&state, &[]);
     let mut upload = slow_upload(&dir, &server.url);
     wait_until("the upload to reach staging/", || staged_bytes(&state) > 0);
