@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 /// The name of the manifest at the root of the mount.
 pub const MANIFEST_NAME: &str = ".addons.json";
 
-/// The mount's `/.addons.json`: the enabled add-ons and the paths each one asks for.
+/// The mount's `/.addons.json`: the enabled add-ons (`AVAILABLE` and `DEPRECATED`) and the
+/// paths each one asks for. Readers ignore fields they do not know, and fields added later
+/// have defaults, so older and newer daemons and attach binaries read each other's manifests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Enabled add-ons, in the order they are attached.
@@ -28,6 +30,13 @@ pub struct ManifestAddon {
     /// Absolute paths the workload gets, each a symlink to the same path under the add-on's
     /// directory.
     pub paths: Vec<String>,
+    /// The add-on is deprecated: still attached, but its administrators plan to disable it.
+    /// Written only when true; absent (manifests of older daemons) reads as false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deprecated: bool,
+    /// Why it is deprecated. Written only when not empty; absent reads as empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// Why attach or detach could not start at all.
