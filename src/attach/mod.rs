@@ -363,4 +363,37 @@ mod tests {
         assert_eq!(relative("/usr/../etc"), None);
         assert_eq!(relative("/"), None);
     }
+
+    #[test]
+    fn manifests_with_and_without_the_deprecation_fields_read_both_ways() {
+        // As daemons before DEPRECATED wrote it.
+        let old = r#"{"addons": [{"identifier": "custom-addon-a", "paths": ["/opt/a"]}]}"#;
+        let m: Manifest = serde_json::from_str(old).unwrap();
+        assert_eq!(m.addons[0].paths, ["/opt/a"]);
+        assert!(!m.addons[0].deprecated && m.addons[0].reason.is_empty());
+        // An add-on that is not deprecated is written exactly as before.
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::from_str::<serde_json::Value>(old).unwrap()
+        );
+        // A deprecated one carries both fields, and a reader of the old shape (no such fields,
+        // unknown fields ignored) still gets its identifier and paths.
+        let mut m = m;
+        m.addons[0].deprecated = true;
+        m.addons[0].reason = "use b".into();
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains(r#""deprecated":true"#) && text.contains(r#""reason":"use b""#));
+        #[derive(Deserialize)]
+        struct OldManifest {
+            addons: Vec<OldAddon>,
+        }
+        #[derive(Deserialize)]
+        struct OldAddon {
+            identifier: String,
+            paths: Vec<String>,
+        }
+        let old_reader: OldManifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(old_reader.addons[0].identifier, "custom-addon-a");
+        assert_eq!(old_reader.addons[0].paths, ["/opt/a"]);
+    }
 }
