@@ -533,3 +533,64 @@ fn a_deprecated_addon_stays_mounted_attached_and_flagged_in_the_manifest() {
     // The first workload still reads.
     assert_eq!(std::fs::read_to_string(root.join("opt/old/tool")).unwrap(), "old /opt/old/tool\n");
 }
+
+/// Runs `addonfs addons ARGS --state-dir STATE` with the test's key in `ADDONFS_API_KEY`;
+/// returns (exit code, stdout, stderr).
+fn addons_cli(args: &[&str], state: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .arg("addons")
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .env("ADDONFS_API_KEY", KEY)
+        .output()
+        .expect("run addonfs addons");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn addons_deprecate_works_on_the_state_directory_and_through_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dir = tmp.path().join("sample");
+    std::fs::create_dir_all(dir.join("tree/opt/sample")).unwrap();
+    std::fs::write(dir.join("tree/opt/sample/run"), "run\n").unwrap();
+    let meta = dir.join("metadata.json");
+    std::fs::write(&meta, r#"{"name":"sample","spec":{"paths":["/opt/sample"]}}"#).unwrap();
+    pack_addon(&dir, &dir.join("tree"), ".");
+    let tarball = dir.join("addon.tar.gz");
+    let (code, _, err) =
+        addons_cli(&["register", meta.to_str().unwrap(), tarball.to_str().unwrap()], &state);
+    assert_eq!(code, 0, "{err}");
+    let listed = || -> Value {
+        let (code, out, err) = addons_cli(&["list", "--json"], &state);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+    };
+
+    // No daemon: the state directory itself.
+    let (code, out, err) = addons_cli(&["deprecate", "sample", "--reason", "use v2"], &state);
+    assert_eq!((code, out.trim()), (0, "sample: DEPRECATED"), "{err}");
+    assert_eq!(
+        (listed()["status"].clone(), listed()["reason"].clone()),
+        (json!("DEPRECATED"), json!("use v2"))
+    );
+    let (code, _, err) = addons_cli(&["deprecate", "sample", "--reason", "two\nlines"], &state);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("reason"), "{err}");
+
+    // A daemon holds it: through its API.
+    let serve = Serve::start(&state, KEY, None);
+    let (code, _, err) = addons_cli(&["deprecate", "1", "--reason", "use v3"], &state);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("going through its API"), "{err}");
+    let (records, _) = walk(&serve, None);
+    assert_eq!(
+        (records[0]["status"].clone(), records[0]["reason"].clone()),
+        (json!("DEPRECATED"), json!("use v3"))
+    );
+    let (code, _, err) = addons_cli(&["enable", "custom-addon-sample"], &state);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(walk(&serve, None).0[0]["status"], "AVAILABLE");
+}

@@ -945,11 +945,12 @@ mod tests {
         assert_eq!(statuses(&store), vec![(Status::Deprecated, DEPRECATED_REASON.into()); 2]);
         assert_eq!(store.set_status(Status::Deprecated, &[1, 2], &[]).unwrap(), 0);
         // A new reason is a change; the same reason again, or none, is not.
-        let why = Some("use custom-addon-c from June");
-        assert_eq!(store.set_status_with_reason(Status::Deprecated, why, &[1], &[]).unwrap(), 1);
-        assert_eq!(store.set_status_with_reason(Status::Deprecated, why, &[1], &[]).unwrap(), 0);
+        let why = "use custom-addon-c from June";
+        let deprecate = || store.set_status_with_reason(Status::Deprecated, Some(why), &[1], &[]);
+        assert_eq!(deprecate().unwrap(), 1);
+        assert_eq!(deprecate().unwrap(), 0);
         assert_eq!(store.set_status(Status::Deprecated, &[1], &[]).unwrap(), 0);
-        assert_eq!(statuses(&store)[0], (Status::Deprecated, why.unwrap().into()));
+        assert_eq!(statuses(&store)[0], (Status::Deprecated, why.into()));
         assert_eq!(store.set_status(Status::Available, &[1, 2], &[]).unwrap(), 2);
         assert_eq!(statuses(&store), vec![(Status::Available, String::new()); 2]);
     }

@@ -267,7 +267,7 @@ fn print_records(records: &[Record], paths: Option<&[Vec<String>]>, json: bool) 
     }
 }
 
-/// `addonfs addons list|enable|disable|register`.
+/// `addonfs addons list|enable|disable|deprecate|register`.
 pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
     match cmd {
         AddonsCmd::List { state, remote, json } => {
@@ -304,6 +304,23 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
                 }
                 Target::Remote(client) => {
                     client.set_status(status, &ids, &identifiers).map_err(client_error)?;
+                }
+            }
+            println!("{addon}: {}", status.as_str());
+            Ok(())
+        }
+        AddonsCmd::Deprecate { addon, reason, state, remote } => {
+            let (ids, identifiers) = select(addon);
+            let status = Status::Deprecated;
+            let reason = reason.as_deref();
+            match target(state, remote, "addons deprecate")? {
+                Target::Local(store) => {
+                    store.set_status_with_reason(status, reason, &ids, &identifiers)?;
+                }
+                Target::Remote(client) => {
+                    client
+                        .set_status_with_reason(status, reason, &ids, &identifiers)
+                        .map_err(client_error)?;
                 }
             }
             println!("{addon}: {}", status.as_str());
