@@ -518,8 +518,24 @@ fn a_deprecated_addon_stays_mounted_attached_and_flagged_in_the_manifest() {
     let root = tmp.path().join("workload");
     std::fs::create_dir_all(&root).unwrap();
     let out = attach(&mount, &root);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert_eq!(std::fs::read_to_string(root.join("opt/old/tool")).unwrap(), "old /opt/old/tool\n");
+    // ... and its user is warned.
+    assert!(
+        stderr.contains(&format!("warning: add-on custom-addon-old is deprecated: {why}")),
+        "{stderr}"
+    );
+
+    let again = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .args(["attach", "--json", "--mount"])
+        .arg(&mount)
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .expect("attach --json");
+    let report: Value = serde_json::from_slice(&again.stdout).expect("JSON report");
+    assert_eq!(report["deprecated"], json!([{"addon": "custom-addon-old", "reason": why}]));
 
     // Disabled: gone from the manifest, and new workloads no longer get it.
     assert_eq!(rows(&update(&serve, json!({"status": "DISABLED", "ids": [1]}))), 1);

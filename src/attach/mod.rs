@@ -111,6 +111,18 @@ pub struct Report {
     pub root: PathBuf,
     /// One entry per requested path.
     pub paths: Vec<PathReport>,
+    /// (attach) The attached add-ons that are deprecated, to warn the workload's user.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deprecated: Vec<Deprecation>,
+}
+
+/// A deprecated add-on in a [`Report`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deprecation {
+    /// Its identifier.
+    pub addon: String,
+    /// Why, as its administrator gave it.
+    pub reason: String,
 }
 
 impl Report {
@@ -292,7 +304,13 @@ pub fn attach(mount: &Path, root: &Path) -> Result<Report, AttachError> {
             });
         }
     }
-    Ok(Report { mount: mount.to_path_buf(), root: root.to_path_buf(), paths })
+    let deprecated = manifest
+        .addons
+        .iter()
+        .filter(|a| a.deprecated)
+        .map(|a| Deprecation { addon: a.identifier.clone(), reason: a.reason.clone() })
+        .collect();
+    Ok(Report { mount: mount.to_path_buf(), root: root.to_path_buf(), paths, deprecated })
 }
 
 /// Removes the symlinks that attach made: for every path in the manifest (and every extra path
@@ -345,7 +363,7 @@ pub fn detach(mount: &Path, root: &Path, extra: &[String]) -> Result<Report, Att
         let target = if addon.is_empty() { PathBuf::new() } else { mount.join(&addon).join(&rel) };
         paths.push(PathReport { addon, path, link, target, outcome });
     }
-    Ok(Report { mount: mount.to_path_buf(), root: root.to_path_buf(), paths })
+    Ok(Report { mount: mount.to_path_buf(), root: root.to_path_buf(), paths, deprecated: vec![] })
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ fn print(report: &Report, json: bool) -> i32 {
             }
         }
         println!("{}", report.summary());
+        for d in &report.deprecated {
+            eprintln!("addonfs: warning: add-on {} is deprecated: {}", d.addon, d.reason);
+        }
     }
     if report.failures() > 0 {
         EXIT_PARTIAL
