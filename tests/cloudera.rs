@@ -319,6 +319,29 @@ fn every_refusal_is_the_json_envelope() {
     for (answer, status, code) in &cases {
         assert_envelope(answer, *status, *code, &[]);
     }
+    // The same name again (409), on the upload route with the client's `Accept`.
+    let again = curl_answer(
+        &tmp.path().join("a"),
+        &[
+            format!("{}/api/v2/runtimeaddons/custom", serve.url),
+            "-H".into(),
+            "Accept: application/json".into(),
+            "-H".into(),
+            format!("Authorization: Bearer {KEY}"),
+            "-F".into(),
+            "metadata=@metadata.json".into(),
+            "-F".into(),
+            "tarball=@addon.tar.gz".into(),
+        ],
+    );
+    assert_envelope(&again, 409, 6, &["custom-addon-a", "already exists"]);
+    // An I/O failure (500): the journal's place is taken by a directory, so the status change
+    // that would first complete a pending journal cannot read it; nothing changes.
+    let before = statuses(&serve);
+    std::fs::create_dir(serve.state.join(addonfs::addon::store::STATUS_JOURNAL)).unwrap();
+    let failed = update(&serve, json!({"status": "DISABLED", "ids": [1]}));
+    assert_envelope(&failed, 500, 13, &["status-change.json"]);
+    assert_eq!(statuses(&serve), before);
     // Without the key or with a wrong one, on the client's own headers.
     for auth in [None, Some("Authorization: Bearer wrong")] {
         let mut args = vec![
