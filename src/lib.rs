@@ -10,6 +10,7 @@
 //! * [`reader`] serves random reads of any entry, with a shared, byte-bounded chunk cache.
 //! * [`fs`] serves them as a read-only FUSE file system; [`mount`] runs its lifecycle.
 //! * [`bench`] holds the benchmark harnesses (`addonfs bench startup`).
+//! * [`api`] is the HTTP API; [`ui`] the admin web UI served beside it.
 //! * [`cli`] implements the command-line tool over the library; `main.rs` only parses arguments.
 
 pub mod addon;
@@ -27,6 +28,7 @@ pub mod limits;
 pub mod mount;
 pub mod reader;
 pub mod time;
+pub mod ui;
 
 pub use error::Error;
 pub use limits::Limits;

@@ -6,7 +6,8 @@
 //! * `POST /api/v2/runtimeaddons:updatestatus`: enable, deprecate or disable.
 //!
 //! Every route needs `Authorization: Bearer <key>`; every error is a
-//! `{"error", "code", "message", "details"}` envelope.
+//! `{"error", "code", "message", "details"}` envelope. The admin UI's routes (`/`, `/ui/...`,
+//! [`crate::ui`]) are merged in front and use a session cookie instead.
 
 mod auth;
 pub mod client;
@@ -61,10 +62,11 @@ impl Default for ApiLimits {
     }
 }
 
-struct App {
-    store: Arc<Store>,
-    keys: ApiKeys,
-    limits: ApiLimits,
+/// What every route shares (the admin UI in [`crate::ui`] reuses it behind its session).
+pub(crate) struct App {
+    pub(crate) store: Arc<Store>,
+    pub(crate) keys: ApiKeys,
+    pub(crate) limits: ApiLimits,
 }
 
 /// The router of the API over `store`.
@@ -73,7 +75,8 @@ pub fn router(store: Arc<Store>, keys: ApiKeys, limits: ApiLimits) -> axum::Rout
     axum::Router::new()
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(app)
+        .with_state(Arc::clone(&app))
+        .merge(crate::ui::routes(app))
 }
 
 /// Binds `listen` and serves the API until `shutdown` completes.
@@ -96,7 +99,9 @@ pub async fn serve_on(
     limits: ApiLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store, keys, limits)).with_graceful_shutdown(shutdown).await
+    // With the peer's address (the UI limits wrong keys per client).
+    let service = router(store, keys, limits).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }
 
 async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
@@ -154,7 +159,7 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     ApiError::new(Code::InvalidArgument, format!("bad multipart body: {}", e.body_text()))
 }
 
-async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
+pub(crate) async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
     let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
         ApiError::new(
             Code::InvalidArgument,
@@ -498,11 +503,23 @@ async fn update_status(app: &App, body: Body) -> Result<Response, ApiError> {
     if req.ids.is_empty() && req.identifiers.is_empty() {
         return Err(bad("give `ids` or `identifiers`".to_string()));
     }
-    let store = Arc::clone(&app.store);
+    let rows = set_status(&app.store, status, req.reason, req.ids, req.identifiers).await?;
+    Ok(Json(serde_json::json!({ "rows_affected": rows })).into_response())
+}
+
+/// Applies a status change on a blocking thread (the status route and the admin UI).
+pub(crate) async fn set_status(
+    store: &Arc<Store>,
+    status: Status,
+    reason: Option<String>,
+    ids: Vec<u64>,
+    identifiers: Vec<String>,
+) -> Result<usize, ApiError> {
+    let store = Arc::clone(store);
     let rows = tokio::task::spawn_blocking(move || {
-        store.set_status_with_reason(status, req.reason.as_deref(), &req.ids, &req.identifiers)
+        store.set_status_with_reason(status, reason.as_deref(), &ids, &identifiers)
     })
     .await
     .map_err(|e| ApiError::new(Code::Internal, format!("status task failed: {e}")))??;
-    Ok(Json(serde_json::json!({ "rows_affected": rows })).into_response())
+    Ok(rows)
 }
