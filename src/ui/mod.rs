@@ -384,8 +384,10 @@ fn actions(r: &Record, back: &str) -> String {
     let mut out = String::new();
     if !r.status.is_enabled() || r.status == Status::Deprecated {
         out.push_str(&format!(
-            r#"<form method="post" action="/ui/addons/{id}/status" class="inline"><input type="hidden" name="status" value="AVAILABLE"><input type="hidden" name="next" value="{back}"><button type="submit" class="enable" aria-label="Enable {name}">Enable</button></form>"#,
-            name = esc(&r.identifier)
+            r#"<form method="post" action="/ui/addons/{id}/status" class="inline"><input type="hidden" name="status" value="AVAILABLE"><input type="hidden" name="next" value="{back}"><button type="submit" class="enable" aria-label="{label} {name}">{label}</button></form>"#,
+            name = esc(&r.identifier),
+            // Deprecated is enabled already: the button takes the flag off.
+            label = if r.status == Status::Deprecated { "Make available" } else { "Enable" },
         ));
     }
     if r.status == Status::Available {

@@ -1,0 +1,458 @@
+//! The admin web UI in a real browser: Debian's headless Chromium driven over WebDriver
+//! (`chromedriver`, client `fantoccini`) against the real `addonfs serve`, its API checked
+//! with the real `curl` and its mount read directly. Under `CI` a missing chromium,
+//! chromedriver or FUSE fails these tests instead of skipping them.
+//!
+//! `UPDATE_SCREENSHOTS=1 cargo test --test ui` also writes the screenshots in `docs/img/`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+mod common;
+use common::http::{curl, curl_answer, pack_addon, seed_upload, Serve};
+
+const KEY: &str = "ui-browser-test-key";
+const XSS: &str = "<img src=x onerror=alert(1)>";
+
+/// A `chromedriver` on a free loopback port; killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the browser tools are here (panics under `CI` when they are not).
+fn browser_ready() -> bool {
+    common::require("chromium") && common::require("chromedriver")
+}
+
+/// A headless Chromium session, with the flags this closed network needs.
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_string(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session with chromium")
+}
+
+/// Builds the tree of add-on `name` under `root/<name>/opt/<name>` and packs it as
+/// `dir/addon.tar.gz` with `metadata.json` beside it.
+fn make_addon(dir: &Path, name: &str, extra: impl FnOnce(&Path)) {
+    let tree = dir.join(format!("tree-{name}"));
+    let top = tree.join("opt").join(name);
+    std::fs::create_dir_all(&top).unwrap();
+    std::fs::write(top.join("README"), format!("the {name} add-on\n")).unwrap();
+    extra(&top);
+    pack_addon(dir, &tree, "opt");
+    std::fs::write(
+        dir.join("metadata.json"),
+        json!({"name": name, "spec": {"paths": [format!("/opt/{name}")]}}).to_string(),
+    )
+    .unwrap();
+}
+
+/// The identifiers of the table's rows, in order.
+async fn rows(c: &Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for tr in c.find_all(Locator::Css("#addons tbody tr")).await.unwrap() {
+        out.push(tr.attr("data-identifier").await.unwrap().unwrap_or_default());
+    }
+    out
+}
+
+/// The API's list, as `(identifier, status)` pairs.
+fn api_list(dir: &Path, url: &str) -> Vec<(String, String)> {
+    let (status, body) = curl(
+        dir,
+        &[
+            format!("{url}/api/v2/runtimeaddons"),
+            "-H".into(),
+            format!("Authorization: Bearer {KEY}"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    body["runtime_addons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["identifier"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The identifiers in the mount's `.addons.json`.
+fn manifest(mount: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(mount.join(".addons.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["addons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["identifier"].as_str().unwrap().into())
+        .collect()
+}
+
+async fn path_of(c: &Client) -> String {
+    let u = c.current_url().await.unwrap();
+    match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    }
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_none() {
+        return;
+    }
+    let png = c.screenshot().await.unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/img");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+/// No alert is open (an injected `onerror=alert(1)` would have opened one).
+async fn no_alert(c: &Client) {
+    assert!(c.get_alert_text().await.is_err(), "an alert fired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_ui_in_a_real_browser() {
+    if !browser_ready() || !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mount = dir.join("mnt");
+    std::fs::create_dir_all(&mount).unwrap();
+    let serve = Serve::start(&dir.join("state"), KEY, Some(&mount));
+    let base = serve.url.clone();
+
+    // Three add-ons through the API; alpha has a deep file, a symlink and the XSS entry.
+    for name in ["alpha", "beta", "gamma"] {
+        let d = dir.join(format!("up-{name}"));
+        std::fs::create_dir_all(&d).unwrap();
+        make_addon(&d, name, |top| {
+            if name == "alpha" {
+                let deep = top.join("lib/python3/site-packages/tool");
+                std::fs::create_dir_all(&deep).unwrap();
+                std::fs::write(deep.join("deep.txt"), "a deep file\nline <two> & \"three\"\n")
+                    .unwrap();
+                std::fs::write(top.join(XSS), "x").unwrap();
+                std::os::unix::fs::symlink("lib/python3", top.join("py")).unwrap();
+            }
+        });
+        let (status, body) = seed_upload(&d, &base, KEY, "addon.tar.gz");
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, profile.path()).await;
+
+    // Not signed in: the table sends to the sign-in page.
+    c.goto(&format!("{base}/ui/")).await.unwrap();
+    assert!(path_of(&c).await.starts_with("/ui/login"), "{}", path_of(&c).await);
+    screenshot(&c, "ui-sign-in.png").await;
+
+    // A wrong key: a clear message, still signed out, and held back about a second.
+    c.find(Locator::Id("key")).await.unwrap().send_keys("not-the-key").await.unwrap();
+    let started = Instant::now();
+    c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+    let err = c.wait().for_element(Locator::Id("login-error")).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(err.text().await.unwrap().contains("Wrong API key"));
+    assert!(c.get_all_cookies().await.unwrap().iter().all(|k| k.name() != "addonfs_session"));
+
+    // The right key: the table, with a session cookie that scripts cannot read.
+    c.find(Locator::Id("key")).await.unwrap().send_keys(KEY).await.unwrap();
+    c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("addons")).await.unwrap();
+    assert_eq!(path_of(&c).await, "/ui/");
+    let cookie = c.get_named_cookie("addonfs_session").await.unwrap();
+    assert_eq!(cookie.http_only(), Some(true));
+    assert!(format!("{:?}", cookie.same_site()).contains("Strict"), "{:?}", cookie.same_site());
+    assert_eq!(
+        c.execute("return document.cookie", vec![]).await.unwrap(),
+        json!(""),
+        "HttpOnly: the page's script sees no cookie"
+    );
+    assert_eq!(rows(&c).await, ["custom-addon-alpha", "custom-addon-beta", "custom-addon-gamma"]);
+
+    // Search.
+    c.find(Locator::Id("q")).await.unwrap().send_keys("bet").await.unwrap();
+    c.find(Locator::Id("apply")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("addons")).await.unwrap();
+    assert_eq!(rows(&c).await, ["custom-addon-beta"]);
+    c.goto(&format!("{base}/ui/")).await.unwrap();
+
+    // Disable gamma from the table: the confirmation says what it does.
+    c.find(Locator::Css(r#"tr[data-identifier="custom-addon-gamma"] a.disable"#))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let what = c.wait().for_element(Locator::Id("what")).await.unwrap().text().await.unwrap();
+    assert!(what.contains("New workloads stop getting it"), "{what}");
+    assert!(what.contains("already using it keep reading it"), "{what}");
+    c.find(Locator::Id("confirm")).await.unwrap().click().await.unwrap();
+    let flash = c.wait().for_element(Locator::Id("flash")).await.unwrap().text().await.unwrap();
+    assert!(flash.contains("custom-addon-gamma is now DISABLED (rows_affected: 1)"), "{flash}");
+    // The API and the mount agree at once (the mount follows the store every 20 ms).
+    assert!(api_list(dir, &base).contains(&("custom-addon-gamma".into(), "DISABLED".into())));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while manifest(&mount).contains(&"custom-addon-gamma".to_string()) {
+        assert!(Instant::now() < deadline, "the mount's manifest still lists gamma");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(manifest(&mount), ["custom-addon-alpha", "custom-addon-beta"]);
+
+    // Hide disabled; then the status filter.
+    c.find(Locator::Id("hide_disabled")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("apply")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("addons")).await.unwrap();
+    assert_eq!(rows(&c).await, ["custom-addon-alpha", "custom-addon-beta"]);
+    c.find(Locator::Id("hide_disabled")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("status")).await.unwrap().select_by_value("DISABLED").await.unwrap();
+    c.find(Locator::Id("apply")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("addons")).await.unwrap();
+    assert_eq!(rows(&c).await, ["custom-addon-gamma"]);
+    // Sorting: by name, descending.
+    c.goto(&format!("{base}/ui/")).await.unwrap();
+    c.find(Locator::Id("sort-display_name")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("sort-display_name")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("addons")).await.unwrap();
+    assert_eq!(rows(&c).await, ["custom-addon-gamma", "custom-addon-beta", "custom-addon-alpha"]);
+    c.goto(&format!("{base}/ui/")).await.unwrap();
+    screenshot(&c, "ui-table.png").await;
+
+    // Enable it again from the table (no confirmation for enabling).
+    c.find(Locator::Css(r#"tr[data-identifier="custom-addon-gamma"] button.enable"#))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let flash = c.wait().for_element(Locator::Id("flash")).await.unwrap().text().await.unwrap();
+    assert!(flash.contains("custom-addon-gamma is now AVAILABLE (rows_affected: 1)"), "{flash}");
+    assert!(api_list(dir, &base).contains(&("custom-addon-gamma".into(), "AVAILABLE".into())));
+
+    // One add-on's page: the digest the API reports, the path's kind, then down the tree.
+    c.find(Locator::LinkText("alpha")).await.unwrap().click().await.unwrap();
+    let sha = c.wait().for_element(Locator::Id("sha256")).await.unwrap().text().await.unwrap();
+    let (_, listed) = curl(
+        dir,
+        &[
+            format!(
+                "{base}/api/v2/runtimeaddons?search_filter=%7B%22display_name%22%3A%22alpha%22%7D"
+            ),
+            "-H".into(),
+            format!("Authorization: Bearer {KEY}"),
+        ],
+    );
+    assert_eq!(json!(sha), listed["runtime_addons"][0]["sha256"]);
+    let paths = c.find(Locator::Id("paths")).await.unwrap().text().await.unwrap();
+    assert!(paths.contains("/opt/alpha") && paths.contains("directory"), "{paths}");
+    for step in ["opt/", "alpha/"] {
+        c.find(Locator::LinkText(step)).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Id("entries")).await.unwrap();
+    }
+    // The XSS entry is text, no image was made of it, no alert fired.
+    let entries = c.find(Locator::Id("entries")).await.unwrap().text().await.unwrap();
+    assert!(entries.contains(XSS), "{entries}");
+    assert!(entries.contains("py → lib/python3"), "the symlink and its target: {entries}");
+    assert!(c.find_all(Locator::Css("img")).await.unwrap().is_empty());
+    no_alert(&c).await;
+    screenshot(&c, "ui-addon.png").await;
+    for step in ["lib/", "python3/", "site-packages/", "tool/"] {
+        c.find(Locator::LinkText(step)).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Id("entries")).await.unwrap();
+    }
+    let crumbs = c.find(Locator::Id("crumbs")).await.unwrap().text().await.unwrap();
+    assert_eq!(crumbs, "/opt/alpha/lib/python3/site-packages/tool/");
+    let row = c.find(Locator::Css("#entries tbody tr:last-child")).await.unwrap();
+    let text = row.text().await.unwrap();
+    assert!(text.contains("deep.txt") && text.contains("rw-r--r--"), "{text}");
+    row.find(Locator::LinkText("view")).await.unwrap().click().await.unwrap();
+    let content = c.wait().for_element(Locator::Id("content")).await.unwrap();
+    assert_eq!(content.text().await.unwrap(), "a deep file\nline <two> & \"three\"");
+
+    // Readable at 320 px: nothing wider than the window (tables scroll in their own box).
+    c.set_window_size(320, 800).await.unwrap();
+    for page in ["/ui/", "/ui/addons/custom-addon-alpha?path=opt/alpha", "/ui/upload"] {
+        c.goto(&format!("{base}{page}")).await.unwrap();
+        let overflow = c
+            .execute("return document.documentElement.scrollWidth - window.innerWidth", vec![])
+            .await
+            .unwrap();
+        assert!(overflow.as_i64().unwrap() <= 0, "{page} is {overflow} px too wide at 320 px");
+    }
+    c.set_window_size(1280, 900).await.unwrap();
+
+    // Upload through the form: a rule broken (the API's message), then a good one.
+    let up = dir.join("up-delta");
+    std::fs::create_dir_all(&up).unwrap();
+    make_addon(&up, "delta", |_| {});
+    let bad_metadata = r#"{"name": "Delta", "spec": {"paths": ["/opt/delta"]}}"#;
+    std::fs::write(up.join("bad.json"), bad_metadata).unwrap();
+    let api_answer = curl_answer(
+        &up,
+        &[
+            format!("{base}/api/v2/runtimeaddons/custom"),
+            "-F".into(),
+            "metadata=@bad.json".into(),
+            "-F".into(),
+            "tarball=@addon.tar.gz".into(),
+            "-H".into(),
+            format!("Authorization: Bearer {KEY}"),
+        ],
+    );
+    assert_eq!(api_answer.status, 400);
+    let api_message = api_answer.body["message"].as_str().unwrap().to_string();
+    c.goto(&format!("{base}/ui/upload")).await.unwrap();
+    let textarea = c.find(Locator::Id("metadata")).await.unwrap();
+    textarea.clear().await.unwrap();
+    textarea.send_keys(bad_metadata).await.unwrap();
+    let tarball = up.join("addon.tar.gz");
+    c.find(Locator::Id("tarball"))
+        .await
+        .unwrap()
+        .send_keys(tarball.to_str().unwrap())
+        .await
+        .unwrap();
+    c.find(Locator::Id("upload")).await.unwrap().click().await.unwrap();
+    let err = c.wait().for_element(Locator::Id("upload-error")).await.unwrap();
+    assert_eq!(err.text().await.unwrap(), format!("Error (code 3): {api_message}"));
+    let textarea = c.find(Locator::Id("metadata")).await.unwrap();
+    textarea.clear().await.unwrap();
+    textarea.send_keys(&std::fs::read_to_string(up.join("metadata.json")).unwrap()).await.unwrap();
+    c.find(Locator::Id("upload")).await.unwrap().click().await.unwrap();
+    let ok = c.wait().for_element(Locator::Id("upload-ok")).await.unwrap();
+    assert!(ok.text().await.unwrap().contains("Registered custom-addon-delta (AVAILABLE)"));
+    let progress =
+        c.execute("return document.getElementById('progress').value", vec![]).await.unwrap();
+    assert_eq!(progress, json!(100));
+    assert!(api_list(dir, &base).contains(&("custom-addon-delta".into(), "AVAILABLE".into())));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !manifest(&mount).contains(&"custom-addon-delta".to_string()) {
+        assert!(Instant::now() < deadline, "the mount's manifest lacks delta");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Sign out: every page needs signing in again, and the old cookie is dead.
+    c.goto(&format!("{base}/ui/")).await.unwrap();
+    c.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("key")).await.unwrap();
+    for page in ["/ui/", "/ui/addons/custom-addon-alpha", "/ui/upload"] {
+        c.goto(&format!("{base}{page}")).await.unwrap();
+        assert!(path_of(&c).await.starts_with("/ui/login"), "{page}: {}", path_of(&c).await);
+    }
+    let old = curl_answer(
+        dir,
+        &[
+            "-o".into(),
+            "/dev/null".into(),
+            format!("{base}/ui/"),
+            "-H".into(),
+            format!("Cookie: addonfs_session={}", cookie.value()),
+            "--max-redirs".into(),
+            "0".into(),
+        ],
+    );
+    assert_eq!(old.status, 303, "the signed-out session no longer opens pages");
+    c.close().await.unwrap();
+}
+
+/// A state-changing request from another site is refused even with a valid session cookie
+/// (SameSite=Strict keeps browsers from sending it; the Origin check stops the rest).
+#[test]
+fn cross_site_requests_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let serve = Serve::start(&dir.join("state"), KEY, None);
+    let base = serve.url.clone();
+    make_addon(dir, "alpha", |_| {});
+    assert_eq!(seed_upload(dir, &base, KEY, "addon.tar.gz").0, 200);
+    // Sign in with curl (same origin), keeping the cookie.
+    let signed = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-c", "jar", "-w", "%{http_code}"])
+        .arg(format!("{base}/ui/login"))
+        .args(["-H", &format!("Origin: {base}"), "--data-urlencode", &format!("key={KEY}")])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&signed.stdout), "303");
+    let post = |origin: Option<&str>| {
+        let mut args = vec![
+            "-o".to_string(),
+            "/dev/null".into(),
+            "-b".into(),
+            "jar".into(),
+            "--max-redirs".into(),
+            "0".into(),
+            format!("{base}/ui/addons/custom-addon-alpha/status"),
+            "-d".into(),
+            "status=DISABLED".into(),
+        ];
+        if let Some(o) = origin {
+            args.extend(["-H".into(), format!("Origin: {o}")]);
+        }
+        curl_answer(dir, &args).status
+    };
+    assert_eq!(post(Some("http://evil.example")), 401);
+    assert_eq!(post(None), 401, "neither Origin nor Referer");
+    assert_eq!(api_list(dir, &base), [("custom-addon-alpha".into(), "AVAILABLE".into())]);
+    assert_eq!(post(Some(&base)), 303);
+    assert_eq!(api_list(dir, &base), [("custom-addon-alpha".into(), "DISABLED".into())]);
+    // The JSON API still wants its key: the session cookie opens nothing there.
+    let api =
+        curl_answer(dir, &["-b".into(), "jar".into(), format!("{base}/api/v2/runtimeaddons")]);
+    assert_eq!(api.status, 401);
+}
