@@ -420,15 +420,8 @@ fn cross_site_requests_are_refused() {
     let base = serve.url.clone();
     make_addon(dir, "alpha", |_| {});
     assert_eq!(seed_upload(dir, &base, KEY, "addon.tar.gz").0, 200);
-    // Sign in with curl (same origin), keeping the cookie.
-    let signed = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-c", "jar", "-w", "%{http_code}"])
-        .arg(format!("{base}/ui/login"))
-        .args(["-H", &format!("Origin: {base}"), "--data-urlencode", &format!("key={KEY}")])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&signed.stdout), "303");
+    // Sign in with curl (same origin), keeping the cookie in `jar`.
+    let _ = curl_session(dir, &base);
     let post = |origin: Option<&str>| {
         let mut args = vec![
             "-o".to_string(),
@@ -455,4 +448,100 @@ fn cross_site_requests_are_refused() {
     let api =
         curl_answer(dir, &["-b".into(), "jar".into(), format!("{base}/api/v2/runtimeaddons")]);
     assert_eq!(api.status, 401);
+}
+
+/// Signs in with curl (same origin) and returns a function that GETs a UI page with the
+/// session cookie: (HTTP status, body).
+fn curl_session(dir: &Path, base: &str) -> impl Fn(&str) -> (u16, String) {
+    let signed = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-c", "jar", "-w", "%{http_code}"])
+        .arg(format!("{base}/ui/login"))
+        .args(["-H", &format!("Origin: {base}"), "--data-urlencode", &format!("key={KEY}")])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&signed.stdout), "303");
+    let (dir, base) = (dir.to_path_buf(), base.to_string());
+    move |page: &str| {
+        let answer = curl_answer(&dir, &["-b".into(), "jar".into(), format!("{base}{page}")]);
+        let body = match answer.body {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        (answer.status, body)
+    }
+}
+
+/// The identifiers of a table page's rows.
+fn row_ids(body: &str) -> Vec<String> {
+    body.split(r#"<tr data-identifier=""#)
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().to_string())
+        .collect()
+}
+
+/// Paging, search and sorting over many add-ons, and the weight of the first page.
+#[test]
+fn table_pages_and_first_page_weight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let serve = Serve::start(&dir.join("state"), KEY, None);
+    let base = serve.url.clone();
+    // One tarball holding 60 directories; each add-on requests its own.
+    let tree = dir.join("tree");
+    for i in 0..60 {
+        std::fs::create_dir_all(tree.join(format!("opt/a{i:02}"))).unwrap();
+        std::fs::write(tree.join(format!("opt/a{i:02}/f")), "x").unwrap();
+    }
+    pack_addon(dir, &tree, "opt");
+    for i in 0..60 {
+        std::fs::write(
+            dir.join("metadata.json"),
+            json!({"name": format!("a{i:02}"), "spec": {"paths": [format!("/opt/a{i:02}")]}})
+                .to_string(),
+        )
+        .unwrap();
+        assert_eq!(seed_upload(dir, &base, KEY, "addon.tar.gz").0, 200);
+    }
+    let get = curl_session(dir, &base);
+    let (status, body) = get("/ui/?rows=25");
+    assert_eq!(status, 200);
+    assert!(body.contains("60 of 60 add-ons, page 1 of 3"), "{body}");
+    let first = row_ids(&body);
+    assert_eq!(first.len(), 25);
+    assert_eq!(first[0], "custom-addon-a00");
+    let (_, body) = get("/ui/?rows=25&page=3");
+    let last = row_ids(&body);
+    assert_eq!(last.len(), 10);
+    assert_eq!(last[9], "custom-addon-a59");
+    let (_, body) = get("/ui/?rows=25&sort=-id");
+    assert_eq!(row_ids(&body)[0], "custom-addon-a59");
+    let (_, body) = get("/ui/?q=A05");
+    assert_eq!(row_ids(&body), ["custom-addon-a05"], "search ignores case");
+    let (_, body) = get("/ui/?q=%2Fopt%2Fa1");
+    assert_eq!(row_ids(&body).len(), 10, "search matches paths");
+    let (status, body) = get("/ui/?sort=nonsense");
+    assert_eq!(status, 400);
+    assert!(body.contains("bad sort"), "{body}");
+
+    // The first page a browser loads: the sign-in page and its two assets, well under 100 KB;
+    // the table with its default 50 rows too.
+    let weight = |page: &str| {
+        let jar = if page.starts_with("/ui/login") { "none" } else { "jar" };
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{size_download}", "--compressed"])
+            .args(["-b", jar])
+            .arg(format!("{base}{page}"))
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).parse::<u64>().unwrap()
+    };
+    let sign_in = weight("/ui/login?next=/ui/");
+    assert!(sign_in > 500, "the sign-in page itself, not a redirect: {sign_in} B");
+    let assets = weight("/ui/assets/style.css") + weight("/ui/assets/ui.js");
+    let table = weight("/ui/");
+    eprintln!("sign-in {sign_in} B, assets {assets} B, table of 50 {table} B");
+    assert!(sign_in + assets <= 100_000, "{sign_in} + {assets}");
+    assert!(table + assets <= 100_000, "{table} + {assets}");
 }
