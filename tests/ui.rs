@@ -210,9 +210,10 @@ async fn admin_ui_in_a_real_browser() {
     assert!(err.text().await.unwrap().contains("Wrong API key"));
     assert!(c.get_all_cookies().await.unwrap().iter().all(|k| k.name() != "addonfs_session"));
 
-    // The right key: the table, with a session cookie that scripts cannot read.
-    c.find(Locator::Id("key")).await.unwrap().send_keys(KEY).await.unwrap();
-    c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+    // The right key, from the keyboard alone (Enter submits): the table, with a session
+    // cookie that scripts cannot read.
+    let enter = char::from(fantoccini::key::Key::Enter);
+    c.find(Locator::Id("key")).await.unwrap().send_keys(&format!("{KEY}{enter}")).await.unwrap();
     c.wait().for_element(Locator::Id("addons")).await.unwrap();
     assert_eq!(path_of(&c).await, "/ui/");
     let cookie = c.get_named_cookie("addonfs_session").await.unwrap();
@@ -273,6 +274,50 @@ async fn admin_ui_in_a_real_browser() {
     c.goto(&format!("{base}/ui/")).await.unwrap();
     screenshot(&c, "ui-table.png").await;
 
+    // Enabling gamma while another add-on holds its path: the API's error, as the API says it.
+    let z = dir.join("up-zeta");
+    std::fs::create_dir_all(z.join("tree/opt/gamma")).unwrap();
+    std::fs::write(z.join("tree/opt/gamma/README"), "zeta\n").unwrap();
+    pack_addon(&z, &z.join("tree"), "opt");
+    std::fs::write(z.join("metadata.json"), r#"{"name":"zeta","spec":{"paths":["/opt/gamma"]}}"#)
+        .unwrap();
+    assert_eq!(seed_upload(&z, &base, KEY, "addon.tar.gz").0, 200);
+    let status_change = |body: Value| {
+        curl_answer(
+            dir,
+            &[
+                format!("{base}/api/v2/runtimeaddons:updatestatus"),
+                "-H".into(),
+                format!("Authorization: Bearer {KEY}"),
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "-d".into(),
+                body.to_string(),
+            ],
+        )
+    };
+    let refused =
+        status_change(json!({"status": "AVAILABLE", "identifiers": ["custom-addon-gamma"]}));
+    assert_eq!(refused.body["code"], 9, "{:?}", refused.body);
+    c.goto(&format!("{base}/ui/")).await.unwrap();
+    c.find(Locator::Css(r#"tr[data-identifier="custom-addon-gamma"] button.enable"#))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let flash = c.wait().for_element(Locator::Id("flash")).await.unwrap().text().await.unwrap();
+    assert_eq!(
+        flash,
+        format!(
+            "Error (code 9 FAILED_PRECONDITION): {}",
+            refused.body["message"].as_str().unwrap()
+        )
+    );
+    assert!(api_list(dir, &base).contains(&("custom-addon-gamma".into(), "DISABLED".into())));
+    let freed = status_change(json!({"status": "DISABLED", "identifiers": ["custom-addon-zeta"]}));
+    assert_eq!(freed.status, 200);
+
     // Enable it again from the table (no confirmation for enabling).
     c.find(Locator::Css(r#"tr[data-identifier="custom-addon-gamma"] button.enable"#))
         .await
@@ -283,6 +328,43 @@ async fn admin_ui_in_a_real_browser() {
     let flash = c.wait().for_element(Locator::Id("flash")).await.unwrap().text().await.unwrap();
     assert!(flash.contains("custom-addon-gamma is now AVAILABLE (rows_affected: 1)"), "{flash}");
     assert!(api_list(dir, &base).contains(&("custom-addon-gamma".into(), "AVAILABLE".into())));
+
+    // Deprecate beta with a reason: still in the manifest, flagged, with the reason.
+    c.find(Locator::Css(r#"tr[data-identifier="custom-addon-beta"] a[href*="DEPRECATED"]"#))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("reason"))
+        .await
+        .unwrap()
+        .send_keys("use alpha")
+        .await
+        .unwrap();
+    c.find(Locator::Id("confirm")).await.unwrap().click().await.unwrap();
+    let flash = c.wait().for_element(Locator::Id("flash")).await.unwrap().text().await.unwrap();
+    assert!(flash.contains("custom-addon-beta is now DEPRECATED (rows_affected: 1)"), "{flash}");
+    // The mount follows the store every 20 ms.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let text = std::fs::read_to_string(mount.join(".addons.json")).unwrap();
+        let m: Value = serde_json::from_str(&text).unwrap();
+        let beta = m["addons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["identifier"] == "custom-addon-beta")
+            .cloned();
+        let beta = beta.expect("a deprecated add-on stays in the manifest");
+        if beta["deprecated"] == json!(true) {
+            assert_eq!(beta["reason"], json!("use alpha"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the manifest does not flag beta: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // One add-on's page: the digest the API reports, the path's kind, then down the tree.
     c.find(Locator::LinkText("alpha")).await.unwrap().click().await.unwrap();
