@@ -627,3 +627,52 @@ fn table_pages_and_first_page_weight() {
     assert!(sign_in + assets <= 100_000, "{sign_in} + {assets}");
     assert!(table + assets <= 100_000, "{table} + {assets}");
 }
+
+/// Wrong keys at sign-in: each held back about a second, and after ten within a minute the
+/// client is refused without its key being checked; the JSON API is not affected.
+#[test]
+fn wrong_keys_are_slowed_then_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let serve = Serve::start(&dir.join("state"), KEY, None);
+    let base = serve.url.clone();
+    let sign_in = |key: &str| {
+        let started = Instant::now();
+        let answer = curl_answer(
+            dir,
+            &[
+                format!("{base}/ui/login"),
+                "-H".into(),
+                format!("Origin: {base}"),
+                "--data-urlencode".into(),
+                format!("key={key}"),
+                "--max-redirs".into(),
+                "0".into(),
+                "-o".into(),
+                "/dev/null".into(),
+            ],
+        );
+        (answer.status, started.elapsed())
+    };
+    let wrong: Vec<_> = std::thread::scope(|scope| {
+        let tries: Vec<_> =
+            (0..10).map(|i| scope.spawn(move || sign_in(&format!("guess-{i}")))).collect();
+        tries.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (status, took) in wrong {
+        assert_eq!(status, 401);
+        assert!(took >= Duration::from_millis(900), "{took:?}");
+    }
+    let (status, took) = sign_in(KEY);
+    assert_eq!(status, 429, "the eleventh try within a minute is refused, right key or not");
+    assert!(took < Duration::from_millis(900), "refused at once: {took:?}");
+    let (code, _) = curl(
+        dir,
+        &[
+            format!("{base}/api/v2/runtimeaddons"),
+            "-H".into(),
+            format!("Authorization: Bearer {KEY}"),
+        ],
+    );
+    assert_eq!(code, 200, "the JSON API keeps its Bearer keys");
+}

@@ -1059,6 +1059,70 @@ mod tests {
         assert_eq!(local_next(None), "/ui/");
     }
 
+    /// A gzipped tarball built with the `tar` crate, indexed as the store does.
+    fn indexed(dir: &std::path::Path) -> (std::path::PathBuf, Arc<Index>) {
+        let path = dir.join("a.tar.gz");
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::default(),
+        );
+        let mut b = tar::Builder::new(gz);
+        let mut add = |name: &str, data: &[u8], mode: u32| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        add("top/<img src=x onerror=alert(1)>", b"<script>alert(2)</script>", 0o644);
+        add("top/big", &vec![b'a'; MAX_VIEW as usize + 1], 0o644);
+        add("top/binary", b"\xff\xfe\x00", 0o755);
+        for i in 0..DIR_PAGE + 100 {
+            add(&format!("top/many/f{i:04}"), b"", 0o600);
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "top/link", "<b>target</b>").unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+        let index = crate::index::open::build(&path, &crate::archive::ScanOptions::default(), None)
+            .unwrap();
+        (path, Arc::new(index))
+    }
+
+    #[test]
+    fn tree_and_files_escape_what_the_tarball_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tarball, index) = indexed(dir.path());
+        let html = tree_html(&index, "custom-addon-x", "top", 0);
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(html.contains("&lt;b&gt;target&lt;/b&gt;") && !html.contains("<b>"), "{html}");
+        assert!(html.contains("rwxr-xr-x") && html.contains("many/</a>"), "{html}");
+        // The name goes into the link percent-encoded.
+        assert!(html.contains("path=top/%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E"), "{html}");
+        // The small file is text (escaped by the page); the others say why they are not shown.
+        let text =
+            read_small_file(&tarball, Arc::clone(&index), "top/<img src=x onerror=alert(1)>");
+        assert_eq!(text.as_deref(), Ok("<script>alert(2)</script>"));
+        let big = read_small_file(&tarball, Arc::clone(&index), "top/big").unwrap_err();
+        assert!(big.contains("only files up to 65536 bytes"), "{big}");
+        let bin = read_small_file(&tarball, Arc::clone(&index), "top/binary").unwrap_err();
+        assert!(bin.contains("not UTF-8"), "{bin}");
+        let dir_err = read_small_file(&tarball, Arc::clone(&index), "top/many").unwrap_err();
+        assert!(dir_err.contains("is a directory"), "{dir_err}");
+        assert!(read_small_file(&tarball, Arc::clone(&index), "nope").is_err());
+        // A large directory comes in pages.
+        let many = tree_html(&index, "custom-addon-x", "top/many", 0);
+        assert!(many.contains("Entries 1–500 of 600"), "{many}");
+        assert!(many.contains("skip=500") && many.contains("f0499") && !many.contains("f0500"));
+        let rest = tree_html(&index, "custom-addon-x", "top/many", 500);
+        assert!(rest.contains("f0599") && !rest.contains("f0499<"));
+        let missing = tree_html(&index, "custom-addon-x", "top/<x>", 0);
+        assert!(missing.contains("No entry <code>/top/&lt;x&gt;</code>"), "{missing}");
+    }
+
     #[test]
     fn paths_are_cleaned() {
         assert_eq!(clean_path("/a//b/./../c/"), "a/b/c");
