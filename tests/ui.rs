@@ -526,6 +526,32 @@ fn cross_site_requests_are_refused() {
     assert_eq!(api_list(dir, &base), [("custom-addon-alpha".into(), "AVAILABLE".into())]);
     assert_eq!(post(Some(&base)), 303);
     assert_eq!(api_list(dir, &base), [("custom-addon-alpha".into(), "DISABLED".into())]);
+    // The upload form without the script: a page, not JSON; refused from another site.
+    make_addon(dir, "beta", |_| {});
+    let upload = |origin: &str| {
+        curl_answer(
+            dir,
+            &[
+                "-b".into(),
+                "jar".into(),
+                format!("{base}/ui/upload"),
+                "-H".into(),
+                format!("Origin: {origin}"),
+                "-F".into(),
+                "metadata=<metadata.json".into(),
+                "-F".into(),
+                "tarball=@addon.tar.gz".into(),
+            ],
+        )
+    };
+    let evil = upload("http://evil.example");
+    assert_eq!(evil.status, 401);
+    assert!(evil.content_type.starts_with("text/html"), "{}", evil.content_type);
+    assert_eq!(api_list(dir, &base).len(), 1, "nothing stored");
+    let ok = upload(&base);
+    assert_eq!(ok.status, 200);
+    assert!(ok.body.as_str().unwrap().contains("Registered"), "{}", ok.body);
+    assert_eq!(api_list(dir, &base)[1], ("custom-addon-beta".into(), "AVAILABLE".into()));
     // The JSON API still wants its key: the session cookie opens nothing there.
     let api =
         curl_answer(dir, &["-b".into(), "jar".into(), format!("{base}/api/v2/runtimeaddons")]);
