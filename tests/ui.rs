@@ -157,6 +157,23 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(dir.join(name), png).unwrap();
 }
 
+/// Waits until `old` (an element of the page before a navigation) is gone.
+async fn wait_stale(old: &fantoccini::elements::Element) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.tag_name().await.is_ok() {
+        assert!(Instant::now() < deadline, "no new page was loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Clicks what navigates to a new page and waits until the old page is gone (else the next
+/// find could still see the old page).
+async fn click_to_load(c: &Client, what: Locator<'_>) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
+    c.find(what).await.unwrap().click().await.unwrap();
+    wait_stale(&old).await;
+}
+
 /// No alert is open (an injected `onerror=alert(1)` would have opened one).
 async fn no_alert(c: &Client) {
     assert!(c.get_alert_text().await.is_err(), "an alert fired");
@@ -204,7 +221,7 @@ async fn admin_ui_in_a_real_browser() {
     // A wrong key: a clear message, still signed out, and held back about a second.
     c.find(Locator::Id("key")).await.unwrap().send_keys("not-the-key").await.unwrap();
     let started = Instant::now();
-    c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+    click_to_load(&c, Locator::Id("sign-in")).await;
     let err = c.wait().for_element(Locator::Id("login-error")).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
     assert!(err.text().await.unwrap().contains("Wrong API key"));
@@ -213,7 +230,9 @@ async fn admin_ui_in_a_real_browser() {
     // The right key, from the keyboard alone (Enter submits): the table, with a session
     // cookie that scripts cannot read.
     let enter = char::from(fantoccini::key::Key::Enter);
+    let old = c.find(Locator::Css("html")).await.unwrap();
     c.find(Locator::Id("key")).await.unwrap().send_keys(&format!("{KEY}{enter}")).await.unwrap();
+    wait_stale(&old).await;
     c.wait().for_element(Locator::Id("addons")).await.unwrap();
     assert_eq!(path_of(&c).await, "/ui/");
     let cookie = c.get_named_cookie("addonfs_session").await.unwrap();
@@ -228,22 +247,17 @@ async fn admin_ui_in_a_real_browser() {
 
     // Search.
     c.find(Locator::Id("q")).await.unwrap().send_keys("bet").await.unwrap();
-    c.find(Locator::Id("apply")).await.unwrap().click().await.unwrap();
+    click_to_load(&c, Locator::Id("apply")).await;
     c.wait().for_element(Locator::Id("addons")).await.unwrap();
     assert_eq!(rows(&c).await, ["custom-addon-beta"]);
     c.goto(&format!("{base}/ui/")).await.unwrap();
 
     // Disable gamma from the table: the confirmation says what it does.
-    c.find(Locator::Css(r#"tr[data-identifier="custom-addon-gamma"] a.disable"#))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_to_load(&c, Locator::Css(r#"tr[data-identifier="custom-addon-gamma"] a.disable"#)).await;
     let what = c.wait().for_element(Locator::Id("what")).await.unwrap().text().await.unwrap();
     assert!(what.contains("New workloads stop getting it"), "{what}");
     assert!(what.contains("already using it keep reading it"), "{what}");
-    c.find(Locator::Id("confirm")).await.unwrap().click().await.unwrap();
+    click_to_load(&c, Locator::Id("confirm")).await;
     let flash = c.wait().for_element(Locator::Id("flash")).await.unwrap().text().await.unwrap();
     assert!(flash.contains("custom-addon-gamma is now DISABLED (rows_affected: 1)"), "{flash}");
     // The API and the mount agree at once (the mount follows the store every 20 ms).
@@ -257,18 +271,18 @@ async fn admin_ui_in_a_real_browser() {
 
     // Hide disabled; then the status filter.
     c.find(Locator::Id("hide_disabled")).await.unwrap().click().await.unwrap();
-    c.find(Locator::Id("apply")).await.unwrap().click().await.unwrap();
+    click_to_load(&c, Locator::Id("apply")).await;
     c.wait().for_element(Locator::Id("addons")).await.unwrap();
     assert_eq!(rows(&c).await, ["custom-addon-alpha", "custom-addon-beta"]);
     c.find(Locator::Id("hide_disabled")).await.unwrap().click().await.unwrap();
     c.find(Locator::Id("status")).await.unwrap().select_by_value("DISABLED").await.unwrap();
-    c.find(Locator::Id("apply")).await.unwrap().click().await.unwrap();
+    click_to_load(&c, Locator::Id("apply")).await;
     c.wait().for_element(Locator::Id("addons")).await.unwrap();
     assert_eq!(rows(&c).await, ["custom-addon-gamma"]);
     // Sorting: by name, descending.
     c.goto(&format!("{base}/ui/")).await.unwrap();
-    c.find(Locator::Id("sort-display_name")).await.unwrap().click().await.unwrap();
-    c.find(Locator::Id("sort-display_name")).await.unwrap().click().await.unwrap();
+    click_to_load(&c, Locator::Id("sort-display_name")).await;
+    click_to_load(&c, Locator::Id("sort-display_name")).await;
     c.wait().for_element(Locator::Id("addons")).await.unwrap();
     assert_eq!(rows(&c).await, ["custom-addon-gamma", "custom-addon-beta", "custom-addon-alpha"]);
     c.goto(&format!("{base}/ui/")).await.unwrap();
@@ -300,12 +314,8 @@ async fn admin_ui_in_a_real_browser() {
         status_change(json!({"status": "AVAILABLE", "identifiers": ["custom-addon-gamma"]}));
     assert_eq!(refused.body["code"], 9, "{:?}", refused.body);
     c.goto(&format!("{base}/ui/")).await.unwrap();
-    c.find(Locator::Css(r#"tr[data-identifier="custom-addon-gamma"] button.enable"#))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_to_load(&c, Locator::Css(r#"tr[data-identifier="custom-addon-gamma"] button.enable"#))
+        .await;
     let flash = c.wait().for_element(Locator::Id("flash")).await.unwrap().text().await.unwrap();
     assert_eq!(
         flash,
@@ -319,23 +329,18 @@ async fn admin_ui_in_a_real_browser() {
     assert_eq!(freed.status, 200);
 
     // Enable it again from the table (no confirmation for enabling).
-    c.find(Locator::Css(r#"tr[data-identifier="custom-addon-gamma"] button.enable"#))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_to_load(&c, Locator::Css(r#"tr[data-identifier="custom-addon-gamma"] button.enable"#))
+        .await;
     let flash = c.wait().for_element(Locator::Id("flash")).await.unwrap().text().await.unwrap();
     assert!(flash.contains("custom-addon-gamma is now AVAILABLE (rows_affected: 1)"), "{flash}");
     assert!(api_list(dir, &base).contains(&("custom-addon-gamma".into(), "AVAILABLE".into())));
 
     // Deprecate beta with a reason: still in the manifest, flagged, with the reason.
-    c.find(Locator::Css(r#"tr[data-identifier="custom-addon-beta"] a[href*="DEPRECATED"]"#))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_to_load(
+        &c,
+        Locator::Css(r#"tr[data-identifier="custom-addon-beta"] a[href*="DEPRECATED"]"#),
+    )
+    .await;
     c.wait()
         .for_element(Locator::Id("reason"))
         .await
@@ -343,7 +348,7 @@ async fn admin_ui_in_a_real_browser() {
         .send_keys("use alpha")
         .await
         .unwrap();
-    c.find(Locator::Id("confirm")).await.unwrap().click().await.unwrap();
+    click_to_load(&c, Locator::Id("confirm")).await;
     let flash = c.wait().for_element(Locator::Id("flash")).await.unwrap().text().await.unwrap();
     assert!(flash.contains("custom-addon-beta is now DEPRECATED (rows_affected: 1)"), "{flash}");
     // The mount follows the store every 20 ms.
@@ -367,7 +372,7 @@ async fn admin_ui_in_a_real_browser() {
     }
 
     // One add-on's page: the digest the API reports, the path's kind, then down the tree.
-    c.find(Locator::LinkText("alpha")).await.unwrap().click().await.unwrap();
+    click_to_load(&c, Locator::LinkText("alpha")).await;
     let sha = c.wait().for_element(Locator::Id("sha256")).await.unwrap().text().await.unwrap();
     let (_, listed) = curl(
         dir,
@@ -383,7 +388,7 @@ async fn admin_ui_in_a_real_browser() {
     let paths = c.find(Locator::Id("paths")).await.unwrap().text().await.unwrap();
     assert!(paths.contains("/opt/alpha") && paths.contains("directory"), "{paths}");
     for step in ["opt/", "alpha/"] {
-        c.find(Locator::LinkText(step)).await.unwrap().click().await.unwrap();
+        click_to_load(&c, Locator::LinkText(step)).await;
         c.wait().for_element(Locator::Id("entries")).await.unwrap();
     }
     // The XSS entry is text, no image was made of it, no alert fired.
@@ -394,7 +399,7 @@ async fn admin_ui_in_a_real_browser() {
     no_alert(&c).await;
     screenshot(&c, "ui-addon.png").await;
     for step in ["lib/", "python3/", "site-packages/", "tool/"] {
-        c.find(Locator::LinkText(step)).await.unwrap().click().await.unwrap();
+        click_to_load(&c, Locator::LinkText(step)).await;
         c.wait().for_element(Locator::Id("entries")).await.unwrap();
     }
     let crumbs = c.find(Locator::Id("crumbs")).await.unwrap().text().await.unwrap();
@@ -402,7 +407,9 @@ async fn admin_ui_in_a_real_browser() {
     let row = c.find(Locator::Css("#entries tbody tr:last-child")).await.unwrap();
     let text = row.text().await.unwrap();
     assert!(text.contains("deep.txt") && text.contains("rw-r--r--"), "{text}");
+    let old = c.find(Locator::Css("html")).await.unwrap();
     row.find(Locator::LinkText("view")).await.unwrap().click().await.unwrap();
+    wait_stale(&old).await;
     let content = c.wait().for_element(Locator::Id("content")).await.unwrap();
     assert_eq!(content.text().await.unwrap(), "a deep file\nline <two> & \"three\"");
 
@@ -415,6 +422,18 @@ async fn admin_ui_in_a_real_browser() {
             .await
             .unwrap();
         assert!(overflow.as_i64().unwrap() <= 0, "{page} is {overflow} px too wide at 320 px");
+        // Every control has a label (or a name for assistive technology).
+        let unlabelled = c
+            .execute(
+                "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]\
+                 .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')\
+                              && !(e.tagName === 'BUTTON' && e.textContent.trim()))\
+                 .map(e => e.outerHTML)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(unlabelled, json!([]), "{page}");
     }
     c.set_window_size(1280, 900).await.unwrap();
 
@@ -470,7 +489,7 @@ async fn admin_ui_in_a_real_browser() {
 
     // Sign out: every page needs signing in again, and the old cookie is dead.
     c.goto(&format!("{base}/ui/")).await.unwrap();
-    c.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
+    click_to_load(&c, Locator::Id("sign-out")).await;
     c.wait().for_element(Locator::Id("key")).await.unwrap();
     for page in ["/ui/", "/ui/addons/custom-addon-alpha", "/ui/upload"] {
         c.goto(&format!("{base}{page}")).await.unwrap();
