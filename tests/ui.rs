@@ -397,7 +397,13 @@ async fn admin_ui_in_a_real_browser() {
     assert!(entries.contains("py → lib/python3"), "the symlink and its target: {entries}");
     assert!(c.find_all(Locator::Css("img")).await.unwrap().is_empty());
     no_alert(&c).await;
-    screenshot(&c, "ui-addon.png").await;
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        // The whole page, from its top.
+        c.set_window_size(1280, 1280).await.unwrap();
+        c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+        screenshot(&c, "ui-addon.png").await;
+        c.set_window_size(1280, 900).await.unwrap();
+    }
     for step in ["lib/", "python3/", "site-packages/", "tool/"] {
         click_to_load(&c, Locator::LinkText(step)).await;
         c.wait().for_element(Locator::Id("entries")).await.unwrap();
