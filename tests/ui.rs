@@ -716,6 +716,20 @@ fn wrong_keys_are_slowed_then_refused() {
     }
     let (status, _) = sign_in(KEY);
     assert_eq!(status, 429, "the eleventh try within a minute is refused, right key or not");
+    // A huge sign-in form is refused unread (sign-in is public: no memory for strangers).
+    std::fs::write(dir.join("big"), format!("key={}", "k".repeat(1 << 20))).unwrap();
+    let big = curl_answer(
+        dir,
+        &[
+            format!("{base}/ui/login"),
+            "-H".into(),
+            format!("Origin: {base}"),
+            "--data-binary".into(),
+            "@big".into(),
+        ],
+    );
+    assert_eq!(big.status, 400);
+    assert!(big.body.as_str().unwrap().contains("bad sign-in form"), "{}", big.body);
     let (code, _) = curl(
         dir,
         &[

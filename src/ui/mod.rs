@@ -39,6 +39,8 @@ pub const MAX_VIEW: u64 = 64 << 10;
 pub const DEFAULT_ROWS: usize = 50;
 /// Largest rows of a table page.
 pub const MAX_ROWS: usize = 1000;
+/// Largest form body (sign-in, status change).
+pub const MAX_FORM: usize = 16 << 10;
 /// Entries of a directory shown at once in the tree browser.
 pub const DIR_PAGE: usize = 500;
 /// The `Content-Security-Policy` of every UI answer: only our own script and stylesheet, no
@@ -68,9 +70,14 @@ pub(crate) fn routes(app: Arc<App>) -> Router {
         .route("/ui/addons/{identifier}", get(addon_page))
         .route("/ui/addons/{identifier}/file", get(file_page))
         .route("/ui/addons/{identifier}/status", get(confirm_status).post(change_status))
-        .route("/ui/upload", get(upload_page).post(upload))
+        // The upload is bounded by the API's `max_upload` as it streams; every other body is
+        // a small form, read whole, so it gets a small limit (sign-in is public).
+        .route(
+            "/ui/upload",
+            get(upload_page).post(upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::map_response(security_headers))
-        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(ui)
 }
 
