@@ -740,3 +740,33 @@ fn wrong_keys_are_slowed_then_refused() {
     );
     assert_eq!(code, 200, "the JSON API keeps its Bearer keys");
 }
+
+/// Sessions live in the daemon's memory: after a restart the old cookie opens nothing (the
+/// page asks to sign in again) and a new sign-in works.
+#[test]
+fn a_restart_signs_everyone_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let state = dir.join("state");
+    let serve = Serve::start(&state, KEY, None);
+    let get = curl_session(dir, &serve.url);
+    assert_eq!(get("/ui/").0, 200);
+    drop(get);
+    drop(serve);
+    let serve = Serve::start(&state, KEY, None);
+    let old = curl_answer(
+        dir,
+        &[
+            "-o".into(),
+            "/dev/null".into(),
+            "-b".into(),
+            "jar".into(),
+            "--max-redirs".into(),
+            "0".into(),
+            format!("{}/ui/", serve.url),
+        ],
+    );
+    assert_eq!(old.status, 303, "the old session is gone");
+    let get = curl_session(dir, &serve.url);
+    assert_eq!(get("/ui/").0, 200);
+}
