@@ -110,6 +110,43 @@ mod tests {
         assert_eq!(esc_bytes(b"a\xffb<"), "a\u{fffd}b&lt;");
     }
 
+    proptest::proptest! {
+        /// Whatever an add-on names, the escaped text holds no markup and means the same.
+        #[test]
+        fn escaped_text_has_no_markup(text in proptest::prelude::any::<String>()) {
+            let e = esc(&text);
+            proptest::prop_assert!(!e.contains(['<', '>', '"', '\'']));
+            let back = e
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&#39;", "'")
+                .replace("&amp;", "&");
+            proptest::prop_assert_eq!(back, text);
+        }
+
+        /// A percent-encoded value holds only URL-safe characters and decodes to the text.
+        #[test]
+        fn url_values_round_trip(text in proptest::prelude::any::<String>()) {
+            let u = url(&text);
+            proptest::prop_assert!(u.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~/%".contains(&b)));
+            let mut bytes = Vec::new();
+            let raw = u.as_bytes();
+            let mut i = 0;
+            while i < raw.len() {
+                if raw[i] == b'%' {
+                    let hex = std::str::from_utf8(&raw[i + 1..i + 3]).unwrap();
+                    bytes.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 3;
+                } else {
+                    bytes.push(raw[i]);
+                    i += 1;
+                }
+            }
+            proptest::prop_assert_eq!(String::from_utf8(bytes).unwrap(), text);
+        }
+    }
+
     #[test]
     fn formats() {
         assert_eq!(size(213), "213 B");
