@@ -87,7 +87,8 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         None
     } else {
         let mountpoint = cmd.mount.clone().unwrap_or_else(|| dir.join("mnt"));
-        std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
+        // Not `create_dir_all`: after a crash a stale mount is there (see `create_mountpoint`).
+        crate::mount::create_mountpoint(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
         let opts = MountOptions { allow_other: cmd.allow_other, ..MountOptions::default() };
         let daemon = DaemonMount::start(Arc::clone(&store), &mountpoint, cmd.cache_size, &opts)?;
         println!("addonfs: mounted the add-ons at {}", daemon.path().display());
