@@ -471,3 +471,151 @@ fn detach_removes_only_links_into_an_addon_of_the_mount() {
         }
     }
 }
+
+/// A reader that goes away (`addonfs-attach --json | (exec 0<&-; ...)`) does not make attach or
+/// detach panic: the report stops quietly, the links are made (or removed) all the same, and
+/// the exit code is the run's own.
+#[test]
+fn a_closed_stdout_stops_the_report_quietly() {
+    let f = fixture();
+    let m = f.mount.as_os_str();
+    for which in ["full", "lean"] {
+        let r = root(&f, &format!("pipe-{which}"));
+        for (cmd, json) in
+            [("attach", true), ("attach", false), ("detach", true), ("detach", false)]
+        {
+            let mut args: Vec<&std::ffi::OsStr> =
+                vec![cmd.as_ref(), "--mount".as_ref(), m, "--root".as_ref(), r.as_os_str()];
+            if json {
+                args.push("--json".as_ref());
+            }
+            let args = if which == "lean" && cmd == "attach" { &args[1..] } else { &args[..] };
+            let bin = if which == "full" {
+                env!("CARGO_BIN_EXE_addonfs")
+            } else {
+                env!("CARGO_BIN_EXE_addonfs-attach")
+            };
+            let (reader, writer) = std::io::pipe().expect("pipe");
+            drop(reader);
+            let out = Command::new(bin).args(args).stdout(writer).output().expect("run");
+            let what = format!("{which} {cmd} json={json}");
+            assert_eq!(out.status.code(), Some(0), "{what}: {}", text(&out));
+            assert!(out.stderr.is_empty(), "{what}: {}", text(&out));
+            assert_eq!(r.join("usr/custom_file").exists(), cmd == "attach", "{what}");
+        }
+    }
+    for flag in ["--help", "--version"] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_addonfs-attach"))
+            .arg(flag)
+            .stdout(writer)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{flag}: {}", text(&out));
+        assert!(out.stderr.is_empty(), "{flag}: {}", text(&out));
+    }
+}
+
+/// A requested path with a newline (or another control character) is quoted in the text
+/// report, so each path keeps to one line.
+#[test]
+fn unprintable_names_are_quoted_in_the_report() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mount = fake_mount(
+        tmp.path(),
+        &[("/usr/a\nlinked   /etc/passwd", "odd\n"), ("/usr/tab\there", "tab\n")],
+        &["/usr/a\nlinked   /etc/passwd", "/usr/tab\there", "/usr/missing\nfile"],
+    );
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    let out =
+        addonfs(&["attach", "--mount", mount.to_str().unwrap(), "--root", root.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let stdout = String::from_utf8(out.stdout.clone()).expect("utf8");
+    let stderr = String::from_utf8(out.stderr.clone()).expect("utf8");
+    // Two linked lines and the summary; one failure line.
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stdout.lines().all(|l| l.starts_with("linked ") || l.starts_with("3 paths")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#"/usr/a\nlinked   /etc/passwd""#), "{stdout}");
+    assert!(stdout.contains(r#"/usr/tab\there""#), "{stdout}");
+    assert!(stderr.contains(r#"path "/usr/missing\nfile": "#), "{stderr}");
+    assert_eq!(std::fs::read_to_string(root.join("usr/tab\there")).expect("read"), "tab\n");
+}
+
+/// The manifest is read from the mount, but attach does not trust it: identifiers and paths
+/// that are not plain names (`..`, `/`, NUL, hidden) fail without creating anything, and a
+/// manifest too large to be the daemon's is refused.
+#[test]
+fn a_hostile_manifest_cannot_steer_attach() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = tmp.path();
+    let mount = base.join("mount");
+    std::fs::create_dir_all(mount.join("custom-addon-x/usr")).expect("mkdir");
+    std::fs::write(mount.join("custom-addon-x/usr/f"), "f\n").expect("write");
+    std::fs::create_dir_all(base.join("etc")).expect("mkdir");
+    let manifest = serde_json::json!({"addons": [
+        {"identifier": "custom-addon-x", "paths": [
+            "/usr/../../etc/evil", "usr/relative", "/usr/f\u{0}x", "/", "//", "/./usr/./f2",
+            "/../etc/evil"
+        ]},
+        {"identifier": "../custom-addon-x", "paths": ["/usr/f"]},
+        {"identifier": "/abs", "paths": ["/usr/f"]},
+        {"identifier": ".addons.json", "paths": ["/usr/f"]},
+        {"identifier": "", "paths": ["/usr/f"]},
+        {"identifier": "a\u{0}b", "paths": ["/usr/f"]},
+        {"identifier": "custom-addon-x", "paths": ["/usr/f"]},
+    ]});
+    std::fs::write(mount.join(".addons.json"), manifest.to_string()).expect("manifest");
+    let root = base.join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    for which in ["full", "lean"] {
+        let out = run_as(
+            which,
+            &[
+                "attach".as_ref(),
+                "--mount".as_ref(),
+                mount.as_os_str(),
+                "--root".as_ref(),
+                root.as_os_str(),
+                "--json".as_ref(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(6), "{which}: {}", text(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let outcomes: Vec<&str> = report["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["outcome"].as_str().unwrap())
+            .collect();
+        let last = if which == "full" { "linked" } else { "already_linked" };
+        // `/./usr/./f2` is clean but not in the add-on.
+        let mut want = vec!["failed"; 12];
+        want.push(last);
+        assert_eq!(outcomes, want, "{which}: {report}");
+        assert_eq!(names(&root), [PathBuf::from("usr"), PathBuf::from("usr/f")], "{which}");
+        assert!(names(&base.join("etc")).is_empty(), "{which}");
+    }
+    // Larger than 16 MiB: refused before parsing.
+    let big = format!(r#"{{"addons":[],"pad":"{}"}}"#, "x".repeat(16 << 20));
+    std::fs::write(mount.join(".addons.json"), big).expect("manifest");
+    for which in ["full", "lean"] {
+        let out = run_as(
+            which,
+            &[
+                "attach".as_ref(),
+                "--mount".as_ref(),
+                mount.as_os_str(),
+                "--root".as_ref(),
+                root.as_os_str(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{which}: {}", text(&out));
+        assert!(text(&out).contains("is larger than 16 MiB"), "{which}: {}", text(&out));
+    }
+}

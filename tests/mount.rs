@@ -662,8 +662,9 @@ fn fifos_are_served_without_write_bits() {
     run(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&src).arg("."));
     let m = mount(&[&tar], &["--allow-other"]);
     let mode = |name: &str| {
-        std::os::unix::fs::MetadataExt::mode(&std::fs::symlink_metadata(m.path(name)).expect("lstat"))
-            & 0o7777
+        std::os::unix::fs::MetadataExt::mode(
+            &std::fs::symlink_metadata(m.path(name)).expect("lstat"),
+        ) & 0o7777
     };
     assert_eq!(mode("open"), 0o444);
     assert_eq!(mode("private"), 0o440);
