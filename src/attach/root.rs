@@ -82,7 +82,15 @@ impl Root {
     fn open_in_root(&self, rel: &Path) -> rustix::io::Result<OwnedFd> {
         // "." is the root itself.
         let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
-        rustix::fs::openat2(&self.fd, rel, DIR, Mode::empty(), RESOLVE)
+        let mut tries = 0;
+        loop {
+            match rustix::fs::openat2(&self.fd, rel, DIR, Mode::empty(), RESOLVE) {
+                // A rename elsewhere raced a `..`: the kernel could not prove it stayed inside
+                // and asks for a retry (openat2(2)).
+                Err(Errno::AGAIN) if tries < 8 => tries += 1,
+                result => return result,
+            }
+        }
     }
 
     /// Opens the directory `rel` (a relative path of plain names) inside the root. With
