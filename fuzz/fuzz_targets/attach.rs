@@ -77,8 +77,7 @@ fuzz_target!(|data: &[u8]| {
     let report = attach::attach(&w.mount, &w.root).expect("the root and the manifest are there");
     assert_eq!(report.paths.len(), total);
     assert_eq!(std::fs::read_dir(&w.outside).expect("outside").count(), 0, "wrote outside");
-    let linked: Vec<_> =
-        report.paths.iter().filter(|p| p.outcome == Outcome::Linked).collect();
+    let linked: Vec<_> = report.paths.iter().filter(|p| p.outcome == Outcome::Linked).collect();
     for p in &linked {
         assert!(is_ours(&w.mount, &p.target), "{p:?}");
     }
