@@ -504,6 +504,30 @@ fn a_closed_stdout_stops_the_report_quietly() {
             assert_eq!(r.join("usr/custom_file").exists(), cmd == "attach", "{what}");
         }
     }
+    // Standard error closed too, with a path that fails: the code is still 6; a bad flag 2.
+    let r = root(&f, "pipe-both");
+    std::fs::create_dir_all(r.join("usr")).unwrap();
+    std::fs::write(r.join("usr/custom_file"), "mine").unwrap();
+    for (args, code) in [
+        (&["--mount", f.mount.to_str().unwrap(), "--root", r.to_str().unwrap()][..], 6),
+        (&["--bogus"][..], 2),
+    ] {
+        for bin in [env!("CARGO_BIN_EXE_addonfs-attach"), env!("CARGO_BIN_EXE_addonfs")] {
+            let (reader, writer) = std::io::pipe().expect("pipe");
+            drop(reader);
+            let mut cmd = Command::new(bin);
+            if bin.ends_with("/addonfs") {
+                cmd.arg("attach");
+            }
+            let status = cmd
+                .args(args)
+                .stdout(writer.try_clone().expect("dup"))
+                .stderr(writer)
+                .status()
+                .expect("run");
+            assert_eq!(status.code(), Some(code), "{bin} {args:?}");
+        }
+    }
     for flag in ["--help", "--version"] {
         let (reader, writer) = std::io::pipe().expect("pipe");
         drop(reader);

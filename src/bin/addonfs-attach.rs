@@ -99,7 +99,7 @@ fn main() {
         Ok(Request::Help) => say(USAGE),
         Ok(Request::Version) => say(&format!("addonfs-attach {}\n", env!("CARGO_PKG_VERSION"))),
         Err(message) => {
-            eprintln!("error: {message}\n\n{USAGE}");
+            addonfs::cli::error_line(format_args!("error: {message}\n\n{USAGE}"));
             EXIT_USAGE
         }
     };

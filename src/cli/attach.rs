@@ -47,7 +47,7 @@ fn print(report: &Report, json: bool) -> i32 {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("addonfs: <stdout>: {e}");
+            super::error_line(format_args!("addonfs: <stdout>: {e}"));
         }
     }
     if report.failures() > 0 {
@@ -58,7 +58,7 @@ fn print(report: &Report, json: bool) -> i32 {
 }
 
 fn fail(e: &AttachError) -> i32 {
-    eprintln!("addonfs: {e}");
+    super::error_line(format_args!("addonfs: {e}"));
     if e.is_usage() {
         EXIT_USAGE
     } else {

@@ -65,10 +65,17 @@ pub fn run(cli: Cli) -> i32 {
         // The reader of our output went away: nothing left to say, to anyone.
         Err(e) if is_broken_pipe(&e) => EXIT_OK,
         Err(e) => {
-            eprintln!("addonfs: {e}");
+            error_line(format_args!("addonfs: {e}"));
             exit_code(&e)
         }
     }
+}
+
+/// `eprintln!` without its panic when standard error is a closed pipe (`2>&1 | head -1`): the
+/// message is lost, the exit code still says what happened.
+pub fn error_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{args}");
 }
 
 /// Whether `e` is a write to a closed pipe (the reader of our output went away).
