@@ -433,7 +433,7 @@ fn oversized_upload() {
 fn unexpected_part() {
     multipart_case(
         &["metadata=@metadata.json", "tarball=@addon.tar.gz", "extra=1"],
-        "unexpected part",
+        "the body has an unexpected part named `extra`; the parts are",
         400,
         3,
         &[],
@@ -1076,7 +1076,14 @@ fn endless_metadata_and_key_files_are_refused_after_the_limit() {
     assert_eq!(code, 5, "{stderr}");
     assert!(stderr.contains("/dev/zero: metadata is") && stderr.contains(limit), "{stderr}");
     let (code, _, stderr) = capped(
-        &["addons", "register", "/dev/zero", "addon.tar.gz", "--state-dir", state.to_str().unwrap()],
+        &[
+            "addons",
+            "register",
+            "/dev/zero",
+            "addon.tar.gz",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
         &dir,
     );
     assert_eq!(code, 5, "{stderr}");
@@ -1095,7 +1102,16 @@ fn endless_metadata_and_key_files_are_refused_after_the_limit() {
     let keys = keys.to_str().unwrap();
     let state = state.to_str().unwrap();
     let (code, _, stderr) = capped(
-        &["serve", "--no-mount", "--listen", "127.0.0.1:0", "--api-key-file", keys, "--state-dir", state],
+        &[
+            "serve",
+            "--no-mount",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key-file",
+            keys,
+            "--state-dir",
+            state,
+        ],
         &dir,
     );
     assert_ne!(code, 0, "{stderr}");
