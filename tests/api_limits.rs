@@ -318,3 +318,26 @@ fn a_nameless_part_is_named_in_words() {
     assert!(message.contains("a part without a name"), "{message}");
     assert!(!message.contains("None"), "{message}");
 }
+
+/// Requests the HTTP parser refuses before any route sees them, a garbage request line and a
+/// head larger than the parser's buffer, get the JSON error envelope like every other error.
+#[test]
+fn unparsable_requests_get_the_error_envelope() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("state"), &[], &[]);
+    let mut garbage = TcpStream::connect(&server.addr).unwrap();
+    garbage.write_all(b"\x01\x02 garbage \xff\r\n\r\n").unwrap();
+    let (status, body) = envelope(&read_until_closed(&mut garbage));
+    assert_eq!((status, &body["code"], &body["details"]), (400, &json!(3), &json!([])), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("malformed request line"), "{body}");
+
+    let mut huge = TcpStream::connect(&server.addr).unwrap();
+    let filler = "a".repeat(1 << 20);
+    // The server may close before taking all of it.
+    let _ =
+        write!(huge, "GET /api/v2/runtimeaddons HTTP/1.1\r\nHost: x\r\nX-Filler: {filler}\r\n\r\n");
+    let (status, body) = envelope(&read_until_closed(&mut huge));
+    assert_eq!((status, &body["code"]), (431, &json!(3)), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("request head is larger"), "{body}");
+    assert_eq!(server.list().0, 200);
+}

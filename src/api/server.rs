@@ -15,13 +15,20 @@
 //!   free as the timeouts close idle connections, so held-open sockets cannot starve others
 //!   for longer than the timeouts.
 //! * A body that stalls is the handlers' business ([`ApiLimits::body_timeout`]).
+//! * A request hyper cannot parse (a garbage request line, a head over its buffer) is answered
+//!   by hyper itself, with a status and an empty body, before any route runs; [`EnvelopeIo`]
+//!   gives that answer the JSON error envelope every other error has.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
 use super::ApiLimits;
@@ -84,7 +91,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let service = TowerToHyperService::new(router.clone());
-        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let conn = http.serve_connection(TokioIo::new(EnvelopeIo::new(stream)), service);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             tokio::pin!(conn);
@@ -114,5 +121,111 @@ fn log_conn_end(result: Result<(), hyper::Error>) {
     if let Err(e) = result {
         // Timeouts, resets and malformed requests: routine on an open port.
         tracing::debug!(error = %e, "connection ended");
+    }
+}
+
+/// A connection's socket as hyper sees it: everything passes through, except hyper's own
+/// answer to a request it could not parse (`400`, `414` or `431` with `content-length: 0`, which
+/// no route ever sends: every error of a route is the envelope), which is replaced by the same
+/// status with the JSON error envelope. hyper writes that answer in one piece from its buffer
+/// (writes are not vectored here, so it flattens), then closes the connection.
+struct EnvelopeIo {
+    inner: TcpStream,
+    /// A replacement answer still to be written, and how much of it was.
+    pending: Vec<u8>,
+    written: usize,
+}
+
+impl EnvelopeIo {
+    fn new(inner: TcpStream) -> Self {
+        EnvelopeIo { inner, pending: Vec::new(), written: 0 }
+    }
+
+    /// Writes what is left of a replacement answer.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.written < self.pending.len() {
+            let n =
+                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The envelope answer for hyper's own answer `head` to an unparsable request, if it is one.
+fn parser_answer(head: &[u8]) -> Option<Vec<u8>> {
+    let (status, message) = if head.starts_with(b"HTTP/1.1 400 ") {
+        ("400 Bad Request", "the request could not be parsed: a malformed request line or header")
+    } else if head.starts_with(b"HTTP/1.1 431 ") {
+        (
+            "431 Request Header Fields Too Large",
+            "the request head is larger than the server accepts",
+        )
+    } else if head.starts_with(b"HTTP/1.1 414 ") {
+        ("414 URI Too Long", "the request target is longer than the server accepts")
+    } else {
+        return None;
+    };
+    let text = std::str::from_utf8(head).ok()?.to_ascii_lowercase();
+    if !text.ends_with("\r\n\r\n") || !text.contains("\r\ncontent-length: 0\r\n") {
+        return None;
+    }
+    let body = serde_json::json!({
+        "error": message,
+        "code": super::Code::InvalidArgument.number(),
+        "message": message,
+        "details": [],
+    })
+    .to_string();
+    Some(
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+impl AsyncRead for EnvelopeIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for EnvelopeIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        ready!(self.poll_pending(cx))?;
+        if let Some(answer) = parser_answer(buf) {
+            self.pending = answer;
+            self.written = 0;
+            // The rest is written by the next write, flush or shutdown.
+            if let Poll::Ready(Err(e)) = self.poll_pending(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
