@@ -712,7 +712,8 @@ fn kill_9_after_the_upload_is_staged_leaves_all_or_nothing() {
 #[test]
 fn concurrent_uploads_of_one_name_store_exactly_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("state"), &[]);
+    // All four indexed at once (by default a third one would get 429).
+    let server = Server::start(&tmp.path().join("state"), &["--max-uploads", "4"]);
     for d in ["p", "q", "r", "s"] {
         addon(
             &tmp.path().join(d),
