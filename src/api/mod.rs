@@ -48,7 +48,7 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// Largest JSON body accepted by the status route.
 pub const MAX_JSON_BODY: usize = 1 << 20;
 
-/// Limits of the API (see `docs/api.md`, "Limits and timeouts").
+/// Limits of the API (see `docs/api.md`, "Limits and options of `addonfs serve`").
 #[derive(Debug, Clone, Copy)]
 pub struct ApiLimits {
     /// Largest tarball accepted by an upload, in bytes.
