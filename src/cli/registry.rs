@@ -68,7 +68,11 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
     let keys = if let Some(key) = &cmd.api_key {
         ApiKeys::new([key.clone()])
     } else if let Some(path) = &cmd.api_key_file {
-        ApiKeys::from_file(path).map_err(|e| Error::io(path, e))?
+        ApiKeys::from_file(path).map_err(|e| match e.kind() {
+            // The message names the file already.
+            std::io::ErrorKind::InvalidData => Error::Usage(e.to_string()),
+            _ => Error::io(path, e),
+        })?
     } else {
         let (keys, path, created) =
             ApiKeys::load_or_create(&dir).map_err(|e| Error::io(dir.join("api-keys"), e))?;
