@@ -716,6 +716,24 @@ fn wrong_keys_are_slowed_then_refused() {
     }
     let (status, _) = sign_in(KEY);
     assert_eq!(status, 429, "the eleventh try within a minute is refused, right key or not");
+    // Per client address: another one (127.0.0.2, also loopback) still signs in.
+    let other = curl_answer(
+        dir,
+        &[
+            "--interface".into(),
+            "127.0.0.2".into(),
+            format!("{base}/ui/login"),
+            "-H".into(),
+            format!("Origin: {base}"),
+            "--data-urlencode".into(),
+            format!("key={KEY}"),
+            "--max-redirs".into(),
+            "0".into(),
+            "-o".into(),
+            "/dev/null".into(),
+        ],
+    );
+    assert_eq!(other.status, 303, "another client is not locked out");
     // A huge sign-in form is refused unread (sign-in is public: no memory for strangers).
     std::fs::write(dir.join("big"), format!("key={}", "k".repeat(1 << 20))).unwrap();
     let big = curl_answer(

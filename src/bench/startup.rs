@@ -602,8 +602,9 @@ pub fn run_startup(
     }
     let bench =
         Bench { config, mnt: work_dir.join("mnt"), root: work_dir.join("run").join("root"), peers };
-    std::fs::create_dir_all(&bench.mnt).map_err(|e| BenchError::io(&bench.mnt, e))?;
+    // Unmount first: a mount left by a killed run makes `create_dir_all` fail with EEXIST.
     unmount(&bench.mnt);
+    std::fs::create_dir_all(&bench.mnt).map_err(|e| BenchError::io(&bench.mnt, e))?;
 
     let mut sizes = config.sizes.clone();
     sizes.sort_unstable();

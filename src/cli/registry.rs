@@ -40,16 +40,13 @@ pub fn validate(cmd: &ValidateCmd) -> Result<(), Error> {
     let bytes = read_metadata(&cmd.metadata)?;
     let index = crate::index::open::build(&cmd.tarball, &ScanOptions::default(), None)?;
     match metadata::validate(&bytes, Some(&index)) {
-        Ok(m) => {
-            println!(
-                "{}: valid add-on `{}` ({} path{})",
-                cmd.metadata.display(),
-                m.identifier(),
-                m.spec.paths.len(),
-                if m.spec.paths.len() == 1 { "" } else { "s" }
-            );
-            Ok(())
-        }
+        Ok(m) => outln!(
+            "{}: valid add-on `{}` ({} path{})",
+            cmd.metadata.display(),
+            m.identifier(),
+            m.spec.paths.len(),
+            if m.spec.paths.len() == 1 { "" } else { "s" }
+        ),
         Err(problems) => Err(Error::Invalid(problems_text(&cmd.metadata, &problems))),
     }
 }
@@ -59,6 +56,7 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
     // Before any thread starts: freed cache chunks and upload buffers go back to the system
     // instead of lingering in per-thread arenas.
     crate::mount::sys::release_large_allocations();
+    let open_files = crate::api::server::raise_open_files_limit();
     let dir = state_dir(&cmd.state);
     let store = Arc::new(Store::open(&dir, "serve")?);
     for problem in store.problems() {
@@ -67,7 +65,11 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
     let keys = if let Some(key) = &cmd.api_key {
         ApiKeys::new([key.clone()])
     } else if let Some(path) = &cmd.api_key_file {
-        ApiKeys::from_file(path).map_err(|e| Error::io(path, e))?
+        ApiKeys::from_file(path).map_err(|e| match e.kind() {
+            // The message names the file already.
+            std::io::ErrorKind::InvalidData => Error::Usage(e.to_string()),
+            _ => Error::io(path, e),
+        })?
     } else {
         let (keys, path, created) =
             ApiKeys::load_or_create(&dir).map_err(|e| Error::io(dir.join("api-keys"), e))?;
@@ -82,15 +84,31 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
             limits: Limits { max_uncompressed: cmd.max_uncompressed, ..Limits::default() },
             ..ScanOptions::default()
         },
+        max_uploads: cmd.max_uploads as usize,
+        body_timeout: cmd.body_timeout,
+        header_timeout: cmd.header_timeout,
+        max_connections: crate::api::server::connection_cap(
+            cmd.max_connections as usize,
+            open_files,
+        ),
     };
+    if limits.max_connections < cmd.max_connections as usize {
+        eprintln!(
+            "addonfs: warning: at most {} connections at once (--max-connections {}), to fit the \
+             open-files limit of {open_files}",
+            limits.max_connections, cmd.max_connections
+        );
+    }
     let daemon = if cmd.no_mount {
         None
     } else {
         let mountpoint = cmd.mount.clone().unwrap_or_else(|| dir.join("mnt"));
-        std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
+        // Not `create_dir_all`: after a crash a stale mount is there (see `create_mountpoint`).
+        crate::mount::create_mountpoint(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
         let opts = MountOptions { allow_other: cmd.allow_other, ..MountOptions::default() };
         let daemon = DaemonMount::start(Arc::clone(&store), &mountpoint, cmd.cache_size, &opts)?;
-        println!("addonfs: mounted the add-ons at {}", daemon.path().display());
+        // A closed standard output does not stop a daemon.
+        let _ = outln!("addonfs: mounted the add-ons at {}", daemon.path().display());
         Some(Arc::new(daemon))
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -143,7 +161,7 @@ fn serve_api(
             _ => addr,
         };
         store.set_api_url(&format!("http://{reachable}"))?;
-        println!("addonfs: listening on http://{addr} (state {})", dir.display());
+        let _ = outln!("addonfs: listening on http://{addr} (state {})", dir.display());
         use std::io::Write;
         let _ = std::io::stdout().flush();
         crate::api::serve_on(listener, store, keys, limits, shutdown_signal())
@@ -249,22 +267,26 @@ fn client_error(e: ClientError) -> Error {
     }
 }
 
-fn print_records(records: &[Record], paths: Option<&[Vec<String>]>, json: bool) {
+fn print_records(
+    records: &[Record],
+    paths: Option<&[Vec<String>]>,
+    json: bool,
+) -> Result<(), Error> {
     if json {
-        println!("{}", serde_json::to_string_pretty(records).unwrap_or_default());
-        return;
+        return outln!("{}", serde_json::to_string_pretty(records).unwrap_or_default());
     }
     for (i, r) in records.iter().enumerate() {
         let paths = paths.and_then(|p| p.get(i)).map(|p| p.join(" ")).unwrap_or_default();
-        println!(
+        outln!(
             "{:>4}  {:<10} {}  {}  {}",
             r.id,
             r.status.as_str(),
             r.created_at,
             r.identifier,
             paths
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// `addonfs addons list|enable|disable|deprecate|register`.
@@ -275,8 +297,7 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
                 let dir = state_dir(state);
                 let client = client(url, remote, &dir, &format!("the API is at {url}"))?;
                 let records = client.list().map_err(client_error)?;
-                print_records(&records, None, *json);
-                return Ok(());
+                return print_records(&records, None, *json);
             }
             // A snapshot of the state directory; a running daemon writes every change there
             // at once.
@@ -284,7 +305,7 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
             let addons = store.list();
             let records: Vec<Record> = addons.iter().map(|a| a.record.clone()).collect();
             let paths: Vec<Vec<String>> = addons.iter().map(|a| a.paths.clone()).collect();
-            print_records(&records, Some(&paths), *json);
+            print_records(&records, Some(&paths), *json)?;
             for problem in store.problems() {
                 eprintln!("addonfs: warning: {problem}");
             }
@@ -306,8 +327,7 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
                     client.set_status(status, &ids, &identifiers).map_err(client_error)?;
                 }
             }
-            println!("{addon}: {}", status.as_str());
-            Ok(())
+            outln!("{addon}: {}", status.as_str())
         }
         AddonsCmd::Deprecate { addon, reason, state, remote } => {
             let (ids, identifiers) = select(addon);
@@ -335,13 +355,11 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
                 Target::Local(store) => store,
                 Target::Remote(client) => {
                     let record = client.upload(&bytes, tarball).map_err(client_error)?;
-                    println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
-                    return Ok(());
+                    return outln!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
                 }
             };
             let record = crate::addon::register(&store, meta_path, &bytes, tarball)?;
-            println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
-            Ok(())
+            outln!("{}", serde_json::to_string_pretty(&record).unwrap_or_default())
         }
     }
 }
