@@ -28,5 +28,8 @@ pub mod mount;
 pub mod reader;
 pub mod time;
 
+#[cfg(test)]
+mod testutil;
+
 pub use error::Error;
 pub use limits::Limits;
