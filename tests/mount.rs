@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -229,6 +229,24 @@ fn every_format_and_compression_mounts_like_tar_x() {
                 &["--span", "64K", "--cache-size", "1M"],
                 &what,
             );
+            // The device nodes (compared above with the extraction) are there, with their
+            // numbers as mknod made them.
+            if format != "v7" && corpus::devices_possible() {
+                for (name, kind, major, minor) in corpus::DEVICES {
+                    let meta = std::fs::symlink_metadata(m.path(&format!("dev/{name}")))
+                        .unwrap_or_else(|e| panic!("{what}: dev/{name}: {e}"));
+                    let ft = meta.file_type();
+                    let is_kind =
+                        if kind == "b" { ft.is_block_device() } else { ft.is_char_device() };
+                    assert!(is_kind, "{what}: dev/{name} is {ft:?}");
+                    let rdev = std::os::unix::fs::MetadataExt::rdev(&meta);
+                    assert_eq!(
+                        (libc::major(rdev), libc::minor(rdev)),
+                        (major, minor),
+                        "{what}: dev/{name}"
+                    );
+                }
+            }
             if format == "posix" {
                 let want = common::xattrs_of(&dest);
                 assert!(want.contains_key("xattrs/with-xattr"), "the source tree has xattrs");
