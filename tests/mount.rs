@@ -513,16 +513,30 @@ fn merge_later_archives_win_and_directories_merge() {
          && echo y > b/onlyB/y && echo now-a-file > b/dir-then-file && echo z > b/file-then-dir/z \
          && chmod 0600 b/common/shared && chmod 0750 b/common && touch -d '2002-02-02' b/common b/common/b.txt \
          && mkdir -p c/common/sub && echo 'shared from C' > c/common/sub/deepA \
+         && echo linked > a/common/linked && ln a/common/linked a/common/hidden-link \
+         && echo 'not a link any more' > c/common/hidden-link \
+         && mkdir -p a/dir-then-symlink/inner && echo under > a/dir-then-symlink/inner/f \
+         && ln -s onlyB c/dir-then-symlink \
          && tar -cf a.tar -C a . && tar -cf b.tar -C b . && tar -czf c.tar.gz -C c ."
     ));
+    // The oracle: extracted one after the other. tar -x cannot put a symlink where a
+    // non-empty directory is; a later archive wins, so that directory goes first.
     let dest = tmp.path().join("x");
     for name in ["a.tar", "b.tar", "c.tar.gz"] {
+        if name == "c.tar.gz" {
+            std::fs::remove_dir_all(dest.join("dir-then-symlink")).expect("rm -r");
+        }
         corpus::extract(&tmp.path().join(name), &dest, false);
     }
     assert!(
         dest.join("dir-then-file").is_file() && dest.join("file-then-dir/z").is_file(),
         "tar replaced both"
     );
+    // A hard link one of whose names a later archive replaced: the other name is left with
+    // one link; a directory replaced by a symlink is gone with everything under it.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(dest.join("common/linked")).expect("stat").nlink(), 1);
+    assert!(std::fs::symlink_metadata(dest.join("dir-then-symlink")).expect("lstat").is_symlink());
     let archives =
         [tmp.path().join("a.tar"), tmp.path().join("b.tar"), tmp.path().join("c.tar.gz")];
     let refs: Vec<&Path> = archives.iter().map(PathBuf::as_path).collect();
@@ -540,8 +554,54 @@ fn merge_later_archives_win_and_directories_merge() {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["a.txt", "b.txt", "shared", "sub"]);
+        assert_eq!(names, ["a.txt", "b.txt", "hidden-link", "linked", "shared", "sub"]);
     }
+    // Through the symlink that replaced a directory: the later archive's tree, not the
+    // directory's old contents.
+    assert_eq!(std::fs::read(m.path("dir-then-symlink/y")).expect("read"), b"y\n");
+    let gone = std::fs::metadata(m.path("dir-then-symlink/inner")).expect_err("hidden");
+    assert_eq!(gone.kind(), std::io::ErrorKind::NotFound, "{gone}");
+}
+
+/// `--merge` gives the same inode numbers on every mount, merged directories included (a
+/// merged directory takes its topmost layer's number), whatever order paths are first looked
+/// up in.
+#[test]
+fn merged_inode_numbers_are_stable_across_mounts() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path().display();
+    sh(&format!(
+        "cd {t} && mkdir -p a/usr/lib/py a/usr/bin b/usr/lib/py/pkg b/opt c/usr/lib \
+         && echo a > a/usr/lib/py/mod.py && echo tool > a/usr/bin/tool && echo b > b/usr/lib/py/pkg/x.py \
+         && echo opt > b/opt/o && echo c > c/usr/lib/libc.so && ln a/usr/bin/tool a/usr/bin/tool2 \
+         && tar -cf a.tar -C a . && tar -czf b.tar.gz -C b . && tar -cf c.tar -C c ."
+    ));
+    let archives =
+        [tmp.path().join("a.tar"), tmp.path().join("b.tar.gz"), tmp.path().join("c.tar")];
+    let refs: Vec<&Path> = archives.iter().map(PathBuf::as_path).collect();
+    let inos = |m: &Mounted| -> BTreeMap<String, u64> {
+        walk_dir(&m.mountpoint).into_iter().map(|(path, node)| (path, node.ino)).collect()
+    };
+    let first = mount(&refs, &["--merge"]);
+    let before = inos(&first);
+    for merged in ["usr", "usr/lib", "usr/lib/py"] {
+        assert!(before.contains_key(merged), "{merged} in {before:?}");
+    }
+    assert_eq!(before.len(), 13, "{before:?}");
+    let distinct: std::collections::BTreeSet<u64> = before.values().copied().collect();
+    // tool and tool2 are one file.
+    assert_eq!(distinct.len(), before.len() - 1, "{before:?}");
+    drop(first);
+    let second = mount(&refs, &["--merge"]);
+    // The deepest paths first this time, then everything.
+    for path in before.keys().rev() {
+        let meta = std::fs::symlink_metadata(second.path(path)).expect("lstat");
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&meta), before[path], "{path}");
+    }
+    assert_eq!(inos(&second), before);
 }
 
 /// Several archives without `--merge`: one directory each, named after the file, duplicates
