@@ -10,8 +10,9 @@
 # `apt-get install -y archivemount`. Environment: ADDONFS (binary; default: release build),
 # ROUNDS (samples per figure, default 3, at least 3), WORK (scratch directory; default a new
 # one under /var/tmp/addonfs-bench, removed at the end unless KEEP=1), READ_TIMEOUT (seconds
-# for "read everything", default 150), DROP_CACHES=0 (smoke tests only: figures are then not
-# cold).
+# for "read everything", default 150), PEERS (the peers to run, default "ratarmount
+# archivemount", each when installed; PEERS= runs addonfs and ext4 alone), DROP_CACHES=0
+# (smoke tests only: figures are then not cold).
 #
 # The tools alternate: each round measures every tool once (addonfs, the peers, ext4), the
 # order rotating from round to round, so a change in the machine's load hits them alike. Each
@@ -193,8 +194,14 @@ measure_ext4() {
 }
 
 TOOLS=(addonfs)
-command -v ratarmount >/dev/null && TOOLS+=(ratarmount) || echo "ratarmount not installed (pip install ratarmount): skipped" >&2
-command -v archivemount >/dev/null && TOOLS+=(archivemount) || echo "archivemount not installed (apt-get install -y archivemount): skipped" >&2
+for peer in ${PEERS-ratarmount archivemount}; do
+  case "$peer" in
+    ratarmount) hint="pip install ratarmount" ;;
+    archivemount) hint="apt-get install -y archivemount" ;;
+    *) echo "unknown peer $peer (ratarmount, archivemount)" >&2; exit 1 ;;
+  esac
+  command -v "$peer" >/dev/null && TOOLS+=("$peer") || echo "$peer not installed ($hint): skipped" >&2
+done
 ORDER=("${TOOLS[@]}" ext4)
 for ((round = 1; round <= ROUNDS; round++)); do
   # Rotate the order: each tool goes first in some round.
@@ -240,7 +247,7 @@ ratio() {  # tool metric: ratarmount / tool (times faster), on medians; for rss:
   if [[ "$2" == rss ]]; then
     awk -v a="$v" -v b="$r" 'BEGIN { printf "%.2f× the memory", a / b }'
   else
-    awk -v a="$v" -v b="$r" 'BEGIN { printf "%.1f× faster", b / a }'
+    awk -v a="$v" -v b="$r" 'BEGIN { if (b >= a) printf "%.1f× faster", b / a; else printf "%.1f× slower", a / b }'
   fi
 }
 
