@@ -254,9 +254,14 @@ ratio() {  # tool metric: ratarmount / tool (times faster), on medians; for rss:
 echo
 echo "Archive: \`$(basename "$ARCHIVE")\`, $(du -m "$ARCHIVE" | cut -f1) MB, $FILES files;" \
      "small file: \`$SMALL\` ($(stat -c %s "$EXTRACTED/$SMALL") bytes, depth $(($(tr -cd / <<<"$SMALL" | wc -c) + 1)))."
-echo "Kernel $(uname -r), $(nproc) cores; $(basename "$ADDONFS") $("$ADDONFS" --version | cut -d' ' -f2)" \
-     "$(command -v ratarmount >/dev/null && ratarmount --version 2>/dev/null | head -n 1 | tr -s ' ')" \
-     "$(command -v archivemount >/dev/null && archivemount --version 2>&1 | head -n 1)."
+versions="$(basename "$ADDONFS") $("$ADDONFS" --version | cut -d' ' -f2)"
+for tool in "${TOOLS[@]:1}"; do
+  case "$tool" in
+    ratarmount) versions+=", $(ratarmount --version 2>/dev/null | head -n 1 | tr -s ' ')" ;;
+    archivemount) versions+=", $(archivemount --version 2>&1 | head -n 1)" ;;
+  esac
+done
+echo "Kernel $(uname -r), $(nproc) cores; $versions."
 echo "Medians of $ROUNDS rounds, tools alternating; (min–max) beside each."
 echo
 header="| | addonfs"
