@@ -16,6 +16,8 @@ struct Daemon {
     child: Child,
     url: String,
     mount: PathBuf,
+    /// Killed by [`Daemon::crash`]: its stale mount is left for the next start.
+    killed: bool,
 }
 
 impl Daemon {
@@ -41,7 +43,15 @@ impl Daemon {
             }
         }
         let url = url.expect("serve printed its address");
-        Daemon { child, url, mount: mount.to_path_buf() }
+        Daemon { child, url, mount: mount.to_path_buf(), killed: false }
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, leaving its mount behind; the handle
+    /// becomes that of a daemon to start again.
+    fn crash(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+        self.killed = true;
     }
 
     /// SIGTERM, and waits (at most 10 s) for the daemon to exit; returns its exit status.
@@ -79,6 +89,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if self.killed {
+            return;
+        }
         if let Ok(Some(_)) = self.child.try_wait() {
             // Exited (and reaped) already: only a mount it may have left remains.
             let _ =
@@ -290,5 +303,83 @@ fn restart_keeps_inode_numbers_and_paths() {
         .collect();
     assert!(!listed.contains(&"custom-addon-beta".to_string()), "{listed:?}");
     assert_eq!(snapshot(), before);
+    drop(daemon);
+}
+
+/// A daemon killed with SIGKILL leaves a stale mount (its `stat` fails with ENOTCONN). The same
+/// command must start again, clear it and serve: a workload's links read the same bytes with
+/// the same inode numbers. Ten crashes in a row, half restarted at once, half after a pause.
+#[test]
+fn serve_restarts_after_sigkill_and_links_keep_reading() {
+    use std::os::unix::fs::MetadataExt;
+    if !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let work = t.join("work");
+    std::fs::create_dir_all(work.join("tree/usr/bin/custom_folder")).expect("mkdir");
+    std::fs::write(work.join("tree/usr/custom_file"), "custom file\n").expect("write");
+    std::fs::write(work.join("tree/usr/bin/custom_folder/tool"), "tool\n").expect("write");
+    std::fs::write(
+        work.join("metadata.json"),
+        r#"{"name": "sample", "spec": {"paths": ["/usr/custom_file", "/usr/bin/custom_folder"]}}"#,
+    )
+    .expect("metadata");
+    pack_addon(&work, &work.join("tree"), "usr");
+    let state = t.join("state");
+    // The default mount point, `STATE_DIR/mnt`, which serve creates.
+    let mount = state.join("mnt");
+    // A failure between a crash and the next start leaves a stale mount: clear it anyway.
+    struct Cleanup<'a>(&'a Path);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).stderr(Stdio::null()).status();
+        }
+    }
+    let _cleanup = Cleanup(&mount);
+    let daemon = Daemon::start(&state, &mount);
+    let (status, record) = seed_upload(&work, &daemon.url, KEY, "addon.tar.gz");
+    assert_eq!(status, 200, "{record}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(mount.join(".addons.json"))
+        .expect("manifest")
+        .contains("custom-addon-sample")
+    {
+        assert!(Instant::now() < deadline, "the add-on never reached the manifest");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let root = t.join("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let out = attach(&mount, &root);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (file, tool) = (root.join("usr/custom_file"), root.join("usr/bin/custom_folder/tool"));
+    let seen = || {
+        let ino = |p: &Path| std::fs::metadata(p).expect("stat through the link").ino();
+        (
+            std::fs::read_to_string(&file).expect("read"),
+            std::fs::read_to_string(&tool).expect("read"),
+            ino(&file),
+            ino(&tool),
+            ino(&root.join("usr/bin/custom_folder")),
+        )
+    };
+    let before = seen();
+    assert_eq!((before.0.as_str(), before.1.as_str()), ("custom file\n", "tool\n"));
+    let mut daemon = daemon;
+    for round in 1..=10 {
+        daemon.crash();
+        assert!(mounted(&mount), "round {round}: the killed daemon left its mount");
+        // At once (the kernel may still answer `stat` of the mount's root from its cache), and
+        // every other round once that cache ran out (SYNTH_TTL), when `stat` fails.
+        if round % 2 == 0 {
+            std::thread::sleep(addonfs::fs::SYNTH_TTL + Duration::from_millis(300));
+        }
+        daemon = Daemon::start(&state, &mount);
+        assert_eq!(seen(), before, "round {round}: the restarted daemon serves the same");
+    }
+    let status = daemon.terminate();
+    assert!(status.success(), "serve exited with {status} on SIGTERM");
+    assert!(!mounted(&mount), "SIGTERM unmounted {}", mount.display());
     drop(daemon);
 }

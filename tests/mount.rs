@@ -173,6 +173,18 @@ fn source_tar(format: &str, args: &[&str]) -> (tempfile::TempDir, PathBuf) {
     (tmp, tar)
 }
 
+/// The tree extracted at `dest` as the mount serves it: FIFOs without write bits
+/// (`addonfs::fs::served_mode`).
+fn served_tree(dest: &Path) -> common::Tree {
+    let mut tree = walk_dir(dest);
+    for node in tree.values_mut() {
+        if node.kind == addonfs::archive::EntryKind::Fifo {
+            node.mode &= !0o222;
+        }
+    }
+    tree
+}
+
 fn compare_for(format: &str) -> Compare {
     Compare { nsec: format == "posix", root: true, dir_nlink: true }
 }
@@ -187,7 +199,7 @@ fn check_mount(
     what: &str,
 ) -> Mounted {
     let m = mount(&[archive], extra);
-    let expected = walk_dir(dest);
+    let expected = served_tree(dest);
     let served = walk_dir(&m.mountpoint);
     assert_same_tree(&expected, &served, cmp, what);
     assert_same_bytes(dest, &expected, hot, what, |path, offset, len| {
@@ -541,7 +553,7 @@ fn merge_later_archives_win_and_directories_merge() {
         [tmp.path().join("a.tar"), tmp.path().join("b.tar"), tmp.path().join("c.tar.gz")];
     let refs: Vec<&Path> = archives.iter().map(PathBuf::as_path).collect();
     let m = mount(&refs, &["--merge"]);
-    let expected = walk_dir(&dest);
+    let expected = served_tree(&dest);
     let served = walk_dir(&m.mountpoint);
     assert_same_tree(&expected, &served, compare_for("gnu"), "merge");
     assert_same_bytes(&dest, &expected, &[], "merge", |path, offset, len| {
@@ -635,7 +647,7 @@ fn several_archives_get_one_directory_each() {
         .collect();
     root.sort();
     assert_eq!(root, ["addon", "addon-2", "tools"]);
-    let expected = walk_dir(&dest);
+    let expected = served_tree(&dest);
     for name in ["addon", "addon-2"] {
         let served = walk_dir(&m.path(name));
         // The root of each is the archive's root entry.
@@ -729,6 +741,42 @@ fn allow_other_lets_other_users_read_what_modes_allow() {
     let closed = mount(&[&tar], &[]);
     let out = as_nobody(closed.path("usr/custom_file"));
     assert!(!out.status.success(), "without --allow-other other users are refused");
+}
+
+/// A FIFO in an archive is served without write bits: through a read-only mount, other users
+/// cannot pass data to each other through it (only root, which ignores modes, could).
+#[test]
+fn fifos_are_served_without_write_bits() {
+    if !common::fuse_ready() || !common::require("setpriv") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    sh(&format!(
+        "cd '{}' && mkfifo -m 0666 open && mkfifo -m 0640 private && echo x > file && chmod 0666 file",
+        src.display()
+    ));
+    let tar = tmp.path().join("fifo.tar");
+    run(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&src).arg("."));
+    let m = mount(&[&tar], &["--allow-other"]);
+    let mode = |name: &str| {
+        std::os::unix::fs::MetadataExt::mode(
+            &std::fs::symlink_metadata(m.path(name)).expect("lstat"),
+        ) & 0o7777
+    };
+    assert_eq!(mode("open"), 0o444);
+    assert_eq!(mode("private"), 0o440);
+    // Other kinds keep the archive's bits (the mount is read-only anyway).
+    assert_eq!(mode("file"), 0o666);
+    // Opening it read-write (which never blocks on a FIFO) as another user is refused.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", "exec 3<>\"$0\""])
+        .arg(m.path("open"))
+        .output()
+        .expect("setpriv");
+    assert!(!out.status.success(), "nobody opened the FIFO for writing");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
 }
 
 /// SIGTERM unmounts and exits 0, leaving no mount behind.
@@ -1039,7 +1087,7 @@ fn tree_walkers_read_pushed_pages_exactly() {
         o1 = out1.display(),
         o2 = out2.display()
     ));
-    let expected = walk_dir(&dest);
+    let expected = served_tree(&dest);
     let cmp = compare_for("gnu");
     for out in [&out1, &out2] {
         let archived = walk_dir(out);

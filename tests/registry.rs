@@ -222,7 +222,8 @@ fn seed_upload_list_filter_page_and_status() {
     let (s, r) = server.status(&json!({"status": "AVAILABLE", "ids": [2]}));
     assert_eq!((s, r), (200, json!({"rows_affected": 1})));
     assert_error(&server.status(&json!({"status": "AVAILABLE", "ids": [99]})), 404, 5, "99");
-    assert_error(&server.status(&json!({"status": "DELETED", "ids": [1]})), 400, 3, "DELETED");
+    // Custom add-ons are disabled, never deleted: a precondition, not a bad argument.
+    assert_error(&server.status(&json!({"status": "DELETED", "ids": [1]})), 400, 9, "DELETED");
     assert_error(&server.status(&json!({"status": "DISABLED", "idz": [1]})), 400, 3, "idz");
 
     // A restart keeps everything.

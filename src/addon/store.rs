@@ -43,7 +43,8 @@ pub const RECORD_FILE: &str = "record.json";
 /// The component of every custom add-on.
 pub const COMPONENT: &str = "Custom";
 
-/// An add-on's status (the API's values; the store sets only `AVAILABLE` and `DISABLED`).
+/// An add-on's status (the API's values; the store sets `AVAILABLE`, `DEPRECATED` and
+/// `DISABLED`, see [`Store::set_status_with_reason`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
@@ -51,9 +52,11 @@ pub enum Status {
     Unknown,
     /// Enabled: mounted into new workloads.
     Available,
-    /// Disabled by an admin.
+    /// Disabled by an admin: hidden from new workloads, still readable for running ones.
     Disabled,
-    /// Deprecated.
+    /// Deprecated by an admin: still enabled (mounted into new workloads, listed in the
+    /// manifest, part of the path-conflict rule), but flagged with a reason so that users are
+    /// warned before it is disabled.
     Deprecated,
     /// Deleted.
     Deleted,
@@ -78,7 +81,24 @@ impl Status {
     pub fn parse(text: &str) -> Option<Status> {
         serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
     }
+
+    /// Whether new workloads get the add-on: `AVAILABLE` and `DEPRECATED`. An enabled add-on
+    /// is visible in the mount and its manifest, and its paths count for conflicts.
+    pub fn is_enabled(self) -> bool {
+        matches!(self, Status::Available | Status::Deprecated)
+    }
 }
+
+/// The reason recorded when an add-on is disabled without one.
+pub const DISABLED_REASON: &str = "disabled by an administrator";
+/// The reason recorded when an add-on is deprecated without one.
+pub const DEPRECATED_REASON: &str = "deprecated by an administrator";
+/// The longest reason accepted, in characters.
+pub const MAX_REASON_CHARS: usize = 1024;
+/// File name (in the state directory) of the journal of a status change that rewrites several
+/// records: written before them and removed after, so that a crash in between is completed at
+/// the next start (see [`Store::set_status_with_reason`]).
+pub const STATUS_JOURNAL: &str = "status-change.json";
 
 /// The stored record of one add-on: the API's `RuntimeAddon` plus size and digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,13 +112,13 @@ pub struct Record {
     pub component: String,
     /// The metadata's `name`.
     pub display_name: String,
-    /// `AVAILABLE` or `DISABLED`.
+    /// `AVAILABLE`, `DEPRECATED` or `DISABLED`.
     pub status: Status,
     /// Always true for custom add-ons.
     pub manageable: bool,
     /// When it was registered, RFC 3339 UTC.
     pub created_at: String,
-    /// Why it is not available; empty otherwise.
+    /// Why it is not available (disabled) or why it is deprecated; empty when `AVAILABLE`.
     pub reason: String,
     /// Size of the archive in bytes.
     pub size: u64,
@@ -163,8 +183,14 @@ pub enum StoreError {
     #[error("no add-on {0}")]
     NotFound(String),
     /// The status cannot be set.
-    #[error("status `{0}` cannot be set; use AVAILABLE or DISABLED")]
+    #[error("status `{0}` cannot be set; use AVAILABLE, DEPRECATED or DISABLED")]
     BadStatus(String),
+    /// `DELETED` was asked for: custom add-ons are never removed.
+    #[error("custom add-ons cannot be deleted (status DELETED); disable them instead (status DISABLED): new workloads stop getting them and running ones keep reading them")]
+    NotDeletable,
+    /// The reason given with a status change breaks a rule.
+    #[error("bad reason: {0}")]
+    BadReason(String),
     /// Another process holds the state directory.
     #[error(transparent)]
     Locked(#[from] LockError),
@@ -248,6 +274,12 @@ impl Store {
             };
             removed.map_err(io(&path))?;
         }
+        // The temporary file of a status-change journal that was never renamed into place.
+        for entry in std::fs::read_dir(root).map_err(io(root))?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".status-change.json.") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         let mut store = Self::load(root, true)?;
         store.lock = Some(Mutex::new(lock));
         Ok(store)
@@ -300,15 +332,12 @@ impl Store {
                 Err(why) => problems.push(format!("{}: {why}; entry ignored", dir.display())),
             }
         }
+        let mut inner = Inner { addons, next_id: max_id + 1 };
+        load_journal(root, &mut inner, clean, &mut problems);
         for p in &problems {
             tracing::warn!("{p}");
         }
-        Ok(Store {
-            root: root.to_path_buf(),
-            inner: Mutex::new(Inner { addons, next_id: max_id + 1 }),
-            problems,
-            lock: None,
-        })
+        Ok(Store { root: root.to_path_buf(), inner: Mutex::new(inner), problems, lock: None })
     }
 
     /// Records the URL of this process's API in the state directory's lock file, where the
@@ -440,62 +469,253 @@ impl Store {
         check_conflicts(inner, &identifier, &metadata.spec.paths, &[])
     }
 
-    /// Sets the status of the add-ons with these ids and identifiers to `AVAILABLE` or
-    /// `DISABLED`. All are found and checked first (an unknown one or a path conflict changes
-    /// nothing); each record is then rewritten atomically. Returns how many add-ons matched.
+    /// Sets the status of the add-ons with these ids and identifiers, with the default reason
+    /// (see [`Store::set_status_with_reason`]).
     pub fn set_status(
         &self,
         status: Status,
         ids: &[u64],
         identifiers: &[String],
     ) -> Result<usize, StoreError> {
+        self.set_status_with_reason(status, None, ids, identifiers)
+    }
+
+    /// Sets the status of the add-ons with these ids and identifiers to `AVAILABLE`,
+    /// `DEPRECATED` or `DISABLED` (`DELETED` is refused with [`StoreError::NotDeletable`],
+    /// `UNKNOWN` and `FAILED` with [`StoreError::BadStatus`]), recording `reason` (or a default
+    /// text for `DEPRECATED` and `DISABLED`; an `AVAILABLE` add-on has none).
+    ///
+    /// All or nothing: every id and identifier is looked up (the error names every unknown
+    /// one) and every enable (to `AVAILABLE` or `DEPRECATED` from `DISABLED`) is checked for
+    /// path conflicts first; a refusal changes nothing. A change that rewrites several records
+    /// writes them to the journal [`STATUS_JOURNAL`] first, so that a crash half-way is
+    /// completed at the next open.
+    ///
+    /// Returns how many add-ons changed: a status (or, when `reason` is given, a reason) that
+    /// is already set is not counted, so repeating a request answers 0.
+    pub fn set_status_with_reason(
+        &self,
+        status: Status,
+        reason: Option<&str>,
+        ids: &[u64],
+        identifiers: &[String],
+    ) -> Result<usize, StoreError> {
         self.writable()?;
-        if !matches!(status, Status::Available | Status::Disabled) {
-            return Err(StoreError::BadStatus(status.as_str().to_string()));
-        }
-        let mut inner = self.lock();
-        let mut targets: Vec<u64> = Vec::new();
-        for id in ids {
-            if !inner.addons.contains_key(id) {
-                return Err(StoreError::NotFound(format!("has id {id}")));
+        match status {
+            Status::Available | Status::Deprecated | Status::Disabled => {}
+            Status::Deleted => return Err(StoreError::NotDeletable),
+            Status::Unknown | Status::Failed => {
+                return Err(StoreError::BadStatus(status.as_str().to_string()))
             }
-            targets.push(*id);
+        }
+        let reason = check_reason(status, reason)?;
+        let mut inner = self.lock();
+        self.finish_journal(&mut inner)?;
+        let mut targets: Vec<u64> = Vec::new();
+        let mut unknown: Vec<String> = Vec::new();
+        for id in ids {
+            if inner.addons.contains_key(id) {
+                targets.push(*id);
+            } else {
+                unknown.push(format!("id {id}"));
+            }
         }
         for ident in identifiers {
-            let Some(a) = inner.addons.values().find(|a| &a.record.identifier == ident) else {
-                return Err(StoreError::NotFound(format!("has identifier `{ident}`")));
-            };
-            targets.push(a.record.id);
+            match inner.addons.values().find(|a| &a.record.identifier == ident) {
+                Some(a) => targets.push(a.record.id),
+                None => unknown.push(format!("identifier `{ident}`")),
+            }
+        }
+        if !unknown.is_empty() {
+            unknown.dedup();
+            return Err(StoreError::NotFound(format!(
+                "has {}; nothing was changed",
+                unknown.join(", ")
+            )));
         }
         targets.sort_unstable();
         targets.dedup();
-        if status == Status::Available {
+        if status.is_enabled() {
             let mut enabled_now: Vec<u64> = Vec::new();
             for id in &targets {
                 let Some(addon) = inner.addons.get(id) else { continue };
-                if addon.record.status != Status::Available {
+                if !addon.record.status.is_enabled() {
                     check_conflicts(&inner, &addon.record.identifier, &addon.paths, &enabled_now)?;
                 }
                 enabled_now.push(*id);
             }
         }
+        let mut changed: Vec<Record> = Vec::new();
         for id in &targets {
-            let Some(addon) = inner.addons.get_mut(id) else { continue };
-            if addon.record.status == status {
-                continue;
-            }
+            let Some(addon) = inner.addons.get(id) else { continue };
             let mut record = addon.record.clone();
-            record.status = status;
-            record.reason = if status == Status::Disabled {
-                "disabled by an administrator".to_string()
-            } else {
-                String::new()
+            record.reason = match (&reason, status) {
+                (_, Status::Available) => String::new(),
+                (Some(given), _) => given.clone(),
+                (None, _) if record.status == status => record.reason,
+                (None, Status::Deprecated) => DEPRECATED_REASON.to_string(),
+                (None, _) => DISABLED_REASON.to_string(),
             };
-            rewrite_record(&addon.dir, &record)?;
-            addon.record = record;
+            record.status = status;
+            if record != addon.record {
+                changed.push(record);
+            }
         }
-        Ok(targets.len())
+        match changed.as_slice() {
+            [] => {}
+            [one] => {
+                let dir = self.dir_of(&inner, one.id);
+                rewrite_record(&dir, one)?;
+            }
+            _ => {
+                // Durable intent first: from here on the change is decided, and a crash or an
+                // I/O error below is completed from the journal (next change or next open).
+                write_journal(&self.root, &changed)?;
+                if let Err(e) = self.finish_journal(&mut inner) {
+                    tracing::error!(error = %e, "status change recorded in {STATUS_JOURNAL} but not yet applied; it is retried at the next change and at the next start");
+                }
+            }
+        }
+        for record in &changed {
+            if let Some(addon) = inner.addons.get_mut(&record.id) {
+                addon.record = record.clone();
+            }
+        }
+        Ok(changed.len())
     }
+
+    fn dir_of(&self, inner: &Inner, id: u64) -> PathBuf {
+        inner.addons.get(&id).map_or_else(|| self.root.join("addons"), |a| a.dir.clone())
+    }
+
+    /// Applies the journal of an earlier status change if one is there (left by a crash or an
+    /// I/O error), then removes it. Refuses (leaving it) if a record cannot be rewritten.
+    fn finish_journal(&self, inner: &mut Inner) -> Result<(), StoreError> {
+        let path = self.root.join(STATUS_JOURNAL);
+        let records = match read_journal(&path) {
+            Ok(None) => return Ok(()),
+            Ok(Some(records)) => records,
+            Err(why) => return Err(StoreError::Io { path, source: std::io::Error::other(why) }),
+        };
+        apply_journal(inner, &records, true)
+            .map_err(|(p, e)| StoreError::Io { path: p, source: e })?;
+        std::fs::remove_file(&path).map_err(io(&path))?;
+        sync_dir(&self.root)
+    }
+}
+
+/// Checks a reason given with a status change; returns it trimmed, `None` if absent or empty.
+fn check_reason(status: Status, reason: Option<&str>) -> Result<Option<String>, StoreError> {
+    let Some(reason) = reason.map(str::trim).filter(|r| !r.is_empty()) else { return Ok(None) };
+    if status == Status::Available {
+        return Err(StoreError::BadReason(
+            "an AVAILABLE add-on has no reason; leave `reason` out or empty".to_string(),
+        ));
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(StoreError::BadReason(format!(
+            "{} characters, more than the limit of {MAX_REASON_CHARS}",
+            reason.chars().count()
+        )));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(StoreError::BadReason(
+            "control characters (such as a line break) are not allowed; the reason is one line"
+                .to_string(),
+        ));
+    }
+    Ok(Some(reason.to_string()))
+}
+
+/// Completes the status change of a journal left by a crash: sets its records in `inner` and,
+/// with `clean` (a writer), rewrites them on disk and removes the journal. A journal that
+/// cannot be read is noted in `problems` and (with `clean`) renamed aside so that it no longer
+/// blocks changes.
+fn load_journal(root: &Path, inner: &mut Inner, clean: bool, problems: &mut Vec<String>) {
+    let path = root.join(STATUS_JOURNAL);
+    match read_journal(&path) {
+        Ok(None) => {}
+        Ok(Some(records)) => match apply_journal(inner, &records, clean) {
+            Ok(()) if clean => {
+                tracing::info!(records = records.len(), "completed an interrupted status change");
+                if let Err(e) = std::fs::remove_file(&path).and_then(|()| {
+                    std::fs::File::open(root).and_then(|d| d.sync_all())
+                }) {
+                    problems.push(format!("{}: cannot remove it: {e}", path.display()));
+                }
+            }
+            Ok(()) => {}
+            Err((file, e)) => problems.push(format!(
+                "{}: cannot complete the interrupted status change: {e}; it is retried at the next change",
+                file.display()
+            )),
+        },
+        Err(why) => {
+            let mut note = format!("{}: {why}; ignored", path.display());
+            if clean {
+                let aside = root.join(format!("{STATUS_JOURNAL}.broken"));
+                if std::fs::rename(&path, &aside).is_ok() {
+                    note.push_str(&format!(" and moved to {}", aside.display()));
+                }
+            }
+            problems.push(note);
+        }
+    }
+}
+
+/// Writes the journal of a status change: the new records, atomically (temporary file, fsync,
+/// rename, fsync of the state directory).
+fn write_journal(root: &Path, records: &[Record]) -> Result<(), StoreError> {
+    let path = root.join(STATUS_JOURNAL);
+    let json = serde_json::to_vec_pretty(records)
+        .map_err(|e| StoreError::Io { path: path.clone(), source: e.into() })?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".status-change.json.")
+        .suffix(".tmp")
+        .tempfile_in(root)
+        .map_err(io(root))?;
+    tmp.write_all(&json).and_then(|()| tmp.as_file().sync_all()).map_err(io(&path))?;
+    tmp.persist(&path).map_err(|e| StoreError::Io { path: path.clone(), source: e.error })?;
+    sync_dir(root)
+}
+
+/// Reads the journal at `path`: `None` if there is none, an error text if it cannot be read
+/// or parsed.
+fn read_journal(path: &Path) -> Result<Option<Vec<Record>>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read it: {e}")),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("not a list of records: {e}"))
+}
+
+/// Sets the journal's records in `inner` (those whose id and identifier match a loaded add-on;
+/// others are skipped) and, with `write`, rewrites each record file that differs.
+fn apply_journal(
+    inner: &mut Inner,
+    records: &[Record],
+    write: bool,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    for record in records {
+        let Some(addon) = inner.addons.get_mut(&record.id) else { continue };
+        if addon.record.identifier != record.identifier {
+            continue;
+        }
+        if write {
+            let on_disk = std::fs::read(addon.dir.join(RECORD_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Record>(&b).ok());
+            if on_disk.as_ref() != Some(record) {
+                rewrite_record(&addon.dir, record).map_err(|e| match e {
+                    StoreError::Io { path, source } => (path, source),
+                    other => (addon.dir.clone(), std::io::Error::other(other.to_string())),
+                })?;
+            }
+        }
+        addon.record = record.clone();
+    }
+    Ok(())
 }
 
 /// Refuses if any of `paths` collides with a path of an enabled add-on (other than
@@ -508,7 +728,7 @@ fn check_conflicts(
 ) -> Result<(), StoreError> {
     for other in inner.addons.values() {
         if other.record.identifier == identifier
-            || !(other.record.status == Status::Available || also.contains(&other.record.id))
+            || !(other.record.status.is_enabled() || also.contains(&other.record.id))
         {
             continue;
         }
@@ -702,5 +922,195 @@ mod tests {
         assert_eq!(list[0].record.reason, "disabled by an administrator");
         assert_eq!(list[1].record.status, Status::Available);
         assert!(!dir.path().join("addons/custom-addon-b/.record.json.x.tmp").exists());
+    }
+
+    fn statuses(store: &Store) -> Vec<(Status, String)> {
+        store.list().into_iter().map(|a| (a.record.status, a.record.reason)).collect()
+    }
+
+    #[test]
+    fn rows_affected_counts_only_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
+        add(&store, "a", &["/opt/a"]).unwrap();
+        add(&store, "b", &["/opt/b"]).unwrap();
+        let ab = ["custom-addon-a".to_string(), "custom-addon-b".to_string()];
+        assert_eq!(store.set_status(Status::Available, &[1, 2], &[]).unwrap(), 0);
+        assert_eq!(store.set_status(Status::Disabled, &[1], &[]).unwrap(), 1);
+        assert_eq!(store.set_status(Status::Disabled, &[1], &[]).unwrap(), 0);
+        // One already disabled, one changing; an id and its identifier count once.
+        assert_eq!(store.set_status(Status::Disabled, &[1, 2], &ab).unwrap(), 1);
+        assert_eq!(store.set_status(Status::Disabled, &[1, 2], &ab).unwrap(), 0);
+        assert_eq!(store.set_status(Status::Deprecated, &[1, 2], &[]).unwrap(), 2);
+        assert_eq!(statuses(&store), vec![(Status::Deprecated, DEPRECATED_REASON.into()); 2]);
+        assert_eq!(store.set_status(Status::Deprecated, &[1, 2], &[]).unwrap(), 0);
+        // A new reason is a change; the same reason again, or none, is not.
+        let why = "use custom-addon-c from June";
+        let deprecate = || store.set_status_with_reason(Status::Deprecated, Some(why), &[1], &[]);
+        assert_eq!(deprecate().unwrap(), 1);
+        assert_eq!(deprecate().unwrap(), 0);
+        assert_eq!(store.set_status(Status::Deprecated, &[1], &[]).unwrap(), 0);
+        assert_eq!(statuses(&store)[0], (Status::Deprecated, why.into()));
+        assert_eq!(store.set_status(Status::Available, &[1, 2], &[]).unwrap(), 2);
+        assert_eq!(statuses(&store), vec![(Status::Available, String::new()); 2]);
+    }
+
+    #[test]
+    fn deprecated_stays_enabled_for_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
+        add(&store, "a", &["/opt/x"]).unwrap();
+        store.set_status(Status::Deprecated, &[1], &[]).unwrap();
+        // A deprecated add-on still holds its paths.
+        let e = add(&store, "b", &["/opt/x/y"]).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Conflict { other, .. } if other == "custom-addon-a"),
+            "{e}"
+        );
+        store.set_status(Status::Disabled, &[1], &[]).unwrap();
+        add(&store, "b", &["/opt/x/y"]).unwrap();
+        // DISABLED -> DEPRECATED is an enable: the same check as DISABLED -> AVAILABLE.
+        let e = store.set_status(Status::Deprecated, &[1], &[]).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Conflict { other, .. } if other == "custom-addon-b"),
+            "{e}"
+        );
+        assert_eq!(store.list()[0].record.status, Status::Disabled);
+        // AVAILABLE <-> DEPRECATED is not: b is enabled, and stays so.
+        assert_eq!(store.set_status(Status::Deprecated, &[2], &[]).unwrap(), 1);
+        assert_eq!(store.set_status(Status::Available, &[2], &[]).unwrap(), 1);
+        assert!(matches!(
+            store.set_status(Status::Deprecated, &[1, 2], &[]),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(statuses(&store)[1], (Status::Available, String::new()));
+    }
+
+    #[test]
+    fn refusals_name_every_unknown_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
+        add(&store, "a", &["/opt/a"]).unwrap();
+        let before = store.list();
+        let e = store
+            .set_status(
+                Status::Disabled,
+                &[1, 7, 9],
+                &["custom-addon-a".into(), "custom-addon-zz".into()],
+            )
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, StoreError::NotFound(_)), "{text}");
+        for part in ["id 7", "id 9", "identifier `custom-addon-zz`", "nothing was changed"] {
+            assert!(text.contains(part), "{text}");
+        }
+        assert!(!text.contains("id 1,") && !text.contains("`custom-addon-a`"), "{text}");
+        let e = store.set_status(Status::Deleted, &[1], &[]).unwrap_err();
+        assert!(matches!(e, StoreError::NotDeletable), "{e}");
+        assert!(e.to_string().contains("cannot be deleted") && e.to_string().contains("DISABLED"));
+        for s in [Status::Unknown, Status::Failed] {
+            let e = store.set_status(s, &[1], &[]).unwrap_err();
+            assert!(e.to_string().contains("AVAILABLE, DEPRECATED or DISABLED"), "{e}");
+        }
+        let e = store.set_status_with_reason(Status::Available, Some("x"), &[1], &[]).unwrap_err();
+        assert!(matches!(e, StoreError::BadReason(_)), "{e}");
+        let long = "x".repeat(MAX_REASON_CHARS + 1);
+        for bad in [long.as_str(), "two\nlines"] {
+            let e =
+                store.set_status_with_reason(Status::Disabled, Some(bad), &[1], &[]).unwrap_err();
+            assert!(matches!(e, StoreError::BadReason(_)), "{e}");
+        }
+        assert_eq!(store.list(), before);
+    }
+
+    #[test]
+    fn records_of_older_versions_load_and_deprecated_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
+        add(&store, "a", &["/opt/a"]).unwrap();
+        add(&store, "b", &["/opt/b"]).unwrap();
+        drop(store);
+        // record.json exactly as versions before DEPRECATED wrote it.
+        let old = r#"{
+  "id": 1,
+  "identifier": "custom-addon-a",
+  "component": "Custom",
+  "display_name": "a",
+  "status": "DISABLED",
+  "manageable": true,
+  "created_at": "2026-11-28T12:33:17Z",
+  "reason": "disabled by an administrator",
+  "size": 213,
+  "sha256": "e11181d90312064311b194761a26bc96c836f77624c709872cd28589dadd0dd9"
+}"#;
+        std::fs::write(dir.path().join("addons/custom-addon-a").join(RECORD_FILE), old).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
+        assert!(store.problems().is_empty(), "{:?}", store.problems());
+        let a = &store.list()[0].record;
+        assert_eq!(
+            (a.status, a.size, a.created_at.as_str()),
+            (Status::Disabled, 213, "2026-11-28T12:33:17Z")
+        );
+        store.set_status_with_reason(Status::Deprecated, Some("old"), &[1, 2], &[]).unwrap();
+        drop(store);
+        let store = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(statuses(&store), vec![(Status::Deprecated, "old".into()); 2]);
+    }
+
+    #[test]
+    fn a_failed_rewrite_mid_batch_is_completed_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
+        for name in ["a", "b", "c"] {
+            add(&store, name, &[&format!("/opt/{name}")]).unwrap();
+        }
+        // b's record cannot be replaced (a non-empty directory is in the way of the rename):
+        // a is rewritten first, then b fails.
+        let b_record = dir.path().join("addons/custom-addon-b").join(RECORD_FILE);
+        let saved = std::fs::read(&b_record).unwrap();
+        std::fs::remove_file(&b_record).unwrap();
+        std::fs::create_dir_all(b_record.join("in-the-way")).unwrap();
+        // The batch is decided once its journal is written: all three change.
+        assert_eq!(store.set_status(Status::Disabled, &[1, 2, 3], &[]).unwrap(), 3);
+        assert!(store.list().iter().all(|a| a.record.status == Status::Disabled));
+        let journal = dir.path().join(STATUS_JOURNAL);
+        assert!(journal.exists());
+        // Until the journal is applied, further changes are refused, not layered on top.
+        let e = store.set_status(Status::Available, &[3], &[]).unwrap_err();
+        assert!(matches!(e, StoreError::Io { .. }), "{e}");
+        drop(store);
+        // A read-only snapshot shows the whole batch without touching the disk.
+        std::fs::remove_dir_all(&b_record).unwrap();
+        std::fs::write(&b_record, &saved).unwrap();
+        let snapshot = Store::open_read_only(dir.path()).unwrap();
+        assert!(snapshot.list().iter().all(|a| a.record.status == Status::Disabled));
+        assert!(journal.exists());
+        // The next writer completes it on disk and removes the journal.
+        let store = Store::open(dir.path(), "test").unwrap();
+        assert!(store.problems().is_empty(), "{:?}", store.problems());
+        assert!(!journal.exists());
+        for name in ["a", "b", "c"] {
+            let path = dir.path().join(format!("addons/custom-addon-{name}")).join(RECORD_FILE);
+            let record: Record = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+            assert_eq!(record.status, Status::Disabled, "{name}");
+        }
+        assert_eq!(store.set_status(Status::Available, &[3], &[]).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_broken_journal_is_reported_and_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
+        add(&store, "a", &["/opt/a"]).unwrap();
+        drop(store);
+        std::fs::write(dir.path().join(STATUS_JOURNAL), "[{").unwrap();
+        std::fs::write(dir.path().join(".status-change.json.x.tmp"), "[").unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
+        assert_eq!(store.problems().len(), 1, "{:?}", store.problems());
+        assert!(store.problems()[0].contains(STATUS_JOURNAL), "{:?}", store.problems());
+        assert!(!dir.path().join(STATUS_JOURNAL).exists());
+        assert!(!dir.path().join(".status-change.json.x.tmp").exists());
+        assert!(dir.path().join(format!("{STATUS_JOURNAL}.broken")).exists());
+        assert_eq!(store.set_status(Status::Disabled, &[1], &[]).unwrap(), 1);
     }
 }

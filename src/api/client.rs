@@ -140,9 +140,23 @@ impl ApiClient {
         ids: &[u64],
         identifiers: &[String],
     ) -> Result<u64, ClientError> {
-        let body =
-            serde_json::json!({"status": status.as_str(), "ids": ids, "identifiers": identifiers})
-                .to_string();
+        self.set_status_with_reason(status, None, ids, identifiers)
+    }
+
+    /// [`ApiClient::set_status`] with a `reason` (for `DEPRECATED` and `DISABLED`).
+    pub fn set_status_with_reason(
+        &self,
+        status: Status,
+        reason: Option<&str>,
+        ids: &[u64],
+        identifiers: &[String],
+    ) -> Result<u64, ClientError> {
+        let mut body =
+            serde_json::json!({"status": status.as_str(), "ids": ids, "identifiers": identifiers});
+        if let Some(reason) = reason {
+            body["reason"] = reason.into();
+        }
+        let body = body.to_string();
         let reply: serde_json::Value = self.call(
             Method::POST,
             STATUS_PATH,

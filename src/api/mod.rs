@@ -3,7 +3,7 @@
 //!
 //! * `POST /api/v2/runtimeaddons/custom`: multipart upload (`metadata`, `tarball`);
 //! * `GET /api/v2/runtimeaddons`: list with `search_filter`, `page_size`, `page_token`, `sort`;
-//! * `POST /api/v2/runtimeaddons:updatestatus`: enable or disable.
+//! * `POST /api/v2/runtimeaddons:updatestatus`: enable, deprecate or disable.
 //!
 //! Every route needs `Authorization: Bearer <key>`; every error is a
 //! `{"error", "code", "message", "details"}` envelope.
@@ -134,9 +134,9 @@ impl From<StoreError> for ApiError {
                 Code::Internal
             }
             StoreError::AlreadyExists { .. } => Code::AlreadyExists,
-            StoreError::Conflict { .. } => Code::FailedPrecondition,
+            StoreError::Conflict { .. } | StoreError::NotDeletable => Code::FailedPrecondition,
             StoreError::NotFound(_) => Code::NotFound,
-            StoreError::BadStatus(_) => Code::InvalidArgument,
+            StoreError::BadStatus(_) | StoreError::BadReason(_) => Code::InvalidArgument,
         };
         if code == Code::Internal {
             tracing::error!(error = %e, "store failure");
@@ -474,6 +474,9 @@ struct StatusRequest {
     ids: Vec<u64>,
     #[serde(default)]
     identifiers: Vec<String>,
+    /// addonfs's addition: why the add-on is deprecated or disabled (else a default text).
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 async fn update_status(app: &App, body: Body) -> Result<Response, ApiError> {
@@ -482,19 +485,24 @@ async fn update_status(app: &App, body: Body) -> Result<Response, ApiError> {
         .await
         .map_err(|e| bad(format!("cannot read the body (at most {MAX_JSON_BODY} bytes): {e}")))?;
     let req: StatusRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        bad(format!("bad body: {e} (expected {{\"status\": \"AVAILABLE\"|\"DISABLED\", \"ids\": [int], \"identifiers\": [string]}})"))
+        bad(format!("bad body: {e} (expected {{\"status\": \"AVAILABLE\"|\"DEPRECATED\"|\"DISABLED\", \"ids\": [int], \"identifiers\": [string], \"reason\": string}})"))
     })?;
-    let status = match Status::parse(&req.status) {
-        Some(s @ (Status::Available | Status::Disabled)) => s,
-        _ => return Err(bad(format!("bad status {:?}: use AVAILABLE or DISABLED", req.status))),
+    // `DELETED` parses, and the store refuses it as a precondition (custom add-ons are never
+    // removed); `UNKNOWN` and `FAILED` are refused there as bad arguments.
+    let Some(status) = Status::parse(&req.status) else {
+        return Err(bad(format!(
+            "bad status {:?}: use AVAILABLE, DEPRECATED or DISABLED",
+            req.status
+        )));
     };
     if req.ids.is_empty() && req.identifiers.is_empty() {
         return Err(bad("give `ids` or `identifiers`".to_string()));
     }
     let store = Arc::clone(&app.store);
-    let rows =
-        tokio::task::spawn_blocking(move || store.set_status(status, &req.ids, &req.identifiers))
-            .await
-            .map_err(|e| ApiError::new(Code::Internal, format!("status task failed: {e}")))??;
+    let rows = tokio::task::spawn_blocking(move || {
+        store.set_status_with_reason(status, req.reason.as_deref(), &req.ids, &req.identifiers)
+    })
+    .await
+    .map_err(|e| ApiError::new(Code::Internal, format!("status task failed: {e}")))??;
     Ok(Json(serde_json::json!({ "rows_affected": rows })).into_response())
 }

@@ -3,17 +3,31 @@
 //! in the workload.
 //!
 //! It needs nothing but the mount: the list of enabled add-ons and their paths is the mount's
-//! read-only `/.addons.json` ([`Manifest`]). It runs as the workload's (unprivileged) user.
+//! read-only `/.addons.json` ([`Manifest`]). It runs as the workload's (unprivileged) user,
+//! or as root in a tree the workload owns: every path under the workload root is resolved
+//! inside it ([`root`]), so no symlink there can steer a link outside it.
 
-use std::io::ErrorKind;
+pub mod root;
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use root::{Found, ParentError, Root};
+
 /// The name of the manifest at the root of the mount.
 pub const MANIFEST_NAME: &str = ".addons.json";
 
-/// The mount's `/.addons.json`: the enabled add-ons and the paths each one asks for.
+/// The largest manifest read (far above what a node's add-ons need: a manifest that size is
+/// not the daemon's).
+pub const MANIFEST_LIMIT: u64 = 16 << 20;
+
+/// The mount's `/.addons.json`: the enabled add-ons (`AVAILABLE` and `DEPRECATED`) and the
+/// paths each one asks for. Readers ignore fields they do not know, and fields added later
+/// have defaults, so older and newer daemons and attach binaries read each other's manifests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Enabled add-ons, in the order they are attached.
@@ -28,11 +42,39 @@ pub struct ManifestAddon {
     /// Absolute paths the workload gets, each a symlink to the same path under the add-on's
     /// directory.
     pub paths: Vec<String>,
+    /// The add-on is deprecated: still attached, but its administrators plan to disable it.
+    /// Written only when true; absent (manifests of older daemons) reads as false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deprecated: bool,
+    /// Why it is deprecated. Written only when not empty; absent reads as empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// Why attach or detach could not start at all.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
+    /// `--root` or `--mount` was given as an empty string.
+    #[error("{flag} is empty: give a directory (`/` for the whole file system)")]
+    EmptyPath {
+        /// The flag.
+        flag: &'static str,
+    },
+    /// The workload root cannot be opened.
+    #[error("the workload root {}: {source} (it must be an existing directory; attach creates nothing above the requested paths)", shown(path))]
+    Root {
+        /// The root as given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest is larger than [`MANIFEST_LIMIT`].
+    #[error("{} is larger than {} MiB: not an addonfs manifest", path.display(), MANIFEST_LIMIT >> 20)]
+    ManifestTooLarge {
+        /// The manifest path.
+        path: PathBuf,
+    },
     /// The manifest could not be read.
     #[error("cannot read {}: {source} (is the addonfs daemon's mount at {}?)", path.display(), mount.display())]
     ManifestUnreadable {
@@ -53,6 +95,13 @@ pub enum AttachError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl AttachError {
+    /// Whether the command line was at fault (exit code 2) rather than the system.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, AttachError::EmptyPath { .. })
+    }
 }
 
 /// What happened to one requested path.
@@ -102,6 +151,18 @@ pub struct Report {
     pub root: PathBuf,
     /// One entry per requested path.
     pub paths: Vec<PathReport>,
+    /// (attach) The attached add-ons that are deprecated, to warn the workload's user.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deprecated: Vec<Deprecation>,
+}
+
+/// A deprecated add-on in a [`Report`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deprecation {
+    /// Its identifier.
+    pub addon: String,
+    /// Why, as its administrator gave it.
+    pub reason: String,
 }
 
 impl Report {
@@ -131,22 +192,49 @@ impl Report {
     }
 }
 
-/// Reads the manifest at the root of `mount`.
+/// `path` for a message or a report line: as it is when it is printable UTF-8, else quoted
+/// with escapes (`"/usr/a\nb"`), so a newline in a name cannot split a line.
+pub fn shown(path: &Path) -> String {
+    quoted(path.as_os_str())
+}
+
+/// `text` as it is when it is printable UTF-8, else quoted with escapes.
+pub fn quoted(text: &OsStr) -> String {
+    match text.to_str() {
+        Some(s) if !s.chars().any(char::is_control) && !s.starts_with('"') => s.to_string(),
+        _ => format!("{text:?}"),
+    }
+}
+
+/// Parses a manifest's bytes.
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// Reads the manifest at the root of `mount` (at most [`MANIFEST_LIMIT`] bytes).
 pub fn read_manifest(mount: &Path) -> Result<Manifest, AttachError> {
     let path = mount.join(MANIFEST_NAME);
-    let text = std::fs::read(&path).map_err(|source| AttachError::ManifestUnreadable {
+    let unreadable = |source| AttachError::ManifestUnreadable {
         path: path.clone(),
-        mount: mount.to_path_buf(),
+        mount: mount.into(),
         source,
-    })?;
-    serde_json::from_slice(&text).map_err(|source| AttachError::ManifestInvalid { path, source })
+    };
+    let mut text = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|file| file.take(MANIFEST_LIMIT + 1).read_to_end(&mut text))
+        .map_err(unreadable)?;
+    if text.len() as u64 > MANIFEST_LIMIT {
+        return Err(AttachError::ManifestTooLarge { path });
+    }
+    parse_manifest(&text).map_err(|source| AttachError::ManifestInvalid { path, source })
 }
 
 /// The relative form of a requested absolute path, or `None` if it is not a clean absolute path
-/// (the registry never lets one through, but the manifest is read from outside).
-fn relative(path: &str) -> Option<PathBuf> {
+/// of plain names (the registry never lets another through, but the manifest is read from
+/// outside).
+pub fn relative(path: &str) -> Option<PathBuf> {
     let p = Path::new(path);
-    if !p.is_absolute() {
+    if !p.is_absolute() || path.contains('\0') {
         return None;
     }
     let mut rel = PathBuf::new();
@@ -160,113 +248,138 @@ fn relative(path: &str) -> Option<PathBuf> {
     (!rel.as_os_str().is_empty()).then_some(rel)
 }
 
-/// The link and target locations of one requested path.
-fn locations(
-    mount: &Path,
-    root: &Path,
-    addon: &ManifestAddon,
-    path: &str,
-) -> Option<(PathBuf, PathBuf)> {
+/// Where one requested path of `addon` is linked: its relative path under the root, and the
+/// link's target in `mount`. `None` if the path or the identifier is not clean (one plain
+/// name).
+pub fn plan(mount: &Path, addon: &str, path: &str) -> Option<(PathBuf, PathBuf)> {
     let rel = relative(path)?;
-    if relative(&format!("/{}", addon.identifier)).is_none_or(|id| id.components().count() != 1) {
+    if !is_identifier(OsStr::new(addon)) {
         return None;
     }
-    Some((root.join(&rel), mount.join(&addon.identifier).join(&rel)))
+    let target = mount.join(addon).join(&rel);
+    Some((rel, target))
 }
 
-/// Describes what is at `link` (which exists).
-fn describe(link: &Path) -> String {
-    match std::fs::symlink_metadata(link) {
-        Ok(meta) if meta.file_type().is_symlink() => match std::fs::read_link(link) {
-            Ok(to) => format!("a symlink to {} is already there", to.display()),
-            Err(_) => "a symlink is already there".to_string(),
-        },
-        Ok(meta) if meta.is_dir() => "a directory is already there".to_string(),
-        Ok(meta) if meta.is_file() => "a file is already there".to_string(),
-        Ok(_) => "a special file is already there".to_string(),
-        Err(e) => format!("cannot inspect it: {e}"),
+/// Whether `name` can be an add-on's directory at the mount's root: one plain name, not
+/// hidden (the manifest is `.addons.json`).
+fn is_identifier(name: &OsStr) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty() && !bytes.starts_with(b".") && !bytes.iter().any(|&b| b == b'/' || b == 0)
+}
+
+/// The names of an absolute path once `.` and `..` are applied as text (`..` at `/` stays
+/// there); `None` for a relative path.
+fn lexical(path: &Path) -> Option<Vec<&OsStr>> {
+    if !path.is_absolute() {
+        return None;
     }
-}
-
-/// The nearest existing ancestor of `path`, the directory that needs write access to create it.
-fn nearest_existing(path: &Path) -> PathBuf {
-    let mut dir = path.parent();
-    while let Some(d) = dir {
-        if std::fs::symlink_metadata(d).is_ok() {
-            return d.to_path_buf();
-        }
-        dir = d.parent();
-    }
-    PathBuf::from("/")
-}
-
-/// Creates the symlink for one path.
-fn attach_one(link: &Path, target: &Path) -> Outcome {
-    match std::fs::symlink_metadata(link) {
-        Ok(_) => {
-            if std::fs::read_link(link).is_ok_and(|to| to == target) {
-                return Outcome::AlreadyLinked;
+    let mut names = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(name) => names.push(name),
+            Component::ParentDir => {
+                names.pop();
             }
-            return Outcome::Failed { reason: describe(link) };
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Outcome::Failed { reason: format!("cannot inspect it: {e}") },
+    }
+    Some(names)
+}
+
+/// Whether a symlink whose text is `to` is one of attach's: once normalized it points into an
+/// add-on's directory of `mount` (`MOUNT/<identifier>/...`, below the identifier). A link to
+/// the mount itself, to its manifest, or out of it through `..`, is not.
+pub fn is_ours(mount: &Path, to: &Path) -> bool {
+    let (Some(mount), Some(to)) = (lexical(mount), lexical(to)) else { return false };
+    let Some(rest) = to.strip_prefix(mount.as_slice()) else { return false };
+    match rest {
+        [id, _, ..] => is_identifier(id),
+        _ => false,
+    }
+}
+
+/// The root and the mount of a run, checked.
+fn start(mount: &Path, root: &Path) -> Result<(PathBuf, Root), AttachError> {
+    if mount.as_os_str().is_empty() {
+        return Err(AttachError::EmptyPath { flag: "--mount" });
+    }
+    if root.as_os_str().is_empty() {
+        return Err(AttachError::EmptyPath { flag: "--root" });
+    }
+    let root =
+        Root::open(root).map_err(|source| AttachError::Root { path: root.into(), source })?;
+    // Symlinks must point at the mount wherever they are: make it absolute.
+    let mount = std::path::absolute(mount).unwrap_or_else(|_| mount.to_path_buf());
+    Ok((mount, root))
+}
+
+/// What is in the way at `link`, as a reason.
+fn in_the_way(found: &Found) -> String {
+    match found {
+        Found::Nothing => "nothing is there".to_string(),
+        Found::Symlink(to) => format!("a symlink to {} is already there", shown(to)),
+        Found::Other(what) => format!("{what} is already there"),
+    }
+}
+
+/// Creates the symlink for one path (`rel` under the root, pointing at `target`).
+fn attach_one(root: &Root, rel: &Path, target: &Path) -> Outcome {
+    let failed = |reason: String| Outcome::Failed { reason };
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return failed("not a clean absolute path".to_string());
+    };
+    let name = Path::new(name);
+    let dir = match root.dir(parent, false) {
+        Ok(dir) => Some(dir),
+        Err(ParentError::Missing) => None,
+        Err(ParentError::Failed(reason)) => return failed(reason),
+    };
+    if let Some(dir) = &dir {
+        match root::lookup(dir, name) {
+            Ok(Found::Nothing) => {}
+            Ok(Found::Symlink(to)) if to == target => return Outcome::AlreadyLinked,
+            Ok(found) => return failed(in_the_way(&found)),
+            Err(e) => return failed(format!("cannot inspect it: {e}")),
+        }
     }
     if std::fs::symlink_metadata(target).is_err() {
-        return Outcome::Failed {
-            reason: format!("{} is missing from the mount", target.display()),
-        };
+        return failed(format!("{} is missing from the mount", shown(target)));
     }
-    let denied = |dir: &Path| Outcome::Failed {
-        reason: format!(
-            "no write access to {} (needed to create {})",
-            dir.display(),
-            link.display()
-        ),
+    let dir = match dir.map_or_else(|| root.dir(parent, true), Ok) {
+        Ok(dir) => dir,
+        Err(ParentError::Failed(reason)) => return failed(reason),
+        Err(ParentError::Missing) => return failed(format!("{} is missing", root.show(parent))),
     };
-    if let Some(parent) = link.parent() {
-        if let Err(e) = std::fs::create_dir_all(parent) {
-            return match e.kind() {
-                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
-                    denied(&nearest_existing(parent.join("x").as_path()))
-                }
-                _ => Outcome::Failed {
-                    reason: format!("cannot create its parent {}: {e}", parent.display()),
-                },
-            };
-        }
-    }
-    match std::os::unix::fs::symlink(target, link) {
+    match root::symlink(&dir, name, target) {
         Ok(()) => Outcome::Linked,
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            if std::fs::read_link(link).is_ok_and(|to| to == target) {
-                Outcome::AlreadyLinked
-            } else {
-                Outcome::Failed { reason: describe(link) }
-            }
+        Err(rustix::io::Errno::EXIST) => match root::lookup(&dir, name) {
+            Ok(Found::Symlink(to)) if to == target => Outcome::AlreadyLinked,
+            Ok(found) => failed(in_the_way(&found)),
+            Err(e) => failed(format!("cannot inspect it: {e}")),
+        },
+        Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM | rustix::io::Errno::ROFS) => {
+            failed(format!(
+                "no write access to {} (needed to create {})",
+                root.show(parent),
+                root.show(rel)
+            ))
         }
-        Err(e)
-            if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem) =>
-        {
-            denied(&nearest_existing(link))
-        }
-        Err(e) => Outcome::Failed { reason: format!("cannot create the symlink: {e}") },
+        Err(e) => failed(format!("cannot create the symlink: {}", std::io::Error::from(e))),
     }
 }
 
-/// Links every requested path of every add-on in `mount`'s manifest under `root`. A path that
-/// fails does not stop the others.
+/// Links every requested path of every add-on in `mount`'s manifest under `root`, resolving
+/// each inside `root`. A path that fails does not stop the others. `root` must exist.
 pub fn attach(mount: &Path, root: &Path) -> Result<Report, AttachError> {
-    let manifest = read_manifest(mount)?;
-    // Symlinks must point at the mount wherever they are: make it absolute.
-    let mount = &std::path::absolute(mount).unwrap_or_else(|_| mount.to_path_buf());
+    let (mount, root) = start(mount, root)?;
+    let manifest = read_manifest(&mount)?;
     let mut paths = Vec::new();
     for addon in &manifest.addons {
         for path in &addon.paths {
-            let (link, target, outcome) = match locations(mount, root, addon, path) {
-                Some((link, target)) => {
-                    let outcome = attach_one(&link, &target);
-                    (link, target, outcome)
+            let (link, target, outcome) = match plan(&mount, &addon.identifier, path) {
+                Some((rel, target)) => {
+                    let outcome = attach_one(&root, &rel, &target);
+                    (root.path().join(&rel), target, outcome)
                 }
                 None => (
                     PathBuf::new(),
@@ -283,16 +396,58 @@ pub fn attach(mount: &Path, root: &Path) -> Result<Report, AttachError> {
             });
         }
     }
-    Ok(Report { mount: mount.to_path_buf(), root: root.to_path_buf(), paths })
+    let deprecated = manifest
+        .addons
+        .iter()
+        .filter(|a| a.deprecated)
+        .map(|a| Deprecation { addon: a.identifier.clone(), reason: a.reason.clone() })
+        .collect();
+    Ok(Report { mount, root: root.path().to_path_buf(), paths, deprecated })
+}
+
+/// Removes one of attach's symlinks at `rel` under the root, if it is one ([`is_ours`]).
+fn detach_one(root: &Root, mount: &Path, rel: &Path) -> Outcome {
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Outcome::Failed { reason: "not a clean absolute path".to_string() };
+    };
+    let name = Path::new(name);
+    let dir = match root.dir(parent, false) {
+        Ok(dir) => dir,
+        Err(ParentError::Missing) => return Outcome::Skipped { reason: "nothing there".into() },
+        Err(ParentError::Failed(reason)) => return Outcome::Skipped { reason },
+    };
+    match root::lookup(&dir, name) {
+        Ok(Found::Nothing) => Outcome::Skipped { reason: "nothing there".to_string() },
+        Ok(Found::Symlink(to)) if is_ours(mount, &to) => match root::unlink(&dir, name) {
+            Ok(()) => Outcome::Removed,
+            Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM | rustix::io::Errno::ROFS) => {
+                Outcome::Failed {
+                    reason: format!(
+                        "no write access to {} (needed to remove {})",
+                        root.show(parent),
+                        root.show(rel)
+                    ),
+                }
+            }
+            Err(e) => {
+                Outcome::Failed { reason: format!("cannot remove it: {}", std::io::Error::from(e)) }
+            }
+        },
+        Ok(Found::Symlink(to)) => {
+            Outcome::Skipped { reason: format!("a foreign symlink to {}", shown(&to)) }
+        }
+        Ok(Found::Other(what)) => Outcome::Skipped { reason: format!("{what} is there") },
+        Err(e) => Outcome::Skipped { reason: format!("cannot inspect it: {e}") },
+    }
 }
 
 /// Removes the symlinks that attach made: for every path in the manifest (and every extra path
-/// given), a symlink under `root` that points into `mount` is removed; anything else is left
-/// alone.
+/// given), a symlink under `root` that points into an add-on of `mount` ([`is_ours`]) is
+/// removed; anything else is left alone.
 pub fn detach(mount: &Path, root: &Path, extra: &[String]) -> Result<Report, AttachError> {
-    let mount = &std::path::absolute(mount).unwrap_or_else(|_| mount.to_path_buf());
+    let (mount, root) = start(mount, root)?;
     let mut wanted: Vec<(String, String)> = Vec::new();
-    match read_manifest(mount) {
+    match read_manifest(&mount) {
         Ok(manifest) => {
             for addon in manifest.addons {
                 wanted.extend(addon.paths.into_iter().map(|p| (addon.identifier.clone(), p)));
@@ -314,29 +469,11 @@ pub fn detach(mount: &Path, root: &Path, extra: &[String]) -> Result<Report, Att
             });
             continue;
         };
-        let link = root.join(&rel);
-        let outcome = match std::fs::read_link(&link) {
-            Ok(to) if to.starts_with(mount) => match std::fs::remove_file(&link) {
-                Ok(()) => Outcome::Removed,
-                Err(e) if e.kind() == ErrorKind::PermissionDenied => Outcome::Failed {
-                    reason: format!(
-                        "no write access to {} (needed to remove {})",
-                        nearest_existing(&link).display(),
-                        link.display()
-                    ),
-                },
-                Err(e) => Outcome::Failed { reason: format!("cannot remove it: {e}") },
-            },
-            Ok(to) => Outcome::Skipped { reason: format!("a foreign symlink to {}", to.display()) },
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                Outcome::Skipped { reason: "nothing there".to_string() }
-            }
-            Err(_) => Outcome::Skipped { reason: describe(&link) },
-        };
-        let target = if addon.is_empty() { PathBuf::new() } else { mount.join(&addon).join(&rel) };
-        paths.push(PathReport { addon, path, link, target, outcome });
+        let outcome = detach_one(&root, &mount, &rel);
+        let target = plan(&mount, &addon, &path).map(|(_, target)| target).unwrap_or_default();
+        paths.push(PathReport { addon, path, link: root.path().join(&rel), target, outcome });
     }
-    Ok(Report { mount: mount.to_path_buf(), root: root.to_path_buf(), paths })
+    Ok(Report { mount, root: root.path().to_path_buf(), paths, deprecated: vec![] })
 }
 
 #[cfg(test)]
@@ -353,5 +490,84 @@ mod tests {
         assert_eq!(relative("usr/x"), None);
         assert_eq!(relative("/usr/../etc"), None);
         assert_eq!(relative("/"), None);
+        assert_eq!(relative("/usr/a\0b"), None);
+    }
+
+    #[test]
+    fn plans_need_a_plain_identifier() {
+        let m = Path::new("/m");
+        assert_eq!(
+            plan(m, "custom-addon-x", "/usr/f"),
+            Some((PathBuf::from("usr/f"), PathBuf::from("/m/custom-addon-x/usr/f")))
+        );
+        for id in ["", ".", "..", "a/b", "../x", "/abs", "a\0b", ".addons.json"] {
+            assert_eq!(plan(m, id, "/usr/f"), None, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn ours_is_judged_after_dot_dot() {
+        let m = Path::new("/run/m");
+        for (to, ours) in [
+            ("/run/m/custom-addon-x/usr/f", true),
+            ("/run/m/./custom-addon-x//usr/../usr/f", true),
+            ("/run/x/../m/custom-addon-x/f", true),
+            ("/run/m/../../../etc/hostname", false),
+            ("/run/m", false),
+            ("/run/m/", false),
+            ("/run/m/custom-addon-x", false),
+            ("/run/m/.addons.json", false),
+            ("/run/m/custom-addon-x/..", false),
+            ("/run/m/custom-addon-x/../../m2/y/z", false),
+            ("/run/mnt/custom-addon-x/f", false),
+            ("run/m/custom-addon-x/f", false),
+            ("", false),
+        ] {
+            assert_eq!(is_ours(m, Path::new(to)), ours, "{to}");
+        }
+        // What attach makes, detach takes back.
+        let (_, target) = plan(m, "custom-addon-x", "/a/b").expect("plan");
+        assert!(is_ours(m, &target));
+    }
+
+    #[test]
+    fn unprintable_names_are_quoted() {
+        assert_eq!(quoted(OsStr::new("/usr/plain name")), "/usr/plain name");
+        assert_eq!(quoted(OsStr::new("/usr/a\nb")), "\"/usr/a\\nb\"");
+        assert_eq!(quoted(OsStr::new("\"q")), "\"\\\"q\"");
+        assert_eq!(quoted(OsStr::from_bytes(b"/x\xff")), "\"/x\\xFF\"");
+    }
+
+    #[test]
+    fn manifests_with_and_without_the_deprecation_fields_read_both_ways() {
+        // As daemons before DEPRECATED wrote it.
+        let old = r#"{"addons": [{"identifier": "custom-addon-a", "paths": ["/opt/a"]}]}"#;
+        let m: Manifest = serde_json::from_str(old).unwrap();
+        assert_eq!(m.addons[0].paths, ["/opt/a"]);
+        assert!(!m.addons[0].deprecated && m.addons[0].reason.is_empty());
+        // An add-on that is not deprecated is written exactly as before.
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::from_str::<serde_json::Value>(old).unwrap()
+        );
+        // A deprecated one carries both fields, and a reader of the old shape (no such fields,
+        // unknown fields ignored) still gets its identifier and paths.
+        let mut m = m;
+        m.addons[0].deprecated = true;
+        m.addons[0].reason = "use b".into();
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains(r#""deprecated":true"#) && text.contains(r#""reason":"use b""#));
+        #[derive(Deserialize)]
+        struct OldManifest {
+            addons: Vec<OldAddon>,
+        }
+        #[derive(Deserialize)]
+        struct OldAddon {
+            identifier: String,
+            paths: Vec<String>,
+        }
+        let old_reader: OldManifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(old_reader.addons[0].identifier, "custom-addon-a");
+        assert_eq!(old_reader.addons[0].paths, ["/opt/a"]);
     }
 }

@@ -85,20 +85,21 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Request, String> {
     })
 }
 
+/// Writes `text` to standard output; a closed one (the reader went away) is not an error.
+fn say(text: &str) -> i32 {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    0
+}
+
 fn main() {
     let code = match parse(std::env::args_os().skip(1)) {
         Ok(Request::Attach(cmd)) => addonfs::cli::attach::attach(&cmd),
         Ok(Request::Detach(cmd)) => addonfs::cli::attach::detach(&cmd),
-        Ok(Request::Help) => {
-            print!("{USAGE}");
-            0
-        }
-        Ok(Request::Version) => {
-            println!("addonfs-attach {}", env!("CARGO_PKG_VERSION"));
-            0
-        }
+        Ok(Request::Help) => say(USAGE),
+        Ok(Request::Version) => say(&format!("addonfs-attach {}\n", env!("CARGO_PKG_VERSION"))),
         Err(message) => {
-            eprintln!("error: {message}\n\n{USAGE}");
+            addonfs::cli::error_line(format_args!("error: {message}\n\n{USAGE}"));
             EXIT_USAGE
         }
     };

@@ -241,6 +241,22 @@ pub enum AddonsCmd {
         #[command(flatten)]
         remote: RemoteOpts,
     },
+    /// Deprecate an add-on (by id, identifier or name): new workloads still get it, flagged as
+    /// deprecated with a reason in the API and the mount's manifest.
+    Deprecate {
+        /// The id (`3`), identifier (`custom-addon-sample`) or name (`sample`).
+        addon: String,
+        /// Why (one line), e.g. what replaces it and when it will be disabled [default:
+        /// "deprecated by an administrator"].
+        #[arg(long)]
+        reason: Option<String>,
+        /// The state directory.
+        #[command(flatten)]
+        state: StateOpts,
+        /// A running daemon's API.
+        #[command(flatten)]
+        remote: RemoteOpts,
+    },
     /// Register an add-on from a metadata file and a tarball (enabled at once).
     Register {
         /// The metadata file (JSON).

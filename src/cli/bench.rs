@@ -41,11 +41,12 @@ fn startup(cmd: &StartupCmd) -> Result<(), BenchError> {
     for (method, why) in &report.skipped {
         eprintln!("{}: not measured ({why})", method.name());
     }
-    print!("{}", report.table());
+    // A closed standard output must not lose a run of minutes: the CSV and chart follow.
+    let _ = outln!("{}", report.table().trim_end_matches('\n'));
     let csv = cmd.out.join("startup.csv");
     std::fs::write(&csv, report.csv()).map_err(|e| BenchError::io(&csv, e))?;
     let svg = cmd.out.join("startup.svg");
     plot::write_svg(&report, &svg)?;
-    println!("\nwrote {} and {}", csv.display(), svg.display());
+    let _ = outln!("\nwrote {} and {}", csv.display(), svg.display());
     Ok(())
 }

@@ -61,7 +61,7 @@ pub fn index(cmd: &IndexCmd) -> Result<(), Error> {
             "span": index.span(),
             "warnings": warnings,
         });
-        println!("{report:#}");
+        outln!("{report:#}")?;
         return Ok(());
     }
     let ratio = if stats.uncompressed_size > 0 {
@@ -69,28 +69,28 @@ pub fn index(cmd: &IndexCmd) -> Result<(), Error> {
     } else {
         0.0
     };
-    println!(
+    outln!(
         "archive:       {} ({compression}, {}, {} uncompressed)",
         cmd.archive.archive.display(),
         human_bytes(identity.size),
         human_bytes(stats.uncompressed_size)
-    );
-    println!(
+    )?;
+    outln!(
         "index:         {} ({}, {ratio:.2}% of uncompressed){}",
         opened.path.display(),
         human_bytes(stats.bytes),
         if persisted { "" } else { " [not persisted: kept in memory only]" }
-    );
+    )?;
     match &opened.origin {
-        Origin::Loaded => println!("loaded in:     {:.2} ms", seconds * 1e3),
-        Origin::Built { reason, .. } => println!("built in:      {seconds:.3} s ({reason})"),
+        Origin::Loaded => outln!("loaded in:     {:.2} ms", seconds * 1e3)?,
+        Origin::Built { reason, .. } => outln!("built in:      {seconds:.3} s ({reason})")?,
     }
-    println!("entries:       {} inodes, {} names", stats.inodes, stats.dirents);
+    outln!("entries:       {} inodes, {} names", stats.inodes, stats.dirents)?;
     if index.compression() == Compression::Gzip {
-        println!("access points: {} (span {})", stats.points, human_bytes(index.span()));
+        outln!("access points: {} (span {})", stats.points, human_bytes(index.span()))?;
     }
     for warning in &warnings {
-        println!("warning:       {warning}");
+        outln!("warning:       {warning}")?;
     }
     Ok(())
 }
@@ -108,8 +108,14 @@ fn find(index: &Index, opts: &ArchiveOpts, path: &str) -> Result<Ino, Error> {
         .ok_or_else(|| Error::NotFound { archive: opts.archive.clone(), entry: path.to_string() })
 }
 
-/// Resolves `path`, following symlinks that stay inside the archive.
+/// Resolves `path`, following symlinks that stay inside the archive. A symlink that leaves it
+/// (absolute, or `..` past the root), or a loop, leads to no entry of the archive: not found
+/// (exit code 4), like a missing name.
 fn follow(index: &Index, opts: &ArchiveOpts, path: &str) -> Result<Ino, Error> {
+    let not_found = |why: String| Error::NotFound {
+        archive: opts.archive.clone(),
+        entry: format!("{path} ({why})"),
+    };
     let mut current: Vec<u8> = path.as_bytes().to_vec();
     for _ in 0..=MAX_SYMLINK_HOPS {
         let ino = find(index, opts, &String::from_utf8_lossy(&current))?;
@@ -120,20 +126,16 @@ fn follow(index: &Index, opts: &ArchiveOpts, path: &str) -> Result<Ino, Error> {
             current.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
         base.pop();
         if target.starts_with(b"/") {
-            return Err(Error::Usage(format!(
-                "{}: {path} is a symlink to {} (outside the archive)",
-                opts.archive.display(),
-                show(target)
-            )));
+            return Err(not_found(format!("a symlink to {}, outside the archive", show(target))));
         }
         for part in target.split(|&b| b == b'/') {
             match part {
                 b"" | b"." => {}
                 b".." => {
                     if base.pop().is_none() {
-                        return Err(Error::Usage(format!(
-                            "{}: {path} is a symlink leading outside the archive",
-                            opts.archive.display()
+                        return Err(not_found(format!(
+                            "a symlink to {}, leading outside the archive",
+                            show(target)
                         )));
                     }
                 }
@@ -142,10 +144,7 @@ fn follow(index: &Index, opts: &ArchiveOpts, path: &str) -> Result<Ino, Error> {
         }
         current = base.join(&b'/');
     }
-    Err(Error::Usage(format!(
-        "{}: {path}: too many levels of symbolic links",
-        opts.archive.display()
-    )))
+    Err(not_found("too many levels of symbolic links".to_string()))
 }
 
 /// One `ls -l` line.
@@ -276,35 +275,35 @@ pub fn stat(cmd: &StatCmd) -> Result<(), Error> {
             "stream_offset": stream_offset,
             "sparse_runs": runs.iter().map(|r| json!({"offset": r.0, "len": r.1, "stream_offset": r.2})).collect::<Vec<_>>(),
         });
-        println!("{report:#}");
+        outln!("{report:#}")?;
         return Ok(());
     }
-    println!("  File: {}", if ino == ROOT_INO { "/" } else { cmd.path.trim_matches('/') });
-    println!("  Kind: {}", kind_name(attr.kind));
-    println!("  Size: {:<12} Inode: {:<10} Links: {}", attr.size, attr.ino, attr.nlink);
-    println!(
+    outln!("  File: {}", if ino == ROOT_INO { "/" } else { cmd.path.trim_matches('/') })?;
+    outln!("  Kind: {}", kind_name(attr.kind))?;
+    outln!("  Size: {:<12} Inode: {:<10} Links: {}", attr.size, attr.ino, attr.nlink)?;
+    outln!(
         "  Mode: {:04o} ({})  Uid: {}  Gid: {}",
         attr.mode,
         mode_string(attr.kind, attr.mode),
         attr.uid,
         attr.gid
-    );
-    println!("Modify: {}.{:09} UTC", utc_time(attr.mtime), attr.mtime_nsec);
+    )?;
+    outln!("Modify: {}.{:09} UTC", utc_time(attr.mtime), attr.mtime_nsec)?;
     if let Some(target) = target {
-        println!("Target: {target}");
+        outln!("Target: {target}")?;
     }
     if matches!(attr.kind, EntryKind::CharDev | EntryKind::BlockDev) {
-        println!("Device: {}, {}", attr.rdev.0, attr.rdev.1);
+        outln!("Device: {}, {}", attr.rdev.0, attr.rdev.1)?;
     }
     match (layout, stream_offset) {
         ("contiguous", Some(offset)) => {
-            println!("  Data: {} bytes at stream offset {offset}", attr.size)
+            outln!("  Data: {} bytes at stream offset {offset}", attr.size)?
         }
-        ("sparse", _) => println!("  Data: sparse, {} runs", runs.len()),
+        ("sparse", _) => outln!("  Data: sparse, {} runs", runs.len())?,
         _ => {}
     }
     for (name, value) in xattrs {
-        println!(" Xattr: {name}={value}");
+        outln!(" Xattr: {name}={value}")?;
     }
     Ok(())
 }

@@ -1,5 +1,16 @@
 //! The command-line tool, over the library. `main.rs` parses arguments and calls [`run`].
 
+/// `println!` for the commands' output, returning `Result<(), Error>` instead of panicking
+/// when standard output cannot be written. A closed one (EPIPE: `addonfs ls | head -1`) is an
+/// `Error::Io` that [`run`] turns into a quiet exit 0, as ripgrep does.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| $crate::error::Error::io("<stdout>", e))
+    }};
+}
+
 pub mod args;
 pub mod attach;
 mod bench;
@@ -51,11 +62,25 @@ pub fn run(cli: Cli) -> i32 {
     };
     match result {
         Ok(()) => EXIT_OK,
+        // The reader of our output went away: nothing left to say, to anyone.
+        Err(e) if is_broken_pipe(&e) => EXIT_OK,
         Err(e) => {
-            eprintln!("addonfs: {e}");
+            error_line(format_args!("addonfs: {e}"));
             exit_code(&e)
         }
     }
+}
+
+/// `eprintln!` without its panic when standard error is a closed pipe (`2>&1 | head -1`): the
+/// message is lost, the exit code still says what happened.
+pub fn error_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{args}");
+}
+
+/// Whether `e` is a write to a closed pipe (the reader of our output went away).
+fn is_broken_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// The exit code for an error.

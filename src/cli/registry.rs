@@ -40,16 +40,13 @@ pub fn validate(cmd: &ValidateCmd) -> Result<(), Error> {
     let bytes = read_metadata(&cmd.metadata)?;
     let index = crate::index::open::build(&cmd.tarball, &ScanOptions::default(), None)?;
     match metadata::validate(&bytes, Some(&index)) {
-        Ok(m) => {
-            println!(
-                "{}: valid add-on `{}` ({} path{})",
-                cmd.metadata.display(),
-                m.identifier(),
-                m.spec.paths.len(),
-                if m.spec.paths.len() == 1 { "" } else { "s" }
-            );
-            Ok(())
-        }
+        Ok(m) => outln!(
+            "{}: valid add-on `{}` ({} path{})",
+            cmd.metadata.display(),
+            m.identifier(),
+            m.spec.paths.len(),
+            if m.spec.paths.len() == 1 { "" } else { "s" }
+        ),
         Err(problems) => Err(Error::Invalid(problems_text(&cmd.metadata, &problems))),
     }
 }
@@ -87,10 +84,12 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         None
     } else {
         let mountpoint = cmd.mount.clone().unwrap_or_else(|| dir.join("mnt"));
-        std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
+        // Not `create_dir_all`: after a crash a stale mount is there (see `create_mountpoint`).
+        crate::mount::create_mountpoint(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
         let opts = MountOptions { allow_other: cmd.allow_other, ..MountOptions::default() };
         let daemon = DaemonMount::start(Arc::clone(&store), &mountpoint, cmd.cache_size, &opts)?;
-        println!("addonfs: mounted the add-ons at {}", daemon.path().display());
+        // A closed standard output does not stop a daemon.
+        let _ = outln!("addonfs: mounted the add-ons at {}", daemon.path().display());
         Some(Arc::new(daemon))
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -143,7 +142,7 @@ fn serve_api(
             _ => addr,
         };
         store.set_api_url(&format!("http://{reachable}"))?;
-        println!("addonfs: listening on http://{addr} (state {})", dir.display());
+        let _ = outln!("addonfs: listening on http://{addr} (state {})", dir.display());
         use std::io::Write;
         let _ = std::io::stdout().flush();
         crate::api::serve_on(listener, store, keys, limits, shutdown_signal())
@@ -249,25 +248,29 @@ fn client_error(e: ClientError) -> Error {
     }
 }
 
-fn print_records(records: &[Record], paths: Option<&[Vec<String>]>, json: bool) {
+fn print_records(
+    records: &[Record],
+    paths: Option<&[Vec<String>]>,
+    json: bool,
+) -> Result<(), Error> {
     if json {
-        println!("{}", serde_json::to_string_pretty(records).unwrap_or_default());
-        return;
+        return outln!("{}", serde_json::to_string_pretty(records).unwrap_or_default());
     }
     for (i, r) in records.iter().enumerate() {
         let paths = paths.and_then(|p| p.get(i)).map(|p| p.join(" ")).unwrap_or_default();
-        println!(
+        outln!(
             "{:>4}  {:<10} {}  {}  {}",
             r.id,
             r.status.as_str(),
             r.created_at,
             r.identifier,
             paths
-        );
+        )?;
     }
+    Ok(())
 }
 
-/// `addonfs addons list|enable|disable|register`.
+/// `addonfs addons list|enable|disable|deprecate|register`.
 pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
     match cmd {
         AddonsCmd::List { state, remote, json } => {
@@ -275,8 +278,7 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
                 let dir = state_dir(state);
                 let client = client(url, remote, &dir, &format!("the API is at {url}"))?;
                 let records = client.list().map_err(client_error)?;
-                print_records(&records, None, *json);
-                return Ok(());
+                return print_records(&records, None, *json);
             }
             // A snapshot of the state directory; a running daemon writes every change there
             // at once.
@@ -284,7 +286,7 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
             let addons = store.list();
             let records: Vec<Record> = addons.iter().map(|a| a.record.clone()).collect();
             let paths: Vec<Vec<String>> = addons.iter().map(|a| a.paths.clone()).collect();
-            print_records(&records, Some(&paths), *json);
+            print_records(&records, Some(&paths), *json)?;
             for problem in store.problems() {
                 eprintln!("addonfs: warning: {problem}");
             }
@@ -306,6 +308,22 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
                     client.set_status(status, &ids, &identifiers).map_err(client_error)?;
                 }
             }
+            outln!("{addon}: {}", status.as_str())
+        }
+        AddonsCmd::Deprecate { addon, reason, state, remote } => {
+            let (ids, identifiers) = select(addon);
+            let status = Status::Deprecated;
+            let reason = reason.as_deref();
+            match target(state, remote, "addons deprecate")? {
+                Target::Local(store) => {
+                    store.set_status_with_reason(status, reason, &ids, &identifiers)?;
+                }
+                Target::Remote(client) => {
+                    client
+                        .set_status_with_reason(status, reason, &ids, &identifiers)
+                        .map_err(client_error)?;
+                }
+            }
             println!("{addon}: {}", status.as_str());
             Ok(())
         }
@@ -318,13 +336,11 @@ pub fn addons(cmd: &AddonsCmd) -> Result<(), Error> {
                 Target::Local(store) => store,
                 Target::Remote(client) => {
                     let record = client.upload(&bytes, tarball).map_err(client_error)?;
-                    println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
-                    return Ok(());
+                    return outln!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
                 }
             };
             let record = crate::addon::register(&store, meta_path, &bytes, tarball)?;
-            println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
-            Ok(())
+            outln!("{}", serde_json::to_string_pretty(&record).unwrap_or_default())
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The node daemon's mount: every add-on of the store as one directory (named by its
 //! identifier) at the root of one FUSE mount, plus a read-only `/.addons.json` listing the
-//! enabled ones ([`crate::attach::Manifest`]).
+//! enabled ones, `AVAILABLE` and `DEPRECATED` ([`crate::attach::Manifest`]).
 //!
 //! The mount follows the store: [`DaemonMount::sync`] (called by `serve` every
 //! [`SYNC_INTERVAL`]) adds new add-ons, shows or hides them as they are enabled or disabled, and
@@ -88,7 +88,7 @@ impl DaemonMount {
         let mut root_changed = false;
         for addon in &addons {
             let id = &addon.record.identifier;
-            let visible = addon.record.status == Status::Available;
+            let visible = addon.record.status.is_enabled();
             match shown.get(id) {
                 Some(&was) if was == visible => {}
                 Some(_) => match self.ns.set_visible(id.as_bytes(), visible) {
@@ -112,8 +112,7 @@ impl DaemonMount {
         let enabled: Vec<&Addon> = addons
             .iter()
             .filter(|a| {
-                a.record.status == Status::Available
-                    && shown.get(&a.record.identifier) == Some(&true)
+                a.record.status.is_enabled() && shown.get(&a.record.identifier) == Some(&true)
             })
             .collect();
         let bytes = manifest_bytes(&enabled);
@@ -168,14 +167,19 @@ impl DaemonMount {
     }
 }
 
-/// The manifest's bytes for the enabled add-ons.
+/// The manifest's bytes for the enabled add-ons (deprecated ones flagged, with their reason).
 fn manifest_bytes(enabled: &[&Addon]) -> Vec<u8> {
     let manifest = Manifest {
         addons: enabled
             .iter()
-            .map(|a| ManifestAddon {
-                identifier: a.record.identifier.clone(),
-                paths: a.paths.clone(),
+            .map(|a| {
+                let deprecated = a.record.status == Status::Deprecated;
+                ManifestAddon {
+                    identifier: a.record.identifier.clone(),
+                    paths: a.paths.clone(),
+                    deprecated,
+                    reason: if deprecated { a.record.reason.clone() } else { String::new() },
+                }
             })
             .collect(),
     };

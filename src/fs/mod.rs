@@ -137,6 +137,18 @@ pub fn file_type(kind: EntryKind) -> FileType {
     }
 }
 
+/// The permission bits served for an entry: the archive's, except that a FIFO loses its write
+/// bits. A FIFO's data never touches the file system, so a read-only mount does not stop two
+/// users from passing data through a world-writable one; without write bits only root
+/// (`CAP_DAC_OVERRIDE`) can open it for writing.
+pub fn served_mode(kind: EntryKind, mode: u32) -> u16 {
+    let mode = (mode & 0o7777) as u16;
+    match kind {
+        EntryKind::Fifo => mode & !0o222,
+        _ => mode,
+    }
+}
+
 /// `SystemTime` of seconds + nanoseconds since the epoch (negative seconds allowed).
 pub fn system_time(secs: i64, nsec: u32) -> SystemTime {
     let nsec = Duration::from_nanos(u64::from(nsec.min(999_999_999)));
@@ -215,7 +227,7 @@ impl AddonFs {
             ctime: time,
             crtime: time,
             kind: file_type(attr.kind),
-            perm: (attr.mode & 0o7777) as u16,
+            perm: served_mode(attr.kind, attr.mode),
             nlink: attr.nlink.max(1),
             uid: self.opts.uid.unwrap_or(attr.uid),
             gid: self.opts.gid.unwrap_or(attr.gid),

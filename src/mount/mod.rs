@@ -211,6 +211,18 @@ pub fn absolute(path: &Path) -> io::Result<PathBuf> {
     }
 }
 
+/// Creates `mountpoint` (with its parents) if nothing is there, for commands that own their
+/// mount point (`serve`'s `STATE_DIR/mnt`). Whatever is there is left for
+/// [`prepare_mountpoint`] to judge: above all a stale mount left by a killed daemon, whose
+/// `stat` fails with ENOTCONN, so that `create_dir_all` takes it for a file and fails with
+/// EEXIST, and the daemon could never start again.
+pub fn create_mountpoint(mountpoint: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(mountpoint) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(mountpoint),
+        _ => Ok(()),
+    }
+}
+
 /// Makes `mountpoint` ready: a stale mount on it (its daemon died: "transport endpoint is
 /// not connected") is detached lazily, with a log line; a live addonfs mount on it is an
 /// error; it must be a directory. Returns its absolute path and its (uid, gid).
@@ -550,6 +562,19 @@ mod tests {
         assert!(matches!(err, MountError::NotADirectory { .. }), "{err}");
         let (path, _) = prepare_mountpoint(dir.path()).expect("a directory is fine");
         assert!(path.is_absolute());
+    }
+
+    #[test]
+    fn a_missing_mountpoint_is_created_and_anything_there_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("a/b/mnt");
+        create_mountpoint(&missing).expect("created");
+        assert!(missing.is_dir());
+        create_mountpoint(&missing).expect("an existing directory is fine");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        create_mountpoint(&file).expect("left for prepare_mountpoint to refuse");
+        assert!(matches!(prepare_mountpoint(&file), Err(MountError::NotADirectory { .. })));
     }
 
     #[test]
