@@ -1,5 +1,17 @@
 //! Limits that protect the indexer from hostile or absurd archives (decompression bombs,
-//! header floods).
+//! header floods), and a bounded read for the small files given on the command line.
+
+use std::io::Read;
+use std::path::Path;
+
+/// Reads at most `max` bytes of the file at `path`, whatever it is: a regular file, a device
+/// (`/dev/zero`) or a FIFO. Callers pass their limit plus one and refuse a result longer than
+/// the limit, so an endless source costs `max` bytes, never all of memory.
+pub fn read_at_most(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(max).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
 
 /// Resource limits applied while scanning an archive.
 ///

@@ -434,7 +434,7 @@ fn oversized_upload() {
 fn unexpected_part() {
     multipart_case(
         &["metadata=@metadata.json", "tarball=@addon.tar.gz", "extra=1"],
-        "unexpected part",
+        "the body has an unexpected part named `extra`; the parts are",
         400,
         3,
         &[],
@@ -755,7 +755,8 @@ fn kill_9_after_the_upload_is_committed_keeps_it_whole() {
 #[test]
 fn concurrent_uploads_of_one_name_store_exactly_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("state"), &[]);
+    // All four indexed at once (by default a third one would get 429).
+    let server = Server::start(&tmp.path().join("state"), &["--max-uploads", "4"]);
     for d in ["p", "q", "r", "s"] {
         addon(
             &tmp.path().join(d),
@@ -1066,4 +1067,98 @@ fn admin_cli_goes_through_a_running_daemon() {
     assert_eq!(listed[0], all["runtime_addons"][0]);
     assert!(!elsewhere.exists(), "--api touches no state directory");
     assert_eq!(server.stored(), (vec!["custom-addon-name-of-the-addon".to_string()], 0));
+}
+
+/// A FIFO at `path` fed with zeros by a thread until its reader closes it; the thread ends
+/// with the number of bytes it could write.
+fn zero_fifo(path: &Path) -> std::thread::JoinHandle<u64> {
+    let st = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(st.success());
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut fifo = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        let mut sent = 0u64;
+        // Stops when the reader closes (EPIPE), or after 1 GiB: a reader that reads all of it
+        // is the bug.
+        while sent < 1 << 30 {
+            match fifo.write(&chunk) {
+                Ok(n) => sent += n as u64,
+                Err(_) => break,
+            }
+        }
+        sent
+    })
+}
+
+/// Runs `addonfs ARGS` in `cwd` with its address space capped at 4 GiB (`prlimit --as`), so
+/// that reading an endless file fails the test instead of exhausting the machine.
+fn capped(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    outcome(
+        Command::new("prlimit")
+            .arg("--as=4294967296")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_addonfs"))
+            .current_dir(cwd)
+            .args(args)
+            .env_remove("ADDONFS_API_KEY"),
+    )
+}
+
+/// `validate`, `addons register` and `serve --api-key-file` read at most their limit (plus one
+/// byte) of a metadata or key file that never ends, and refuse it naming the limit: a device
+/// and a FIFO, whose size cannot be checked up front.
+#[test]
+fn endless_metadata_and_key_files_are_refused_after_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    let state = tmp.path().join("state");
+    let limit = "larger than the limit of 65536 bytes";
+    let (code, _, stderr) = capped(&["validate", "/dev/zero", "addon.tar.gz"], &dir);
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains("/dev/zero: metadata is") && stderr.contains(limit), "{stderr}");
+    let (code, _, stderr) = capped(
+        &[
+            "addons",
+            "register",
+            "/dev/zero",
+            "addon.tar.gz",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains(limit), "{stderr}");
+
+    let fifo = dir.join("meta.fifo");
+    let writer = zero_fifo(&fifo);
+    let (code, _, stderr) = capped(&["validate", "meta.fifo", "addon.tar.gz"], &dir);
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains(limit), "{stderr}");
+    let sent = writer.join().unwrap();
+    assert!(sent < 1 << 30, "the whole FIFO was read");
+
+    let keys = dir.join("keys.fifo");
+    let writer = zero_fifo(&keys);
+    let keys = keys.to_str().unwrap();
+    let state = state.to_str().unwrap();
+    let (code, _, stderr) = capped(
+        &[
+            "serve",
+            "--no-mount",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key-file",
+            keys,
+            "--state-dir",
+            state,
+        ],
+        &dir,
+    );
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("larger than the limit of 1048576 bytes"), "{stderr}");
+    assert!(writer.join().unwrap() < 1 << 30, "the whole key FIFO was read");
 }

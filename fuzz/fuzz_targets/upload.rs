@@ -40,6 +40,7 @@ fn world() -> &'static World {
                     max_path_len: 1024,
                 },
             },
+            ..ApiLimits::default()
         };
         let router = api::router(Arc::clone(&store), ApiKeys::new([KEY.to_string()]), limits);
         let runtime =

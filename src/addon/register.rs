@@ -10,16 +10,19 @@ use super::{Record, Store};
 use crate::archive::ScanOptions;
 use crate::error::Error;
 
-/// Reads a `metadata.json`, refusing one over [`MAX_METADATA_BYTES`] before reading it.
+/// Reads a `metadata.json`, refusing one over [`MAX_METADATA_BYTES`]. At most the limit plus one
+/// byte is read, whatever the file is: a device or a FIFO (`/dev/zero`, `<(yes)`) has no size to
+/// check up front and would otherwise be read until memory runs out.
 pub fn read_metadata(path: &Path) -> Result<Vec<u8>, Error> {
-    let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-    if size > MAX_METADATA_BYTES as u64 {
+    let bytes = crate::limits::read_at_most(path, MAX_METADATA_BYTES as u64 + 1)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() > MAX_METADATA_BYTES {
         return Err(Error::Invalid(format!(
-            "{}: metadata is {size} bytes, larger than the limit of {MAX_METADATA_BYTES} bytes",
+            "{}: metadata is larger than the limit of {MAX_METADATA_BYTES} bytes",
             path.display()
         )));
     }
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+    Ok(bytes)
 }
 
 /// Every problem, one a line, each prefixed with the metadata file's path.

@@ -11,6 +11,9 @@ use super::error::{ApiError, Code};
 /// The keys file in the state directory (one key a line, mode 0600).
 pub const KEYS_FILE: &str = "api-keys";
 
+/// Largest API key file read: 1 MiB (thousands of keys).
+pub const MAX_KEYS_FILE_BYTES: u64 = 1 << 20;
+
 /// The accepted API keys.
 #[derive(Clone)]
 pub struct ApiKeys {
@@ -43,9 +46,26 @@ impl ApiKeys {
         }
     }
 
-    /// Reads keys from a file, one a line (blank lines and `#` comments skipped).
+    /// Reads keys from a file, one a line (blank lines and `#` comments skipped). A file over
+    /// [`MAX_KEYS_FILE_BYTES`] is refused; at most that many bytes plus one are read, whatever
+    /// the file is (`/dev/zero` or a FIFO cannot exhaust memory).
     pub fn from_file(path: &Path) -> std::io::Result<ApiKeys> {
-        let text = std::fs::read_to_string(path)?;
+        let bytes = crate::limits::read_at_most(path, MAX_KEYS_FILE_BYTES + 1)?;
+        if bytes.len() as u64 > MAX_KEYS_FILE_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: the API key file is larger than the limit of {MAX_KEYS_FILE_BYTES} bytes",
+                    path.display()
+                ),
+            ));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: the API key file is not UTF-8 text", path.display()),
+            )
+        })?;
         let keys = ApiKeys::new(
             text.lines().filter(|l| !l.trim_start().starts_with('#')).map(str::to_string),
         );

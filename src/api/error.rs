@@ -9,12 +9,16 @@ use axum::Json;
 pub enum Code {
     /// 3 INVALID_ARGUMENT, HTTP 400.
     InvalidArgument,
+    /// 4 DEADLINE_EXCEEDED, HTTP 408 (the request body stalled past the body timeout).
+    RequestTimeout,
     /// 5 NOT_FOUND, HTTP 404.
     NotFound,
     /// 6 ALREADY_EXISTS, HTTP 409.
     AlreadyExists,
     /// 8 RESOURCE_EXHAUSTED, HTTP 413 (upload larger than the limit).
     TooLarge,
+    /// 8 RESOURCE_EXHAUSTED, HTTP 429 (as many uploads as the limit are being indexed).
+    TooManyUploads,
     /// 9 FAILED_PRECONDITION, HTTP 400 (path conflict between enabled add-ons).
     FailedPrecondition,
     /// 12 UNIMPLEMENTED, HTTP 405 (known route, wrong method).
@@ -30,9 +34,10 @@ impl Code {
     pub fn number(self) -> i32 {
         match self {
             Code::InvalidArgument => 3,
+            Code::RequestTimeout => 4,
             Code::NotFound => 5,
             Code::AlreadyExists => 6,
-            Code::TooLarge => 8,
+            Code::TooLarge | Code::TooManyUploads => 8,
             Code::FailedPrecondition => 9,
             Code::MethodNotAllowed => 12,
             Code::Internal => 13,
@@ -47,6 +52,8 @@ impl Code {
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::AlreadyExists => StatusCode::CONFLICT,
             Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Code::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -83,6 +90,18 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if self.code == Code::TooManyUploads {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        }
+        if self.code == Code::RequestTimeout {
+            // The rest of a stalled body cannot be told from the next request.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
             );
         }
         response

@@ -11,10 +11,12 @@
 mod auth;
 pub mod client;
 mod error;
+pub mod server;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
@@ -46,18 +48,36 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// Largest JSON body accepted by the status route.
 pub const MAX_JSON_BODY: usize = 1 << 20;
 
-/// Limits of the API.
+/// Limits of the API (see `docs/api.md`, "Limits and options of `addonfs serve`").
 #[derive(Debug, Clone, Copy)]
 pub struct ApiLimits {
     /// Largest tarball accepted by an upload, in bytes.
     pub max_upload: u64,
     /// Options (span, archive limits) for indexing uploads.
     pub scan: ScanOptions,
+    /// Uploads indexed at once; more are refused with 429 (each one's index is built in
+    /// memory, so this bounds the daemon's memory).
+    pub max_uploads: usize,
+    /// Longest wait for the next bytes of a request body; a stalled upload is refused and its
+    /// staging removed.
+    pub body_timeout: Duration,
+    /// Longest wait for a complete request head, from when a connection is accepted or its
+    /// previous response was sent (so also the keep-alive idle timeout).
+    pub header_timeout: Duration,
+    /// Connections open at once; more wait in the kernel's listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ApiLimits {
     fn default() -> Self {
-        ApiLimits { max_upload: 2 << 30, scan: ScanOptions::default() }
+        ApiLimits {
+            max_upload: 2 << 30,
+            scan: ScanOptions::default(),
+            max_uploads: 2,
+            body_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
     }
 }
 
@@ -65,11 +85,14 @@ struct App {
     store: Arc<Store>,
     keys: ApiKeys,
     limits: ApiLimits,
+    /// One permit per upload being received and indexed.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The router of the API over `store`.
 pub fn router(store: Arc<Store>, keys: ApiKeys, limits: ApiLimits) -> axum::Router {
-    let app = Arc::new(App { store, keys, limits });
+    let uploads = Arc::new(tokio::sync::Semaphore::new(limits.max_uploads.max(1)));
+    let app = Arc::new(App { store, keys, limits, uploads });
     axum::Router::new()
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -96,7 +119,7 @@ pub async fn serve_on(
     limits: ApiLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store, keys, limits)).with_graceful_shutdown(shutdown).await
+    server::serve(listener, router(store, keys, limits), &limits, shutdown).await
 }
 
 async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
@@ -139,10 +162,39 @@ impl From<StoreError> for ApiError {
             StoreError::BadStatus(_) | StoreError::BadReason(_) => Code::InvalidArgument,
         };
         if code == Code::Internal {
-            tracing::error!(error = %e, "store failure");
+            // The details name paths inside the state directory: for the log, not the client.
+            return internal("the store failed", &e);
         }
         ApiError::new(code, e.to_string())
     }
+}
+
+/// A 500 answer: `what` failed; the details (`error`, which may name internal paths) go to the
+/// log only.
+fn internal(what: &str, error: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %error, "{what}");
+    ApiError::new(
+        Code::Internal,
+        format!("{what} (an internal error: the daemon's log has the details)"),
+    )
+}
+
+/// `step` of the request body within the body timeout; an upload that sends nothing for that
+/// long is refused.
+async fn within_body_timeout<T>(
+    app: &App,
+    step: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let limit = app.limits.body_timeout;
+    tokio::time::timeout(limit, step).await.map_err(|_| {
+        ApiError::new(
+            Code::RequestTimeout,
+            format!(
+                "the request body stalled: nothing arrived for {} s (the body timeout)",
+                limit.as_secs_f64()
+            ),
+        )
+    })?
 }
 
 fn invalid_metadata(problems: &[metadata::MetadataError]) -> ApiError {
@@ -155,6 +207,16 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 }
 
 async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
+    // Before the body is read: a refused client (curl waits for `100 Continue`) sends nothing.
+    let Ok(_permit) = Arc::clone(&app.uploads).try_acquire_owned() else {
+        return Err(ApiError::new(
+            Code::TooManyUploads,
+            format!(
+                "too many uploads at once: {} are being indexed (the limit); retry later",
+                app.limits.max_uploads
+            ),
+        ));
+    };
     let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
         ApiError::new(
             Code::InvalidArgument,
@@ -162,6 +224,8 @@ async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
         )
     })?;
     let result = upload_parts(app, &mut multipart).await;
+    // The builder's many small allocations are freed by now: give the pages back.
+    crate::mount::sys::trim_heap();
     if result.is_err() {
         // Refused early (not an archive, a broken rule): the staging is gone already. Read the
         // rest of what the client is still sending, within a budget, so that it gets the
@@ -174,11 +238,15 @@ async fn upload(app: &App, req: Request) -> Result<Record, ApiError> {
 /// How much of a refused upload's remaining body is read and dropped before answering.
 const DRAIN_BUDGET: u64 = 256 << 20;
 
+/// Longest wait for the next bytes of a refused upload's body before answering anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Reads and drops the rest of a multipart body, at most `budget` bytes; stops at any error.
 async fn drain(multipart: &mut Multipart, budget: u64) {
     let mut left = budget;
-    while let Ok(Some(mut field)) = multipart.next_field().await {
-        while let Ok(Some(chunk)) = field.chunk().await {
+    let limit = DRAIN_TIMEOUT;
+    while let Ok(Ok(Some(mut field))) = tokio::time::timeout(limit, multipart.next_field()).await {
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout(limit, field.chunk()).await {
             left = left.saturating_sub(chunk.len() as u64);
             if left == 0 {
                 return;
@@ -192,10 +260,13 @@ async fn upload_parts(app: &App, multipart: &mut Multipart) -> Result<Record, Ap
     let staging = app.store.stage()?;
     let mut metadata_bytes: Option<Vec<u8>> = None;
     let mut index: Option<Index> = None;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+    while let Some(field) =
+        within_body_timeout(app, async { multipart.next_field().await.map_err(multipart_error) })
+            .await?
+    {
         match field.name() {
             Some("metadata") if metadata_bytes.is_none() => {
-                let bytes = read_metadata_part(field).await?;
+                let bytes = read_metadata_part(app, field).await?;
                 // Check the rules now, before a large tarball streams in (or, when the tarball
                 // came first, before it is committed).
                 let metadata =
@@ -213,10 +284,14 @@ async fn upload_parts(app: &App, multipart: &mut Multipart) -> Result<Record, Ap
                 ))
             }
             other => {
+                let part = match other {
+                    Some(name) => format!("an unexpected part named `{name}`"),
+                    None => "a part without a name".to_string(),
+                };
                 return Err(ApiError::new(
                     Code::InvalidArgument,
-                    format!("unexpected part {other:?}; the parts are `metadata` and `tarball`"),
-                ))
+                    format!("the body has {part}; the parts are `metadata` and `tarball`"),
+                ));
             }
         }
     }
@@ -235,15 +310,18 @@ async fn upload_parts(app: &App, multipart: &mut Multipart) -> Result<Record, Ap
     let store = Arc::clone(&app.store);
     tokio::task::spawn_blocking(move || check_and_commit(&store, staging, &metadata_bytes, &index))
         .await
-        .map_err(|e| ApiError::new(Code::Internal, format!("commit task failed: {e}")))?
+        .map_err(|e| internal("the commit task failed", &e))?
 }
 
 /// Reads the `metadata` part (at most [`MAX_METADATA_BYTES`]).
 async fn read_metadata_part(
+    app: &App,
     mut field: axum::extract::multipart::Field<'_>,
 ) -> Result<Vec<u8>, ApiError> {
     let mut bytes = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(chunk) =
+        within_body_timeout(app, async { field.chunk().await.map_err(multipart_error) }).await?
+    {
         if bytes.len() + chunk.len() > MAX_METADATA_BYTES {
             return Err(ApiError::new(
                 Code::InvalidArgument,
@@ -284,7 +362,9 @@ async fn stream_and_index(
     // Feeds the thread; `Ok(false)` if it stopped taking bytes (it failed: its error says why).
     let feed = async {
         let mut size: u64 = 0;
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        while let Some(chunk) =
+            within_body_timeout(app, async { field.chunk().await.map_err(multipart_error) }).await?
+        {
             size += chunk.len() as u64;
             if size > app.limits.max_upload {
                 return Err(ApiError::new(
@@ -304,9 +384,7 @@ async fn stream_and_index(
     let fed = feed.await;
     // Without `End`, the thread sees the upload break off and stops.
     drop(tx);
-    let built = task
-        .await
-        .map_err(|e| ApiError::new(Code::Internal, format!("indexing task failed: {e}")))?;
+    let built = task.await.map_err(|e| internal("the indexing task failed", &e))?;
     fed?;
     let not_an_archive = |source: &dyn std::fmt::Display| {
         ApiError::new(
@@ -317,10 +395,7 @@ async fn stream_and_index(
     built.map_err(|e| match e {
         crate::Error::Scan { source, .. } => not_an_archive(&source),
         crate::Error::Index { source, .. } => not_an_archive(&source),
-        other => {
-            tracing::error!(error = %other, "cannot store an upload");
-            ApiError::new(Code::Internal, format!("cannot store the upload: {other}"))
-        }
+        other => internal("cannot store the upload", &other),
     })
 }
 
@@ -481,9 +556,12 @@ struct StatusRequest {
 
 async fn update_status(app: &App, body: Body) -> Result<Response, ApiError> {
     let bad = |m: String| ApiError::new(Code::InvalidArgument, m);
-    let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
-        .await
-        .map_err(|e| bad(format!("cannot read the body (at most {MAX_JSON_BODY} bytes): {e}")))?;
+    let bytes = within_body_timeout(app, async {
+        axum::body::to_bytes(body, MAX_JSON_BODY)
+            .await
+            .map_err(|e| bad(format!("cannot read the body (at most {MAX_JSON_BODY} bytes): {e}")))
+    })
+    .await?;
     let req: StatusRequest = serde_json::from_slice(&bytes).map_err(|e| {
         bad(format!("bad body: {e} (expected {{\"status\": \"AVAILABLE\"|\"DEPRECATED\"|\"DISABLED\", \"ids\": [int], \"identifiers\": [string], \"reason\": string}})"))
     })?;
@@ -503,6 +581,6 @@ async fn update_status(app: &App, body: Body) -> Result<Response, ApiError> {
         store.set_status_with_reason(status, req.reason.as_deref(), &req.ids, &req.identifiers)
     })
     .await
-    .map_err(|e| ApiError::new(Code::Internal, format!("status task failed: {e}")))??;
+    .map_err(|e| internal("the status task failed", &e))??;
     Ok(Json(serde_json::json!({ "rows_affected": rows })).into_response())
 }

@@ -188,6 +188,29 @@ pub struct ServeCmd {
     /// Bytes of decompressed gzip spans kept in memory, shared by all add-ons.
     #[arg(long, default_value = "32M", value_parser = parse_size)]
     pub cache_size: u64,
+    /// Uploads indexed at once; further uploads are refused with 429 until one ends.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_uploads: u32,
+    /// Connections open at once (lowered to fit the open-files limit); further connections
+    /// wait in the kernel's listen backlog.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a connection has to send a complete request head, from when it is accepted or
+    /// its previous response was sent (so also the idle keep-alive timeout).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub header_timeout: std::time::Duration,
+    /// Seconds a request body may send nothing; a stalled upload is refused and its staging
+    /// removed.
+    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub body_timeout: std::time::Duration,
+}
+
+/// A positive number of seconds (fractions allowed: `0.5`).
+pub fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(std::time::Duration::from_secs_f64(s)),
+        _ => Err(format!("{text:?} is not a number of seconds between 0 and 86400 (0 excluded)")),
+    }
 }
 
 /// How an admin command reaches the registry: a running daemon's API, or the state directory.

@@ -56,6 +56,7 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
     // Before any thread starts: freed cache chunks and upload buffers go back to the system
     // instead of lingering in per-thread arenas.
     crate::mount::sys::release_large_allocations();
+    let open_files = crate::api::server::raise_open_files_limit();
     let dir = state_dir(&cmd.state);
     let store = Arc::new(Store::open(&dir, "serve")?);
     for problem in store.problems() {
@@ -64,7 +65,11 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
     let keys = if let Some(key) = &cmd.api_key {
         ApiKeys::new([key.clone()])
     } else if let Some(path) = &cmd.api_key_file {
-        ApiKeys::from_file(path).map_err(|e| Error::io(path, e))?
+        ApiKeys::from_file(path).map_err(|e| match e.kind() {
+            // The message names the file already.
+            std::io::ErrorKind::InvalidData => Error::Usage(e.to_string()),
+            _ => Error::io(path, e),
+        })?
     } else {
         let (keys, path, created) =
             ApiKeys::load_or_create(&dir).map_err(|e| Error::io(dir.join("api-keys"), e))?;
@@ -79,7 +84,21 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
             limits: Limits { max_uncompressed: cmd.max_uncompressed, ..Limits::default() },
             ..ScanOptions::default()
         },
+        max_uploads: cmd.max_uploads as usize,
+        body_timeout: cmd.body_timeout,
+        header_timeout: cmd.header_timeout,
+        max_connections: crate::api::server::connection_cap(
+            cmd.max_connections as usize,
+            open_files,
+        ),
     };
+    if limits.max_connections < cmd.max_connections as usize {
+        eprintln!(
+            "addonfs: warning: at most {} connections at once (--max-connections {}), to fit the \
+             open-files limit of {open_files}",
+            limits.max_connections, cmd.max_connections
+        );
+    }
     let daemon = if cmd.no_mount {
         None
     } else {

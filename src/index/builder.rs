@@ -19,8 +19,11 @@
 //!   final tree in bytewise name order (root = 1): the same tree always gets the same numbers,
 //!   and inodes no name reaches any more are not stored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::io::Write;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::format::{
     self, AttrRec, DirentRec, Header, InodeRec, PointRec, SectionEntry, SparseRec, XattrRec,
@@ -44,10 +47,15 @@ type NodeId = usize;
 
 const ROOT: NodeId = 0;
 
+/// No link (the end of a directory's list of children).
+const NO_LINK: u32 = u32::MAX;
+
 /// Mode of implicit directories.
 const IMPLICIT_DIR_MODE: u32 = 0o755;
 
-/// One inode while building.
+/// One inode while building. Kept small (an archive may have millions): what few entries
+/// have (a symlink target, device numbers, a sparse map, xattrs) is boxed in [`Extra`], and a
+/// directory's names live in the builder's [`Link`] list, not in a map of its own.
 #[derive(Debug)]
 struct Node {
     /// Never [`EntryKind::Hardlink`].
@@ -55,15 +63,36 @@ struct Node {
     mode: u32,
     uid: u32,
     gid: u32,
-    mtime: i64,
     mtime_nsec: u32,
+    mtime: i64,
     size: u64,
+    /// Contiguous data: its offset in the tar stream (a sparse map is in `extra`).
+    data_offset: Option<u64>,
+    extra: Option<Box<Extra>>,
+    /// Directories only: the newest of its links (each link points to the one before).
+    first_link: u32,
+    /// Directories only: how many names it holds.
+    children: u32,
+}
+
+/// The parts of a node that few entries have.
+#[derive(Debug, Default)]
+struct Extra {
     rdev: (u32, u32),
-    data: DataLayout,
+    sparse: Option<Vec<SparseSegment>>,
     symlink: Vec<u8>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Directories only: name -> node, sorted bytewise.
-    children: BTreeMap<Box<[u8]>, NodeId>,
+}
+
+/// One name in a directory: `names[name_off..name_off + name_len]` in `dir` is `node`.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    name_off: u64,
+    name_len: u32,
+    dir: u32,
+    node: u32,
+    /// The previous link of the same directory, or [`NO_LINK`].
+    next: u32,
 }
 
 impl Node {
@@ -73,19 +102,26 @@ impl Node {
             mode: IMPLICIT_DIR_MODE,
             uid: 0,
             gid: 0,
-            mtime,
             mtime_nsec: 0,
+            mtime,
             size: 0,
-            rdev: (0, 0),
-            data: DataLayout::None,
-            symlink: Vec::new(),
-            xattrs: Vec::new(),
-            children: BTreeMap::new(),
+            data_offset: None,
+            extra: None,
+            first_link: NO_LINK,
+            children: 0,
         }
     }
 
     fn is_dir(&self) -> bool {
         self.kind == EntryKind::Dir
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    fn xattrs(&self) -> &[(Vec<u8>, Vec<u8>)] {
+        self.extra.as_ref().map_or(&[], |e| &e.xattrs)
     }
 }
 
@@ -99,6 +135,13 @@ struct Point {
 pub struct IndexBuilder {
     default_mtime: i64,
     nodes: Vec<Node>,
+    /// Every name of every directory.
+    links: Vec<Link>,
+    /// The bytes of the names of `links`, one after the other.
+    names: Vec<u8>,
+    /// `links` by (directory, name), for lookups.
+    lookup: HashTable<u32>,
+    hasher: DefaultHashBuilder,
     points: Vec<Point>,
     windows: Vec<u8>,
     /// The first problem with the access points, reported by `finish`.
@@ -111,6 +154,7 @@ impl std::fmt::Debug for IndexBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IndexBuilder")
             .field("nodes", &self.nodes.len())
+            .field("links", &self.links.len())
             .field("points", &self.points.len())
             .field("windows", &self.windows.len())
             .field("warnings", &self.warnings.len())
@@ -134,6 +178,10 @@ impl IndexBuilder {
         IndexBuilder {
             default_mtime,
             nodes: vec![Node::implicit_dir(default_mtime)],
+            links: Vec::new(),
+            names: Vec::new(),
+            lookup: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
             points: Vec::new(),
             windows: Vec::new(),
             point_error: None,
@@ -216,7 +264,7 @@ impl IndexBuilder {
         // Walk (and make) the parents.
         let mut dir = ROOT;
         for (depth, comp) in parents.iter().enumerate() {
-            dir = match self.nodes[dir].children.get(*comp).copied() {
+            dir = match self.child(dir, comp) {
                 Some(id) if self.nodes[id].is_dir() => id,
                 existing => {
                     if let Some(id) = existing {
@@ -229,13 +277,13 @@ impl IndexBuilder {
                         ));
                     }
                     let id = self.push(Node::implicit_dir(self.default_mtime));
-                    self.nodes[dir].children.insert(Box::from(*comp), id);
+                    self.set_child(dir, comp, id);
                     id
                 }
             };
         }
 
-        let existing = self.nodes[dir].children.get(*name).copied();
+        let existing = self.child(dir, name);
         let new_id = match (entry.kind, existing) {
             (EntryKind::Hardlink, _) => match link_to {
                 Some(id) => id,
@@ -254,7 +302,7 @@ impl IndexBuilder {
             if old == new_id {
                 return;
             }
-            if self.nodes[old].is_dir() && !self.nodes[old].children.is_empty() {
+            if self.nodes[old].is_dir() && self.nodes[old].children > 0 {
                 let dropped = self.subtree_names(old);
                 warnings.push(format!(
                     "entry '{shown}' at offset {at}: replaces a directory and the {dropped} \
@@ -262,7 +310,69 @@ impl IndexBuilder {
                 ));
             }
         }
-        self.nodes[dir].children.insert(Box::from(*name), new_id);
+        self.set_child(dir, name, new_id);
+    }
+
+    fn hash_link(&self, dir: NodeId, name: &[u8]) -> u64 {
+        self.hasher.hash_one((dir as u32, name))
+    }
+
+    fn link_name(&self, link: &Link) -> &[u8] {
+        // In bounds: `set_child` appended these bytes.
+        &self.names[link.name_off as usize..link.name_off as usize + link.name_len as usize]
+    }
+
+    /// The link named `name` in directory `dir`, if any.
+    fn find_link(&self, dir: NodeId, name: &[u8]) -> Option<u32> {
+        let hash = self.hash_link(dir, name);
+        self.lookup
+            .find(hash, |&i| {
+                let link = &self.links[i as usize];
+                link.dir as usize == dir && self.link_name(link) == name
+            })
+            .copied()
+    }
+
+    /// The node named `name` in directory `dir`, if any.
+    fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        self.find_link(dir, name).map(|i| self.links[i as usize].node as usize)
+    }
+
+    /// Makes `name` in directory `dir` name `node` (replacing what it named).
+    fn set_child(&mut self, dir: NodeId, name: &[u8], node: NodeId) {
+        if let Some(i) = self.find_link(dir, name) {
+            self.links[i as usize].node = node as u32;
+            return;
+        }
+        let i = self.links.len() as u32;
+        let link = Link {
+            name_off: self.names.len() as u64,
+            name_len: name.len() as u32,
+            dir: dir as u32,
+            node: node as u32,
+            next: self.nodes[dir].first_link,
+        };
+        self.names.extend_from_slice(name);
+        self.links.push(link);
+        self.nodes[dir].first_link = i;
+        self.nodes[dir].children += 1;
+        let hash = self.hash_link(dir, name);
+        let (links, names, hasher) = (&self.links, &self.names, &self.hasher);
+        self.lookup.insert_unique(hash, i, |&j| {
+            let l = &links[j as usize];
+            let n = &names[l.name_off as usize..l.name_off as usize + l.name_len as usize];
+            hasher.hash_one((l.dir, n))
+        });
+    }
+
+    /// The links of directory `dir`, newest first.
+    fn links_of(&self, dir: NodeId) -> impl Iterator<Item = &Link> + '_ {
+        let mut at = self.nodes[dir].first_link;
+        std::iter::from_fn(move || {
+            let link = self.links.get(at as usize)?;
+            at = link.next;
+            Some(link)
+        })
     }
 
     /// The node at `path` now, if every component exists (intermediate ones being directories).
@@ -273,7 +383,7 @@ impl IndexBuilder {
             if !node.is_dir() {
                 return None;
             }
-            id = *node.children.get(comp)?;
+            id = self.child(id, comp)?;
         }
         Some(id)
     }
@@ -288,7 +398,7 @@ impl IndexBuilder {
         let mut count = 0u64;
         let mut stack = vec![id];
         while let Some(d) = stack.pop() {
-            for &child in self.nodes[d].children.values() {
+            for child in self.links_of(d).map(|l| l.node as usize) {
                 count += 1;
                 if self.nodes[child].is_dir() {
                     stack.push(child);
@@ -304,7 +414,9 @@ impl IndexBuilder {
         node.gid = entry.gid;
         node.mtime = entry.mtime;
         node.mtime_nsec = entry.mtime_nsec;
-        node.xattrs = entry.xattrs;
+        if !entry.xattrs.is_empty() || node.extra.is_some() {
+            node.extra_mut().xattrs = entry.xattrs;
+        }
     }
 
     /// A new (non-hardlink) node for `entry`, or `None` (with a warning) if it cannot be one.
@@ -320,20 +432,22 @@ impl IndexBuilder {
             mode: entry.mode & 0o7777,
             uid: entry.uid,
             gid: entry.gid,
-            mtime: entry.mtime,
             mtime_nsec: entry.mtime_nsec,
+            mtime: entry.mtime,
             size: 0,
-            rdev: (0, 0),
-            data: DataLayout::None,
-            symlink: Vec::new(),
-            xattrs: entry.xattrs,
-            children: BTreeMap::new(),
+            data_offset: None,
+            extra: None,
+            first_link: NO_LINK,
+            children: 0,
         };
+        if !entry.xattrs.is_empty() {
+            node.extra_mut().xattrs = entry.xattrs;
+        }
         match entry.kind {
             EntryKind::File => {
                 node.size = entry.size;
-                node.data = match entry.data {
-                    DataLayout::None => DataLayout::None,
+                match entry.data {
+                    DataLayout::None => {}
                     DataLayout::Contiguous { offset } => {
                         if offset.checked_add(entry.size).is_none() {
                             warnings.push(format!(
@@ -343,7 +457,7 @@ impl IndexBuilder {
                             ));
                             return None;
                         }
-                        DataLayout::Contiguous { offset }
+                        node.data_offset = Some(offset);
                     }
                     DataLayout::Sparse(segments) => {
                         if let Err(why) = check_sparse(&segments, entry.size) {
@@ -352,12 +466,12 @@ impl IndexBuilder {
                             ));
                             return None;
                         }
-                        DataLayout::Sparse(segments)
+                        node.extra_mut().sparse = Some(segments);
                     }
-                };
+                }
             }
             EntryKind::Dir | EntryKind::Fifo => {}
-            EntryKind::CharDev | EntryKind::BlockDev => node.rdev = entry.rdev,
+            EntryKind::CharDev | EntryKind::BlockDev => node.extra_mut().rdev = entry.rdev,
             EntryKind::Symlink => {
                 let Some(target) = entry.link_target.filter(|t| !t.is_empty()) else {
                     warnings.push(format!(
@@ -366,7 +480,7 @@ impl IndexBuilder {
                     return None;
                 };
                 node.size = target.len() as u64;
-                node.symlink = target;
+                node.extra_mut().symlink = target;
             }
             EntryKind::Hardlink => return None, // handled by the caller
         }
@@ -471,7 +585,7 @@ impl IndexBuilder {
     }
 
     fn serialize(
-        &self,
+        mut self,
         identity: ArchiveIdentity,
         compression: Compression,
         span: u64,
@@ -480,28 +594,50 @@ impl IndexBuilder {
         let too_many =
             |what: &str| IndexError::Build(format!("too many {what} (the limit is 2^32-1)"));
 
-        // Breadth-first numbering in name order. `order[k]` is the node of inode k + 1.
+        // Breadth-first numbering in name order. `order[k]` is the node of inode k + 1. The
+        // links of each directory reached are sorted by name once, into `sorted`; directory
+        // `order[k]`'s are `sorted[range[k]..]`, in the same order as the walk reaches them.
         let mut ino_of: Vec<u32> = vec![0; self.nodes.len()];
         let mut names: Vec<u32> = vec![0; self.nodes.len()];
-        let mut order: Vec<NodeId> = vec![ROOT];
+        let mut order: Vec<u32> = vec![ROOT as u32];
         let mut parent: Vec<u32> = vec![1]; // per inode, directories only
+        let mut sorted: Vec<u32> = Vec::new();
+        let mut dir_start: Vec<usize> = Vec::new(); // per directory, in walk order
+        let mut scratch: Vec<u32> = Vec::new();
         ino_of[ROOT] = 1;
         let mut k = 0;
         while k < order.len() {
-            let id = order[k];
+            let id = order[k] as usize;
             let ino = k as u32 + 1;
             k += 1;
-            for &child in self.nodes[id].children.values() {
+            if !self.nodes[id].is_dir() {
+                continue;
+            }
+            scratch.clear();
+            let mut at = self.nodes[id].first_link;
+            while let Some(link) = self.links.get(at as usize) {
+                scratch.push(at);
+                at = link.next;
+            }
+            scratch.sort_unstable_by(|&a, &b| {
+                self.link_name(&self.links[a as usize]).cmp(self.link_name(&self.links[b as usize]))
+            });
+            dir_start.push(sorted.len());
+            sorted.extend_from_slice(&scratch);
+            for &l in &scratch {
+                let child = self.links[l as usize].node as usize;
                 names[child] = names[child].saturating_add(1);
                 if ino_of[child] == 0 {
                     let child_ino =
                         u32::try_from(order.len() + 1).map_err(|_| too_many("inodes"))?;
                     ino_of[child] = child_ino;
-                    order.push(child);
+                    order.push(child as u32);
                     parent.push(ino);
                 }
             }
         }
+        drop(scratch);
+        dir_start.push(sorted.len());
 
         let mut strings = StringTable::default();
         let mut attr_ids: HashMap<AttrRec, u32> = HashMap::new();
@@ -511,8 +647,10 @@ impl IndexBuilder {
         let mut sparse = Vec::new();
         let mut xattrs = Vec::new();
         let (mut dirent_count, mut sparse_count, mut xattr_count) = (0u64, 0u64, 0u64);
+        let mut dirs_seen = 0usize;
 
         for (k, &id) in order.iter().enumerate() {
+            let id = id as usize;
             let node = &self.nodes[id];
             let ino = k as u32 + 1;
             let attr = AttrRec {
@@ -539,59 +677,78 @@ impl IndexBuilder {
             };
             match node.kind {
                 EntryKind::Dir => {
+                    let links = &sorted[dir_start[dirs_seen]..dir_start[dirs_seen + 1]];
+                    dirs_seen += 1;
+                    let child_of = |l: u32| self.links[l as usize].node as usize;
                     let subdirs =
-                        node.children.values().filter(|&&c| self.nodes[c].is_dir()).count();
+                        links.iter().filter(|&&l| self.nodes[child_of(l)].is_dir()).count();
                     rec.nlink = u32::try_from(subdirs).unwrap_or(u32::MAX).saturating_add(2);
                     rec.a = dirent_count;
-                    rec.b = u32::try_from(node.children.len()).map_err(|_| too_many("dirents"))?;
+                    rec.b = u32::try_from(links.len()).map_err(|_| too_many("dirents"))?;
                     rec.c = parent[k];
-                    for (name, &child) in &node.children {
-                        let name_off = strings.intern_name(name)?;
-                        DirentRec { name_off, ino: ino_of[child] }.encode(&mut dirents);
+                    for &l in links {
+                        let name_off =
+                            strings.intern_name(self.link_name(&self.links[l as usize]))?;
+                        DirentRec { name_off, ino: ino_of[child_of(l)] }.encode(&mut dirents);
                     }
-                    dirent_count += node.children.len() as u64;
+                    dirent_count += links.len() as u64;
                 }
-                EntryKind::File => match &node.data {
-                    DataLayout::None => {}
-                    DataLayout::Contiguous { offset } => {
-                        rec.data = DATA_CONTIGUOUS;
-                        rec.a = *offset;
-                    }
-                    DataLayout::Sparse(segments) => {
-                        rec.data = DATA_SPARSE;
-                        rec.a = sparse_count;
-                        rec.b = u32::try_from(segments.len())
-                            .map_err(|_| too_many("sparse segments"))?;
-                        for s in segments {
-                            SparseRec {
-                                logical: s.logical,
-                                len: s.len,
-                                stream_offset: s.stream_offset,
-                            }
-                            .encode(&mut sparse);
+                EntryKind::File => {
+                    match (node.data_offset, node.extra.as_ref().and_then(|e| e.sparse.as_ref())) {
+                        (Some(offset), _) => {
+                            rec.data = DATA_CONTIGUOUS;
+                            rec.a = offset;
                         }
-                        sparse_count += segments.len() as u64;
+                        (None, None) => {}
+                        (None, Some(segments)) => {
+                            rec.data = DATA_SPARSE;
+                            rec.a = sparse_count;
+                            rec.b = u32::try_from(segments.len())
+                                .map_err(|_| too_many("sparse segments"))?;
+                            for s in segments {
+                                SparseRec {
+                                    logical: s.logical,
+                                    len: s.len,
+                                    stream_offset: s.stream_offset,
+                                }
+                                .encode(&mut sparse);
+                            }
+                            sparse_count += segments.len() as u64;
+                        }
                     }
-                },
+                }
                 EntryKind::Symlink => {
-                    let (off, len) = strings.intern(&node.symlink)?;
+                    let target = node.extra.as_ref().map_or(&[][..], |e| &e.symlink);
+                    let (off, len) = strings.intern(target)?;
                     rec.a = u64::from(off);
                     rec.b = len;
                 }
                 EntryKind::CharDev | EntryKind::BlockDev => {
-                    rec.b = node.rdev.0;
-                    rec.c = node.rdev.1;
+                    let rdev = node.extra.as_ref().map_or((0, 0), |e| e.rdev);
+                    rec.b = rdev.0;
+                    rec.c = rdev.1;
                 }
                 EntryKind::Fifo | EntryKind::Hardlink => {}
             }
             rec.encode(&mut inodes);
-            for (name, value) in &node.xattrs {
+            for (name, value) in node.xattrs() {
                 let (name_off, name_len) = strings.intern(name)?;
                 let (value_off, value_len) = strings.intern(value)?;
                 XattrRec { ino, name_off, name_len, value_off, value_len }.encode(&mut xattrs);
                 xattr_count += 1;
             }
         }
+
+        // The tree is serialized: free it (and the walk's tables) before the sections are
+        // copied into one buffer, so that the peak is not the tree plus two copies.
+        let blob = strings.into_blob();
+        let inode_count = order.len() as u64;
+        let attr_count = attr_ids.len() as u64;
+        drop((ino_of, names, order, parent, sorted, dir_start, attr_ids));
+        drop(std::mem::take(&mut self.nodes));
+        drop(std::mem::take(&mut self.links));
+        drop(std::mem::take(&mut self.names));
+        drop(std::mem::take(&mut self.lookup));
 
         let mut points = Vec::with_capacity(self.points.len() * format::POINT_LEN);
         for p in &self.points {
@@ -611,20 +768,22 @@ impl IndexBuilder {
         }
 
         let count = |n: u64, what: &str| u32::try_from(n).map_err(|_| too_many(what));
-        let bodies: [&[u8]; format::SECTION_COUNT] = [
-            &inodes,
-            &attrs,
-            &dirents,
-            &strings.blob,
-            &sparse,
-            &xattrs,
-            &points,
-            &self.windows,
-            &warnings,
+        let warning_count = kept.len() as u64;
+        drop(kept);
+        let bodies: [Vec<u8>; format::SECTION_COUNT] = [
+            inodes,
+            attrs,
+            dirents,
+            blob,
+            sparse,
+            xattrs,
+            points,
+            std::mem::take(&mut self.windows),
+            warnings,
         ];
         let mut sections = [SectionEntry::default(); format::SECTION_COUNT];
         let mut offset = format::HEADER_LEN as u64;
-        for (entry, body) in sections.iter_mut().zip(bodies) {
+        for (entry, body) in sections.iter_mut().zip(&bodies) {
             *entry = SectionEntry { offset, len: body.len() as u64, crc: crc32fast::hash(body) };
             offset += body.len() as u64;
         }
@@ -633,20 +792,21 @@ impl IndexBuilder {
             compression,
             span,
             uncompressed_size,
-            inode_count: count(order.len() as u64, "inodes")?,
-            attr_count: count(attr_ids.len() as u64, "attribute tuples")?,
+            inode_count: count(inode_count, "inodes")?,
+            attr_count: count(attr_count, "attribute tuples")?,
             dirent_count: count(dirent_count, "dirents")?,
             sparse_count: count(sparse_count, "sparse segments")?,
             xattr_count: count(xattr_count, "extended attributes")?,
             point_count: count(self.points.len() as u64, "access points")?,
-            warning_count: count(kept.len() as u64, "warnings")?,
+            warning_count: count(warning_count, "warnings")?,
             sections,
         };
         let total = usize::try_from(offset).map_err(|_| too_many("bytes"))?;
         let mut out = Vec::with_capacity(total);
         out.extend_from_slice(&header.encode());
         for body in bodies {
-            out.extend_from_slice(body);
+            // Each section is freed once copied.
+            out.extend_from_slice(&body);
         }
         Ok(out)
     }
@@ -682,13 +842,22 @@ fn check_sparse(segments: &[SparseSegment], size: u64) -> Result<(), String> {
 struct StringTable<'a> {
     blob: Vec<u8>,
     seen: HashMap<&'a [u8], u32>,
-    names: HashMap<&'a [u8], u32>,
+    /// The offsets of the names in `blob`, found by the names' bytes (read back from `blob`:
+    /// four bytes a name, not a key of its own).
+    names: HashTable<u32>,
+    hasher: DefaultHashBuilder,
 }
 
 impl<'a> StringTable<'a> {
+    fn into_blob(self) -> Vec<u8> {
+        self.blob
+    }
+
     /// The offset of the length-prefixed name `s` in the blob, adding it if new.
     fn intern_name(&mut self, s: &'a [u8]) -> Result<u32, IndexError> {
-        if let Some(&off) = self.names.get(s) {
+        let hash = self.hasher.hash_one(s);
+        if let Some(&off) = self.names.find(hash, |&o| format::read_name(&self.blob, o) == Some(s))
+        {
             return Ok(off);
         }
         let too_big = || IndexError::Build("string table over 4 GiB".into());
@@ -699,7 +868,10 @@ impl<'a> StringTable<'a> {
         if self.blob.len() as u64 > u64::from(u32::MAX) {
             return Err(too_big());
         }
-        self.names.insert(s, off);
+        let (blob, hasher) = (&self.blob, &self.hasher);
+        self.names.insert_unique(hash, off, |&o| {
+            hasher.hash_one(format::read_name(blob, o).unwrap_or_default())
+        });
         Ok(off)
     }
 
