@@ -8,25 +8,34 @@
 # ARCHIVE defaults to /var/tmp/addonfs-bench/python.tar.gz, made from this machine's Python
 # installation if missing (~190 MB, ~46k files). Peers: `pip install ratarmount`,
 # `apt-get install -y archivemount`. Environment: ADDONFS (binary; default: release build),
-# WORK (scratch directory), READ_TIMEOUT (seconds for "read everything", default 150),
-# DROP_CACHES=0 (smoke tests only: figures are then not cold).
+# ROUNDS (samples per figure, default 3, at least 3), WORK (scratch directory; default a new
+# one under /var/tmp/addonfs-bench, removed at the end unless KEEP=1), READ_TIMEOUT (seconds
+# for "read everything", default 150), PEERS (the peers to run, default "ratarmount
+# archivemount", each when installed; PEERS= runs addonfs and ext4 alone), DROP_CACHES=0
+# (smoke tests only: figures are then not cold).
+#
+# The tools alternate: each round measures every tool once (addonfs, the peers, ext4), the
+# order rotating from round to round, so a change in the machine's load hits them alike. Each
+# cell is the median of the rounds with the spread (min-max) beside it.
 #
 # Every "cold" figure drops the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) and
 # remounts first. Times are wall clock, measured from outside, including the process start.
 set -eu
 
 ARCHIVE="${1:-/var/tmp/addonfs-bench/python.tar.gz}"
-WORK="${WORK:-/var/tmp/addonfs-bench/peers}"
 READ_TIMEOUT="${READ_TIMEOUT:-150}"
+ROUNDS="${ROUNDS:-3}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
 [[ $EUID -eq 0 ]] || { echo "run as root (mounts, drop_caches)" >&2; exit 1; }
+((ROUNDS >= 3)) || { echo "ROUNDS must be at least 3 (a median and a spread)" >&2; exit 1; }
 
 if [[ ! -f "$ARCHIVE" ]]; then
   mkdir -p "$(dirname "$ARCHIVE")"
   prefix="$(python3 -c 'import sys; print(sys.prefix)')"
   echo "making $ARCHIVE from $prefix ..." >&2
-  tar -czf "$ARCHIVE.tmp" -C "$prefix" . && mv "$ARCHIVE.tmp" "$ARCHIVE"
+  part="$(mktemp "$ARCHIVE.XXXXXX")"
+  tar -czf "$part" -C "$prefix" . && mv "$part" "$ARCHIVE"
 fi
 
 if [[ -z "${ADDONFS:-}" ]]; then
@@ -35,25 +44,33 @@ if [[ -z "${ADDONFS:-}" ]]; then
   ADDONFS="${CARGO_TARGET_DIR:-$ROOT/target}/release/addonfs"
 fi
 
-mkdir -p "$WORK"
-MNT="$WORK/mnt"
-EXTRACTED="$WORK/extracted"
-mkdir -p "$MNT"
-mountpoint -q "$MNT" && umount -l "$MNT"
+# A work directory of this run's own: two runs never share a mount point, copy or index.
+if [[ -z "${WORK:-}" ]]; then
+  mkdir -p /var/tmp/addonfs-bench
+  WORK="$(mktemp -d /var/tmp/addonfs-bench/peers.XXXXXX)"
+  [[ "${KEEP:-0}" == 1 ]] || CLEAN_WORK=1
+else
+  mkdir -p "$WORK"
+fi
+MNT="$(mktemp -d "$WORK/mnt.XXXXXX")"
+EXTRACTED="$(mktemp -d "$WORK/extracted.XXXXXX")"
+PID=""
+cleanup() {
+  if [[ -n "$PID" ]]; then umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true; fi
+  if [[ -n "${CLEAN_WORK:-}" ]]; then rm -rf "$WORK"; else rm -rf "$EXTRACTED"; rmdir "$MNT" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+echo "work directory: $WORK" >&2
 
 # Copies of the archive per tool, so each keeps its own index beside it.
 declare -A COPY
 for tool in addonfs ratarmount archivemount; do
-  COPY[$tool]="$WORK/$tool.tar.gz"
-  if [[ ! -f "${COPY[$tool]}" || "${COPY[$tool]}" -ot "$ARCHIVE" ]]; then
-    cp "$ARCHIVE" "${COPY[$tool]}"
-  fi
+  COPY[$tool]="$(mktemp "$WORK/$tool.XXXXXX.tar.gz")"
+  cp "$ARCHIVE" "${COPY[$tool]}"
 done
 
-if [[ ! -d "$EXTRACTED" ]]; then
-  echo "extracting the reference tree ..." >&2
-  mkdir -p "$EXTRACTED.tmp" && tar -xzf "$ARCHIVE" -C "$EXTRACTED.tmp" && mv "$EXTRACTED.tmp" "$EXTRACTED"
-fi
+echo "extracting the reference tree ..." >&2
+tar -xzf "$ARCHIVE" -C "$EXTRACTED"
 FILES="$(find "$EXTRACTED" -type f | wc -l)"
 # The probe answered once mounted: the first top-level name. The small file: the deepest
 # regular file under 4 KiB (first in name order among those).
@@ -65,7 +82,6 @@ now() { echo "${EPOCHREALTIME/./}"; }  # microseconds
 
 drop_caches() { [[ "${DROP_CACHES:-1}" == 0 ]] || { sync; echo 3 > /proc/sys/vm/drop_caches; }; }
 
-PID=""
 start_mount() {  # tool
   local tool="$1" archive="${COPY[$1]}"
   case "$tool" in
@@ -136,81 +152,117 @@ print(int((time.perf_counter() - t) * 1e6))
 EOF
 }
 
+# R[tool,metric]: the samples, space-separated, in round order.
 declare -A R
+add() { R[$1,$2]="${R[$1,$2]:+${R[$1,$2]} }$3"; }  # tool metric value
+
 measure() {  # tool
   local tool="$1" limit="$READ_TIMEOUT"
-  echo "== $tool" >&2
+  echo "== round $round: $tool" >&2
   remove_index "$tool"
   drop_caches
   timed_mount "$tool"
-  R[$tool,first]=$T
+  add "$tool" first "$T"
   unmount
   timed_mount "$tool"
-  R[$tool,mount]=$T
+  add "$tool" mount "$T"
   unmount
   drop_caches
   timed_mount "$tool"
-  R[$tool,find]=$(timed "$MNT" 600 "find . -type f | wc -l")
+  add "$tool" find "$(timed "$MNT" 600 "find . -type f | wc -l")"
   R[$tool,count]=$(cd "$MNT" && find . -type f | wc -l)
   unmount
   drop_caches
   timed_mount "$tool"
-  R[$tool,small]=$(small_read "$MNT")
+  add "$tool" small "$(small_read "$MNT")"
   unmount
   drop_caches
   timed_mount "$tool"
-  R[$tool,readall]=$(timed "$MNT" "$limit" "tar -cf - . | wc -c")
-  R[$tool,rss]=$(awk '/VmHWM/ { print $2 }' "/proc/$PID/status")
+  add "$tool" readall "$(timed "$MNT" "$limit" "tar -cf - . | wc -c")"
+  add "$tool" rss "$(awk '/VmHWM/ { print $2 }' "/proc/$PID/status")"
   unmount
-  echo "   first ${R[$tool,first]} us, mount ${R[$tool,mount]} us, find ${R[$tool,find]} us (${R[$tool,count]} files)," \
-       "small ${R[$tool,small]} us, read-all ${R[$tool,readall]} us, rss ${R[$tool,rss]} kB" >&2
+}
+
+measure_ext4() {
+  echo "== round $round: ext4 (extracted tree)" >&2
+  drop_caches
+  add ext4 find "$(timed "$EXTRACTED" 600 "find . -type f | wc -l")"
+  drop_caches
+  add ext4 small "$(small_read "$EXTRACTED")"
+  drop_caches
+  add ext4 readall "$(timed "$EXTRACTED" 600 "tar -cf - . | wc -c")"
 }
 
 TOOLS=(addonfs)
-command -v ratarmount >/dev/null && TOOLS+=(ratarmount) || echo "ratarmount not installed (pip install ratarmount): skipped" >&2
-command -v archivemount >/dev/null && TOOLS+=(archivemount) || echo "archivemount not installed (apt-get install -y archivemount): skipped" >&2
-for tool in "${TOOLS[@]}"; do
-  measure "$tool"
+for peer in ${PEERS-ratarmount archivemount}; do
+  case "$peer" in
+    ratarmount) hint="pip install ratarmount" ;;
+    archivemount) hint="apt-get install -y archivemount" ;;
+    *) echo "unknown peer $peer (ratarmount, archivemount)" >&2; exit 1 ;;
+  esac
+  command -v "$peer" >/dev/null && TOOLS+=("$peer") || echo "$peer not installed ($hint): skipped" >&2
+done
+ORDER=("${TOOLS[@]}" ext4)
+for ((round = 1; round <= ROUNDS; round++)); do
+  # Rotate the order: each tool goes first in some round.
+  shift_by=$(((round - 1) % ${#ORDER[@]}))
+  for tool in "${ORDER[@]:shift_by}" "${ORDER[@]:0:shift_by}"; do
+    if [[ "$tool" == ext4 ]]; then measure_ext4; else measure "$tool"; fi
+  done
+done
+for tool in "${ORDER[@]}"; do
+  for metric in first mount find small readall rss; do
+    if [[ -n "${R[$tool,$metric]:-}" ]]; then echo "   $tool $metric: ${R[$tool,$metric]}" >&2; fi
+  done
 done
 
-echo "== ext4 (extracted tree)" >&2
-drop_caches
-R[ext4,find]=$(timed "$EXTRACTED" 600 "find . -type f | wc -l")
-drop_caches
-R[ext4,small]=$(small_read "$EXTRACTED")
-drop_caches
-R[ext4,readall]=$(timed "$EXTRACTED" 600 "tar -cf - . | wc -c")
-
-# The table.
-cell() {  # tool metric -> formatted value
-  local v="${R[$1,$2]:-}"
-  case "$v" in
-    "") echo "—" ;;
-    timeout:*) echo "> ${v#timeout:} s (timeout)" ;;
-    failed:*) echo "$(secs "${v#failed:}") s (failed: errors)" ;;
-    *) case "$2" in
-         first|readall|find) echo "$(secs "$v") s" ;;
-         mount|small) echo "$(ms "$v") ms" ;;
-         rss) echo "$((v / 1024)) MB" ;;
-       esac ;;
+# The table. A cell: the median of the rounds and the spread (min-max); a timeout or a
+# failure in any round is shown as such.
+median() { tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+spread() { tr ' ' '\n' | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo, hi }'; }
+fmt() {  # metric microseconds-or-kB
+  case "$1" in
+    first|readall|find) secs "$2" ;;
+    mount|small) ms "$2" ;;
+    rss) echo "$(($2 / 1024))" ;;
   esac
 }
-ratio() {  # tool metric: ratarmount / tool (times faster); for rss: tool / ratarmount
+unit() { case "$1" in first|readall|find) echo " s" ;; mount|small) echo " ms" ;; rss) echo " MB" ;; esac; }
+cell() {  # tool metric -> formatted value
+  local v="${R[$1,$2]:-}" lo hi
+  case "$v" in
+    "") echo "—"; return ;;
+    *timeout:*) echo "> $(grep -o 'timeout:[0-9]*' <<<"$v" | head -n 1 | cut -d: -f2) s (timeout)"; return ;;
+    *failed:*) echo "$(secs "$(grep -o 'failed:[0-9]*' <<<"$v" | head -n 1 | cut -d: -f2)") s (failed: errors)"; return ;;
+  esac
+  read -r lo hi <<<"$(spread <<<"$v")"
+  echo "$(fmt "$2" "$(median <<<"$v")")$(unit "$2") ($(fmt "$2" "$lo")–$(fmt "$2" "$hi"))"
+}
+ratio() {  # tool metric: ratarmount / tool (times faster), on medians; for rss: tool / ratarmount
   local v="${R[$1,$2]:-}" r="${R[ratarmount,$2]:-}"
-  [[ "$v" =~ ^[0-9]+$ && "$r" =~ ^[0-9]+$ && "$v" -gt 0 ]] || { echo "—"; return; }
+  [[ "$v" =~ ^[0-9\ ]+$ && "$r" =~ ^[0-9\ ]+$ ]] || { echo "—"; return; }
+  v="$(median <<<"$v")"
+  r="$(median <<<"$r")"
+  ((v > 0)) || { echo "—"; return; }
   if [[ "$2" == rss ]]; then
     awk -v a="$v" -v b="$r" 'BEGIN { printf "%.2f× the memory", a / b }'
   else
-    awk -v a="$v" -v b="$r" 'BEGIN { printf "%.1f× faster", b / a }'
+    awk -v a="$v" -v b="$r" 'BEGIN { if (b >= a) printf "%.1f× faster", b / a; else printf "%.1f× slower", a / b }'
   fi
 }
 
 echo
 echo "Archive: \`$(basename "$ARCHIVE")\`, $(du -m "$ARCHIVE" | cut -f1) MB, $FILES files;" \
      "small file: \`$SMALL\` ($(stat -c %s "$EXTRACTED/$SMALL") bytes, depth $(($(tr -cd / <<<"$SMALL" | wc -c) + 1)))."
-echo "Kernel $(uname -r), $(nproc) cores; $(basename "$ADDONFS") $("$ADDONFS" --version | cut -d' ' -f2)" \
-     "$(command -v ratarmount >/dev/null && ratarmount --version 2>/dev/null | head -n 1 | tr -s ' ')" \
-     "$(command -v archivemount >/dev/null && archivemount --version 2>&1 | head -n 1)."
+versions="$(basename "$ADDONFS") $("$ADDONFS" --version | cut -d' ' -f2)"
+for tool in "${TOOLS[@]:1}"; do
+  case "$tool" in
+    ratarmount) versions+=", $(ratarmount --version 2>/dev/null | head -n 1 | tr -s ' ')" ;;
+    archivemount) versions+=", $(archivemount --version 2>&1 | head -n 1)" ;;
+  esac
+done
+echo "Kernel $(uname -r), $(nproc) cores; $versions."
+echo "Medians of $ROUNDS rounds, tools alternating; (min–max) beside each."
 echo
 header="| | addonfs"
 sep="|---|---"

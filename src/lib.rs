@@ -30,5 +30,8 @@ pub mod reader;
 pub mod time;
 pub mod ui;
 
+#[cfg(test)]
+mod testutil;
+
 pub use error::Error;
 pub use limits::Limits;

@@ -570,7 +570,8 @@ fn a_deprecated_addon_stays_mounted_attached_and_flagged_in_the_manifest() {
     let fresh = tmp.path().join("fresh");
     std::fs::create_dir_all(&fresh).unwrap();
     assert!(attach(&mount, &fresh).status.success());
-    assert!(std::fs::symlink_metadata(fresh.join("opt/old/tool")).is_err());
+    let gone = std::fs::symlink_metadata(fresh.join("opt/old/tool")).expect_err("not linked");
+    assert_eq!(gone.kind(), std::io::ErrorKind::NotFound, "{gone}");
     // The first workload still reads.
     assert_eq!(std::fs::read_to_string(root.join("opt/old/tool")).unwrap(), "old /opt/old/tool\n");
 }

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -54,6 +54,21 @@ impl Daemon {
         self.killed = true;
     }
 
+    /// SIGTERM, and waits (at most 10 s) for the daemon to exit; returns its exit status.
+    /// Nothing is cleaned up here, so the caller sees whether the daemon unmounted by itself
+    /// (the guard's `Drop` only clears what is left after that).
+    fn terminate(&mut self) -> ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve still running 10 s after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn set_status(&self, dir: &Path, identifier: &str, status: &str) -> u16 {
         let body = format!(r#"{{"status":"{status}","identifiers":["{identifier}"]}}"#);
         curl(
@@ -75,6 +90,12 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.killed {
+            return;
+        }
+        if let Ok(Some(_)) = self.child.try_wait() {
+            // Exited (and reaped) already: only a mount it may have left remains.
+            let _ =
+                Command::new("umount").arg("-l").arg(&self.mount).stderr(Stdio::null()).status();
             return;
         }
         // SIGTERM: the daemon unmounts on its way out.
@@ -127,7 +148,7 @@ fn upload_attach_disable_while_running() {
     pack_addon(&work, &work.join("tree"), "usr");
 
     let mount = t.join("mnt");
-    let daemon = Daemon::start(&t.join("state"), &mount);
+    let mut daemon = Daemon::start(&t.join("state"), &mount);
     assert!(mounted(&mount), "serve mounted {}", mount.display());
     let manifest = || std::fs::read_to_string(mount.join(".addons.json")).expect("manifest");
     assert!(!manifest().contains("custom-addon-sample"));
@@ -176,7 +197,8 @@ fn upload_attach_disable_while_running() {
     let fresh = t.join("root-new");
     std::fs::create_dir_all(&fresh).expect("mkdir");
     assert!(attach(&mount, &fresh).status.success());
-    assert!(std::fs::symlink_metadata(fresh.join("usr/custom_file")).is_err());
+    let gone = std::fs::symlink_metadata(fresh.join("usr/custom_file")).expect_err("not linked");
+    assert_eq!(gone.kind(), std::io::ErrorKind::NotFound, "{gone}");
 
     // ... and the running one still reads, by path and through the file it had open.
     assert_eq!(
@@ -192,8 +214,10 @@ fn upload_attach_disable_while_running() {
     wait_for("the add-on back in the manifest", &|| manifest().contains("custom-addon-sample"));
 
     drop(open);
-    drop(daemon);
+    let status = daemon.terminate();
+    assert!(status.success(), "serve exited with {status} on SIGTERM");
     assert!(!mounted(&mount), "SIGTERM unmounted {}", mount.display());
+    drop(daemon);
 }
 
 /// Every path under `dir` (relative, "" for `dir` itself) with its inode number, kind and size,
@@ -227,7 +251,7 @@ fn restart_keeps_inode_numbers_and_paths() {
     let t = tmp.path();
     let mount = t.join("mnt");
     let state = t.join("state");
-    let daemon = Daemon::start(&state, &mount);
+    let mut daemon = Daemon::start(&state, &mount);
     let names = ["alpha", "beta", "gamma"];
     for (i, name) in names.iter().enumerate() {
         let work = t.join(name);
@@ -267,8 +291,10 @@ fn restart_keeps_inode_numbers_and_paths() {
         before.iter().flat_map(|(_, m)| m.values().map(|v| v.0)).collect();
     assert_eq!(all.len(), before.iter().map(|(_, m)| m.len()).sum::<usize>(), "inodes are unique");
 
-    drop(daemon); // SIGTERM, unmounted
-    assert!(!mounted(&mount));
+    let status = daemon.terminate();
+    assert!(status.success(), "serve exited with {status} on SIGTERM");
+    assert!(!mounted(&mount), "SIGTERM unmounted {}", mount.display());
+    drop(daemon);
     let daemon = Daemon::start(&state, &mount);
     // The disabled add-on is hidden from the listing but still resolves, with the same numbers.
     let listed: Vec<String> = std::fs::read_dir(&mount)
@@ -352,6 +378,8 @@ fn serve_restarts_after_sigkill_and_links_keep_reading() {
         daemon = Daemon::start(&state, &mount);
         assert_eq!(seen(), before, "round {round}: the restarted daemon serves the same");
     }
-    drop(daemon);
+    let status = daemon.terminate();
+    assert!(status.success(), "serve exited with {status} on SIGTERM");
     assert!(!mounted(&mount), "SIGTERM unmounted {}", mount.display());
+    drop(daemon);
 }

@@ -647,67 +647,109 @@ fn admin_cli_registers_lists_enables_and_disables() {
     assert_eq!(std::fs::read_dir(state.join("staging")).unwrap().count(), 0);
 }
 
-#[test]
-fn kill_9_after_the_upload_is_staged_leaves_all_or_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let dir = tmp.path().join("big");
+/// Sends the seed's upload of `dir` (tarball part first) by hand over HTTP/1.1, all of it but
+/// the `metadata` part's content and the closing boundary, announced with the full length: the
+/// server has the whole tarball (staged and indexed) and waits for the rest. Returns the open
+/// connection (the request stays in flight while it lives).
+fn upload_all_but_the_metadata(url: &str, dir: &Path) -> std::net::TcpStream {
+    use std::io::Write;
+    let tarball = std::fs::read(dir.join("addon.tar.gz")).unwrap();
+    let metadata = std::fs::read(dir.join("metadata.json")).unwrap();
+    let b = "h17-boundary-7e3c";
+    let mut head = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"tarball\"; filename=\"addon.tar.gz\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    head.extend_from_slice(&tarball);
+    head.extend_from_slice(
+        format!(
+            "\r\n--{b}\r\nContent-Disposition: form-data; name=\"metadata\"; \
+             filename=\"metadata.json\"\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let tail = format!("\r\n--{b}--\r\n");
+    let length = head.len() + metadata.len() + tail.len();
+    let host = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        conn,
+        "POST /api/v2/runtimeaddons/custom HTTP/1.1\r\nHost: {host}\r\n\
+         Authorization: Bearer {KEY}\r\nContent-Type: multipart/form-data; boundary={b}\r\n\
+         Content-Length: {length}\r\n\r\n"
+    )
+    .unwrap();
+    conn.write_all(&head).unwrap();
+    conn.flush().unwrap();
+    conn
+}
+
+/// An add-on of many small files, so indexing it is not instant: `dir/addon.tar.gz` and its
+/// `metadata.json`.
+fn many_files_addon(dir: &Path) {
     std::fs::create_dir_all(dir.join("tree/opt/big")).unwrap();
-    // Many small files: indexing takes a while after the last byte arrives.
     for i in 0..3000 {
         std::fs::write(dir.join(format!("tree/opt/big/f{i}")), format!("{i}\n").repeat(200))
             .unwrap();
     }
     std::fs::write(dir.join("metadata.json"), meta("big", &["/opt/big"])).unwrap();
-    pack_addon(&dir, &dir.join("tree"), "opt");
+    pack_addon(dir, &dir.join("tree"), "opt");
+}
+
+/// Killed (SIGKILL) with the whole tarball staged but the upload not committed (its metadata
+/// part still in flight): the restarted server has nothing of it, and the same upload then
+/// succeeds.
+#[test]
+fn kill_9_with_the_tarball_staged_but_not_committed_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dir = tmp.path().join("big");
+    many_files_addon(&dir);
     let full = std::fs::metadata(dir.join("addon.tar.gz")).unwrap().len();
     let mut server = Server::start(&state, &[]);
-    let mut upload = Command::new("curl")
-        .current_dir(&dir)
-        .args(["-sS", "-L"])
-        .arg(format!("{}/api/v2/runtimeaddons/custom", server.url))
-        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
-        .args(["-H", &format!("Authorization: Bearer {KEY}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill as soon as the whole tarball is staged (indexing or committing).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let staged =
-            std::fs::read_dir(state.join("staging")).into_iter().flatten().flatten().any(|e| {
-                std::fs::metadata(e.path().join("addon.tar.gz")).is_ok_and(|m| m.len() == full)
-            });
-        if staged || server.stored().0.len() == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the upload never completed in staging");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    server.child.kill().unwrap();
+    let conn = upload_all_but_the_metadata(&server.url, &dir);
+    wait_until("the whole tarball in staging/", || staged_bytes(&state) == full);
+    assert_eq!(server.stored(), (vec![], 1), "staged, not committed");
+    server.child.kill().unwrap(); // SIGKILL: no clean-up code runs
     server.child.wait().unwrap();
-    let _ = upload.kill();
-    let _ = upload.wait();
-    let (before, _) = server.stored();
-    eprintln!("killed with {before:?} committed");
+    drop(conn);
     drop(server);
     let server = Server::start(&state, &[]);
-    let (addons, staging) = server.stored();
-    assert_eq!(staging, 0, "staging/ is cleaned at start");
-    assert_eq!(addons, before);
+    assert_eq!(server.stored(), (vec![], 0), "staging/ is cleaned at start, nothing committed");
     let (_, all) = server.get(&[]);
-    let listed = all["runtime_addons"].as_array().unwrap().len();
-    assert_eq!(listed, addons.len(), "a committed add-on is whole and listed: {all}");
-    if listed == 1 {
-        let d = state.join("addons/custom-addon-big");
-        for f in ["metadata.json", "addon.tar.gz", "addon.tar.gz.addonfs-index", "record.json"] {
-            assert!(d.join(f).is_file(), "{f}");
-        }
-    } else {
-        // Nothing was stored: the same upload now succeeds.
-        assert_eq!(server.upload(&dir, Some(KEY)).0, 200);
+    assert_eq!(all["runtime_addons"], json!([]));
+    let (s, r) = server.upload(&dir, Some(KEY));
+    assert_eq!((s, r["id"].as_u64()), (200, Some(1)), "{r}");
+}
+
+/// Killed (SIGKILL) right after an upload was answered: the restarted server lists it, whole.
+#[test]
+fn kill_9_after_the_upload_is_committed_keeps_it_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dir = tmp.path().join("big");
+    many_files_addon(&dir);
+    let mut server = Server::start(&state, &[]);
+    let (s, record) = server.upload(&dir, Some(KEY));
+    assert_eq!(s, 200, "{record}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    let server = Server::start(&state, &[]);
+    assert_eq!(server.stored(), (vec!["custom-addon-big".to_string()], 0));
+    let d = state.join("addons/custom-addon-big");
+    for f in ["metadata.json", "addon.tar.gz", "addon.tar.gz.addonfs-index", "record.json"] {
+        assert!(d.join(f).is_file(), "{f}");
     }
+    assert_eq!(
+        std::fs::read(d.join("addon.tar.gz")).unwrap(),
+        std::fs::read(dir.join("addon.tar.gz")).unwrap()
+    );
+    let (_, all) = server.get(&[]);
+    assert_eq!(all["runtime_addons"].as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all["runtime_addons"][0]["identifier"], "custom-addon-big");
+    assert_eq!(all["runtime_addons"][0]["status"], "AVAILABLE");
 }
 
 #[test]

@@ -271,10 +271,13 @@ impl AddonBuilder {
             "packing the {label} add-on: {} files, {total} bytes (tar -czf) ...",
             files.len()
         ));
-        let tmp = self.work_dir.join(format!("{label}.tmp"));
-        remove_all(&tmp)?;
-        remove_all(&dir)?;
-        std::fs::create_dir_all(&tmp).map_err(|e| BenchError::io(&tmp, e))?;
+        // Built in a directory of this run's own, renamed into place at the end.
+        let tmp_dir = tempfile::Builder::new()
+            .prefix(&format!("{label}."))
+            .suffix(".tmp")
+            .tempdir_in(&self.work_dir)
+            .map_err(|e| BenchError::io(&self.work_dir, e))?;
+        let tmp = tmp_dir.path().to_path_buf();
         let list = tmp.join("files.list");
         let mut bytes = Vec::new();
         for e in entries(&files) {
@@ -313,7 +316,13 @@ impl AddonBuilder {
         let desc = tmp.join(DESCRIPTION);
         let json = serde_json::to_vec_pretty(&built).unwrap_or_default();
         std::fs::write(&desc, json).map_err(|e| BenchError::io(&desc, e))?;
+        // Another run may have put the same add-on in place meanwhile: then use it.
+        if let Some(theirs) = self.cached(&dir, target) {
+            return Ok(theirs);
+        }
+        remove_all(&dir)?;
         std::fs::rename(&tmp, &dir).map_err(|e| BenchError::io(&dir, e))?;
+        let _ = tmp_dir.keep();
         Ok(built)
     }
 

@@ -600,10 +600,14 @@ pub fn run_startup(
             report.skipped.push((method, format!("{program} is not installed")));
         }
     }
+    // The mount point and workload root are this run's own (the add-ons stay cached in the
+    // work directory for the next run): two runs never share them.
+    let run_dir = tempfile::Builder::new()
+        .prefix("run.")
+        .tempdir_in(&work_dir)
+        .map_err(|e| BenchError::io(&work_dir, e))?;
     let bench =
-        Bench { config, mnt: work_dir.join("mnt"), root: work_dir.join("run").join("root"), peers };
-    // Unmount first: a mount left by a killed run makes `create_dir_all` fail with EEXIST.
-    unmount(&bench.mnt);
+        Bench { config, mnt: run_dir.path().join("mnt"), root: run_dir.path().join("root"), peers };
     std::fs::create_dir_all(&bench.mnt).map_err(|e| BenchError::io(&bench.mnt, e))?;
 
     let mut sizes = config.sizes.clone();
@@ -641,7 +645,8 @@ pub fn run_startup(
             report.measurements.push(Measurement { addon: addon.clone(), method: *method, times });
         }
     }
-    remove_all(&work_dir.join("run"))?;
+    unmount(&bench.mnt);
+    run_dir.close().map_err(|e| BenchError::io(&work_dir, e))?;
     Ok(report)
 }
 

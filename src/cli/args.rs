@@ -453,8 +453,10 @@ mod tests {
         assert_eq!(parse_size("1M"), Ok(1 << 20));
         assert_eq!(parse_size("1.5g"), Ok(3 << 29));
         assert_eq!(parse_size("2MiB"), Ok(2 << 20));
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("abc").is_err());
+        let err = |text: &str| parse_size(text).expect_err(text);
+        assert!(err("12Q").contains("unknown size unit \"Q\""), "{}", err("12Q"));
+        assert!(err("-1").contains("\"-1\" is not a whole number of bytes"), "{}", err("-1"));
+        assert!(err("abc").contains("unknown size unit \"abc\""), "{}", err("abc"));
+        assert!(err("1.2.3K").contains("\"1.2.3K\" is not a size"), "{}", err("1.2.3K"));
     }
 }

@@ -27,6 +27,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,6 +79,45 @@ pub struct AddonFs {
     prefetch: Option<prefetch::Prefetcher>,
     channel: Arc<push::KernelChannel>,
     pusher: Option<push::Pusher>,
+    reads: Arc<ReadStats>,
+}
+
+/// Reads of archive content served: how many, and the most served at once (several request
+/// threads serve reads in parallel; this shows they did). Logged at unmount.
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    served: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl ReadStats {
+    /// Reads served so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// The most reads that were being served at the same moment.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a read from now until the returned guard drops.
+    fn start(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        InFlight(self)
+    }
+}
+
+/// One read being served (see [`ReadStats::start`]).
+struct InFlight<'a>(&'a ReadStats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.served.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 thread_local! {
@@ -136,7 +176,12 @@ impl AddonFs {
         let prefetch = prefetch::Prefetcher::start();
         let channel = Arc::new(push::KernelChannel::default());
         let pusher = push::Pusher::start(Arc::clone(&channel), prefetch.clone());
-        AddonFs { ns, opts, prefetch, channel, pusher }
+        AddonFs { ns, opts, prefetch, channel, pusher, reads: Arc::default() }
+    }
+
+    /// The counts of archive reads served (shared: they keep counting while mounted).
+    pub fn read_stats(&self) -> Arc<ReadStats> {
+        Arc::clone(&self.reads)
     }
 
     /// The kernel channel that pushes file contents into the page cache ahead of tree walkers
@@ -330,6 +375,11 @@ impl Filesystem for AddonFs {
     }
 
     fn destroy(&mut self) {
+        let reads = self.reads.served();
+        if reads > 0 {
+            let max_in_flight = self.reads.max_in_flight();
+            tracing::info!(reads, max_in_flight, "archive reads served");
+        }
         if let Some(pusher) = &self.pusher {
             let stats = pusher.stats();
             let files = stats.files.load(std::sync::atomic::Ordering::Relaxed);
@@ -426,6 +476,7 @@ impl Filesystem for AddonFs {
                 reply.data(&file.bytes[start..end]);
             }
             Node::Entry(volume, local) => READ_BUF.with(|buf| {
+                let _counted = self.reads.start();
                 let mut buf = buf.borrow_mut();
                 // The reply is written from the chunk cache itself when it can be.
                 let mut reply = Some(reply);

@@ -7,7 +7,8 @@
 //!   `/.addons.json`). Entries can be added, hidden and shown while mounted: a hidden entry is
 //!   left out of listings but still answers lookups, so running workloads keep their paths.
 //! * [`Layout::Merged`]: one overlay tree; a later volume wins on conflicts and directories that
-//!   exist in several volumes merge.
+//!   exist in several volumes merge. A hard-linked file some of whose names a later volume
+//!   hides counts only the names still seen (as extracting the archives in order would leave).
 //!
 //! # Inode numbers
 //!
@@ -243,6 +244,9 @@ pub struct Namespace {
     merged_layers: RwLock<HashMap<u64, u64>>,
     /// Synthesized files by inode number.
     files: RwLock<HashMap<u64, Arc<SynthFile>>>,
+    /// Link counts of hard-linked files some of whose names a later volume hides
+    /// ([`Layout::Merged`]), by FUSE inode number: the names still seen.
+    merged_nlink: RwLock<HashMap<u64, u32>>,
     /// Listing orders of large directories, by FUSE inode number.
     orders: Mutex<LruCache<u64, Arc<[u32]>>>,
 }
@@ -275,6 +279,7 @@ impl Namespace {
             merged: RwLock::new(HashMap::new()),
             merged_layers: RwLock::new(HashMap::new()),
             files: RwLock::new(HashMap::new()),
+            merged_nlink: RwLock::new(HashMap::new()),
             orders: Mutex::new(LruCache::new(
                 NonZeroUsize::new(ORDER_CACHE_DIRS).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -307,6 +312,8 @@ impl Namespace {
         for volume in volumes {
             layers.push((ns.insert_volume(volume)?, ROOT_INO));
         }
+        let bottom_first: Vec<&Volume> = layers.iter().map(|(v, _)| v.as_ref()).collect();
+        *write(&ns.merged_nlink) = hidden_link_counts(&bottom_first);
         layers.reverse();
         ns.register(FUSE_ROOT, FUSE_ROOT, layers);
         Ok(ns)
@@ -731,7 +738,15 @@ impl Namespace {
             Node::File(file) => {
                 synth(EntryKind::File, 0o444, file.bytes.len() as u64, 1, file.mtime)
             }
-            Node::Entry(volume, ino) => volume.index().attr(*ino)?,
+            Node::Entry(volume, ino) => {
+                let mut attr = volume.index().attr(*ino)?;
+                if attr.nlink > 1 && self.layout == Layout::Merged {
+                    if let Some(&seen) = read(&self.merged_nlink).get(&compose(volume.slot, *ino)) {
+                        attr.nlink = seen;
+                    }
+                }
+                attr
+            }
             Node::Merged(dir) => {
                 let (volume, top) = &dir.layers[0];
                 let mut attr = volume.index().attr(*top)?;
@@ -755,6 +770,63 @@ impl Namespace {
         }
         (bytes, inodes)
     }
+}
+
+/// The link counts, in a merged tree of `volumes` (bottom first), of the hard-linked files
+/// some of whose names a later volume hides (by an entry of the same path, or a non-directory
+/// in place of one of its directories): FUSE inode number → the names still seen. Files whose
+/// names are all seen keep their archive's count and are not listed. Walks every volume but
+/// the topmost once, at mount.
+fn hidden_link_counts(volumes: &[&Volume]) -> HashMap<u64, u32> {
+    let mut out = HashMap::new();
+    for (i, volume) in volumes.iter().enumerate() {
+        let later = &volumes[i + 1..];
+        if later.is_empty() {
+            break;
+        }
+        let index = volume.index();
+        let mut seen: HashMap<Ino, (u32, u32)> = HashMap::new();
+        let mut stack: Vec<(Ino, Vec<Box<[u8]>>)> = vec![(ROOT_INO, Vec::new())];
+        while let Some((dir, path)) = stack.pop() {
+            for (name, child) in index.children(dir, 0) {
+                let Some(attr) = index.attr(child) else { continue };
+                let mut child_path = path.clone();
+                child_path.push(name.into());
+                if attr.kind == EntryKind::Dir {
+                    stack.push((child, child_path));
+                } else if attr.nlink > 1 {
+                    let counts = seen.entry(child).or_insert((attr.nlink, 0));
+                    if !later.iter().any(|v| hides(v.index(), &child_path)) {
+                        counts.1 += 1;
+                    }
+                }
+            }
+        }
+        for (ino, (nlink, visible)) in seen {
+            if visible < nlink {
+                out.insert(compose(volume.slot, ino), visible);
+            }
+        }
+    }
+    out
+}
+
+/// True if `later` hides the path `components` of a volume below it: it has an entry at that
+/// path (of any kind: a later volume wins), or a non-directory where one of the path's
+/// directories is (which takes the directory's place, and everything under it).
+fn hides(later: &Index, components: &[Box<[u8]>]) -> bool {
+    let mut dir = ROOT_INO;
+    for (i, name) in components.iter().enumerate() {
+        let Some(child) = later.lookup(dir, name) else { return false };
+        if i + 1 == components.len() {
+            return true;
+        }
+        match later.attr(child) {
+            Some(attr) if attr.kind == EntryKind::Dir => dir = child,
+            _ => return true,
+        }
+    }
+    false
 }
 
 /// Directories with more entries than this keep their listing order cached.

@@ -59,8 +59,27 @@ pub fn have(prog: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Requires an optional tool: in CI (env `CI` set) a missing tool fails the test; elsewhere
-/// the caller skips (returns false).
+/// Says loudly that the running test skips, and why: a line `test skipped: NAME: REASON` on
+/// the real standard error, past cargo's capture (`.ci/run` counts these lines apart from the
+/// passed tests, which cargo counts them among).
+pub fn skip(reason: &str) {
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = std::io::stderr().write_all(format!("test skipped: {name}: {reason}\n").as_bytes());
+}
+
+/// True if this process runs as root. When `CI` is set (CI runs as root) it panics instead of
+/// returning false; elsewhere the caller skips, and this says so ([`skip`]). `what` names what
+/// needs root.
+pub fn root_ready(what: &str) -> bool {
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{what} needs root, and CI runs as root");
+    skip(&format!("{what} needs root"));
+    false
+}
+
 /// True if this process can mount FUSE file systems (root, and `/dev/fuse` opens for reading
 /// and writing: addonfs mounts without fusermount). When `CI` is set it panics instead of
 /// returning false, so a CI machine without FUSE fails the tests rather than skipping them.
@@ -82,18 +101,20 @@ pub fn fuse_ready() -> bool {
         Ok(()) => true,
         Err(reason) => {
             assert!(std::env::var_os("CI").is_none(), "FUSE is required in CI: {reason}");
-            eprintln!("skipping: {reason}");
+            skip(reason);
             false
         }
     }
 }
 
+/// Requires an optional tool: in CI (env `CI` set) a missing tool fails the test; elsewhere
+/// the caller skips (returns false), said by [`skip`].
 pub fn require(prog: &str) -> bool {
     if have(prog) {
         return true;
     }
     assert!(std::env::var_os("CI").is_none(), "{prog} is required in CI (.ci/run installs it)");
-    eprintln!("skipping: {prog} is not installed");
+    skip(&format!("{prog} is not installed"));
     false
 }
 

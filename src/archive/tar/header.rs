@@ -168,15 +168,22 @@ mod tests {
         assert_eq!(number(b"  644 \0\0", false), Ok(0o644));
         assert_eq!(number(b"\0\0\0\0\0\0\0\0", false), Ok(0));
         assert_eq!(number(b"\x000000644", false), Ok(0o644));
-        assert!(number(b"        ", false).is_err());
-        assert!(number(b"00006x4\0", false).is_err());
+        assert_eq!(number(b"        ", false), Err("blanks where a number was expected".into()));
+        assert_eq!(
+            number(b"00006x4\0", false),
+            Err("\"00006x4\" where a number was expected".into())
+        );
         assert_eq!(number(&[0x80, 0, 0, 0, 0, 0, 0, 0x01, 0x00], false), Ok(256));
         assert_eq!(number(&[0xff; 12], false), Ok(-1));
         assert_eq!(number(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe], false), Ok(-2));
-        assert!(number(&[0x80, 0, 0, 0, 0, 0, 0, 1], true).is_err());
-        assert!(unsigned(&[0xff; 12], u64::MAX, "size").is_err());
+        // Base-256 where only octal is allowed.
+        let e = number(&[0x80, 0, 0, 0, 0, 0, 0, 1], true).unwrap_err();
+        assert!(e.ends_with("where a number was expected"), "{e}");
+        let e = unsigned(&[0xff; 12], u64::MAX, "size").unwrap_err();
+        assert_eq!(e, format!("size field value -1 is out of range 0..={}", u64::MAX));
         let big = [0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
-        assert!(unsigned(&big, u64::MAX, "size").is_err());
+        let e = unsigned(&big, u64::MAX, "size").unwrap_err();
+        assert!(e.starts_with("size field value ") && e.contains("out of range"), "{e}");
     }
 
     #[test]

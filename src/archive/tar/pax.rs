@@ -280,7 +280,10 @@ mod tests {
             b"3 a\n",
             b"0 \n",
         ] {
-            assert!(PaxHeader::parse(bad.to_vec()).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            let e = PaxHeader::parse(bad.to_vec())
+                .err()
+                .unwrap_or_else(|| panic!("{:?} accepted", String::from_utf8_lossy(bad)));
+            assert!(e.to_string().contains("PAX record at byte 0"), "{e}");
         }
         assert!(PaxHeader::parse(b"6 a=b\n".to_vec()).is_ok());
     }
@@ -300,16 +303,20 @@ mod tests {
     #[test]
     fn values() {
         let mut o = Overrides::default();
-        assert!(o.apply(b"uid", b"4294967296").is_err());
+        assert_eq!(o.apply(b"uid", b"4294967296"), Err("bad PAX record uid=\"4294967296\"".into()));
         o.apply(b"uid", b"4294967295").unwrap();
         assert_eq!(o.uid, Some(u32::MAX));
         o.apply(b"uid", b"").unwrap();
         assert_eq!(o.uid, None);
-        assert!(o.apply(b"size", b"-1").is_err());
+        assert_eq!(o.apply(b"size", b"-1"), Err("bad PAX record size=\"-1\"".into()));
         o.apply(b"GNU.sparse.map", b"0,10,20,5").unwrap();
         assert_eq!(o.sparse.map, vec![(0, 10), (20, 5)]);
-        assert!(o.apply(b"GNU.sparse.map", b"0,10,20").is_err());
-        assert!(o.apply(b"GNU.sparse.numbytes", b"3").is_err());
+        assert_eq!(
+            o.apply(b"GNU.sparse.map", b"0,10,20"),
+            Err("bad PAX record GNU.sparse.map=\"0,10,20\"".into())
+        );
+        let e = o.apply(b"GNU.sparse.numbytes", b"3").unwrap_err();
+        assert!(e.ends_with("without a GNU.sparse.offset before it"), "{e}");
         o.apply(b"atime", b"garbage").unwrap();
     }
 }

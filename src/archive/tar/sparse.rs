@@ -178,11 +178,15 @@ mod tests {
                 SparseSegment { logical: 100, len: 5, stream_offset: 1512 }
             ]
         );
-        assert!(segments(&[(0, 10), (100, 5)], 200, 0, 516).is_err());
-        assert!(segments(&[(100, 5), (0, 10)], 200, 0, 1024).is_err());
-        assert!(segments(&[(0, 10), (5, 10)], 200, 0, 1024).is_err());
-        assert!(segments(&[(0, 10), (195, 10)], 200, 0, 1024).is_err());
-        assert!(segments(&[(u64::MAX, 10)], u64::MAX, 0, 20).is_err());
+        let err = |map: &[(u64, u64)], realsize, stored, want: &str| {
+            let e = segments(map, realsize, 0, stored).unwrap_err();
+            assert!(e.contains(want), "{map:?}: {e} lacks {want:?}");
+        };
+        err(&[(0, 10), (100, 5)], 200, 516, "need more than the 516 bytes stored (run 1");
+        err(&[(100, 5), (0, 10)], 200, 1024, "run 1 at 0 overlaps or precedes");
+        err(&[(0, 10), (5, 10)], 200, 1024, "run 1 at 5 overlaps or precedes");
+        err(&[(0, 10), (195, 10)], 200, 1024, "run 1 (195+10) ends beyond the real size 200");
+        err(&[(u64::MAX, 10)], u64::MAX, 20, "run 0 (18446744073709551615+10) overflows");
         assert_eq!(segments(&[(0, 0), (7, 0)], 7, 0, 0), Ok(vec![]));
     }
 }
