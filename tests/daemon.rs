@@ -266,3 +266,108 @@ fn restart_keeps_inode_numbers_and_paths() {
     assert_eq!(snapshot(), before);
     drop(daemon);
 }
+
+/// The catalog revision a response carried in its `X-Addonfs-Revision` header (curl's `-D`
+/// file).
+fn revision_header(headers: &Path) -> u64 {
+    let text = std::fs::read_to_string(headers).expect("headers");
+    text.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-addonfs-revision").then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no X-Addonfs-Revision header in {text}"))
+}
+
+/// Read-your-writes: once the API has answered, the mount shows the change. 50 uploads, each
+/// listed by `/.addons.json` at once; then 50 disable/enable rounds, each followed at once by
+/// `attach` into a new root, which links nothing of a disabled add-on and all of an enabled
+/// one. Under the old 20 ms poll most rounds failed. The manifest and the API's header carry
+/// the same revision, one more per change.
+#[test]
+fn read_your_writes_in_50_rounds() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let mount = t.join("mnt");
+    let daemon = Daemon::start(&t.join("state"), &mount);
+    let manifest = || -> serde_json::Value {
+        let text = std::fs::read(mount.join(".addons.json")).expect("manifest");
+        serde_json::from_slice(&text).expect("manifest is JSON")
+    };
+    assert_eq!(manifest()["revision"], 0);
+    let headers = t.join("headers");
+    let listed = |m: &serde_json::Value, id: &str| {
+        m["addons"].as_array().expect("addons").iter().any(|a| a["identifier"] == id)
+    };
+    const ROUNDS: u64 = 50;
+    for round in 1..=ROUNDS {
+        let name = format!("ryw{round}");
+        let work = t.join(&name);
+        std::fs::create_dir_all(work.join(format!("tree/opt/{name}"))).expect("mkdir");
+        std::fs::write(work.join(format!("tree/opt/{name}/file")), &name).expect("write");
+        std::fs::write(
+            work.join("metadata.json"),
+            format!(r#"{{"name": "{name}", "spec": {{"paths": ["/opt/{name}"]}}}}"#),
+        )
+        .expect("metadata");
+        pack_addon(&work, &work.join("tree"), "opt");
+        let (status, record) = curl(
+            &work,
+            &[
+                format!("{}/api/v2/runtimeaddons/custom", daemon.url),
+                "-D".into(),
+                headers.display().to_string(),
+                "-F".into(),
+                "metadata=@metadata.json".into(),
+                "-F".into(),
+                "tarball=@addon.tar.gz".into(),
+                "-H".into(),
+                format!("Authorization: Bearer {KEY}"),
+            ],
+        );
+        assert_eq!(status, 200, "{record}");
+        let m = manifest();
+        assert!(listed(&m, &format!("custom-addon-{name}")), "round {round}: {m}");
+        assert_eq!(m["revision"], round, "round {round}");
+        assert_eq!(revision_header(&headers), round);
+    }
+
+    let id = "custom-addon-ryw1";
+    let link = "opt/ryw1/file";
+    for round in 1..=ROUNDS {
+        for (status, linked) in [("DISABLED", false), ("AVAILABLE", true)] {
+            let body = format!(r#"{{"status":"{status}","identifiers":["{id}"]}}"#);
+            let (code, reply) = curl(
+                t,
+                &[
+                    format!("{}/api/v2/runtimeaddons:updatestatus", daemon.url),
+                    "-H".into(),
+                    format!("Authorization: Bearer {KEY}"),
+                    "-d".into(),
+                    body,
+                ],
+            );
+            assert_eq!(code, 200, "{reply}");
+            let root = t.join(format!("root-{round}-{status}"));
+            std::fs::create_dir_all(&root).expect("mkdir");
+            let out = attach(&mount, &root);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(
+                std::fs::symlink_metadata(root.join(link)).is_ok()
+                    || std::fs::symlink_metadata(root.join("opt/ryw1")).is_ok(),
+                linked,
+                "round {round}: {status} then attach at once"
+            );
+            if linked {
+                assert_eq!(std::fs::read_to_string(root.join(link)).expect("read"), "ryw1");
+            }
+            let expected = ROUNDS + 2 * round - u64::from(!linked);
+            assert_eq!(reply["revision"], expected, "{reply}");
+            assert_eq!(manifest()["revision"], expected);
+        }
+    }
+    drop(daemon);
+}

@@ -99,17 +99,27 @@ pub async fn serve_on(
     axum::serve(listener, router(store, keys, limits)).with_graceful_shutdown(shutdown).await
 }
 
+/// The header of every API answer that carries the catalog's revision after the request.
+pub const REVISION_HEADER: &str = "x-addonfs-revision";
+
 async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let result = handle(&app, req).await;
-    match result {
+    let authorized = !matches!(&result, Err(e) if e.code == Code::Unauthenticated);
+    let mut response = match result {
         Ok(response) => response,
         Err(e) => {
             tracing::info!(%method, %path, code = e.code.number(), message = %e.message, "request refused");
             e.into_response()
         }
+    };
+    // Read after the request's change (if any) and its sync: a client that sees revision N
+    // here finds the mount at N or later. Not shown to a client without a key.
+    if authorized {
+        response.headers_mut().insert(REVISION_HEADER, app.store.revision().into());
     }
+    response
 }
 
 async fn handle(app: &App, req: Request) -> Result<Response, ApiError> {
@@ -401,6 +411,8 @@ struct SearchFilter {
 struct ListResponse {
     runtime_addons: Vec<Record>,
     next_page_token: String,
+    /// The catalog's revision the page was read at (an addonfs extension).
+    revision: u64,
 }
 
 fn list(app: &App, uri: &Uri) -> Result<Json<ListResponse>, ApiError> {
@@ -427,9 +439,8 @@ fn list(app: &App, uri: &Uri) -> Result<Json<ListResponse>, ApiError> {
         None | Some("") => 0,
         Some(text) => text.parse::<usize>().map_err(|_| bad(format!("bad page_token {text:?}")))?,
     };
-    let mut rows: Vec<Record> = app
-        .store
-        .list()
+    let (revision, addons) = app.store.snapshot();
+    let mut rows: Vec<Record> = addons
         .into_iter()
         .map(|a| a.record)
         .filter(|r| {
@@ -463,7 +474,7 @@ fn list(app: &App, uri: &Uri) -> Result<Json<ListResponse>, ApiError> {
     let page: Vec<Record> = rows.into_iter().skip(offset).take(page_size).collect();
     let end = offset.saturating_add(page.len());
     let next_page_token = if end < total { end.to_string() } else { String::new() };
-    Ok(Json(ListResponse { runtime_addons: page, next_page_token }))
+    Ok(Json(ListResponse { runtime_addons: page, next_page_token, revision }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -492,9 +503,10 @@ async fn update_status(app: &App, body: Body) -> Result<Response, ApiError> {
         return Err(bad("give `ids` or `identifiers`".to_string()));
     }
     let store = Arc::clone(&app.store);
-    let rows =
-        tokio::task::spawn_blocking(move || store.set_status(status, &req.ids, &req.identifiers))
-            .await
-            .map_err(|e| ApiError::new(Code::Internal, format!("status task failed: {e}")))??;
-    Ok(Json(serde_json::json!({ "rows_affected": rows })).into_response())
+    let (rows, revision) = tokio::task::spawn_blocking(move || {
+        store.set_status(status, &req.ids, &req.identifiers).map(|rows| (rows, store.revision()))
+    })
+    .await
+    .map_err(|e| ApiError::new(Code::Internal, format!("status task failed: {e}")))??;
+    Ok(Json(serde_json::json!({ "rows_affected": rows, "revision": revision })).into_response())
 }

@@ -16,6 +16,10 @@ pub const MANIFEST_NAME: &str = ".addons.json";
 /// The mount's `/.addons.json`: the enabled add-ons and the paths each one asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The catalog's revision this manifest shows (absent, so 0, in manifests of daemons
+    /// from before revisions).
+    #[serde(default)]
+    pub revision: u64,
     /// Enabled add-ons, in the order they are attached.
     pub addons: Vec<ManifestAddon>,
 }

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use crate::addon::register::{problems_text, read_metadata};
 use crate::addon::{LockError, Record, Status, Store, StoreError};
 use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError};
 use crate::archive::ScanOptions;
-use crate::daemon::{DaemonMount, SYNC_INTERVAL};
+use crate::daemon::DaemonMount;
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::mount::MountOptions;
@@ -91,24 +90,11 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         let opts = MountOptions { allow_other: cmd.allow_other, ..MountOptions::default() };
         let daemon = DaemonMount::start(Arc::clone(&store), &mountpoint, cmd.cache_size, &opts)?;
         println!("addonfs: mounted the add-ons at {}", daemon.path().display());
-        Some(Arc::new(daemon))
+        Some(daemon)
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let syncer = daemon.clone().map(|daemon| {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(SYNC_INTERVAL);
-                daemon.sync();
-            }
-        })
-    });
+    // The mount follows the store by the store's own notifications (see `crate::daemon`).
     let result = serve_api(cmd, &dir, store, keys, limits);
-    stop.store(true, Ordering::Relaxed);
-    if let Some(syncer) = syncer {
-        let _ = syncer.join();
-    }
-    if let Some(daemon) = daemon.and_then(Arc::into_inner) {
+    if let Some(daemon) = daemon {
         daemon.unmount(Duration::from_secs(5));
     }
     result
