@@ -181,7 +181,7 @@ impl Shared {
         }
     }
 
-/// Opens an add-on's archive and adds it to the namespace.
+    /// Opens an add-on's archive and adds it to the namespace.
     fn add(&self, addon: &Addon, visible: bool) -> Result<(), Error> {
         let tarball = addon.tarball();
         let index = match load_matching(&tarball, &addon.index(), ScanOptions::DEFAULT_SPAN) {
@@ -206,7 +206,6 @@ impl Shared {
             .map_err(|e| Error::Usage(format!("{}: {e}", addon.record.identifier)))?;
         Ok(())
     }
-
 }
 
 /// The manifest's bytes for the enabled add-ons at `revision`.
