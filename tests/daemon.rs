@@ -371,3 +371,81 @@ fn read_your_writes_in_50_rounds() {
     }
     drop(daemon);
 }
+
+/// The value of the sample `name` (exact, labels included) in an OpenMetrics text.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{metrics}"))
+}
+
+/// The public endpoints of a daemon with its mount: `/metrics` without a key moves after an
+/// upload and a read through the mount, and shows no key, state path or content; `/readyz`
+/// says 503 once the mount is gone (detached under the running daemon) while `/healthz` still
+/// says the process is alive.
+#[test]
+fn metrics_follow_reads_and_readyz_follows_the_mount() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let work = t.join("work");
+    let content = "the content of the add-on's file, never in the metrics\n".repeat(2000);
+    std::fs::create_dir_all(work.join("tree/opt/met")).expect("mkdir");
+    std::fs::write(work.join("tree/opt/met/file"), &content).expect("write");
+    std::fs::write(
+        work.join("metadata.json"),
+        r#"{"name": "met", "spec": {"paths": ["/opt/met"]}}"#,
+    )
+    .expect("metadata");
+    pack_addon(&work, &work.join("tree"), "opt");
+    let mount = t.join("mnt");
+    let state = t.join("state");
+    let daemon = Daemon::start(&state, &mount);
+    let get = |path: &str| curl(t, &[format!("{}{path}", daemon.url)]);
+    let metrics = || {
+        let (status, text) = get("/metrics");
+        assert_eq!(status, 200);
+        text.as_str().expect("text").to_string()
+    };
+    assert_eq!(get("/readyz"), (200, serde_json::json!({"status": "ok"})));
+    let before = metrics();
+    assert_eq!(sample(&before, "addonfs_catalog_revision"), 0.0);
+    let reads = r#"addonfs_fuse_request_duration_seconds_count{op="read"}"#;
+    let reads_before = sample(&before, reads);
+
+    let (status, record) = seed_upload(&work, &daemon.url, KEY, "addon.tar.gz");
+    assert_eq!(status, 200, "{record}");
+    let read = std::fs::read_to_string(mount.join("custom-addon-met/opt/met/file")).expect("read");
+    assert_eq!(read, content);
+
+    let after = metrics();
+    assert_eq!(sample(&after, "addonfs_catalog_revision"), 1.0);
+    assert!(sample(&after, reads) > reads_before, "{after}");
+    assert!(sample(&after, "addonfs_fuse_read_bytes_total") >= content.len() as f64, "{after}");
+    assert!(sample(&after, "addonfs_chunk_cache_misses_total") >= 1.0, "{after}");
+    assert!(sample(&after, "addonfs_spans_inflated_total") >= 1.0, "{after}");
+    assert_eq!(sample(&after, r#"addonfs_uploads_total{outcome="stored"}"#), 1.0);
+    let size = std::fs::metadata(work.join("addon.tar.gz")).expect("size").len() as f64;
+    assert_eq!(sample(&after, "addonfs_upload_bytes_total"), size);
+    assert_eq!(
+        sample(
+            &after,
+            r#"addonfs_http_requests_total{route="/api/v2/runtimeaddons/custom",status="200"}"#
+        ),
+        1.0
+    );
+    for secret in [KEY, &*state.to_string_lossy(), "the content of the add-on"] {
+        assert!(!after.contains(secret), "/metrics shows {secret:?}");
+    }
+
+    // The mount detached under the running daemon: not ready; alive all the same.
+    common::run(Command::new("umount").arg("-l").arg(&mount));
+    let (status, body) = get("/readyz");
+    assert_eq!((status, body["code"].as_i64()), (503, Some(14)), "{body}");
+    assert!(body["message"].as_str().expect("message").contains("mount"), "{body}");
+    assert_eq!(get("/healthz").0, 200);
+    drop(daemon);
+}

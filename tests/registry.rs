@@ -207,7 +207,8 @@ fn seed_upload_list_filter_page_and_status() {
 
     // Disable and enable.
     let (s, r) = server.status(&json!({"status": "DISABLED", "identifiers": ["custom-addon-b"]}));
-    assert_eq!((s, r), (200, json!({"rows_affected": 1})));
+    // Three uploads and this change: revision 4.
+    assert_eq!((s, r), (200, json!({"rows_affected": 1, "revision": 4})));
     let (_, avail) = server.get(&[("search_filter", r#"{"status":"AVAILABLE"}"#)]);
     let ids: Vec<_> =
         avail["runtime_addons"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
@@ -220,7 +221,7 @@ fn seed_upload_list_filter_page_and_status() {
     .unwrap();
     assert_eq!(on_disk["status"], "DISABLED");
     let (s, r) = server.status(&json!({"status": "AVAILABLE", "ids": [2]}));
-    assert_eq!((s, r), (200, json!({"rows_affected": 1})));
+    assert_eq!((s, r), (200, json!({"rows_affected": 1, "revision": 5})));
     assert_error(&server.status(&json!({"status": "AVAILABLE", "ids": [99]})), 404, 5, "99");
     assert_error(&server.status(&json!({"status": "DELETED", "ids": [1]})), 400, 3, "DELETED");
     assert_error(&server.status(&json!({"status": "DISABLED", "idz": [1]})), 400, 3, "idz");
@@ -471,14 +472,23 @@ fn no_token_and_wrong_token_get_401_on_every_route() {
         16,
         "invalid API key",
     );
-    assert_error(&curl(tmp.path(), &[format!("{}/other", server.url)]), 401, 16, "missing");
+    // Every path under /api/v2 needs the key, known or not, whatever the method.
+    for path in ["/api/v2", "/api/v2/other", "/api/v2/runtimeaddons/custom/x"] {
+        assert_error(&curl(tmp.path(), &[format!("{}{path}", server.url)]), 401, 16, "missing");
+    }
+    assert_error(
+        &curl(tmp.path(), &["-X".into(), "DELETE".into(), url.clone()]),
+        401,
+        16,
+        "missing",
+    );
     // With the key, unknown routes and methods get the envelope too.
     let auth = format!("Authorization: Bearer {KEY}");
     assert_error(
-        &curl(tmp.path(), &[format!("{}/other", server.url), "-H".into(), auth.clone()]),
+        &curl(tmp.path(), &[format!("{}/api/v2/other", server.url), "-H".into(), auth.clone()]),
         404,
         5,
-        "/other",
+        "/api/v2/other",
     );
     assert_error(
         &curl(tmp.path(), &["-X".into(), "DELETE".into(), url, "-H".into(), auth]),
@@ -487,6 +497,41 @@ fn no_token_and_wrong_token_get_401_on_every_route() {
         "DELETE",
     );
     assert_eq!(server.stored(), (vec![], 0));
+}
+
+/// Outside `/api/v2` there are only the public endpoints: other paths get the 404 envelope
+/// without a key, wrong methods on a public endpoint the 405 one. Without a mount, `/readyz`
+/// checks the store alone, and says 503 (code 14) once the store cannot be read.
+#[test]
+fn public_endpoints_and_unknown_routes_without_a_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let server = Server::start(&state, &[]);
+    let get = |path: &str| curl(tmp.path(), &[format!("{}{path}", server.url)]);
+    assert_eq!(get("/healthz"), (200, serde_json::json!({"status": "ok"})));
+    assert_eq!(get("/readyz"), (200, serde_json::json!({"status": "ok"})));
+    let (status, metrics) = get("/metrics");
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().expect("metrics are text").to_string();
+    assert!(metrics.contains("addonfs_catalog_revision 0"), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    assert_error(&get("/other"), 404, 5, "no route /other");
+    assert_error(&get("/"), 404, 5, "no route /");
+    assert_error(
+        &curl(tmp.path(), &["-X".into(), "POST".into(), format!("{}/healthz", server.url)]),
+        405,
+        12,
+        "POST",
+    );
+    // The store's directory of add-ons gone unreadable: not ready, and the answer names no
+    // path of the state directory.
+    std::fs::rename(state.join("addons"), state.join("addons.away")).unwrap();
+    let (status, body) = get("/readyz");
+    assert_error(&(status, body.clone()), 503, 14, "the store cannot be read");
+    assert!(!body.to_string().contains(&*state.to_string_lossy()), "{body}");
+    assert_eq!(get("/healthz").0, 200, "alive all the same");
+    std::fs::rename(state.join("addons.away"), state.join("addons")).unwrap();
+    assert_eq!(get("/readyz").0, 200);
 }
 
 #[test]

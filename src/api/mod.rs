@@ -5,12 +5,15 @@
 //! * `GET /api/v2/runtimeaddons`: list with `search_filter`, `page_size`, `page_token`, `sort`;
 //! * `POST /api/v2/runtimeaddons:updatestatus`: enable or disable.
 //!
-//! Every route needs `Authorization: Bearer <key>`; every error is a
+//! Every path under `/api/v2` needs `Authorization: Bearer <key>` (a layer on those routes
+//! only); `GET /healthz`, `GET /readyz` and `GET /metrics` are public and never reach store
+//! data ([`health`]). Every error, unknown routes (404) and wrong methods (405) included, is a
 //! `{"error", "code", "message", "details"}` envelope.
 
 mod auth;
 pub mod client;
 mod error;
+pub mod health;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,14 +21,17 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
-use axum::http::{Method, Uri};
+use axum::http::Uri;
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
 use axum::Json;
 use serde::Deserialize;
 
 pub use auth::{constant_time_eq, ApiKeys, KEYS_FILE};
 pub use client::{ApiClient, ClientError};
 pub use error::{ApiError, Code};
+pub use health::Observed;
 
 use crate::addon::metadata::{self, Metadata, MAX_METADATA_BYTES};
 use crate::addon::store::Staging;
@@ -65,13 +71,37 @@ struct App {
     store: Arc<Store>,
     keys: ApiKeys,
     limits: ApiLimits,
+    health: health::Health,
 }
 
-/// The router of the API over `store`.
-pub fn router(store: Arc<Store>, keys: ApiKeys, limits: ApiLimits) -> axum::Router {
-    let app = Arc::new(App { store, keys, limits });
-    axum::Router::new()
-        .fallback(dispatch)
+/// The router of the API over `store`; `observed` is what the public endpoints report
+/// besides the store (the daemon's mount and its counters; nothing with `--no-mount`).
+pub fn router(
+    store: Arc<Store>,
+    keys: ApiKeys,
+    limits: ApiLimits,
+    observed: Observed,
+) -> axum::Router {
+    let health = health::Health::new(Arc::clone(&store), observed);
+    let app = Arc::new(App { store, keys, limits, health });
+    // The authenticated routes: the layer runs only for these paths (unknown ones under
+    // `/api/v2` too, so probing them needs a key), and wraps their 405 answers.
+    let api = axum::Router::new()
+        .route(UPLOAD_PATH, post(upload_route))
+        .route(LIST_PATH, get(list_route))
+        .route(STATUS_PATH, post(status_route))
+        .route("/api/v2", any(not_found))
+        .route("/api/v2/{*rest}", any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(from_fn_with_state(Arc::clone(&app), authenticate));
+    let public = axum::Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .method_not_allowed_fallback(method_not_allowed);
+    api.merge(public)
+        .fallback(not_found)
+        .layer(from_fn_with_state(Arc::clone(&app), health::track))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(app)
 }
@@ -85,7 +115,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    serve_on(listener, store, keys, limits, shutdown).await
+    serve_on(listener, store, keys, limits, Observed::default(), shutdown).await
 }
 
 /// Serves the API on a bound `listener` until `shutdown` completes.
@@ -94,47 +124,65 @@ pub async fn serve_on(
     store: Arc<Store>,
     keys: ApiKeys,
     limits: ApiLimits,
+    observed: Observed,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store, keys, limits)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(store, keys, limits, observed))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
-/// The header of every API answer that carries the catalog's revision after the request.
+/// The header of every authenticated API answer that carries the catalog's revision after
+/// the request.
 pub const REVISION_HEADER: &str = "x-addonfs-revision";
 
-async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let result = handle(&app, req).await;
-    let authorized = !matches!(&result, Err(e) if e.code == Code::Unauthenticated);
-    let mut response = match result {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::info!(%method, %path, code = e.code.number(), message = %e.message, "request refused");
-            e.into_response()
-        }
-    };
-    // Read after the request's change (if any) and its sync: a client that sees revision N
-    // here finds the mount at N or later. Not shown to a client without a key.
-    if authorized {
-        response.headers_mut().insert(REVISION_HEADER, app.store.revision().into());
+/// The authentication layer of the `/api/v2` routes: a request without a valid key gets `401`
+/// before its handler runs (an upload's body is not read). An authenticated answer carries the
+/// catalog's revision, read after the request's change (if any) and its sync: a client that
+/// sees revision N there finds the mount at N or later.
+async fn authenticate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Err(e) = app.keys.authorize(req.headers()) {
+        return refused(e);
     }
+    let mut response = next.run(req).await;
+    response.headers_mut().insert(REVISION_HEADER, app.store.revision().into());
     response
 }
 
-async fn handle(app: &App, req: Request) -> Result<Response, ApiError> {
-    app.keys.authorize(req.headers())?;
-    let path = req.uri().path().to_string();
-    match (req.method(), path.as_str()) {
-        (&Method::POST, UPLOAD_PATH) => upload(app, req).await.map(|r| Json(r).into_response()),
-        (&Method::GET, LIST_PATH) => list(app, req.uri()).map(IntoResponse::into_response),
-        (&Method::POST, STATUS_PATH) => update_status(app, req.into_body()).await,
-        (_, UPLOAD_PATH | LIST_PATH | STATUS_PATH) => Err(ApiError::new(
-            Code::MethodNotAllowed,
-            format!("method {} is not allowed on {path}", req.method()),
-        )),
-        _ => Err(ApiError::new(Code::NotFound, format!("no route {path}"))),
-    }
+/// The answer to a refused request: the error envelope, logged.
+fn refused(e: ApiError) -> Response {
+    tracing::info!(code = e.code.number(), message = %e.message, "request refused");
+    e.into_response()
+}
+
+/// A handler's result as an answer.
+fn answer(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(refused)
+}
+
+async fn not_found(uri: Uri) -> Response {
+    refused(ApiError::new(Code::NotFound, format!("no route {}", uri.path())))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
+    refused(ApiError::new(
+        Code::MethodNotAllowed,
+        format!("method {method} is not allowed on {}", uri.path()),
+    ))
+}
+
+async fn upload_route(State(app): State<Arc<App>>, req: Request) -> Response {
+    let result = upload(&app, req).await;
+    app.health.counters().upload(result.is_ok());
+    answer(result.map(|r| Json(r).into_response()))
+}
+
+async fn list_route(State(app): State<Arc<App>>, uri: Uri) -> Response {
+    answer(list(&app, &uri).map(IntoResponse::into_response))
+}
+
+async fn status_route(State(app): State<Arc<App>>, body: Body) -> Response {
+    answer(update_status(&app, body).await)
 }
 
 impl From<StoreError> for ApiError {
@@ -296,6 +344,7 @@ async fn stream_and_index(
         let mut size: u64 = 0;
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
             size += chunk.len() as u64;
+            app.health.counters().upload_bytes(chunk.len() as u64);
             if size > app.limits.max_upload {
                 return Err(ApiError::new(
                     Code::TooLarge,

@@ -9,7 +9,7 @@ use super::args::{AddonsCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
 use crate::addon::metadata;
 use crate::addon::register::{problems_text, read_metadata};
 use crate::addon::{LockError, Record, Status, Store, StoreError};
-use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError};
+use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError, Observed};
 use crate::archive::ScanOptions;
 use crate::daemon::DaemonMount;
 use crate::error::Error;
@@ -93,7 +93,12 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         Some(daemon)
     };
     // The mount follows the store by the store's own notifications (see `crate::daemon`).
-    let result = serve_api(cmd, &dir, store, keys, limits);
+    let observed = daemon.as_ref().map_or_else(Observed::default, |d| Observed {
+        mount: Some(d.path().to_path_buf()),
+        fs: Some(d.fs_stats()),
+        cache: Some(d.cache()),
+    });
+    let result = serve_api(cmd, &dir, store, keys, limits, observed);
     if let Some(daemon) = daemon {
         daemon.unmount(Duration::from_secs(5));
     }
@@ -107,6 +112,7 @@ fn serve_api(
     store: Arc<Store>,
     keys: ApiKeys,
     limits: ApiLimits,
+    observed: Observed,
 ) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -132,7 +138,7 @@ fn serve_api(
         println!("addonfs: listening on http://{addr} (state {})", dir.display());
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        crate::api::serve_on(listener, store, keys, limits, shutdown_signal())
+        crate::api::serve_on(listener, store, keys, limits, observed, shutdown_signal())
             .await
             .map_err(|e| Error::Usage(format!("server failed: {e}")))
     })

@@ -25,6 +25,7 @@ use crate::archive::ScanOptions;
 use crate::attach::{Manifest, ManifestAddon, MANIFEST_NAME};
 use crate::error::Error;
 use crate::fs::namespace::{Layout, Namespace, Slot, Volume};
+use crate::fs::stats::FsStats;
 use crate::fs::{AddonFs, FsOptions};
 use crate::index::open::load_matching;
 use crate::index::ROOT_INO;
@@ -38,6 +39,7 @@ pub const MANIFEST_INO: u64 = 2;
 pub struct DaemonMount {
     shared: Arc<Shared>,
     path: std::path::PathBuf,
+    fs_stats: Arc<FsStats>,
 }
 
 /// What the store's notifications reach (the store holds it weakly).
@@ -72,6 +74,7 @@ impl DaemonMount {
         ns.set_file(MANIFEST_NAME.as_bytes(), MANIFEST_INO, manifest_bytes(0, &[]), true)
             .map_err(|e| Error::Usage(format!("cannot create {MANIFEST_NAME}: {e}")))?;
         let fs = AddonFs::new(Arc::clone(&ns), FsOptions::default());
+        let fs_stats = fs.stats();
         let mounted = mount(fs, mountpoint, opts)
             .map_err(|e| Error::io(mountpoint, std::io::Error::other(e.to_string())))?;
         let path = mounted.path().to_path_buf();
@@ -87,12 +90,22 @@ impl DaemonMount {
         let follower: Weak<dyn Follower> = Arc::downgrade(&shared) as Weak<dyn Follower>;
         store.set_follower(Some(follower));
         shared.sync();
-        Ok(DaemonMount { shared, path })
+        Ok(DaemonMount { shared, path, fs_stats })
     }
 
     /// The mount point.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file system's request counters.
+    pub fn fs_stats(&self) -> Arc<FsStats> {
+        Arc::clone(&self.fs_stats)
+    }
+
+    /// The chunk cache of the mount's readers.
+    pub fn cache(&self) -> Arc<ChunkCache> {
+        Arc::clone(&self.shared.cache)
     }
 
     /// Brings the mount in line with the store (the store's changes do it themselves; this is

@@ -18,6 +18,7 @@
 pub mod namespace;
 pub mod prefetch;
 pub mod push;
+pub mod stats;
 
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,6 +80,7 @@ pub struct AddonFs {
     prefetch: Option<prefetch::Prefetcher>,
     channel: Arc<push::KernelChannel>,
     pusher: Option<push::Pusher>,
+    stats: Arc<stats::FsStats>,
 }
 
 thread_local! {
@@ -124,7 +127,13 @@ impl AddonFs {
         let prefetch = prefetch::Prefetcher::start();
         let channel = Arc::new(push::KernelChannel::default());
         let pusher = push::Pusher::start(Arc::clone(&channel), prefetch.clone());
-        AddonFs { ns, opts, prefetch, channel, pusher }
+        let stats = Arc::new(stats::FsStats::new(pusher.as_ref().map(push::Pusher::shared_stats)));
+        AddonFs { ns, opts, prefetch, channel, pusher, stats }
+    }
+
+    /// The request counters (shared: they keep counting once the file system is mounted).
+    pub fn stats(&self) -> Arc<stats::FsStats> {
+        Arc::clone(&self.stats)
     }
 
     /// The kernel channel that pushes file contents into the page cache ahead of tree walkers
@@ -329,6 +338,7 @@ impl Filesystem for AddonFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _timer = self.stats.time(stats::Op::Lookup);
         let dir = match self.node(parent) {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
@@ -349,6 +359,7 @@ impl Filesystem for AddonFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _timer = self.stats.time(stats::Op::Getattr);
         match self.node(ino) {
             Ok(node) => match self.file_attr(&node) {
                 Some(attr) => reply.attr(&self.ttl(&node), &attr),
@@ -359,6 +370,7 @@ impl Filesystem for AddonFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _timer = self.stats.time(stats::Op::Readlink);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => match volume.index().symlink_target(local) {
                 Some(target) => reply.data(target),
@@ -370,6 +382,7 @@ impl Filesystem for AddonFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _timer = self.stats.time(stats::Op::Open);
         if !self.opts.explicit_open {
             tracing::debug!("declining open: zero-message opens with FOPEN_KEEP_CACHE");
             return reply.error(Errno::ENOSYS);
@@ -403,6 +416,7 @@ impl Filesystem for AddonFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _timer = self.stats.time(stats::Op::Read);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
@@ -412,6 +426,7 @@ impl Filesystem for AddonFs {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.bytes.len());
                 let end = start.saturating_add(size as usize).min(file.bytes.len());
                 reply.data(&file.bytes[start..end]);
+                self.stats.bytes_served.fetch_add((end - start) as u64, Ordering::Relaxed);
             }
             Node::Entry(volume, local) => READ_BUF.with(|buf| {
                 let mut buf = buf.borrow_mut();
@@ -426,6 +441,7 @@ impl Filesystem for AddonFs {
                     });
                 match sent {
                     Ok(done) => {
+                        self.stats.bytes_served.fetch_add(done as u64, Ordering::Relaxed);
                         if let Some(prefetch) = &self.prefetch {
                             prefetch.note(&volume, local, offset, done);
                         }
@@ -446,6 +462,7 @@ impl Filesystem for AddonFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _timer = self.stats.time(stats::Op::Open);
         if !self.opts.explicit_open {
             tracing::debug!("declining opendir: zero-message opens with FOPEN_CACHE_DIR");
             return reply.error(Errno::ENOSYS);
@@ -475,6 +492,7 @@ impl Filesystem for AddonFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _timer = self.stats.time(stats::Op::Readdir);
         let listed = self.list_from(ino, offset, |child_ino, next, _node, kind, name| {
             reply.add(INodeNo(child_ino), next, file_type(kind), OsStr::from_bytes(name))
         });
@@ -492,6 +510,7 @@ impl Filesystem for AddonFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _timer = self.stats.time(stats::Op::Readdir);
         let dir = match self.node(ino) {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
@@ -529,12 +548,14 @@ impl Filesystem for AddonFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _timer = self.stats.time(stats::Op::Statfs);
         let (bytes, inodes) = self.ns.totals();
         let blocks = bytes.div_ceil(u64::from(BLOCK_SIZE));
         reply.statfs(blocks, 0, 0, inodes, 0, BLOCK_SIZE, NAME_MAX, BLOCK_SIZE);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _timer = self.stats.time(stats::Op::Xattr);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => {
                 let xattrs = volume.index().xattrs(local);
@@ -549,6 +570,7 @@ impl Filesystem for AddonFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _timer = self.stats.time(stats::Op::Xattr);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => {
                 let mut names = Vec::new();
@@ -564,6 +586,7 @@ impl Filesystem for AddonFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _timer = self.stats.time(stats::Op::Access);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
