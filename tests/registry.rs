@@ -678,11 +678,12 @@ fn admin_cli_registers_lists_enables_and_disables() {
     let (_, out, _) = addonfs(&["addons", "list", "--json"], &state, &dir);
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list[0]["status"], "DISABLED");
+    // An unknown add-on is "no such thing" (4), not a broken rule (5).
     let (code, _, err) = addonfs(&["addons", "enable", "no-such-addon"], &state, &dir);
-    assert_eq!(code, 5, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(err.contains("custom-addon-no-such-addon"), "{err}");
     let (code, _, err) = addonfs(&["addons", "enable", "7"], &state, &dir);
-    assert_eq!(code, 5, "{err}");
+    assert_eq!(code, 4, "{err}");
     // A refused registration stores nothing.
     std::fs::write(dir.join("bad.json"), meta("other", &["/usr/missing"])).unwrap();
     let (code, _, err) = addonfs(&["addons", "register", "bad.json", "addon.tar.gz"], &state, &dir);
@@ -933,6 +934,39 @@ fn addonfs_env(args: &[&str], state: &Path, env: &[(&str, &str)]) -> (i32, Strin
     outcome(&mut cmd)
 }
 
+/// Exit codes mean what the README says: a port in use is an environment failure (1, not 2
+/// "usage"), a file that is not an archive is 3, an unknown add-on 4, a broken rule 5, a flag
+/// that does not exist 2.
+#[test]
+fn exit_codes_of_serve_and_admin_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let state = tmp.path().join("state");
+    let (code, _, err) = addonfs_env(
+        &["serve", "--no-mount", "--listen", &listen],
+        &state,
+        &[("ADDONFS_API_KEY", KEY)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {listen}")), "{err}");
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    std::fs::write(dir.join("notes.txt"), "not an archive at all\n".repeat(100)).unwrap();
+    let (code, _, err) =
+        addonfs(&["addons", "register", "metadata.json", "notes.txt"], &state, &dir);
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = addonfs(&["addons", "disable", "custom-addon-nope"], &state, &dir);
+    assert_eq!(code, 4, "{err}");
+    std::fs::write(dir.join("bad.json"), meta("Bad Name", &["/usr/custom_file"])).unwrap();
+    let (code, _, err) = addonfs(&["addons", "register", "bad.json", "addon.tar.gz"], &state, &dir);
+    assert_eq!(code, 5, "{err}");
+    let (code, _, err) = addonfs(&["addons", "list", "--no-such-flag"], &state, &dir);
+    assert_eq!(code, 2, "{err}");
+    drop(busy);
+}
+
 /// One writer process per state directory: a second daemon is refused with the directory and
 /// the holder named; the lock goes with the process, even on SIGKILL.
 #[test]
@@ -1026,7 +1060,7 @@ fn admin_cli_goes_through_a_running_daemon() {
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("already exists"), "{err}");
     let (code, _, err) = addonfs_env(&["addons", "enable", "42"], &state, &key);
-    assert_eq!(code, 5, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(err.contains("no add-on has id 42"), "{err}");
 
     // Explicitly, with a key file; a wrong key is refused.

@@ -63,7 +63,7 @@ pub fn exit_code(e: &Error) -> i32 {
     match e {
         Error::Scan { source: ScanError::Io(_), .. } => EXIT_FAILURE,
         Error::Scan { .. } => EXIT_BAD_ARCHIVE,
-        Error::NotFound { .. } => EXIT_NOT_FOUND,
+        Error::NotFound { .. } | Error::NoSuchAddon(_) => EXIT_NOT_FOUND,
         Error::Usage(_) => EXIT_USAGE,
         Error::Invalid(_) => EXIT_INVALID,
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,

@@ -117,12 +117,12 @@ fn serve_api(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Error::Daemon(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(cmd.listen)
             .await
-            .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cmd.listen)))?;
-        let addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
+            .map_err(|e| Error::Daemon(format!("cannot listen on {}: {e}", cmd.listen)))?;
+        let addr = listener.local_addr().map_err(|e| Error::Daemon(e.to_string()))?;
         // Where the admin commands reach this daemon (a wildcard address through loopback),
         // recorded before the address is printed.
         let reachable = match addr.ip() {
@@ -140,7 +140,7 @@ fn serve_api(
         let _ = std::io::stdout().flush();
         crate::api::serve_on(listener, store, keys, limits, observed, shutdown_signal())
             .await
-            .map_err(|e| Error::Usage(format!("server failed: {e}")))
+            .map_err(|e| Error::Daemon(format!("server failed: {e}")))
     })
 }
 
@@ -234,9 +234,8 @@ fn target(state: &StateOpts, remote: &RemoteOpts, command: &str) -> Result<Targe
 
 fn client_error(e: ClientError) -> Error {
     match e {
-        ClientError::Refused { status: 400 | 404 | 409 | 413, message, .. } => {
-            Error::Invalid(message)
-        }
+        ClientError::Refused { status: 404, message, .. } => Error::NoSuchAddon(message),
+        ClientError::Refused { status: 400 | 409 | 413, message, .. } => Error::Invalid(message),
         other => Error::Api(other),
     }
 }

@@ -72,7 +72,7 @@ impl DaemonMount {
     ) -> Result<DaemonMount, Error> {
         let ns = Arc::new(Namespace::new(Layout::Directories, (0, 0)));
         ns.set_file(MANIFEST_NAME.as_bytes(), MANIFEST_INO, manifest_bytes(0, &[]), true)
-            .map_err(|e| Error::Usage(format!("cannot create {MANIFEST_NAME}: {e}")))?;
+            .map_err(|e| Error::Daemon(format!("cannot create {MANIFEST_NAME}: {e}")))?;
         let fs = AddonFs::new(Arc::clone(&ns), FsOptions::default());
         let fs_stats = fs.stats();
         let mounted = mount(fs, mountpoint, opts)
@@ -212,11 +212,11 @@ impl Shared {
         };
         let reader = ArchiveReader::open(&tarball, Arc::new(index), Arc::clone(&self.cache))?;
         let slot = Slot::try_from(addon.record.id).map_err(|_| {
-            Error::Usage(format!("add-on id {} is too large for a slot", addon.record.id))
+            Error::Daemon(format!("add-on id {} is too large for a slot", addon.record.id))
         })?;
         self.ns
             .add_volume(addon.record.identifier.as_bytes(), Volume::new(slot, reader), visible)
-            .map_err(|e| Error::Usage(format!("{}: {e}", addon.record.identifier)))?;
+            .map_err(|e| Error::Daemon(format!("{}: {e}", addon.record.identifier)))?;
         Ok(())
     }
 }
