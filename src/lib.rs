@@ -11,6 +11,8 @@
 //! * [`fs`] serves them as a read-only FUSE file system; [`mount`] runs its lifecycle.
 //! * [`bench`] holds the benchmark harnesses (`addonfs bench startup`).
 //! * [`cli`] implements the command-line tool over the library; `main.rs` only parses arguments.
+// `unsafe` is allowed only where FFI lives: `gzip::ffi`, `mount::sys`, `process`.
+#![deny(unsafe_code)]
 
 pub mod addon;
 pub mod api;
@@ -25,6 +27,7 @@ pub mod gzip;
 pub mod index;
 pub mod limits;
 pub mod mount;
+pub mod process;
 pub mod reader;
 pub mod time;
 

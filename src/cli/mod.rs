@@ -36,6 +36,11 @@ pub const EXIT_PARTIAL: i32 = 6;
 /// error, prefixed with `addonfs:`.
 pub fn run(cli: Cli) -> i32 {
     init_logging(&cli.log_level, cli.log_format);
+    // The long-running commands' process setup, before any thread starts: freed cache chunks
+    // and upload buffers go back to the system instead of lingering in per-thread arenas.
+    if matches!(cli.command, Command::Mount(_) | Command::Serve(_)) {
+        crate::process::release_large_allocations();
+    }
     let result = match cli.command {
         Command::Index(cmd) => inspect::index(&cmd),
         Command::Ls(cmd) => inspect::ls(&cmd),

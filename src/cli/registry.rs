@@ -55,9 +55,6 @@ pub fn validate(cmd: &ValidateCmd) -> Result<(), Error> {
 
 /// `addonfs serve`: the HTTP API until SIGINT or SIGTERM.
 pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
-    // Before any thread starts: freed cache chunks and upload buffers go back to the system
-    // instead of lingering in per-thread arenas.
-    crate::mount::sys::release_large_allocations();
     let dir = state_dir(&cmd.state);
     let store = Arc::new(Store::open(&dir, "serve")?);
     for problem in store.problems() {
