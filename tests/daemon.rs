@@ -449,3 +449,70 @@ fn metrics_follow_reads_and_readyz_follows_the_mount() {
     assert_eq!(get("/healthz").0, 200);
     drop(daemon);
 }
+
+/// `daemon::run` owns the whole lifecycle and runs in process: it reports its address once
+/// ready (mounted, API listening), serves, and when its shutdown future completes it stops the
+/// API, unmounts and releases the state directory, in that order; a second run over the same
+/// directory finds the add-on and the revision it left.
+#[test]
+fn daemon_run_in_process_shuts_down_in_order() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path().to_path_buf();
+    let work = t.join("work");
+    std::fs::create_dir_all(work.join("tree/opt/inproc")).expect("mkdir");
+    std::fs::write(work.join("tree/opt/inproc/file"), "in process\n").expect("write");
+    std::fs::write(
+        work.join("metadata.json"),
+        r#"{"name": "inproc", "spec": {"paths": ["/opt/inproc"]}}"#,
+    )
+    .expect("metadata");
+    pack_addon(&work, &work.join("tree"), "opt");
+    let config = addonfs::daemon::Config {
+        state_dir: t.join("state"),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        keys: addonfs::daemon::KeySource::Key(KEY.into()),
+        limits: addonfs::api::ApiLimits::default(),
+        mount: Some(addonfs::daemon::MountConfig {
+            path: t.join("mnt"),
+            cache_bytes: 8 << 20,
+            allow_other: false,
+        }),
+    };
+    let start = |config: addonfs::daemon::Config| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, address) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            addonfs::daemon::run(&config, async { drop(stopped.await) }, |addr| {
+                ready.send(addr).expect("ready")
+            })
+        });
+        let addr = address.recv_timeout(Duration::from_secs(10)).expect("the daemon got ready");
+        (format!("http://{addr}"), stop, thread)
+    };
+
+    let (url, stop, thread) = start(config.clone());
+    assert!(mounted(&t.join("mnt")), "mounted before it said it was ready");
+    assert_eq!(curl(&t, &[format!("{url}/readyz")]).0, 200);
+    let (status, record) = seed_upload(&work, &url, KEY, "addon.tar.gz");
+    assert_eq!(status, 200, "{record}");
+    let file = t.join("mnt/custom-addon-inproc/opt/inproc/file");
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "in process\n");
+    stop.send(()).expect("stop");
+    thread.join().expect("join").expect("run ended cleanly");
+    assert!(!mounted(&t.join("mnt")), "unmounted at shutdown");
+    assert_eq!(curl(&t, &[format!("{url}/healthz")]).0, 0, "no longer listening");
+    // The lock went with the store.
+    drop(addonfs::addon::Store::open(&t.join("state"), "test").expect("the lock is free"));
+
+    let (url, stop, thread) = start(config);
+    let manifest = std::fs::read_to_string(t.join("mnt/.addons.json")).expect("manifest");
+    assert!(manifest.contains("custom-addon-inproc") && manifest.contains("\"revision\": 1"));
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "in process\n");
+    assert_eq!(curl(&t, &[format!("{url}/healthz")]).0, 200);
+    stop.send(()).expect("stop");
+    thread.join().expect("join").expect("run ended cleanly");
+    assert!(!mounted(&t.join("mnt")));
+}

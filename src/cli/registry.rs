@@ -1,20 +1,16 @@
 //! `addonfs validate`, `addonfs serve` and `addonfs addons ...`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use super::args::{AddonsCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
 use crate::addon::metadata;
 use crate::addon::register::{problems_text, read_metadata};
 use crate::addon::{LockError, Record, Status, Store, StoreError};
-use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError, Observed};
+use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError};
 use crate::archive::ScanOptions;
-use crate::daemon::DaemonMount;
+use crate::daemon::{Config, KeySource, MountConfig};
 use crate::error::Error;
 use crate::limits::Limits;
-use crate::mount::MountOptions;
 
 /// The state directory: the flag (or `ADDONFS_STATE_DIR`), else `/var/lib/addonfs` for root,
 /// else `$XDG_STATE_HOME/addonfs` or `~/.local/state/addonfs`.
@@ -53,92 +49,33 @@ pub fn validate(cmd: &ValidateCmd) -> Result<(), Error> {
     }
 }
 
-/// `addonfs serve`: the HTTP API until SIGINT or SIGTERM.
+/// `addonfs serve`: the node daemon ([`crate::daemon::run`]) until SIGINT or SIGTERM.
 pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
     let dir = state_dir(&cmd.state);
-    let store = Arc::new(Store::open(&dir, "serve")?);
-    for problem in store.problems() {
-        eprintln!("addonfs: warning: {problem}");
-    }
-    let keys = if let Some(key) = &cmd.api_key {
-        ApiKeys::new([key.clone()])
-    } else if let Some(path) = &cmd.api_key_file {
-        ApiKeys::from_file(path).map_err(|e| Error::io(path, e))?
-    } else {
-        let (keys, path, created) =
-            ApiKeys::load_or_create(&dir).map_err(|e| Error::io(dir.join("api-keys"), e))?;
-        if created {
-            eprintln!("addonfs: created the API key file {} (mode 0600)", path.display());
-        }
-        keys
+    let keys = match (&cmd.api_key, &cmd.api_key_file) {
+        (Some(key), _) => KeySource::Key(key.clone()),
+        (None, Some(path)) => KeySource::File(path.clone()),
+        (None, None) => KeySource::StateDir,
     };
-    let limits = ApiLimits {
-        max_upload: cmd.max_upload,
-        scan: ScanOptions {
-            limits: Limits { max_uncompressed: cmd.max_uncompressed, ..Limits::default() },
-            ..ScanOptions::default()
-        },
-    };
-    let daemon = if cmd.no_mount {
-        None
-    } else {
-        let mountpoint = cmd.mount.clone().unwrap_or_else(|| dir.join("mnt"));
-        std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
-        let opts = MountOptions { allow_other: cmd.allow_other, ..MountOptions::default() };
-        let daemon = DaemonMount::start(Arc::clone(&store), &mountpoint, cmd.cache_size, &opts)?;
-        println!("addonfs: mounted the add-ons at {}", daemon.path().display());
-        Some(daemon)
-    };
-    // The mount follows the store by the store's own notifications (see `crate::daemon`).
-    let observed = daemon.as_ref().map_or_else(Observed::default, |d| Observed {
-        mount: Some(d.path().to_path_buf()),
-        fs: Some(d.fs_stats()),
-        cache: Some(d.cache()),
+    let mount = (!cmd.no_mount).then(|| MountConfig {
+        path: cmd.mount.clone().unwrap_or_else(|| dir.join("mnt")),
+        cache_bytes: cmd.cache_size,
+        allow_other: cmd.allow_other,
     });
-    let result = serve_api(cmd, &dir, store, keys, limits, observed);
-    if let Some(daemon) = daemon {
-        daemon.unmount(Duration::from_secs(5));
-    }
-    result
-}
-
-/// Runs the HTTP API until SIGINT or SIGTERM.
-fn serve_api(
-    cmd: &ServeCmd,
-    dir: &Path,
-    store: Arc<Store>,
-    keys: ApiKeys,
-    limits: ApiLimits,
-    observed: Observed,
-) -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Daemon(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(cmd.listen)
-            .await
-            .map_err(|e| Error::Daemon(format!("cannot listen on {}: {e}", cmd.listen)))?;
-        let addr = listener.local_addr().map_err(|e| Error::Daemon(e.to_string()))?;
-        // Where the admin commands reach this daemon (a wildcard address through loopback),
-        // recorded before the address is printed.
-        let reachable = match addr.ip() {
-            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
-            }
-            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
-            }
-            _ => addr,
-        };
-        store.set_api_url(&format!("http://{reachable}"))?;
-        println!("addonfs: listening on http://{addr} (state {})", dir.display());
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        crate::api::serve_on(listener, store, keys, limits, observed, shutdown_signal())
-            .await
-            .map_err(|e| Error::Daemon(format!("server failed: {e}")))
-    })
+    let config = Config {
+        limits: ApiLimits {
+            max_upload: cmd.max_upload,
+            scan: ScanOptions {
+                limits: Limits { max_uncompressed: cmd.max_uncompressed, ..Limits::default() },
+                ..ScanOptions::default()
+            },
+        },
+        state_dir: dir,
+        listen: cmd.listen,
+        keys,
+        mount,
+    };
+    crate::daemon::run(&config, shutdown_signal(), |_| {})
 }
 
 async fn shutdown_signal() {

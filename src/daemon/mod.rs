@@ -14,6 +14,10 @@
 //! volume's slot is the add-on's id (persisted, never reused), so inode numbers survive
 //! restarts.
 
+mod run;
+
+pub use run::{run, Config, KeySource, MountConfig, UNMOUNT_GRACE};
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
