@@ -267,6 +267,19 @@ fn restart_keeps_inode_numbers_and_paths() {
     drop(daemon);
 }
 
+/// An add-on named `name` in `work`: `opt/NAME/file` holding `content`, metadata asking for
+/// `/opt/NAME`, packed as `work/addon.tar.gz`.
+fn opt_addon(work: &Path, name: &str, content: &str) {
+    std::fs::create_dir_all(work.join(format!("tree/opt/{name}"))).expect("mkdir");
+    std::fs::write(work.join(format!("tree/opt/{name}/file")), content).expect("write");
+    std::fs::write(
+        work.join("metadata.json"),
+        format!(r#"{{"name": "{name}", "spec": {{"paths": ["/opt/{name}"]}}}}"#),
+    )
+    .expect("metadata");
+    pack_addon(work, &work.join("tree"), "opt");
+}
+
 /// The catalog revision a response carried in its `X-Addonfs-Revision` header (curl's `-D`
 /// file).
 fn revision_header(headers: &Path) -> u64 {
@@ -306,14 +319,7 @@ fn read_your_writes_in_50_rounds() {
     for round in 1..=ROUNDS {
         let name = format!("ryw{round}");
         let work = t.join(&name);
-        std::fs::create_dir_all(work.join(format!("tree/opt/{name}"))).expect("mkdir");
-        std::fs::write(work.join(format!("tree/opt/{name}/file")), &name).expect("write");
-        std::fs::write(
-            work.join("metadata.json"),
-            format!(r#"{{"name": "{name}", "spec": {{"paths": ["/opt/{name}"]}}}}"#),
-        )
-        .expect("metadata");
-        pack_addon(&work, &work.join("tree"), "opt");
+        opt_addon(&work, &name, &name);
         let (status, record) = curl(
             &work,
             &[
@@ -393,14 +399,7 @@ fn metrics_follow_reads_and_readyz_follows_the_mount() {
     let t = tmp.path();
     let work = t.join("work");
     let content = "the content of the add-on's file, never in the metrics\n".repeat(2000);
-    std::fs::create_dir_all(work.join("tree/opt/met")).expect("mkdir");
-    std::fs::write(work.join("tree/opt/met/file"), &content).expect("write");
-    std::fs::write(
-        work.join("metadata.json"),
-        r#"{"name": "met", "spec": {"paths": ["/opt/met"]}}"#,
-    )
-    .expect("metadata");
-    pack_addon(&work, &work.join("tree"), "opt");
+    opt_addon(&work, "met", &content);
     let mount = t.join("mnt");
     let state = t.join("state");
     let daemon = Daemon::start(&state, &mount);
@@ -462,14 +461,7 @@ fn daemon_run_in_process_shuts_down_in_order() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let t = tmp.path().to_path_buf();
     let work = t.join("work");
-    std::fs::create_dir_all(work.join("tree/opt/inproc")).expect("mkdir");
-    std::fs::write(work.join("tree/opt/inproc/file"), "in process\n").expect("write");
-    std::fs::write(
-        work.join("metadata.json"),
-        r#"{"name": "inproc", "spec": {"paths": ["/opt/inproc"]}}"#,
-    )
-    .expect("metadata");
-    pack_addon(&work, &work.join("tree"), "opt");
+    opt_addon(&work, "inproc", "in process\n");
     let config = addonfs::daemon::Config {
         state_dir: t.join("state"),
         listen: "127.0.0.1:0".parse().expect("address"),

@@ -219,6 +219,8 @@ impl Collector for ReadPath {
             g.metric_type(),
         )?)?;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        // (name, help, value) of the plain counters, written after the histogram.
+        let mut counters: Vec<(&str, &str, u64)> = Vec::new();
         if let Some(fs) = &self.fs {
             let mut family = e.encode_descriptor(
                 "addonfs_fuse_request_duration_seconds",
@@ -240,53 +242,49 @@ impl Collector for ReadPath {
                     .encode_family(&[("op", op.name())])?
                     .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
             }
-            counter(
-                &mut e,
+            counters.push((
                 "addonfs_fuse_read_bytes",
                 "File bytes answered to READ requests",
                 load(&fs.bytes_served),
-            )?;
+            ));
             if let Some(push) = &fs.push {
-                counter(
-                    &mut e,
-                    "addonfs_page_cache_pushed_files",
-                    "Files stored in the kernel's page cache ahead of tree walkers",
-                    load(&push.files),
-                )?;
-                counter(
-                    &mut e,
-                    "addonfs_page_cache_pushed_bytes",
-                    "Bytes stored in the kernel's page cache ahead of tree walkers",
-                    load(&push.bytes),
-                )?;
+                counters.extend([
+                    (
+                        "addonfs_page_cache_pushed_files",
+                        "Files stored in the kernel's page cache ahead of tree walkers",
+                        load(&push.files),
+                    ),
+                    (
+                        "addonfs_page_cache_pushed_bytes",
+                        "Bytes stored in the kernel's page cache ahead of tree walkers",
+                        load(&push.bytes),
+                    ),
+                ]);
             }
         }
         if let Some(cache) = &self.cache {
             let c = cache.counters();
-            counter(
-                &mut e,
-                "addonfs_chunk_cache_hits",
-                "Chunk-cache lookups that found their span",
-                load(&c.hits),
-            )?;
-            counter(
-                &mut e,
-                "addonfs_chunk_cache_misses",
-                "Chunk-cache lookups that did not",
-                load(&c.misses),
-            )?;
-            counter(
-                &mut e,
-                "addonfs_chunk_cache_evictions",
-                "Chunks evicted to make room",
-                load(&c.evictions),
-            )?;
-            counter(
-                &mut e,
-                "addonfs_spans_inflated",
-                "Gzip spans whose inflating started at an access point",
-                load(&c.spans_inflated),
-            )?;
+            counters.extend([
+                (
+                    "addonfs_chunk_cache_hits",
+                    "Chunk-cache lookups that found their span",
+                    load(&c.hits),
+                ),
+                ("addonfs_chunk_cache_misses", "Chunk-cache lookups that did not", load(&c.misses)),
+                (
+                    "addonfs_chunk_cache_evictions",
+                    "Chunks evicted to make room",
+                    load(&c.evictions),
+                ),
+                (
+                    "addonfs_spans_inflated",
+                    "Gzip spans whose inflating started at an access point",
+                    load(&c.spans_inflated),
+                ),
+            ]);
+        }
+        for (name, help, value) in counters {
+            counter(&mut e, name, help, value)?;
         }
         Ok(())
     }
