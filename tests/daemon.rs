@@ -449,6 +449,39 @@ fn metrics_follow_reads_and_readyz_follows_the_mount() {
     drop(daemon);
 }
 
+/// A daemon run in process: its API URL, the sender that stops it, and its thread.
+type InProcess =
+    (String, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<Result<(), addonfs::Error>>);
+
+/// Runs `daemon::run` over `config` in a thread, once it said it is ready.
+fn run_in_thread(config: addonfs::daemon::Config) -> InProcess {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready, address) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        addonfs::daemon::run(&config, async { drop(stopped.await) }, |addr| {
+            ready.send(addr).expect("ready")
+        })
+    });
+    let addr = address.recv_timeout(Duration::from_secs(10)).expect("the daemon got ready");
+    (format!("http://{addr}"), stop, thread)
+}
+
+/// The in-process daemon's configuration over `t/state`, mounted at `t/mnt`.
+fn in_process_config(t: &Path, drain: Duration) -> addonfs::daemon::Config {
+    addonfs::daemon::Config {
+        state_dir: t.join("state"),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        keys: addonfs::daemon::KeySource::Key(KEY.into()),
+        limits: addonfs::api::ApiLimits::default(),
+        mount: Some(addonfs::daemon::MountConfig {
+            path: t.join("mnt"),
+            cache_bytes: 8 << 20,
+            allow_other: false,
+        }),
+        drain,
+    }
+}
+
 /// `daemon::run` owns the whole lifecycle and runs in process: it reports its address once
 /// ready (mounted, API listening), serves, and when its shutdown future completes it stops the
 /// API, unmounts and releases the state directory, in that order; a second run over the same
@@ -462,30 +495,8 @@ fn daemon_run_in_process_shuts_down_in_order() {
     let t = tmp.path().to_path_buf();
     let work = t.join("work");
     opt_addon(&work, "inproc", "in process\n");
-    let config = addonfs::daemon::Config {
-        state_dir: t.join("state"),
-        listen: "127.0.0.1:0".parse().expect("address"),
-        keys: addonfs::daemon::KeySource::Key(KEY.into()),
-        limits: addonfs::api::ApiLimits::default(),
-        mount: Some(addonfs::daemon::MountConfig {
-            path: t.join("mnt"),
-            cache_bytes: 8 << 20,
-            allow_other: false,
-        }),
-    };
-    let start = |config: addonfs::daemon::Config| {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, address) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            addonfs::daemon::run(&config, async { drop(stopped.await) }, |addr| {
-                ready.send(addr).expect("ready")
-            })
-        });
-        let addr = address.recv_timeout(Duration::from_secs(10)).expect("the daemon got ready");
-        (format!("http://{addr}"), stop, thread)
-    };
-
-    let (url, stop, thread) = start(config.clone());
+    let config = in_process_config(&t, Duration::from_secs(10));
+    let (url, stop, thread) = run_in_thread(config.clone());
     assert!(mounted(&t.join("mnt")), "mounted before it said it was ready");
     assert_eq!(curl(&t, &[format!("{url}/readyz")]).0, 200);
     let (status, record) = seed_upload(&work, &url, KEY, "addon.tar.gz");
@@ -499,7 +510,7 @@ fn daemon_run_in_process_shuts_down_in_order() {
     // The lock went with the store.
     drop(addonfs::addon::Store::open(&t.join("state"), "test").expect("the lock is free"));
 
-    let (url, stop, thread) = start(config);
+    let (url, stop, thread) = run_in_thread(config);
     let manifest = std::fs::read_to_string(t.join("mnt/.addons.json")).expect("manifest");
     assert!(manifest.contains("custom-addon-inproc") && manifest.contains("\"revision\": 1"));
     assert_eq!(std::fs::read_to_string(&file).expect("read"), "in process\n");
@@ -507,4 +518,51 @@ fn daemon_run_in_process_shuts_down_in_order() {
     stop.send(()).expect("stop");
     thread.join().expect("join").expect("run ended cleanly");
     assert!(!mounted(&t.join("mnt")));
+}
+
+/// The stop signal during a slow upload: the daemon waits for it at most its drain time, then
+/// abandons it: nothing of the add-on is stored or shown, the mount is gone, and the next start
+/// clears the staging. (Before, a slow client held the daemon for the whole upload.)
+#[test]
+fn stop_during_a_slow_upload_abandons_it_after_the_drain_time() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path().to_path_buf();
+    let work = t.join("work");
+    // 4 MB of noise, sent at 100 KB/s: 40 s if nothing stops it.
+    let noise = common::corpus::noise(11, 4_000_000);
+    opt_addon(&work, "slow", "x");
+    std::fs::write(work.join("tree/opt/slow/noise"), noise).expect("write");
+    pack_addon(&work, &work.join("tree"), "opt");
+    let (url, stop, thread) = run_in_thread(in_process_config(&t, Duration::from_secs(1)));
+    let mut upload = Command::new("curl")
+        .current_dir(&work)
+        .args(["-sS", "--limit-rate", "100K", &format!("{url}/api/v2/runtimeaddons/custom")])
+        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl");
+    let staging = t.join("state/staging");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&staging).expect("staging").count() == 0 {
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped_at = Instant::now();
+    stop.send(()).expect("stop");
+    thread.join().expect("join").expect("run ended cleanly");
+    let took = stopped_at.elapsed();
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}, not the drain time");
+    let _ = upload.kill();
+    let _ = upload.wait();
+    assert!(!mounted(&t.join("mnt")), "unmounted at shutdown");
+    assert_eq!(std::fs::read_dir(t.join("state/addons")).expect("addons").count(), 0);
+    let store = addonfs::addon::Store::open(&t.join("state"), "test").expect("open");
+    assert!(store.list().is_empty());
+    assert_eq!(store.revision(), 0);
+    assert_eq!(store.staging_count(), 0, "the next start clears what was abandoned");
 }

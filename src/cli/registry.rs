@@ -8,7 +8,7 @@ use crate::addon::register::{problems_text, read_metadata};
 use crate::addon::{LockError, Record, Status, Store, StoreError};
 use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError};
 use crate::archive::ScanOptions;
-use crate::daemon::{Config, KeySource, MountConfig};
+use crate::daemon::{Config, KeySource, MountConfig, DEFAULT_DRAIN};
 use crate::error::Error;
 use crate::limits::Limits;
 
@@ -74,6 +74,7 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         listen: cmd.listen,
         keys,
         mount,
+        drain: DEFAULT_DRAIN,
     };
     crate::daemon::run(&config, shutdown_signal(), |_| {})
 }

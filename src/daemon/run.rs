@@ -3,8 +3,10 @@
 //! only turns flags into a [`Config`] and calls [`run`]; tests run it in process.
 //!
 //! Shutdown: when `shutdown` completes (SIGINT or SIGTERM for `addonfs serve`), the API stops
-//! accepting connections and finishes the requests in flight (an upload is then committed
-//! whole or not at all); then the mount stops following the store and is unmounted, or
+//! accepting connections and finishes the requests in flight, for at most [`Config::drain`]
+//! (a client that uploads slowly cannot hold the daemon forever); what is still in flight then
+//! is abandoned, and an abandoned upload is never stored (a commit is one rename, and the
+//! staging is removed, or cleared at the next start); then the mount stops following the store and is unmounted, or
 //! detached lazily when busy after a grace period; last, the store (and with it the state
 //! directory's lock) is released.
 
@@ -22,6 +24,11 @@ use crate::mount::MountOptions;
 
 /// How long a busy mount gets at shutdown before it is detached lazily.
 pub const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
+
+/// How long requests in flight get to finish after the stop signal, by default: with
+/// [`UNMOUNT_GRACE`], under Kubernetes' default grace period of 30 s (and the 20 s that
+/// `docs/operations.md` sets).
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
 /// Where the API keys come from.
 #[derive(Debug, Clone)]
@@ -58,6 +65,9 @@ pub struct Config {
     pub limits: ApiLimits,
     /// The mount, or `None` for the API alone.
     pub mount: Option<MountConfig>,
+    /// How long requests in flight get to finish after the stop signal
+    /// ([`DEFAULT_DRAIN`] for `addonfs serve`).
+    pub drain: Duration,
 }
 
 /// Runs the daemon until `shutdown` completes. `listening` is told the API's bound address
@@ -123,7 +133,7 @@ fn serve_api(
         .enable_all()
         .build()
         .map_err(|e| Error::Daemon(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| Error::Daemon(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -144,8 +154,31 @@ fn serve_api(
         use std::io::Write;
         let _ = std::io::stdout().flush();
         listening(addr);
-        crate::api::serve_on(listener, store, keys, config.limits, observed, shutdown)
-            .await
-            .map_err(|e| Error::Daemon(format!("server failed: {e}")))
-    })
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        };
+        let served = crate::api::serve_on(listener, store, keys, config.limits, observed, shutdown);
+        let drained = async {
+            match stopped.await {
+                Ok(()) => tokio::time::sleep(config.drain).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = served => result.map_err(|e| Error::Daemon(format!("server failed: {e}"))),
+            () = drained => {
+                tracing::warn!(
+                    drain = ?config.drain,
+                    "requests still in flight after the stop signal are abandoned"
+                );
+                Ok(())
+            }
+        }
+    });
+    // Abandoned requests' tasks are dropped; their blocking threads (an upload's indexing)
+    // see their input end and stop on their own.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
