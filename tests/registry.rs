@@ -532,6 +532,16 @@ fn public_endpoints_and_unknown_routes_without_a_key() {
     assert_eq!(get("/healthz").0, 200, "alive all the same");
     std::fs::rename(state.join("addons.away"), state.join("addons")).unwrap();
     assert_eq!(get("/readyz").0, 200);
+    // Requests are counted by route pattern, never by the path a client made up.
+    let metrics = get("/metrics").1.as_str().unwrap().to_string();
+    for line in [
+        r#"addonfs_http_requests_total{route="unmatched",status="404"} 2"#,
+        r#"addonfs_http_requests_total{route="/readyz",status="503"} 1"#,
+        r#"addonfs_http_requests_total{route="/healthz",status="405"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line} in\n{metrics}");
+    }
+    assert!(!metrics.contains("/other"), "{metrics}");
 }
 
 #[test]
@@ -678,6 +688,9 @@ fn admin_cli_registers_lists_enables_and_disables() {
     let (_, out, _) = addonfs(&["addons", "list", "--json"], &state, &dir);
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list[0]["status"], "DISABLED");
+    // Without a daemon, each change bumps the catalog's revision in the state directory: the
+    // registration, disable, enable, disable (a refused registration changes nothing).
+    assert_eq!(std::fs::read_to_string(state.join("revision")).unwrap(), "4\n");
     // An unknown add-on is "no such thing" (4), not a broken rule (5).
     let (code, _, err) = addonfs(&["addons", "enable", "no-such-addon"], &state, &dir);
     assert_eq!(code, 4, "{err}");
