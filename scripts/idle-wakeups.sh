@@ -14,7 +14,7 @@ work=$(mktemp -d /var/tmp/addonfs-idle-XXXXXX)
 "$bin" serve --listen 127.0.0.1:0 --state-dir "$work/state" --mount "$work/mnt" \
     >"$work/out" 2>&1 &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; umount -l "$work/mnt" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'set +e; kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; umount -l "$work/mnt" 2>/dev/null; rm -rf "$work"' EXIT
 sleep 2
 kill -0 "$pid" || { cat "$work/out"; exit 1; }
 switches() {
