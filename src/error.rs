@@ -58,16 +58,26 @@ pub enum Error {
     /// Bad usage (a directory where a file was expected, say).
     #[error("{0}")]
     Usage(String),
+    /// No add-on matches what an admin command named (exit code 4, like a missing entry).
+    #[error("{0}")]
+    NoSuchAddon(String),
+    /// The daemon could not do its work: listen on its address (a port in use), start its
+    /// runtime, or build its mount's namespace. An environment failure (exit code 1), not bad
+    /// usage.
+    #[error("{0}")]
+    Daemon(String),
 }
 
 impl From<crate::addon::StoreError> for Error {
-    /// A store's I/O error stays an I/O error on its file and a lock conflict stays a lock
-    /// conflict; everything else is a broken registry rule.
+    /// A store's I/O error stays an I/O error on its file, a lock conflict stays a lock
+    /// conflict, an unknown add-on is "no such add-on"; everything else is a broken registry
+    /// rule.
     fn from(e: crate::addon::StoreError) -> Error {
         use crate::addon::StoreError;
         match e {
             StoreError::Io { path, source } => Error::Io { path, source },
             StoreError::Locked(e) => Error::Locked(e),
+            e @ StoreError::NotFound(_) => Error::NoSuchAddon(e.to_string()),
             other => Error::Invalid(other.to_string()),
         }
     }

@@ -12,6 +12,8 @@
 //! * [`bench`] holds the benchmark harnesses (`addonfs bench startup`).
 //! * [`api`] is the HTTP API; [`ui`] the admin web UI served beside it.
 //! * [`cli`] implements the command-line tool over the library; `main.rs` only parses arguments.
+// `unsafe` is allowed only where FFI lives: `gzip::ffi`, `mount::sys`, `process`.
+#![deny(unsafe_code)]
 
 pub mod addon;
 pub mod api;
@@ -26,6 +28,7 @@ pub mod gzip;
 pub mod index;
 pub mod limits;
 pub mod mount;
+pub mod process;
 pub mod reader;
 pub mod time;
 pub mod ui;

@@ -1,5 +1,7 @@
 //! The `addonfs` binary: parses the command line and hands it to the library.
 
+#![deny(unsafe_code)]
+
 use clap::Parser;
 
 fn main() {

@@ -383,3 +383,303 @@ fn serve_restarts_after_sigkill_and_links_keep_reading() {
     assert!(!mounted(&mount), "SIGTERM unmounted {}", mount.display());
     drop(daemon);
 }
+
+/// An add-on named `name` in `work`: `opt/NAME/file` holding `content`, metadata asking for
+/// `/opt/NAME`, packed as `work/addon.tar.gz`.
+fn opt_addon(work: &Path, name: &str, content: &str) {
+    std::fs::create_dir_all(work.join(format!("tree/opt/{name}"))).expect("mkdir");
+    std::fs::write(work.join(format!("tree/opt/{name}/file")), content).expect("write");
+    std::fs::write(
+        work.join("metadata.json"),
+        format!(r#"{{"name": "{name}", "spec": {{"paths": ["/opt/{name}"]}}}}"#),
+    )
+    .expect("metadata");
+    pack_addon(work, &work.join("tree"), "opt");
+}
+
+/// The catalog revision a response carried in its `X-Addonfs-Revision` header (curl's `-D`
+/// file).
+fn revision_header(headers: &Path) -> u64 {
+    let text = std::fs::read_to_string(headers).expect("headers");
+    text.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-addonfs-revision").then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no X-Addonfs-Revision header in {text}"))
+}
+
+/// Read-your-writes: once the API has answered, the mount shows the change. 50 uploads, each
+/// listed by `/.addons.json` at once; then 50 disable/enable rounds, each followed at once by
+/// `attach` into a new root, which links nothing of a disabled add-on and all of an enabled
+/// one. Under the old 20 ms poll most rounds failed. The manifest and the API's header carry
+/// the same revision, one more per change.
+#[test]
+fn read_your_writes_in_50_rounds() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let mount = t.join("mnt");
+    let daemon = Daemon::start(&t.join("state"), &mount);
+    let manifest = || -> serde_json::Value {
+        let text = std::fs::read(mount.join(".addons.json")).expect("manifest");
+        serde_json::from_slice(&text).expect("manifest is JSON")
+    };
+    assert_eq!(manifest()["revision"], 0);
+    let headers = t.join("headers");
+    let listed = |m: &serde_json::Value, id: &str| {
+        m["addons"].as_array().expect("addons").iter().any(|a| a["identifier"] == id)
+    };
+    const ROUNDS: u64 = 50;
+    for round in 1..=ROUNDS {
+        let name = format!("ryw{round}");
+        let work = t.join(&name);
+        opt_addon(&work, &name, &name);
+        let (status, record) = curl(
+            &work,
+            &[
+                format!("{}/api/v2/runtimeaddons/custom", daemon.url),
+                "-D".into(),
+                headers.display().to_string(),
+                "-F".into(),
+                "metadata=@metadata.json".into(),
+                "-F".into(),
+                "tarball=@addon.tar.gz".into(),
+                "-H".into(),
+                format!("Authorization: Bearer {KEY}"),
+            ],
+        );
+        assert_eq!(status, 200, "{record}");
+        let m = manifest();
+        assert!(listed(&m, &format!("custom-addon-{name}")), "round {round}: {m}");
+        assert_eq!(m["revision"], round, "round {round}");
+        assert_eq!(revision_header(&headers), round);
+    }
+
+    let id = "custom-addon-ryw1";
+    let link = "opt/ryw1/file";
+    for round in 1..=ROUNDS {
+        for (status, linked) in [("DISABLED", false), ("AVAILABLE", true)] {
+            let body = format!(r#"{{"status":"{status}","identifiers":["{id}"]}}"#);
+            let (code, reply) = curl(
+                t,
+                &[
+                    format!("{}/api/v2/runtimeaddons:updatestatus", daemon.url),
+                    "-H".into(),
+                    format!("Authorization: Bearer {KEY}"),
+                    "-d".into(),
+                    body,
+                ],
+            );
+            assert_eq!(code, 200, "{reply}");
+            let root = t.join(format!("root-{round}-{status}"));
+            std::fs::create_dir_all(&root).expect("mkdir");
+            let out = attach(&mount, &root);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(
+                std::fs::symlink_metadata(root.join(link)).is_ok()
+                    || std::fs::symlink_metadata(root.join("opt/ryw1")).is_ok(),
+                linked,
+                "round {round}: {status} then attach at once"
+            );
+            if linked {
+                assert_eq!(std::fs::read_to_string(root.join(link)).expect("read"), "ryw1");
+            }
+            let expected = ROUNDS + 2 * round - u64::from(!linked);
+            assert_eq!(reply["revision"], expected, "{reply}");
+            assert_eq!(manifest()["revision"], expected);
+        }
+    }
+    drop(daemon);
+}
+
+/// The value of the sample `name` (exact, labels included) in an OpenMetrics text.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{metrics}"))
+}
+
+/// The public endpoints of a daemon with its mount: `/metrics` without a key moves after an
+/// upload and a read through the mount, and shows no key, state path or content; `/readyz`
+/// says 503 once the mount is gone (detached under the running daemon) while `/healthz` still
+/// says the process is alive.
+#[test]
+fn metrics_follow_reads_and_readyz_follows_the_mount() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let work = t.join("work");
+    let content = "the content of the add-on's file, never in the metrics\n".repeat(2000);
+    opt_addon(&work, "met", &content);
+    let mount = t.join("mnt");
+    let state = t.join("state");
+    let daemon = Daemon::start(&state, &mount);
+    let get = |path: &str| curl(t, &[format!("{}{path}", daemon.url)]);
+    let metrics = || {
+        let (status, text) = get("/metrics");
+        assert_eq!(status, 200);
+        text.as_str().expect("text").to_string()
+    };
+    assert_eq!(get("/readyz"), (200, serde_json::json!({"status": "ok"})));
+    let before = metrics();
+    assert_eq!(sample(&before, "addonfs_catalog_revision"), 0.0);
+    let reads = r#"addonfs_fuse_request_duration_seconds_count{op="read"}"#;
+    let reads_before = sample(&before, reads);
+
+    let (status, record) = seed_upload(&work, &daemon.url, KEY, "addon.tar.gz");
+    assert_eq!(status, 200, "{record}");
+    let read = std::fs::read_to_string(mount.join("custom-addon-met/opt/met/file")).expect("read");
+    assert_eq!(read, content);
+
+    let after = metrics();
+    assert_eq!(sample(&after, "addonfs_catalog_revision"), 1.0);
+    assert!(sample(&after, reads) > reads_before, "{after}");
+    assert!(sample(&after, "addonfs_fuse_read_bytes_total") >= content.len() as f64, "{after}");
+    assert!(sample(&after, "addonfs_chunk_cache_misses_total") >= 1.0, "{after}");
+    assert!(sample(&after, "addonfs_spans_inflated_total") >= 1.0, "{after}");
+    assert_eq!(sample(&after, r#"addonfs_uploads_total{outcome="stored"}"#), 1.0);
+    let size = std::fs::metadata(work.join("addon.tar.gz")).expect("size").len() as f64;
+    assert_eq!(sample(&after, "addonfs_upload_bytes_total"), size);
+    assert_eq!(
+        sample(
+            &after,
+            r#"addonfs_http_requests_total{route="/api/v2/runtimeaddons/custom",status="200"}"#
+        ),
+        1.0
+    );
+    for secret in [KEY, &*state.to_string_lossy(), "the content of the add-on"] {
+        assert!(!after.contains(secret), "/metrics shows {secret:?}");
+    }
+
+    // The mount detached under the running daemon: not ready; alive all the same.
+    common::run(Command::new("umount").arg("-l").arg(&mount));
+    let (status, body) = get("/readyz");
+    assert_eq!((status, body["code"].as_i64()), (503, Some(14)), "{body}");
+    assert!(body["message"].as_str().expect("message").contains("mount"), "{body}");
+    assert_eq!(get("/healthz").0, 200);
+    drop(daemon);
+}
+
+/// A daemon run in process: its API URL, the sender that stops it, and its thread.
+type InProcess =
+    (String, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<Result<(), addonfs::Error>>);
+
+/// Runs `daemon::run` over `config` in a thread, once it said it is ready.
+fn run_in_thread(config: addonfs::daemon::Config) -> InProcess {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready, address) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        addonfs::daemon::run(&config, async { drop(stopped.await) }, |addr| {
+            ready.send(addr).expect("ready")
+        })
+    });
+    let addr = address.recv_timeout(Duration::from_secs(10)).expect("the daemon got ready");
+    (format!("http://{addr}"), stop, thread)
+}
+
+/// The in-process daemon's configuration over `t/state`, mounted at `t/mnt`.
+fn in_process_config(t: &Path, drain: Duration) -> addonfs::daemon::Config {
+    addonfs::daemon::Config {
+        state_dir: t.join("state"),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        keys: addonfs::daemon::KeySource::Key(KEY.into()),
+        limits: addonfs::api::ApiLimits::default(),
+        mount: Some(addonfs::daemon::MountConfig {
+            path: t.join("mnt"),
+            cache_bytes: 8 << 20,
+            allow_other: false,
+        }),
+        drain,
+    }
+}
+
+/// `daemon::run` owns the whole lifecycle and runs in process: it reports its address once
+/// ready (mounted, API listening), serves, and when its shutdown future completes it stops the
+/// API, unmounts and releases the state directory, in that order; a second run over the same
+/// directory finds the add-on and the revision it left.
+#[test]
+fn daemon_run_in_process_shuts_down_in_order() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path().to_path_buf();
+    let work = t.join("work");
+    opt_addon(&work, "inproc", "in process\n");
+    let config = in_process_config(&t, Duration::from_secs(10));
+    let (url, stop, thread) = run_in_thread(config.clone());
+    assert!(mounted(&t.join("mnt")), "mounted before it said it was ready");
+    assert_eq!(curl(&t, &[format!("{url}/readyz")]).0, 200);
+    let (status, record) = seed_upload(&work, &url, KEY, "addon.tar.gz");
+    assert_eq!(status, 200, "{record}");
+    let file = t.join("mnt/custom-addon-inproc/opt/inproc/file");
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "in process\n");
+    stop.send(()).expect("stop");
+    thread.join().expect("join").expect("run ended cleanly");
+    assert!(!mounted(&t.join("mnt")), "unmounted at shutdown");
+    assert_eq!(curl(&t, &[format!("{url}/healthz")]).0, 0, "no longer listening");
+    // The lock went with the store.
+    drop(addonfs::addon::Store::open(&t.join("state"), "test").expect("the lock is free"));
+
+    let (url, stop, thread) = run_in_thread(config);
+    let manifest = std::fs::read_to_string(t.join("mnt/.addons.json")).expect("manifest");
+    assert!(manifest.contains("custom-addon-inproc") && manifest.contains("\"revision\": 1"));
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "in process\n");
+    assert_eq!(curl(&t, &[format!("{url}/healthz")]).0, 200);
+    stop.send(()).expect("stop");
+    thread.join().expect("join").expect("run ended cleanly");
+    assert!(!mounted(&t.join("mnt")));
+}
+
+/// The stop signal during a slow upload: the daemon waits for it at most its drain time, then
+/// abandons it: nothing of the add-on is stored or shown, the mount is gone, and the next start
+/// clears the staging. (Before, a slow client held the daemon for the whole upload.)
+#[test]
+fn stop_during_a_slow_upload_abandons_it_after_the_drain_time() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path().to_path_buf();
+    let work = t.join("work");
+    // 4 MB of noise, sent at 100 KB/s: 40 s if nothing stops it.
+    let noise = common::corpus::noise(11, 4_000_000);
+    opt_addon(&work, "slow", "x");
+    std::fs::write(work.join("tree/opt/slow/noise"), noise).expect("write");
+    pack_addon(&work, &work.join("tree"), "opt");
+    let (url, stop, thread) = run_in_thread(in_process_config(&t, Duration::from_secs(1)));
+    let mut upload = Command::new("curl")
+        .current_dir(&work)
+        .args(["-sS", "--limit-rate", "100K", &format!("{url}/api/v2/runtimeaddons/custom")])
+        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl");
+    let staging = t.join("state/staging");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&staging).expect("staging").count() == 0 {
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped_at = Instant::now();
+    stop.send(()).expect("stop");
+    thread.join().expect("join").expect("run ended cleanly");
+    let took = stopped_at.elapsed();
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}, not the drain time");
+    let _ = upload.kill();
+    let _ = upload.wait();
+    assert!(!mounted(&t.join("mnt")), "unmounted at shutdown");
+    assert_eq!(std::fs::read_dir(t.join("state/addons")).expect("addons").count(), 0);
+    let store = addonfs::addon::Store::open(&t.join("state"), "test").expect("open");
+    assert!(store.list().is_empty());
+    assert_eq!(store.revision(), 0);
+    assert_eq!(store.staging_count(), 0, "the next start clears what was abandoned");
+}

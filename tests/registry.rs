@@ -207,7 +207,8 @@ fn seed_upload_list_filter_page_and_status() {
 
     // Disable and enable.
     let (s, r) = server.status(&json!({"status": "DISABLED", "identifiers": ["custom-addon-b"]}));
-    assert_eq!((s, r), (200, json!({"rows_affected": 1})));
+    // Three uploads and this change: revision 4.
+    assert_eq!((s, r), (200, json!({"rows_affected": 1, "revision": 4})));
     let (_, avail) = server.get(&[("search_filter", r#"{"status":"AVAILABLE"}"#)]);
     let ids: Vec<_> =
         avail["runtime_addons"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
@@ -220,7 +221,7 @@ fn seed_upload_list_filter_page_and_status() {
     .unwrap();
     assert_eq!(on_disk["status"], "DISABLED");
     let (s, r) = server.status(&json!({"status": "AVAILABLE", "ids": [2]}));
-    assert_eq!((s, r), (200, json!({"rows_affected": 1})));
+    assert_eq!((s, r), (200, json!({"rows_affected": 1, "revision": 5})));
     assert_error(&server.status(&json!({"status": "AVAILABLE", "ids": [99]})), 404, 5, "99");
     // Custom add-ons are disabled, never deleted: a precondition, not a bad argument.
     assert_error(&server.status(&json!({"status": "DELETED", "ids": [1]})), 400, 9, "DELETED");
@@ -472,14 +473,23 @@ fn no_token_and_wrong_token_get_401_on_every_route() {
         16,
         "invalid API key",
     );
-    assert_error(&curl(tmp.path(), &[format!("{}/other", server.url)]), 401, 16, "missing");
+    // Every path under /api/v2 needs the key, known or not, whatever the method.
+    for path in ["/api/v2", "/api/v2/other", "/api/v2/runtimeaddons/custom/x"] {
+        assert_error(&curl(tmp.path(), &[format!("{}{path}", server.url)]), 401, 16, "missing");
+    }
+    assert_error(
+        &curl(tmp.path(), &["-X".into(), "DELETE".into(), url.clone()]),
+        401,
+        16,
+        "missing",
+    );
     // With the key, unknown routes and methods get the envelope too.
     let auth = format!("Authorization: Bearer {KEY}");
     assert_error(
-        &curl(tmp.path(), &[format!("{}/other", server.url), "-H".into(), auth.clone()]),
+        &curl(tmp.path(), &[format!("{}/api/v2/other", server.url), "-H".into(), auth.clone()]),
         404,
         5,
-        "/other",
+        "/api/v2/other",
     );
     assert_error(
         &curl(tmp.path(), &["-X".into(), "DELETE".into(), url, "-H".into(), auth]),
@@ -488,6 +498,51 @@ fn no_token_and_wrong_token_get_401_on_every_route() {
         "DELETE",
     );
     assert_eq!(server.stored(), (vec![], 0));
+}
+
+/// Outside `/api/v2` there are only the public endpoints: other paths get the 404 envelope
+/// without a key, wrong methods on a public endpoint the 405 one. Without a mount, `/readyz`
+/// checks the store alone, and says 503 (code 14) once the store cannot be read.
+#[test]
+fn public_endpoints_and_unknown_routes_without_a_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let server = Server::start(&state, &[]);
+    let get = |path: &str| curl(tmp.path(), &[format!("{}{path}", server.url)]);
+    assert_eq!(get("/healthz"), (200, serde_json::json!({"status": "ok"})));
+    assert_eq!(get("/readyz"), (200, serde_json::json!({"status": "ok"})));
+    let (status, metrics) = get("/metrics");
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().expect("metrics are text").to_string();
+    assert!(metrics.contains("addonfs_catalog_revision 0"), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    assert_error(&get("/other"), 404, 5, "no route /other");
+    assert_error(&get("/"), 404, 5, "no route /");
+    assert_error(
+        &curl(tmp.path(), &["-X".into(), "POST".into(), format!("{}/healthz", server.url)]),
+        405,
+        12,
+        "POST",
+    );
+    // The store's directory of add-ons gone unreadable: not ready, and the answer names no
+    // path of the state directory.
+    std::fs::rename(state.join("addons"), state.join("addons.away")).unwrap();
+    let (status, body) = get("/readyz");
+    assert_error(&(status, body.clone()), 503, 14, "the store cannot be read");
+    assert!(!body.to_string().contains(&*state.to_string_lossy()), "{body}");
+    assert_eq!(get("/healthz").0, 200, "alive all the same");
+    std::fs::rename(state.join("addons.away"), state.join("addons")).unwrap();
+    assert_eq!(get("/readyz").0, 200);
+    // Requests are counted by route pattern, never by the path a client made up.
+    let metrics = get("/metrics").1.as_str().unwrap().to_string();
+    for line in [
+        r#"addonfs_http_requests_total{route="unmatched",status="404"} 2"#,
+        r#"addonfs_http_requests_total{route="/readyz",status="503"} 1"#,
+        r#"addonfs_http_requests_total{route="/healthz",status="405"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line} in\n{metrics}");
+    }
+    assert!(!metrics.contains("/other"), "{metrics}");
 }
 
 #[test]
@@ -634,11 +689,15 @@ fn admin_cli_registers_lists_enables_and_disables() {
     let (_, out, _) = addonfs(&["addons", "list", "--json"], &state, &dir);
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list[0]["status"], "DISABLED");
+    // Without a daemon, each change bumps the catalog's revision in the state directory: the
+    // registration, disable, enable, disable (a refused registration changes nothing).
+    assert_eq!(std::fs::read_to_string(state.join("revision")).unwrap(), "4\n");
+    // An unknown add-on is "no such thing" (4), not a broken rule (5).
     let (code, _, err) = addonfs(&["addons", "enable", "no-such-addon"], &state, &dir);
-    assert_eq!(code, 5, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(err.contains("custom-addon-no-such-addon"), "{err}");
     let (code, _, err) = addonfs(&["addons", "enable", "7"], &state, &dir);
-    assert_eq!(code, 5, "{err}");
+    assert_eq!(code, 4, "{err}");
     // A refused registration stores nothing.
     std::fs::write(dir.join("bad.json"), meta("other", &["/usr/missing"])).unwrap();
     let (code, _, err) = addonfs(&["addons", "register", "bad.json", "addon.tar.gz"], &state, &dir);
@@ -932,6 +991,39 @@ fn addonfs_env(args: &[&str], state: &Path, env: &[(&str, &str)]) -> (i32, Strin
     outcome(&mut cmd)
 }
 
+/// Exit codes mean what the README says: a port in use is an environment failure (1, not 2
+/// "usage"), a file that is not an archive is 3, an unknown add-on 4, a broken rule 5, a flag
+/// that does not exist 2.
+#[test]
+fn exit_codes_of_serve_and_admin_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let state = tmp.path().join("state");
+    let (code, _, err) = addonfs_env(
+        &["serve", "--no-mount", "--listen", &listen],
+        &state,
+        &[("ADDONFS_API_KEY", KEY)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {listen}")), "{err}");
+    let dir = tmp.path().join("x");
+    seed_addon(&dir);
+    std::fs::write(dir.join("notes.txt"), "not an archive at all\n".repeat(100)).unwrap();
+    let (code, _, err) =
+        addonfs(&["addons", "register", "metadata.json", "notes.txt"], &state, &dir);
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = addonfs(&["addons", "disable", "custom-addon-nope"], &state, &dir);
+    assert_eq!(code, 4, "{err}");
+    std::fs::write(dir.join("bad.json"), meta("Bad Name", &["/usr/custom_file"])).unwrap();
+    let (code, _, err) = addonfs(&["addons", "register", "bad.json", "addon.tar.gz"], &state, &dir);
+    assert_eq!(code, 5, "{err}");
+    let (code, _, err) = addonfs(&["addons", "list", "--no-such-flag"], &state, &dir);
+    assert_eq!(code, 2, "{err}");
+    drop(busy);
+}
+
 /// One writer process per state directory: a second daemon is refused with the directory and
 /// the holder named; the lock goes with the process, even on SIGKILL.
 #[test]
@@ -1025,7 +1117,7 @@ fn admin_cli_goes_through_a_running_daemon() {
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("already exists"), "{err}");
     let (code, _, err) = addonfs_env(&["addons", "enable", "42"], &state, &key);
-    assert_eq!(code, 5, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(err.contains("no add-on has id 42"), "{err}");
 
     // Explicitly, with a key file; a wrong key is refused.

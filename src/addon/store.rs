@@ -8,12 +8,17 @@
 //! <state>/addons/<identifier>/addon.tar.gz.addonfs-index    its index
 //! <state>/addons/<identifier>/record.json                   the RuntimeAddon record
 //! <state>/staging/<random>/                                 uploads in progress
+//! <state>/revision                                          the catalog's revision
 //! ```
 //!
 //! Add-ons are immutable: only their status changes. An add-on is built whole in
 //! `staging/<random>` (every file fsynced) and renamed into `addons/` in one step, so a crash at
 //! any moment leaves the whole add-on or nothing; [`Store::open`] deletes what is left in
 //! `staging/`. Status changes rewrite `record.json` through a temporary file, fsync and rename.
+//!
+//! Every change bumps the catalog's **revision** (persisted in `revision` the same way) and
+//! then tells the store's [`Follower`], if one is registered, before the call that made the
+//! change returns: the node daemon's mount shows a change before the API answers for it.
 //!
 //! One writer process per state directory: [`Store::open`] takes the directory's lock (see
 //! [`super::lock`]) and keeps it while the store lives, and serializes its own changes with a
@@ -24,7 +29,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +47,17 @@ pub const INDEX_FILE: &str = "addon.tar.gz.addonfs-index";
 pub const RECORD_FILE: &str = "record.json";
 /// The component of every custom add-on.
 pub const COMPONENT: &str = "Custom";
+/// File name of the catalog's revision in the state directory (decimal, one line).
+pub const REVISION_FILE: &str = "revision";
+
+/// Told of every change to a [`Store`] (an add-on committed, a status changed), after the
+/// change is on disk and before the call that made it returns. The node daemon's mount is one;
+/// the store knows nothing else about it.
+pub trait Follower: Send + Sync {
+    /// The store changed; `revision` is the catalog's revision after the change. Called from
+    /// the thread that made the change, one call at a time.
+    fn changed(&self, revision: u64);
+}
 
 /// An add-on's status (the API's values; the store sets `AVAILABLE`, `DEPRECATED` and
 /// `DISABLED`, see [`Store::set_status_with_reason`]).
@@ -243,12 +259,16 @@ pub struct Store {
     problems: Vec<String>,
     /// The state directory's lock; `None` when read-only.
     lock: Option<Mutex<StateLock>>,
+    /// Who is told of changes (held weakly: the follower owns the store, not the reverse).
+    follower: Mutex<Option<Weak<dyn Follower>>>,
 }
 
 #[derive(Debug)]
 struct Inner {
     addons: BTreeMap<u64, Addon>,
     next_id: u64,
+    /// The catalog's revision: bumped by every change.
+    revision: u64,
 }
 
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -274,9 +294,14 @@ impl Store {
             };
             removed.map_err(io(&path))?;
         }
-        // The temporary file of a status-change journal that was never renamed into place.
+        // Temporary files never renamed into place: a status-change journal's, or a revision
+        // file's left half-written by a crash (the real one is intact).
         for entry in std::fs::read_dir(root).map_err(io(root))?.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(".status-change.json.") {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".status-change.json.")
+                || name.starts_with(&format!(".{REVISION_FILE}."))
+            {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -295,9 +320,10 @@ impl Store {
             std::fs::metadata(root).map_err(io(root))?;
             return Ok(Store {
                 root: root.to_path_buf(),
-                inner: Mutex::new(Inner { addons: BTreeMap::new(), next_id: 1 }),
+                inner: Mutex::new(Inner { addons: BTreeMap::new(), next_id: 1, revision: 0 }),
                 problems: Vec::new(),
                 lock: None,
+                follower: Mutex::new(None),
             });
         }
         Self::load(root, false)
@@ -332,12 +358,19 @@ impl Store {
                 Err(why) => problems.push(format!("{}: {why}; entry ignored", dir.display())),
             }
         }
-        let mut inner = Inner { addons, next_id: max_id + 1 };
+        let revision = read_revision(root)?;
+        let mut inner = Inner { addons, next_id: max_id + 1, revision };
         load_journal(root, &mut inner, clean, &mut problems);
         for p in &problems {
             tracing::warn!("{p}");
         }
-        Ok(Store { root: root.to_path_buf(), inner: Mutex::new(inner), problems, lock: None })
+        Ok(Store {
+            root: root.to_path_buf(),
+            inner: Mutex::new(inner),
+            problems,
+            lock: None,
+            follower: Mutex::new(None),
+        })
     }
 
     /// Records the URL of this process's API in the state directory's lock file, where the
@@ -372,6 +405,42 @@ impl Store {
     /// Every add-on, by id.
     pub fn list(&self) -> Vec<Addon> {
         self.lock().addons.values().cloned().collect()
+    }
+
+    /// The catalog's revision (0 for a store that never changed).
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    /// The revision and every add-on, by id, read together.
+    pub fn snapshot(&self) -> (u64, Vec<Addon>) {
+        let inner = self.lock();
+        (inner.revision, inner.addons.values().cloned().collect())
+    }
+
+    /// Registers the one follower told of every change from now on (replacing any other);
+    /// `None` unregisters it, waiting for a call in progress to end.
+    pub fn set_follower(&self, follower: Option<Weak<dyn Follower>>) {
+        *self.follower.lock().unwrap_or_else(|e| e.into_inner()) = follower;
+    }
+
+    /// Bumps the revision and persists it (with `inner` locked, so the file only grows).
+    /// The change itself is on disk already: a failure to write the revision is logged, not
+    /// returned, so that a caller is never told a durable change failed.
+    fn bump(&self, inner: &mut Inner) {
+        inner.revision += 1;
+        if let Err(e) = write_revision(&self.root, inner.revision) {
+            tracing::error!(error = %e, revision = inner.revision, "cannot persist the revision");
+        }
+    }
+
+    /// Tells the follower of a change (called with no lock of the store held; the follower
+    /// lock serializes the calls and lets [`Store::set_follower`] wait for the last one).
+    fn notify(&self) {
+        let follower = self.follower.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = follower.as_ref().and_then(Weak::upgrade) {
+            f.changed(self.revision());
+        }
     }
 
     /// The add-on with this identifier.
@@ -456,6 +525,9 @@ impl Store {
             record.id,
             Addon { record: record.clone(), paths: metadata.spec.paths.clone(), dir: target },
         );
+        self.bump(&mut inner);
+        drop(inner);
+        self.notify();
         Ok(record)
     }
 
@@ -580,6 +652,11 @@ impl Store {
             if let Some(addon) = inner.addons.get_mut(&record.id) {
                 addon.record = record.clone();
             }
+        }
+        if !changed.is_empty() {
+            self.bump(&mut inner);
+            drop(inner);
+            self.notify();
         }
         Ok(changed.len())
     }
@@ -766,14 +843,44 @@ fn rewrite_record(dir: &Path, record: &Record) -> Result<(), StoreError> {
     let path = dir.join(RECORD_FILE);
     let json = serde_json::to_vec_pretty(record)
         .map_err(|e| StoreError::Io { path: path.clone(), source: e.into() })?;
+    replace_file(dir, RECORD_FILE, &json)
+}
+
+/// Replaces `dir/name` with `bytes` atomically: a temporary file (`.name.*.tmp`), fsync,
+/// rename, fsync of the directory.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let path = dir.join(name);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".record.json.")
+        .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(io(dir))?;
-    tmp.write_all(&json).and_then(|()| tmp.as_file().sync_all()).map_err(io(&path))?;
+    tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all()).map_err(io(&path))?;
     tmp.persist(&path).map_err(|e| StoreError::Io { path: path.clone(), source: e.error })?;
     sync_dir(dir)
+}
+
+/// Writes the revision file of the state directory `root`.
+fn write_revision(root: &Path, revision: u64) -> Result<(), StoreError> {
+    replace_file(root, REVISION_FILE, format!("{revision}\n").as_bytes())
+}
+
+/// Reads the revision file of the state directory `root`: 0 when it does not exist (a store
+/// from before revisions, or one that never changed); an error naming it when it is not a
+/// number.
+fn read_revision(root: &Path) -> Result<u64, StoreError> {
+    let path = root.join(REVISION_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the revision {:?} is not a non-negative integer: {e}", text.trim()),
+            ),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(StoreError::Io { path, source: e }),
+    }
 }
 
 /// Loads one add-on directory, or says what is wrong with it; with `clean`, removes leftover
@@ -1112,5 +1219,49 @@ mod tests {
         assert!(!dir.path().join(".status-change.json.x.tmp").exists());
         assert!(dir.path().join(format!("{STATUS_JOURNAL}.broken")).exists());
         assert_eq!(store.set_status(Status::Disabled, &[1], &[]).unwrap(), 1);
+    }
+
+    /// A follower that records the revisions it is told of and what the store lists then.
+    struct Seen(Mutex<Vec<(u64, usize)>>, std::sync::Arc<Store>);
+
+    impl Follower for Seen {
+        fn changed(&self, revision: u64) {
+            self.0.lock().unwrap().push((revision, self.1.list().len()));
+        }
+    }
+
+    #[test]
+    fn every_change_bumps_the_persisted_revision_and_tells_the_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path(), "test").unwrap());
+        assert_eq!(store.revision(), 0);
+        let seen = std::sync::Arc::new(Seen(Mutex::new(Vec::new()), store.clone()));
+        let weak = std::sync::Arc::downgrade(&seen);
+        store.set_follower(Some(weak));
+        add(&store, "a", &["/opt/a"]).unwrap();
+        store.set_status(Status::Disabled, &[1], &[]).unwrap();
+        // No change, no revision: already disabled; refused commits change nothing either.
+        store.set_status(Status::Disabled, &[1], &[]).unwrap();
+        assert!(add(&store, "a", &["/x"]).is_err());
+        store.set_status(Status::Available, &[], &["custom-addon-a".into()]).unwrap();
+        // The follower saw each change once, with the change already listed.
+        assert_eq!(*seen.0.lock().unwrap(), [(1, 1), (2, 1), (3, 1)]);
+        assert_eq!(std::fs::read_to_string(dir.path().join(REVISION_FILE)).unwrap(), "3\n");
+        store.set_follower(None);
+        add(&store, "b", &["/opt/b"]).unwrap();
+        assert_eq!(seen.0.lock().unwrap().len(), 3, "an unregistered follower hears nothing");
+        drop(seen);
+        assert_eq!(store.revision(), 4);
+        drop(store);
+        assert_eq!(Store::open_read_only(dir.path()).unwrap().revision(), 4);
+        let store = Store::open(dir.path(), "test").unwrap();
+        assert_eq!(store.revision(), 4);
+        store.set_status(Status::Disabled, &[2], &[]).unwrap();
+        assert_eq!(store.revision(), 5);
+        drop(store);
+        // A damaged revision file is named, not silently reset.
+        std::fs::write(dir.path().join(REVISION_FILE), "x\n").unwrap();
+        let e = Store::open(dir.path(), "test").unwrap_err();
+        assert!(e.to_string().contains(REVISION_FILE), "{e}");
     }
 }

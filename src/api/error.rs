@@ -25,6 +25,8 @@ pub enum Code {
     MethodNotAllowed,
     /// 13 INTERNAL, HTTP 500.
     Internal,
+    /// 14 UNAVAILABLE, HTTP 503 (`/readyz`: not ready).
+    Unavailable,
     /// 16 UNAUTHENTICATED, HTTP 401.
     Unauthenticated,
 }
@@ -41,6 +43,7 @@ impl Code {
             Code::FailedPrecondition => 9,
             Code::MethodNotAllowed => 12,
             Code::Internal => 13,
+            Code::Unavailable => 14,
             Code::Unauthenticated => 16,
         }
     }
@@ -56,6 +59,7 @@ impl Code {
             Code::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         }
     }

@@ -5,13 +5,16 @@
 //! * `GET /api/v2/runtimeaddons`: list with `search_filter`, `page_size`, `page_token`, `sort`;
 //! * `POST /api/v2/runtimeaddons:updatestatus`: enable, deprecate or disable.
 //!
-//! Every route needs `Authorization: Bearer <key>`; every error is a
+//! Every path under `/api/v2` needs `Authorization: Bearer <key>` (a layer on those routes
+//! only); `GET /healthz`, `GET /readyz` and `GET /metrics` are public and never reach store
+//! data ([`health`]). Every error, unknown routes (404) and wrong methods (405) included, is a
 //! `{"error", "code", "message", "details"}` envelope. The admin UI's routes (`/`, `/ui/...`,
-//! [`crate::ui`]) are merged in front and use a session cookie instead.
+//! [`crate::ui`]) are merged in and use a session cookie instead.
 
 mod auth;
 pub mod client;
 mod error;
+pub mod health;
 pub mod server;
 
 use std::future::Future;
@@ -21,14 +24,17 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
-use axum::http::{Method, Uri};
+use axum::http::Uri;
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
 use axum::Json;
 use serde::Deserialize;
 
 pub use auth::{constant_time_eq, ApiKeys, KEYS_FILE};
 pub use client::{ApiClient, ClientError};
 pub use error::{ApiError, Code};
+pub use health::Observed;
 
 use crate::addon::metadata::{self, Metadata, MAX_METADATA_BYTES};
 use crate::addon::store::Staging;
@@ -89,16 +95,41 @@ pub(crate) struct App {
     pub(crate) limits: ApiLimits,
     /// One permit per upload being received and indexed.
     uploads: Arc<tokio::sync::Semaphore>,
+    health: health::Health,
 }
 
-/// The router of the API over `store`.
-pub fn router(store: Arc<Store>, keys: ApiKeys, limits: ApiLimits) -> axum::Router {
+/// The router of the API over `store`; `observed` is what the public endpoints report
+/// besides the store (the daemon's mount and its counters; nothing with `--no-mount`).
+pub fn router(
+    store: Arc<Store>,
+    keys: ApiKeys,
+    limits: ApiLimits,
+    observed: Observed,
+) -> axum::Router {
+    let health = health::Health::new(Arc::clone(&store), observed);
     let uploads = Arc::new(tokio::sync::Semaphore::new(limits.max_uploads.max(1)));
-    let app = Arc::new(App { store, keys, limits, uploads });
-    axum::Router::new()
-        .fallback(dispatch)
+    let app = Arc::new(App { store, keys, limits, uploads, health });
+    // The authenticated routes: the layer runs only for these paths (unknown ones under
+    // `/api/v2` too, so probing them needs a key), and wraps their 405 answers.
+    let api = axum::Router::new()
+        .route(UPLOAD_PATH, post(upload_route))
+        .route(LIST_PATH, get(list_route))
+        .route(STATUS_PATH, post(status_route))
+        .route("/api/v2", any(not_found))
+        .route("/api/v2/{*rest}", any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(from_fn_with_state(Arc::clone(&app), authenticate));
+    let public = axum::Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .method_not_allowed_fallback(method_not_allowed);
+    api.merge(public)
+        .fallback(not_found)
+        .layer(from_fn_with_state(Arc::clone(&app), health::track))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(Arc::clone(&app))
+        // The admin UI's routes carry their own state, limits and session check.
         .merge(crate::ui::routes(app))
 }
 
@@ -111,7 +142,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    serve_on(listener, store, keys, limits, shutdown).await
+    serve_on(listener, store, keys, limits, Observed::default(), shutdown).await
 }
 
 /// Serves the API on a bound `listener` until `shutdown` completes.
@@ -120,37 +151,63 @@ pub async fn serve_on(
     store: Arc<Store>,
     keys: ApiKeys,
     limits: ApiLimits,
+    observed: Observed,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve(listener, router(store, keys, limits), &limits, shutdown).await
+    server::serve(listener, router(store, keys, limits, observed), &limits, shutdown).await
 }
 
-async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let result = handle(&app, req).await;
-    match result {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::info!(%method, %path, code = e.code.number(), message = %e.message, "request refused");
-            e.into_response()
-        }
+/// The header of every authenticated API answer that carries the catalog's revision after
+/// the request.
+pub const REVISION_HEADER: &str = "x-addonfs-revision";
+
+/// The authentication layer of the `/api/v2` routes: a request without a valid key gets `401`
+/// before its handler runs (an upload's body is not read). An authenticated answer carries the
+/// catalog's revision, read after the request's change (if any) and its sync: a client that
+/// sees revision N there finds the mount at N or later.
+async fn authenticate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Err(e) = app.keys.authorize(req.headers()) {
+        return refused(e);
     }
+    let mut response = next.run(req).await;
+    response.headers_mut().insert(REVISION_HEADER, app.store.revision().into());
+    response
 }
 
-async fn handle(app: &App, req: Request) -> Result<Response, ApiError> {
-    app.keys.authorize(req.headers())?;
-    let path = req.uri().path().to_string();
-    match (req.method(), path.as_str()) {
-        (&Method::POST, UPLOAD_PATH) => upload(app, req).await.map(|r| Json(r).into_response()),
-        (&Method::GET, LIST_PATH) => list(app, req.uri()).map(IntoResponse::into_response),
-        (&Method::POST, STATUS_PATH) => update_status(app, req.into_body()).await,
-        (_, UPLOAD_PATH | LIST_PATH | STATUS_PATH) => Err(ApiError::new(
-            Code::MethodNotAllowed,
-            format!("method {} is not allowed on {path}", req.method()),
-        )),
-        _ => Err(ApiError::new(Code::NotFound, format!("no route {path}"))),
-    }
+/// The answer to a refused request: the error envelope, logged.
+fn refused(e: ApiError) -> Response {
+    tracing::info!(code = e.code.number(), message = %e.message, "request refused");
+    e.into_response()
+}
+
+/// A handler's result as an answer.
+fn answer(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(refused)
+}
+
+async fn not_found(uri: Uri) -> Response {
+    refused(ApiError::new(Code::NotFound, format!("no route {}", uri.path())))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
+    refused(ApiError::new(
+        Code::MethodNotAllowed,
+        format!("method {method} is not allowed on {}", uri.path()),
+    ))
+}
+
+async fn upload_route(State(app): State<Arc<App>>, req: Request) -> Response {
+    let result = upload(&app, req).await;
+    app.health.counters().upload(result.is_ok());
+    answer(result.map(|r| Json(r).into_response()))
+}
+
+async fn list_route(State(app): State<Arc<App>>, uri: Uri) -> Response {
+    answer(list(&app, &uri).map(IntoResponse::into_response))
+}
+
+async fn status_route(State(app): State<Arc<App>>, body: Body) -> Response {
+    answer(update_status(&app, body).await)
 }
 
 impl From<StoreError> for ApiError {
@@ -228,7 +285,7 @@ pub(crate) async fn upload(app: &App, req: Request) -> Result<Record, ApiError> 
     })?;
     let result = upload_parts(app, &mut multipart).await;
     // The builder's many small allocations are freed by now: give the pages back.
-    crate::mount::sys::trim_heap();
+    crate::process::trim_heap();
     if result.is_err() {
         // Refused early (not an archive, a broken rule): the staging is gone already. Read the
         // rest of what the client is still sending, within a budget, so that it gets the
@@ -369,6 +426,7 @@ async fn stream_and_index(
             within_body_timeout(app, async { field.chunk().await.map_err(multipart_error) }).await?
         {
             size += chunk.len() as u64;
+            app.health.counters().upload_bytes(chunk.len() as u64);
             if size > app.limits.max_upload {
                 return Err(ApiError::new(
                     Code::TooLarge,
@@ -479,6 +537,8 @@ struct SearchFilter {
 struct ListResponse {
     runtime_addons: Vec<Record>,
     next_page_token: String,
+    /// The catalog's revision the page was read at (an addonfs extension).
+    revision: u64,
 }
 
 fn list(app: &App, uri: &Uri) -> Result<Json<ListResponse>, ApiError> {
@@ -505,9 +565,8 @@ fn list(app: &App, uri: &Uri) -> Result<Json<ListResponse>, ApiError> {
         None | Some("") => 0,
         Some(text) => text.parse::<usize>().map_err(|_| bad(format!("bad page_token {text:?}")))?,
     };
-    let mut rows: Vec<Record> = app
-        .store
-        .list()
+    let (revision, addons) = app.store.snapshot();
+    let mut rows: Vec<Record> = addons
         .into_iter()
         .map(|a| a.record)
         .filter(|r| {
@@ -541,7 +600,7 @@ fn list(app: &App, uri: &Uri) -> Result<Json<ListResponse>, ApiError> {
     let page: Vec<Record> = rows.into_iter().skip(offset).take(page_size).collect();
     let end = offset.saturating_add(page.len());
     let next_page_token = if end < total { end.to_string() } else { String::new() };
-    Ok(Json(ListResponse { runtime_addons: page, next_page_token }))
+    Ok(Json(ListResponse { runtime_addons: page, next_page_token, revision }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -580,7 +639,9 @@ async fn update_status(app: &App, body: Body) -> Result<Response, ApiError> {
         return Err(bad("give `ids` or `identifiers`".to_string()));
     }
     let rows = set_status(&app.store, status, req.reason, req.ids, req.identifiers).await?;
-    Ok(Json(serde_json::json!({ "rows_affected": rows })).into_response())
+    // Read after the change and its sync: the mount already shows this revision.
+    let revision = app.store.revision();
+    Ok(Json(serde_json::json!({ "rows_affected": rows, "revision": revision })).into_response())
 }
 
 /// Applies a status change on a blocking thread (the status route and the admin UI).

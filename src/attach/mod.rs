@@ -30,6 +30,10 @@ pub const MANIFEST_LIMIT: u64 = 16 << 20;
 /// have defaults, so older and newer daemons and attach binaries read each other's manifests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The catalog's revision this manifest shows (absent, so 0, in manifests of daemons
+    /// from before revisions).
+    #[serde(default)]
+    pub revision: u64,
     /// Enabled add-ons, in the order they are attached.
     pub addons: Vec<ManifestAddon>,
 }

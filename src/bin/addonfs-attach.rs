@@ -8,6 +8,8 @@
 //! start. The flags, defaults and exit codes are those of `addonfs attach` and `addonfs detach`
 //! (`tests/attach.rs` runs both binaries side by side).
 
+#![deny(unsafe_code)]
+
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;

@@ -47,6 +47,11 @@ pub const EXIT_PARTIAL: i32 = 6;
 /// error, prefixed with `addonfs:`.
 pub fn run(cli: Cli) -> i32 {
     init_logging(&cli.log_level, cli.log_format);
+    // The long-running commands' process setup, before any thread starts: freed cache chunks
+    // and upload buffers go back to the system instead of lingering in per-thread arenas.
+    if matches!(cli.command, Command::Mount(_) | Command::Serve(_)) {
+        crate::process::release_large_allocations();
+    }
     let result = match cli.command {
         Command::Index(cmd) => inspect::index(&cmd),
         Command::Ls(cmd) => inspect::ls(&cmd),
@@ -88,7 +93,7 @@ pub fn exit_code(e: &Error) -> i32 {
     match e {
         Error::Scan { source: ScanError::Io(_), .. } => EXIT_FAILURE,
         Error::Scan { .. } => EXIT_BAD_ARCHIVE,
-        Error::NotFound { .. } => EXIT_NOT_FOUND,
+        Error::NotFound { .. } | Error::NoSuchAddon(_) => EXIT_NOT_FOUND,
         Error::Usage(_) => EXIT_USAGE,
         Error::Invalid(_) => EXIT_INVALID,
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,

@@ -76,8 +76,6 @@ pub fn mount(cmd: &MountCmd) -> Result<(), Error> {
     // so the stop signals are only ever taken by the signal thread.
     let signals =
         SignalSet::block(&mount::STOP_SIGNALS).map_err(|e| mount_error(MountError::Signals(e)))?;
-    // Freed cache chunks go back to the system instead of lingering in per-thread arenas.
-    mount::sys::release_large_allocations();
     let (mountpoint, archives) = match cmd.paths.split_last() {
         Some((mountpoint, archives)) if !archives.is_empty() => (mountpoint, archives),
         _ => return Err(Error::Usage("mount needs at least one archive and a mount point".into())),

@@ -1,10 +1,6 @@
 //! `addonfs validate`, `addonfs serve` and `addonfs addons ...`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use super::args::{AddonsCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
 use crate::addon::metadata;
@@ -12,10 +8,9 @@ use crate::addon::register::{problems_text, read_metadata};
 use crate::addon::{LockError, Record, Status, Store, StoreError};
 use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError};
 use crate::archive::ScanOptions;
-use crate::daemon::{DaemonMount, SYNC_INTERVAL};
+use crate::daemon::{Config, KeySource, MountConfig, DEFAULT_DRAIN};
 use crate::error::Error;
 use crate::limits::Limits;
-use crate::mount::MountOptions;
 
 /// The state directory: the flag (or `ADDONFS_STATE_DIR`), else `/var/lib/addonfs` for root,
 /// else `$XDG_STATE_HOME/addonfs` or `~/.local/state/addonfs`.
@@ -51,123 +46,38 @@ pub fn validate(cmd: &ValidateCmd) -> Result<(), Error> {
     }
 }
 
-/// `addonfs serve`: the HTTP API until SIGINT or SIGTERM.
+/// `addonfs serve`: the node daemon ([`crate::daemon::run`]) until SIGINT or SIGTERM.
 pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
-    // Before any thread starts: freed cache chunks and upload buffers go back to the system
-    // instead of lingering in per-thread arenas.
-    crate::mount::sys::release_large_allocations();
-    let open_files = crate::api::server::raise_open_files_limit();
     let dir = state_dir(&cmd.state);
-    let store = Arc::new(Store::open(&dir, "serve")?);
-    for problem in store.problems() {
-        eprintln!("addonfs: warning: {problem}");
-    }
-    let keys = if let Some(key) = &cmd.api_key {
-        ApiKeys::new([key.clone()])
-    } else if let Some(path) = &cmd.api_key_file {
-        ApiKeys::from_file(path).map_err(|e| match e.kind() {
-            // The message names the file already.
-            std::io::ErrorKind::InvalidData => Error::Usage(e.to_string()),
-            _ => Error::io(path, e),
-        })?
-    } else {
-        let (keys, path, created) =
-            ApiKeys::load_or_create(&dir).map_err(|e| Error::io(dir.join("api-keys"), e))?;
-        if created {
-            eprintln!("addonfs: created the API key file {} (mode 0600)", path.display());
-        }
-        keys
+    let keys = match (&cmd.api_key, &cmd.api_key_file) {
+        (Some(key), _) => KeySource::Key(key.clone()),
+        (None, Some(path)) => KeySource::File(path.clone()),
+        (None, None) => KeySource::StateDir,
     };
-    let limits = ApiLimits {
-        max_upload: cmd.max_upload,
-        scan: ScanOptions {
-            limits: Limits { max_uncompressed: cmd.max_uncompressed, ..Limits::default() },
-            ..ScanOptions::default()
-        },
-        max_uploads: cmd.max_uploads as usize,
-        body_timeout: cmd.body_timeout,
-        header_timeout: cmd.header_timeout,
-        max_connections: crate::api::server::connection_cap(
-            cmd.max_connections as usize,
-            open_files,
-        ),
-    };
-    if limits.max_connections < cmd.max_connections as usize {
-        eprintln!(
-            "addonfs: warning: at most {} connections at once (--max-connections {}), to fit the \
-             open-files limit of {open_files}",
-            limits.max_connections, cmd.max_connections
-        );
-    }
-    let daemon = if cmd.no_mount {
-        None
-    } else {
-        let mountpoint = cmd.mount.clone().unwrap_or_else(|| dir.join("mnt"));
-        // Not `create_dir_all`: after a crash a stale mount is there (see `create_mountpoint`).
-        crate::mount::create_mountpoint(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
-        let opts = MountOptions { allow_other: cmd.allow_other, ..MountOptions::default() };
-        let daemon = DaemonMount::start(Arc::clone(&store), &mountpoint, cmd.cache_size, &opts)?;
-        // A closed standard output does not stop a daemon.
-        let _ = outln!("addonfs: mounted the add-ons at {}", daemon.path().display());
-        Some(Arc::new(daemon))
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let syncer = daemon.clone().map(|daemon| {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(SYNC_INTERVAL);
-                daemon.sync();
-            }
-        })
+    let mount = (!cmd.no_mount).then(|| MountConfig {
+        path: cmd.mount.clone().unwrap_or_else(|| dir.join("mnt")),
+        cache_bytes: cmd.cache_size,
+        allow_other: cmd.allow_other,
     });
-    let result = serve_api(cmd, &dir, store, keys, limits);
-    stop.store(true, Ordering::Relaxed);
-    if let Some(syncer) = syncer {
-        let _ = syncer.join();
-    }
-    if let Some(daemon) = daemon.and_then(Arc::into_inner) {
-        daemon.unmount(Duration::from_secs(5));
-    }
-    result
-}
-
-/// Runs the HTTP API until SIGINT or SIGTERM.
-fn serve_api(
-    cmd: &ServeCmd,
-    dir: &Path,
-    store: Arc<Store>,
-    keys: ApiKeys,
-    limits: ApiLimits,
-) -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(cmd.listen)
-            .await
-            .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cmd.listen)))?;
-        let addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
-        // Where the admin commands reach this daemon (a wildcard address through loopback),
-        // recorded before the address is printed.
-        let reachable = match addr.ip() {
-            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
-            }
-            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
-            }
-            _ => addr,
-        };
-        store.set_api_url(&format!("http://{reachable}"))?;
-        let _ = outln!("addonfs: listening on http://{addr} (state {})", dir.display());
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        crate::api::serve_on(listener, store, keys, limits, shutdown_signal())
-            .await
-            .map_err(|e| Error::Usage(format!("server failed: {e}")))
-    })
+    let config = Config {
+        limits: ApiLimits {
+            max_upload: cmd.max_upload,
+            scan: ScanOptions {
+                limits: Limits { max_uncompressed: cmd.max_uncompressed, ..Limits::default() },
+                ..ScanOptions::default()
+            },
+            max_uploads: cmd.max_uploads as usize,
+            body_timeout: cmd.body_timeout,
+            header_timeout: cmd.header_timeout,
+            max_connections: cmd.max_connections as usize,
+        },
+        state_dir: dir,
+        listen: cmd.listen,
+        keys,
+        mount,
+        drain: DEFAULT_DRAIN,
+    };
+    crate::daemon::run(&config, shutdown_signal(), |_| {})
 }
 
 async fn shutdown_signal() {
@@ -260,9 +170,8 @@ fn target(state: &StateOpts, remote: &RemoteOpts, command: &str) -> Result<Targe
 
 fn client_error(e: ClientError) -> Error {
     match e {
-        ClientError::Refused { status: 400 | 404 | 409 | 413, message, .. } => {
-            Error::Invalid(message)
-        }
+        ClientError::Refused { status: 404, message, .. } => Error::NoSuchAddon(message),
+        ClientError::Refused { status: 400 | 409 | 413, message, .. } => Error::Invalid(message),
         other => Error::Api(other),
     }
 }

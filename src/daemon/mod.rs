@@ -2,51 +2,72 @@
 //! identifier) at the root of one FUSE mount, plus a read-only `/.addons.json` listing the
 //! enabled ones, `AVAILABLE` and `DEPRECATED` ([`crate::attach::Manifest`]).
 //!
-//! The mount follows the store: [`DaemonMount::sync`] (called by `serve` every
-//! [`SYNC_INTERVAL`]) adds new add-ons, shows or hides them as they are enabled or disabled, and
-//! rewrites the manifest, invalidating the kernel's cached root. A disabled add-on leaves the
-//! listing and the manifest, but lookups of its directory keep working, so running workloads
-//! never break. A volume's slot is the add-on's id (persisted, never reused), so inode numbers
-//! survive restarts.
+//! The mount follows the store by notification: the daemon registers itself as the store's
+//! [`Follower`], and every change (an add-on committed, a status changed) runs
+//! [`DaemonMount::sync`] in the thread that made it, before that call returns, so the API
+//! answers a request only once the mount shows its change (read-your-writes). The sync adds new
+//! add-ons, shows or hides them as they are enabled or disabled, rewrites the manifest (with
+//! the catalog's revision), and tells the kernel to forget exactly what changed: the root entry
+//! of each added or shown/hidden add-on, the root's listing, and the manifest. Nothing runs
+//! between changes: an idle daemon does no work. A disabled add-on leaves the listing and the
+//! manifest, but lookups of its directory keep working, so running workloads never break. A
+//! volume's slot is the add-on's id (persisted, never reused), so inode numbers survive
+//! restarts.
+
+mod run;
+
+pub use run::{run, Config, KeySource, MountConfig, DEFAULT_DRAIN, UNMOUNT_GRACE};
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::addon::store::Addon;
+use crate::addon::store::{Addon, Follower};
 use crate::addon::{Status, Store};
 use crate::archive::ScanOptions;
 use crate::attach::{Manifest, ManifestAddon, MANIFEST_NAME};
 use crate::error::Error;
 use crate::fs::namespace::{Layout, Namespace, Slot, Volume};
+use crate::fs::stats::FsStats;
 use crate::fs::{AddonFs, FsOptions};
 use crate::index::open::load_matching;
 use crate::index::ROOT_INO;
 use crate::mount::{mount, MountOptions, Mounted};
 use crate::reader::{ArchiveReader, ChunkCache};
 
-/// How often `serve` brings the mount in line with the store.
-pub const SYNC_INTERVAL: Duration = Duration::from_millis(20);
-
 /// The inode number of `/.addons.json` (slot 0, fixed so it is stable across restarts).
 pub const MANIFEST_INO: u64 = 2;
 
 /// The daemon's mount of a store.
 pub struct DaemonMount {
+    shared: Arc<Shared>,
+    path: std::path::PathBuf,
+    fs_stats: Arc<FsStats>,
+}
+
+/// What the store's notifications reach (the store holds it weakly).
+struct Shared {
     store: Arc<Store>,
     ns: Arc<Namespace>,
     cache: Arc<ChunkCache>,
-    mounted: Mutex<Mounted>,
-    path: std::path::PathBuf,
+    /// `None` once unmounted.
+    mounted: Mutex<Option<Mounted>>,
     /// Identifier -> whether it is listed, for the add-ons already in the namespace.
     shown: Mutex<HashMap<String, bool>>,
     /// The manifest last written.
     manifest: Mutex<Vec<u8>>,
 }
 
+impl Follower for Shared {
+    fn changed(&self, _revision: u64) {
+        self.sync();
+    }
+}
+
 impl DaemonMount {
-    /// Mounts every add-on of `store` at `mountpoint` (clearing a stale mount left there).
+    /// Mounts every add-on of `store` at `mountpoint` (clearing a stale mount left there) and
+    /// follows the store's changes until [`DaemonMount::unmount`].
     pub fn start(
         store: Arc<Store>,
         mountpoint: &Path,
@@ -54,23 +75,26 @@ impl DaemonMount {
         opts: &MountOptions,
     ) -> Result<DaemonMount, Error> {
         let ns = Arc::new(Namespace::new(Layout::Directories, (0, 0)));
-        ns.set_file(MANIFEST_NAME.as_bytes(), MANIFEST_INO, manifest_bytes(&[]), true)
-            .map_err(|e| Error::Usage(format!("cannot create {MANIFEST_NAME}: {e}")))?;
+        ns.set_file(MANIFEST_NAME.as_bytes(), MANIFEST_INO, manifest_bytes(0, &[]), true)
+            .map_err(|e| Error::Daemon(format!("cannot create {MANIFEST_NAME}: {e}")))?;
         let fs = AddonFs::new(Arc::clone(&ns), FsOptions::default());
+        let fs_stats = fs.stats();
         let mounted = mount(fs, mountpoint, opts)
             .map_err(|e| Error::io(mountpoint, std::io::Error::other(e.to_string())))?;
         let path = mounted.path().to_path_buf();
-        let daemon = DaemonMount {
-            path,
-            store,
+        let shared = Arc::new(Shared {
+            store: Arc::clone(&store),
             ns,
             cache: Arc::new(ChunkCache::new(cache_bytes)),
-            mounted: Mutex::new(mounted),
+            mounted: Mutex::new(Some(mounted)),
             shown: Mutex::new(HashMap::new()),
-            manifest: Mutex::new(manifest_bytes(&[])),
-        };
-        daemon.sync();
-        Ok(daemon)
+            manifest: Mutex::new(manifest_bytes(0, &[])),
+        });
+        // Registered before the first sync, so no change falls between the two.
+        let follower: Weak<dyn Follower> = Arc::downgrade(&shared) as Weak<dyn Follower>;
+        store.set_follower(Some(follower));
+        shared.sync();
+        Ok(DaemonMount { shared, path, fs_stats })
     }
 
     /// The mount point.
@@ -78,14 +102,43 @@ impl DaemonMount {
         &self.path
     }
 
-    /// Brings the mount in line with the store: new add-ons appear, status changes show or
-    /// hide them, and the manifest is rewritten when it changed. Problems are logged, and the
-    /// add-on concerned is retried at the next sync.
+    /// The file system's request counters.
+    pub fn fs_stats(&self) -> Arc<FsStats> {
+        Arc::clone(&self.fs_stats)
+    }
+
+    /// The chunk cache of the mount's readers.
+    pub fn cache(&self) -> Arc<ChunkCache> {
+        Arc::clone(&self.shared.cache)
+    }
+
+    /// Brings the mount in line with the store (the store's changes do it themselves; this is
+    /// for a caller that wants it now).
     pub fn sync(&self) {
-        let addons = self.store.list();
+        self.shared.sync();
+    }
+
+    /// Stops following the store (waiting for a sync in progress) and unmounts (lazily if
+    /// busy, after `grace`).
+    pub fn unmount(self, grace: Duration) {
+        self.shared.store.set_follower(None);
+        let mounted = self.shared.mounted.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(Err(e)) = mounted.map(|m| m.unmount(grace)) {
+            tracing::warn!(error = %e, "unmount failed");
+        }
+    }
+}
+
+impl Shared {
+    /// Brings the mount in line with the store: new add-ons appear, status changes show or
+    /// hide them, and the manifest is rewritten when it changed; the kernel forgets what
+    /// changed. Problems are logged, and the add-on concerned is retried at the next change.
+    fn sync(&self) {
+        let (revision, addons) = self.store.snapshot();
         let mounted = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
         let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
-        let mut root_changed = false;
+        // Root entries whose kernel dentry (possibly a cached "no such entry") must go.
+        let mut entries: Vec<&str> = Vec::new();
         for addon in &addons {
             let id = &addon.record.identifier;
             let visible = addon.record.status.is_enabled();
@@ -94,16 +147,14 @@ impl DaemonMount {
                 Some(_) => match self.ns.set_visible(id.as_bytes(), visible) {
                     Ok(_) => {
                         shown.insert(id.clone(), visible);
-                        root_changed = true;
+                        entries.push(id);
                     }
                     Err(e) => tracing::warn!(addon = %id, error = %e, "cannot change visibility"),
                 },
                 None => match self.add(addon, visible) {
                     Ok(()) => {
                         shown.insert(id.clone(), visible);
-                        // A negative lookup of the name may be cached.
-                        let _ = mounted.invalidate_entry(ROOT_INO, id.as_bytes());
-                        root_changed = true;
+                        entries.push(id);
                     }
                     Err(e) => tracing::warn!(addon = %id, error = %e, "cannot mount add-on"),
                 },
@@ -115,20 +166,34 @@ impl DaemonMount {
                 a.record.status.is_enabled() && shown.get(&a.record.identifier) == Some(&true)
             })
             .collect();
-        let bytes = manifest_bytes(&enabled);
+        let bytes = manifest_bytes(revision, &enabled);
         let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut manifest_changed = false;
         if *current != bytes {
             match self.ns.set_file(MANIFEST_NAME.as_bytes(), MANIFEST_INO, bytes.clone(), true) {
                 Ok(()) => {
                     *current = bytes;
-                    let _ = mounted.invalidate_inode(MANIFEST_INO);
-                    root_changed = true;
+                    manifest_changed = true;
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot update {MANIFEST_NAME}"),
             }
         }
-        if root_changed {
-            let _ = mounted.invalidate_inode(ROOT_INO);
+        let Some(mounted) = mounted.as_ref() else { return };
+        // The kernel answers from its caches (long TTLs): forget the changed entries, the
+        // manifest's attributes and pages, and the root's listing, before this returns.
+        let forget = |what: &str, result: std::io::Result<()>| {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "cannot invalidate the kernel's cache of {what}");
+            }
+        };
+        for id in &entries {
+            forget(id, mounted.invalidate_entry(ROOT_INO, id.as_bytes()));
+        }
+        if manifest_changed {
+            forget(MANIFEST_NAME, mounted.invalidate_inode(MANIFEST_INO));
+        }
+        if !entries.is_empty() {
+            forget("the root", mounted.invalidate_inode(ROOT_INO));
         }
     }
 
@@ -150,26 +215,20 @@ impl DaemonMount {
         };
         let reader = ArchiveReader::open(&tarball, Arc::new(index), Arc::clone(&self.cache))?;
         let slot = Slot::try_from(addon.record.id).map_err(|_| {
-            Error::Usage(format!("add-on id {} is too large for a slot", addon.record.id))
+            Error::Daemon(format!("add-on id {} is too large for a slot", addon.record.id))
         })?;
         self.ns
             .add_volume(addon.record.identifier.as_bytes(), Volume::new(slot, reader), visible)
-            .map_err(|e| Error::Usage(format!("{}: {e}", addon.record.identifier)))?;
+            .map_err(|e| Error::Daemon(format!("{}: {e}", addon.record.identifier)))?;
         Ok(())
-    }
-
-    /// Unmounts (lazily if busy, after `grace`).
-    pub fn unmount(self, grace: Duration) {
-        let mounted = self.mounted.into_inner().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = mounted.unmount(grace) {
-            tracing::warn!(error = %e, "unmount failed");
-        }
     }
 }
 
-/// The manifest's bytes for the enabled add-ons (deprecated ones flagged, with their reason).
-fn manifest_bytes(enabled: &[&Addon]) -> Vec<u8> {
+/// The manifest's bytes for the enabled add-ons at `revision` (deprecated ones flagged, with
+/// their reason).
+fn manifest_bytes(revision: u64, enabled: &[&Addon]) -> Vec<u8> {
     let manifest = Manifest {
+        revision,
         addons: enabled
             .iter()
             .map(|a| {

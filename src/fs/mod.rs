@@ -18,6 +18,7 @@
 pub mod namespace;
 pub mod prefetch;
 pub mod push;
+pub mod stats;
 
 #[cfg(test)]
 mod tests;
@@ -27,7 +28,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,45 +80,7 @@ pub struct AddonFs {
     prefetch: Option<prefetch::Prefetcher>,
     channel: Arc<push::KernelChannel>,
     pusher: Option<push::Pusher>,
-    reads: Arc<ReadStats>,
-}
-
-/// Reads of archive content served: how many, and the most served at once (several request
-/// threads serve reads in parallel; this shows they did). Logged at unmount.
-#[derive(Debug, Default)]
-pub struct ReadStats {
-    served: AtomicU64,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-}
-
-impl ReadStats {
-    /// Reads served so far.
-    pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
-    }
-
-    /// The most reads that were being served at the same moment.
-    pub fn max_in_flight(&self) -> usize {
-        self.max_in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Counts a read from now until the returned guard drops.
-    fn start(&self) -> InFlight<'_> {
-        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
-        InFlight(self)
-    }
-}
-
-/// One read being served (see [`ReadStats::start`]).
-struct InFlight<'a>(&'a ReadStats);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.served.fetch_add(1, Ordering::Relaxed);
-    }
+    stats: Arc<stats::FsStats>,
 }
 
 thread_local! {
@@ -176,12 +139,13 @@ impl AddonFs {
         let prefetch = prefetch::Prefetcher::start();
         let channel = Arc::new(push::KernelChannel::default());
         let pusher = push::Pusher::start(Arc::clone(&channel), prefetch.clone());
-        AddonFs { ns, opts, prefetch, channel, pusher, reads: Arc::default() }
+        let stats = Arc::new(stats::FsStats::new(pusher.as_ref().map(push::Pusher::shared_stats)));
+        AddonFs { ns, opts, prefetch, channel, pusher, stats }
     }
 
-    /// The counts of archive reads served (shared: they keep counting while mounted).
-    pub fn read_stats(&self) -> Arc<ReadStats> {
-        Arc::clone(&self.reads)
+    /// The request counters (shared: they keep counting once the file system is mounted).
+    pub fn stats(&self) -> Arc<stats::FsStats> {
+        Arc::clone(&self.stats)
     }
 
     /// The kernel channel that pushes file contents into the page cache ahead of tree walkers
@@ -375,9 +339,9 @@ impl Filesystem for AddonFs {
     }
 
     fn destroy(&mut self) {
-        let reads = self.reads.served();
+        let reads = self.stats.archive_reads();
         if reads > 0 {
-            let max_in_flight = self.reads.max_in_flight();
+            let max_in_flight = self.stats.max_reads_in_flight();
             tracing::info!(reads, max_in_flight, "archive reads served");
         }
         if let Some(pusher) = &self.pusher {
@@ -391,6 +355,7 @@ impl Filesystem for AddonFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _timer = self.stats.time(stats::Op::Lookup);
         let dir = match self.node(parent) {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
@@ -411,6 +376,7 @@ impl Filesystem for AddonFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _timer = self.stats.time(stats::Op::Getattr);
         match self.node(ino) {
             Ok(node) => match self.file_attr(&node) {
                 Some(attr) => reply.attr(&self.ttl(&node), &attr),
@@ -421,6 +387,7 @@ impl Filesystem for AddonFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _timer = self.stats.time(stats::Op::Readlink);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => match volume.index().symlink_target(local) {
                 Some(target) => reply.data(target),
@@ -432,6 +399,7 @@ impl Filesystem for AddonFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _timer = self.stats.time(stats::Op::Open);
         if !self.opts.explicit_open {
             tracing::debug!("declining open: zero-message opens with FOPEN_KEEP_CACHE");
             return reply.error(Errno::ENOSYS);
@@ -465,6 +433,7 @@ impl Filesystem for AddonFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _timer = self.stats.time(stats::Op::Read);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
@@ -474,9 +443,10 @@ impl Filesystem for AddonFs {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.bytes.len());
                 let end = start.saturating_add(size as usize).min(file.bytes.len());
                 reply.data(&file.bytes[start..end]);
+                self.stats.bytes_served.fetch_add((end - start) as u64, Ordering::Relaxed);
             }
             Node::Entry(volume, local) => READ_BUF.with(|buf| {
-                let _counted = self.reads.start();
+                let _counted = self.stats.read_started();
                 let mut buf = buf.borrow_mut();
                 // The reply is written from the chunk cache itself when it can be.
                 let mut reply = Some(reply);
@@ -489,6 +459,7 @@ impl Filesystem for AddonFs {
                     });
                 match sent {
                     Ok(done) => {
+                        self.stats.bytes_served.fetch_add(done as u64, Ordering::Relaxed);
                         if let Some(prefetch) = &self.prefetch {
                             prefetch.note(&volume, local, offset, done);
                         }
@@ -509,6 +480,7 @@ impl Filesystem for AddonFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _timer = self.stats.time(stats::Op::Open);
         if !self.opts.explicit_open {
             tracing::debug!("declining opendir: zero-message opens with FOPEN_CACHE_DIR");
             return reply.error(Errno::ENOSYS);
@@ -538,6 +510,7 @@ impl Filesystem for AddonFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _timer = self.stats.time(stats::Op::Readdir);
         let listed = self.list_from(ino, offset, |child_ino, next, _node, kind, name| {
             reply.add(INodeNo(child_ino), next, file_type(kind), OsStr::from_bytes(name))
         });
@@ -555,6 +528,7 @@ impl Filesystem for AddonFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _timer = self.stats.time(stats::Op::Readdir);
         let dir = match self.node(ino) {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
@@ -592,12 +566,14 @@ impl Filesystem for AddonFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _timer = self.stats.time(stats::Op::Statfs);
         let (bytes, inodes) = self.ns.totals();
         let blocks = bytes.div_ceil(u64::from(BLOCK_SIZE));
         reply.statfs(blocks, 0, 0, inodes, 0, BLOCK_SIZE, NAME_MAX, BLOCK_SIZE);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _timer = self.stats.time(stats::Op::Xattr);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => {
                 let xattrs = volume.index().xattrs(local);
@@ -612,6 +588,7 @@ impl Filesystem for AddonFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _timer = self.stats.time(stats::Op::Xattr);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => {
                 let mut names = Vec::new();
@@ -627,6 +604,7 @@ impl Filesystem for AddonFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _timer = self.stats.time(stats::Op::Access);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),

@@ -178,6 +178,11 @@ impl Pusher {
         &self.stats
     }
 
+    /// The counters, shared (for whoever reports them).
+    pub fn shared_stats(&self) -> Arc<PushStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// Notes a read of file `ino` of `volume` at `offset` (after it was answered).
     pub fn note_read(&self, volume: &Arc<Volume>, ino: Ino, offset: u64) {
         if !self.channel.is_connected() {

@@ -1,6 +1,7 @@
 //! Gzip with random access, zran style: while indexing, record access points at deflate block
 //! boundaries (with the 32 KiB window that precedes them); later, resume inflating at any point.
 
+#[allow(unsafe_code)] // the zlib bindings
 mod ffi;
 mod header;
 mod indexer;

@@ -6,6 +6,7 @@
 //! [`Mounted`] handle whose [`Mounted::invalidate_entry`] and [`Mounted::invalidate_inode`]
 //! tell the kernel about changes of the namespace's root, and [`Mounted::unmount`] ends it.
 
+#[allow(unsafe_code)] // signals, umount2, statvfs
 pub mod sys;
 
 use std::io;

@@ -1,6 +1,7 @@
 //! The few system calls the mount lifecycle needs that `std` lacks: blocking and waiting for
-//! signals, and lazy unmounting. This is the only `unsafe` code outside the zlib bindings;
-//! each block is a plain FFI call on values owned right here.
+//! signals, and lazy unmounting. With the zlib bindings and `crate::process`, the only
+//! `unsafe` code of the crate (`#![deny(unsafe_code)]` elsewhere); each block is a plain FFI
+//! call on values owned right here.
 
 use std::ffi::CString;
 use std::io;
@@ -48,29 +49,6 @@ impl SignalSet {
             return Err(io::Error::from_raw_os_error(rc));
         }
         Ok(signal)
-    }
-}
-
-/// Makes glibc serve allocations of 128 KiB and more straight from `mmap` and unmap them on
-/// free, turning off its dynamic threshold. Without it, once a freed 1 MiB cache chunk has
-/// raised the threshold, later chunks come from per-thread heaps that do not shrink, and a
-/// daemon with a 32 MiB cache peaks at twice that. Call it early, before threads start.
-pub fn release_large_allocations() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator tunable; it takes plain integers.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
-/// Gives the free pages at the top of the heap and in every arena back to the system
-/// (`malloc_trim`): after an upload, the index builder's many small allocations are free but
-/// would otherwise stay in the daemon's resident memory.
-pub fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it takes a plain integer.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The chunk cache: decompressed spans of gzip archives, shared by every reader, bounded in
 //! bytes, least recently used out first.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
@@ -47,6 +48,20 @@ impl Chunk {
 pub struct ChunkCache {
     capacity: u64,
     inner: Mutex<Inner>,
+    counters: CacheCounters,
+}
+
+/// Running totals of a [`ChunkCache`] (plain atomics, read by whoever reports them).
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    /// Lookups that found their chunk.
+    pub hits: AtomicU64,
+    /// Lookups that created an empty chunk.
+    pub misses: AtomicU64,
+    /// Chunks evicted to make room.
+    pub evictions: AtomicU64,
+    /// Spans whose inflating started (at an access point) by the readers of this cache.
+    pub spans_inflated: AtomicU64,
 }
 
 struct Inner {
@@ -71,7 +86,11 @@ impl ChunkCache {
 
     /// A cache holding at most about `capacity` bytes (at least one chunk is always kept).
     pub fn new(capacity: u64) -> Self {
-        ChunkCache { capacity, inner: Mutex::new(Inner { lru: LruCache::unbounded(), bytes: 0 }) }
+        ChunkCache {
+            capacity,
+            inner: Mutex::new(Inner { lru: LruCache::unbounded(), bytes: 0 }),
+            counters: CacheCounters::default(),
+        }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -85,11 +104,14 @@ impl ChunkCache {
     pub fn get_or_insert(&self, key: ChunkKey, len: u64) -> Arc<Chunk> {
         let mut inner = self.inner();
         if let Some(chunk) = inner.lru.get(&key) {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Arc::clone(chunk);
         }
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
         let mut spare = Vec::new();
         while inner.bytes.saturating_add(len) > self.capacity {
             let Some((_, old)) = inner.lru.pop_lru() else { break };
+            self.counters.evictions.fetch_add(1, Ordering::Relaxed);
             inner.bytes -= old.len;
             if spare.capacity() == 0 {
                 if let Ok(old) = Arc::try_unwrap(old) {
@@ -126,6 +148,11 @@ impl ChunkCache {
                 inner.bytes -= old.len;
             }
         }
+    }
+
+    /// Running totals (hits, misses, evictions, spans inflated).
+    pub fn counters(&self) -> &CacheCounters {
+        &self.counters
     }
 
     /// Current counters.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use cache::{CacheStats, ChunkCache, ChunkKey};
+pub use cache::{CacheCounters, CacheStats, ChunkCache, ChunkKey};
 
 use cache::{Chunk, ChunkState};
 
@@ -320,6 +320,7 @@ impl ArchiveReader {
             .map_err(gzip_error)?;
             state.data.reserve_exact(chunk.len as usize);
             state.inflater = Some(inflater);
+            self.cache.counters().spans_inflated.fetch_add(1, Ordering::Relaxed);
         }
         let ahead = if state.data.is_empty() { 0 } else { READ_AHEAD };
         let target = need.saturating_add(ahead).min(chunk.len) as usize;

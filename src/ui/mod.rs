@@ -163,6 +163,7 @@ fn code_name(code: Code) -> &'static str {
         Code::FailedPrecondition => "FAILED_PRECONDITION",
         Code::MethodNotAllowed => "UNIMPLEMENTED",
         Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }

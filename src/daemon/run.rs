@@ -1,0 +1,212 @@
+//! `serve`'s whole lifecycle, in one place: the state directory (its lock), the API keys, the
+//! mount and its following of the store, the API's runtime, and the shutdown order. The CLI
+//! only turns flags into a [`Config`] and calls [`run`]; tests run it in process.
+//!
+//! Shutdown: when `shutdown` completes (SIGINT or SIGTERM for `addonfs serve`), the API stops
+//! accepting connections and finishes the requests in flight, for at most [`Config::drain`]
+//! (a client that uploads slowly cannot hold the daemon forever); what is still in flight then
+//! is abandoned, and an abandoned upload is never stored (a commit is one rename, and the
+//! staging is removed, or cleared at the next start); then the mount stops following the store and is unmounted, or
+//! detached lazily when busy after a grace period; last, the store (and with it the state
+//! directory's lock) is released.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::DaemonMount;
+use crate::addon::Store;
+use crate::api::{ApiKeys, ApiLimits, Observed};
+use crate::error::Error;
+use crate::mount::MountOptions;
+
+/// How long a busy mount gets at shutdown before it is detached lazily.
+pub const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
+
+/// How long requests in flight get to finish after the stop signal, by default: with
+/// [`UNMOUNT_GRACE`], under Kubernetes' default grace period of 30 s (and the 20 s that
+/// `docs/operations.md` sets).
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+
+/// Where the API keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// One key given directly (`--api-key`, `ADDONFS_API_KEY`).
+    Key(String),
+    /// A keys file (`--api-key-file`).
+    File(PathBuf),
+    /// `STATE_DIR/api-keys`, created with a fresh key if missing.
+    StateDir,
+}
+
+/// The daemon's mount.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// The mount point (created if missing).
+    pub path: PathBuf,
+    /// The chunk cache's capacity in bytes.
+    pub cache_bytes: u64,
+    /// Let other users read the mount (`allow_other`).
+    pub allow_other: bool,
+}
+
+/// What `serve` runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The API's address (port 0 picks one).
+    pub listen: SocketAddr,
+    /// The API keys.
+    pub keys: KeySource,
+    /// The API's limits.
+    pub limits: ApiLimits,
+    /// The mount, or `None` for the API alone.
+    pub mount: Option<MountConfig>,
+    /// How long requests in flight get to finish after the stop signal
+    /// ([`DEFAULT_DRAIN`] for `addonfs serve`).
+    pub drain: Duration,
+}
+
+/// Runs the daemon until `shutdown` completes. `listening` is told the API's bound address
+/// once the daemon is ready (the mount up, the address recorded in the lock file). Progress
+/// lines go to standard output, warnings to standard error, as `addonfs serve` prints them.
+pub fn run(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    listening: impl FnOnce(SocketAddr),
+) -> Result<(), Error> {
+    let dir = &config.state_dir;
+    // Idle connections must not run the process out of descriptors: the soft limit goes up to
+    // the hard one, and the connection cap comes down to fit it.
+    let open_files = crate::api::server::raise_open_files_limit();
+    let mut limits = config.limits;
+    limits.max_connections =
+        crate::api::server::connection_cap(config.limits.max_connections, open_files);
+    if limits.max_connections < config.limits.max_connections {
+        eprintln!(
+            "addonfs: warning: at most {} connections at once (--max-connections {}), to fit the \
+             open-files limit of {open_files}",
+            limits.max_connections, config.limits.max_connections
+        );
+    }
+    let store = Arc::new(Store::open(dir, "serve")?);
+    for problem in store.problems() {
+        eprintln!("addonfs: warning: {problem}");
+    }
+    let keys = match &config.keys {
+        KeySource::Key(key) => ApiKeys::new([key.clone()]),
+        KeySource::File(path) => ApiKeys::from_file(path).map_err(|e| match e.kind() {
+            // The message names the file already.
+            std::io::ErrorKind::InvalidData => Error::Usage(e.to_string()),
+            _ => Error::io(path, e),
+        })?,
+        KeySource::StateDir => {
+            let (keys, path, created) =
+                ApiKeys::load_or_create(dir).map_err(|e| Error::io(dir.join("api-keys"), e))?;
+            if created {
+                eprintln!("addonfs: created the API key file {} (mode 0600)", path.display());
+            }
+            keys
+        }
+    };
+    let daemon = match &config.mount {
+        None => None,
+        Some(m) => {
+            // Not `create_dir_all`: after a crash a stale mount is there (see `create_mountpoint`).
+            crate::mount::create_mountpoint(&m.path).map_err(|e| Error::io(&m.path, e))?;
+            let opts = MountOptions { allow_other: m.allow_other, ..MountOptions::default() };
+            let daemon = DaemonMount::start(Arc::clone(&store), &m.path, m.cache_bytes, &opts)?;
+            say(format_args!("addonfs: mounted the add-ons at {}", daemon.path().display()));
+            Some(daemon)
+        }
+    };
+    // The mount follows the store by the store's own notifications (see `crate::daemon`).
+    let observed = daemon.as_ref().map_or_else(Observed::default, |d| Observed {
+        mount: Some(d.path().to_path_buf()),
+        fs: Some(d.fs_stats()),
+        cache: Some(d.cache()),
+    });
+    let result = serve_api(config, limits, Arc::clone(&store), keys, observed, shutdown, listening);
+    // The API has stopped (no request in flight): now the mount, then the store's lock.
+    if let Some(daemon) = daemon {
+        daemon.unmount(UNMOUNT_GRACE);
+    }
+    drop(store);
+    result
+}
+
+/// Runs the HTTP API until `shutdown` completes.
+fn serve_api(
+    config: &Config,
+    limits: ApiLimits,
+    store: Arc<Store>,
+    keys: ApiKeys,
+    observed: Observed,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    listening: impl FnOnce(SocketAddr),
+) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Daemon(format!("cannot start the runtime: {e}")))?;
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Error::Daemon(format!("cannot listen on {}: {e}", config.listen)))?;
+        let addr = listener.local_addr().map_err(|e| Error::Daemon(e.to_string()))?;
+        // Where the admin commands reach this daemon (a wildcard address through loopback),
+        // recorded before the address is printed.
+        let reachable = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+            }
+            _ => addr,
+        };
+        store.set_api_url(&format!("http://{reachable}"))?;
+        say(format_args!(
+            "addonfs: listening on http://{addr} (state {})",
+            config.state_dir.display()
+        ));
+        listening(addr);
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        };
+        let served = crate::api::serve_on(listener, store, keys, limits, observed, shutdown);
+        let drained = async {
+            match stopped.await {
+                Ok(()) => tokio::time::sleep(config.drain).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = served => result.map_err(|e| Error::Daemon(format!("server failed: {e}"))),
+            () = drained => {
+                tracing::warn!(
+                    drain = ?config.drain,
+                    "requests still in flight after the stop signal are abandoned"
+                );
+                Ok(())
+            }
+        }
+    });
+    // Abandoned requests' tasks are dropped; their blocking threads (an upload's indexing)
+    // see their input end and stop on their own.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// A progress line on standard output, flushed (a supervisor or test waits for it); a closed
+/// standard output does not stop a daemon.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
