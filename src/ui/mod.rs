@@ -18,7 +18,7 @@ use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Extension, Form, Json, Router};
 use serde::Deserialize;
 
 use crate::addon::store::Addon;
@@ -59,13 +59,9 @@ struct Ui {
 /// The UI's routes over the API's shared state (merged into [`crate::api::router`]).
 pub(crate) fn routes(app: Arc<App>) -> Router {
     let ui = Arc::new(Ui { app, sessions: Sessions::default(), secure: false });
-    Router::new()
-        .route("/", get(|| async { redirect("/ui/") }))
-        .route("/ui", get(|| async { redirect("/ui/") }))
-        .route("/ui/assets/style.css", get(|| async { asset("text/css", STYLE) }))
-        .route("/ui/assets/ui.js", get(|| async { asset("text/javascript", SCRIPT) }))
-        .route("/ui/login", get(login_page).post(login))
-        .route("/ui/logout", post(logout))
+    // The pages need a live session (a layer: without one, a browser is sent to sign in);
+    // state changes check theirs, and the request's origin, in `require_change`.
+    let pages = Router::new()
         .route("/ui/", get(table))
         .route("/ui/addons/{identifier}", get(addon_page))
         .route("/ui/addons/{identifier}/file", get(file_page))
@@ -76,6 +72,15 @@ pub(crate) fn routes(app: Arc<App>) -> Router {
             "/ui/upload",
             get(upload_page).post(upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&ui), signed_in));
+    Router::new()
+        .route("/", get(|| async { redirect("/ui/") }))
+        .route("/ui", get(|| async { redirect("/ui/") }))
+        .route("/ui/assets/style.css", get(|| async { asset("text/css", STYLE) }))
+        .route("/ui/assets/ui.js", get(|| async { asset("text/javascript", SCRIPT) }))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", post(logout))
+        .merge(pages)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(ui)
@@ -126,6 +131,38 @@ fn local_next(next: Option<&str>) -> &str {
 /// Sends a request without a live session to sign in, and back here after.
 fn to_sign_in(here: &str) -> Response {
     redirect(&format!("/ui/login?next={}", url(here)))
+}
+
+/// The session of a signed-in page request (put there by [`signed_in`]).
+#[derive(Clone)]
+struct SessionId(String);
+
+/// The layer of the UI's pages: a page request (`GET`) without a live session is sent to sign
+/// in, and back after; one with a session carries its [`SessionId`]. Other methods pass on to
+/// their handler, which checks the session and the origin together ([`require_change`]) and
+/// answers a refusal in the API's envelope rather than with a redirect.
+async fn signed_in(
+    State(ui): State<Arc<Ui>>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() != axum::http::Method::GET {
+        return next.run(req).await;
+    }
+    match ui.sessions.current(req.headers()) {
+        Some(sid) => {
+            req.extensions_mut().insert(SessionId(sid));
+            next.run(req).await
+        }
+        None => to_sign_in(req.uri().path_and_query().map_or("/ui/", |p| p.as_str())),
+    }
+}
+
+/// The add-on a page is about, or the API's `404`.
+fn find_addon(ui: &Ui, identifier: &str) -> Result<Addon, ApiError> {
+    ui.app.store.find(identifier).ok_or_else(|| {
+        ApiError::new(Code::NotFound, format!("no add-on has identifier `{identifier}`"))
+    })
 }
 
 /// The session and the cross-site check of a state-changing request.
@@ -429,14 +466,11 @@ fn status_badge(r: &Record) -> String {
 
 async fn table(
     State(ui): State<Arc<Ui>>,
-    headers: HeaderMap,
+    Extension(SessionId(sid)): Extension<SessionId>,
     uri: axum::http::Uri,
     Query(q): Query<TableQuery>,
 ) -> Response {
     let here = uri.path_and_query().map_or("/ui/", |p| p.as_str()).to_string();
-    let Some(sid) = ui.sessions.current(&headers) else {
-        return to_sign_in(&here);
-    };
     let flash = flash_html(ui.sessions.take_flash(&sid));
     let all = ui.app.store.list();
     let total_all = all.len();
@@ -560,20 +594,12 @@ struct ConfirmQuery {
 
 async fn confirm_status(
     State(ui): State<Arc<Ui>>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
     Path(identifier): Path<String>,
     Query(q): Query<ConfirmQuery>,
 ) -> Response {
-    let here = uri.path_and_query().map_or("/ui/", |p| p.as_str()).to_string();
-    if ui.sessions.current(&headers).is_none() {
-        return to_sign_in(&here);
-    }
-    let Some(addon) = ui.app.store.find(&identifier) else {
-        return error_page(&ApiError::new(
-            Code::NotFound,
-            format!("no add-on has identifier `{identifier}`"),
-        ));
+    let addon = match find_addon(&ui, &identifier) {
+        Ok(addon) => addon,
+        Err(e) => return error_page(&e),
     };
     let next = local_next(q.next.as_deref());
     let (title, what, button) = match q.to.as_str() {
@@ -724,20 +750,13 @@ fn clean_path(path: &str) -> String {
 
 async fn addon_page(
     State(ui): State<Arc<Ui>>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
+    Extension(SessionId(sid)): Extension<SessionId>,
     Path(identifier): Path<String>,
     Query(q): Query<TreeQuery>,
 ) -> Response {
-    let here = uri.path_and_query().map_or("/ui/", |p| p.as_str()).to_string();
-    let Some(sid) = ui.sessions.current(&headers) else {
-        return to_sign_in(&here);
-    };
-    let Some(addon) = ui.app.store.find(&identifier) else {
-        return error_page(&ApiError::new(
-            Code::NotFound,
-            format!("no add-on has identifier `{identifier}`"),
-        ));
+    let addon = match find_addon(&ui, &identifier) {
+        Ok(addon) => addon,
+        Err(e) => return error_page(&e),
     };
     let index = match load_index(&addon).await {
         Ok(i) => i,
@@ -920,20 +939,12 @@ fn entry_link(index: &Index, id_url: &str, path: &str, ino: Ino) -> String {
 
 async fn file_page(
     State(ui): State<Arc<Ui>>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
     Path(identifier): Path<String>,
     Query(q): Query<TreeQuery>,
 ) -> Response {
-    let here = uri.path_and_query().map_or("/ui/", |p| p.as_str()).to_string();
-    if ui.sessions.current(&headers).is_none() {
-        return to_sign_in(&here);
-    }
-    let Some(addon) = ui.app.store.find(&identifier) else {
-        return error_page(&ApiError::new(
-            Code::NotFound,
-            format!("no add-on has identifier `{identifier}`"),
-        ));
+    let addon = match find_addon(&ui, &identifier) {
+        Ok(addon) => addon,
+        Err(e) => return error_page(&e),
     };
     let index = match load_index(&addon).await {
         Ok(i) => i,
@@ -1004,10 +1015,7 @@ fn read_small_file(
 const METADATA_TEMPLATE: &str =
     "{\n  \"name\": \"my-addon\",\n  \"spec\": {\"paths\": [\"/opt/my-addon\"]}\n}\n";
 
-async fn upload_page(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
-    if ui.sessions.current(&headers).is_none() {
-        return to_sign_in("/ui/upload");
-    }
+async fn upload_page() -> Response {
     let body = format!(
         r#"<h1>Upload an add-on</h1>
 <form method="post" action="/ui/upload" enctype="multipart/form-data" class="card" id="upload-form">
