@@ -129,14 +129,9 @@ fn mounted(path: &Path) -> bool {
     info.lines().any(|l| l.split(' ').nth(4) == Some(p.as_str()))
 }
 
-#[test]
-fn upload_attach_disable_while_running() {
-    if !common::fuse_ready() {
-        return;
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path();
-    let work = t.join("work");
+/// The seed's sample add-on in `work`: `usr/custom_file` and `usr/bin/custom_folder/tool`, the
+/// metadata asking for both paths, packed as `work/addon.tar.gz`.
+fn sample_addon(work: &Path) {
     std::fs::create_dir_all(work.join("tree/usr/bin/custom_folder")).expect("mkdir");
     std::fs::write(work.join("tree/usr/custom_file"), "custom file\n").expect("write");
     std::fs::write(work.join("tree/usr/bin/custom_folder/tool"), "tool\n").expect("write");
@@ -145,7 +140,18 @@ fn upload_attach_disable_while_running() {
         r#"{"name": "sample", "spec": {"paths": ["/usr/custom_file", "/usr/bin/custom_folder"]}}"#,
     )
     .expect("metadata");
-    pack_addon(&work, &work.join("tree"), "usr");
+    pack_addon(work, &work.join("tree"), "usr");
+}
+
+#[test]
+fn upload_attach_disable_while_running() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let work = t.join("work");
+    sample_addon(&work);
 
     let mount = t.join("mnt");
     let mut daemon = Daemon::start(&t.join("state"), &mount);
@@ -318,15 +324,7 @@ fn serve_restarts_after_sigkill_and_links_keep_reading() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let t = tmp.path();
     let work = t.join("work");
-    std::fs::create_dir_all(work.join("tree/usr/bin/custom_folder")).expect("mkdir");
-    std::fs::write(work.join("tree/usr/custom_file"), "custom file\n").expect("write");
-    std::fs::write(work.join("tree/usr/bin/custom_folder/tool"), "tool\n").expect("write");
-    std::fs::write(
-        work.join("metadata.json"),
-        r#"{"name": "sample", "spec": {"paths": ["/usr/custom_file", "/usr/bin/custom_folder"]}}"#,
-    )
-    .expect("metadata");
-    pack_addon(&work, &work.join("tree"), "usr");
+    sample_addon(&work);
     let state = t.join("state");
     // The default mount point, `STATE_DIR/mnt`, which serve creates.
     let mount = state.join("mnt");
