@@ -21,6 +21,8 @@ pub mod push;
 pub mod stats;
 
 #[cfg(test)]
+mod namespace_tests;
+#[cfg(test)]
 mod tests;
 
 use std::cell::RefCell;
