@@ -42,7 +42,8 @@ fn world() -> &'static World {
             },
             ..ApiLimits::default()
         };
-        let router = api::router(Arc::clone(&store), ApiKeys::new([KEY.to_string()]), limits);
+        let keys = ApiKeys::new([KEY.to_string()]);
+        let router = api::router(Arc::clone(&store), keys, limits, api::Observed::default());
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         World { _dir: dir, store, router, runtime }
