@@ -68,6 +68,18 @@ pub enum Error {
     Daemon(String),
 }
 
+impl From<crate::index::open::OpenError> for Error {
+    /// The index layer's error keeps its file and its kind (and so its exit code).
+    fn from(e: crate::index::open::OpenError) -> Error {
+        use crate::index::open::OpenError;
+        match e {
+            OpenError::Io { path, source } => Error::Io { path, source },
+            OpenError::Scan { archive, source } => Error::Scan { archive, source },
+            OpenError::Index { path, source } => Error::Index { path, source },
+        }
+    }
+}
+
 impl From<crate::addon::StoreError> for Error {
     /// A store's I/O error stays an I/O error on its file, a lock conflict stays a lock
     /// conflict, an unknown add-on is "no such add-on"; everything else is a broken registry

@@ -9,6 +9,7 @@ use super::metadata::{self, MetadataError, MAX_METADATA_BYTES};
 use super::{Record, Store};
 use crate::archive::ScanOptions;
 use crate::error::Error;
+use crate::index::open::OpenError;
 
 /// Reads a `metadata.json`, refusing one over [`MAX_METADATA_BYTES`]. At most the limit plus one
 /// byte is read, whatever the file is: a device or a FIFO (`/dev/zero`, `<(yes)`) has no size to
@@ -50,10 +51,10 @@ pub fn register(
         crate::index::open::build_streaming(&staging.tarball(), source, &ScanOptions::default())
             .map_err(|e| match e {
                 // Name the file the user gave, not its copy in the staging directory.
-                Error::Scan { source, .. } => {
+                OpenError::Scan { source, .. } => {
                     Error::Scan { archive: tarball.to_path_buf(), source }
                 }
-                other => other,
+                other => other.into(),
             })?;
     let problems = meta.check_against(&index);
     if !problems.is_empty() {

@@ -12,6 +12,7 @@ use super::{answer, internal, within_body_timeout, ApiError, App, Code};
 use crate::addon::metadata::{self, Metadata, MAX_METADATA_BYTES};
 use crate::addon::store::Staging;
 use crate::addon::{Record, Store};
+use crate::index::open::OpenError;
 use crate::index::Index;
 
 pub(super) async fn upload_route(State(app): State<Arc<App>>, req: Request) -> Response {
@@ -217,8 +218,8 @@ async fn stream_and_index(
         )
     };
     built.map_err(|e| match e {
-        crate::Error::Scan { source, .. } => not_an_archive(&source),
-        crate::Error::Index { source, .. } => not_an_archive(&source),
+        OpenError::Scan { source, .. } => not_an_archive(&source),
+        OpenError::Index { source, .. } => not_an_archive(&source),
         other => internal("cannot store the upload", &other),
     })
 }

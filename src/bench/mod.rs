@@ -78,6 +78,9 @@ pub enum BenchError {
     /// addonfs itself failed (indexing, mounting).
     #[error(transparent)]
     Addonfs(#[from] crate::Error),
+    /// An archive's index could not be built or loaded.
+    #[error(transparent)]
+    Open(#[from] crate::index::open::OpenError),
     /// The add-on store failed.
     #[error(transparent)]
     Store(#[from] crate::addon::StoreError),

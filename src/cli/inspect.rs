@@ -98,7 +98,7 @@ pub fn index(cmd: &IndexCmd) -> Result<(), Error> {
 /// Opens the archive for reading.
 fn reader(opts: &ArchiveOpts) -> Result<ArchiveReader, Error> {
     let opened = open_index(opts, false)?;
-    ArchiveReader::open(&opts.archive, Arc::new(opened.index), Arc::new(ChunkCache::default()))
+    Ok(ArchiveReader::open(&opts.archive, Arc::new(opened.index), Arc::new(ChunkCache::default()))?)
 }
 
 /// Resolves `path` in the archive without following a final symlink.

@@ -38,5 +38,5 @@ pub(crate) fn open_index(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    opened
+    Ok(opened?)
 }

@@ -9,9 +9,49 @@ use std::time::{Duration, Instant};
 
 use super::builder::CompressedPoint;
 use super::{ArchiveIdentity, Index, IndexBuilder, IndexError};
-use crate::archive::{self, ScanEvent, ScanOptions, ScanSummary};
-use crate::error::Error;
+use crate::archive::{self, ScanError, ScanEvent, ScanOptions, ScanSummary};
 use crate::gzip::{sparsify_window, AccessPoint};
+
+/// Why an archive's index could not be found, built, loaded or written, or its archive opened:
+/// each names the file it concerns. The index layer's own error, so that it and the reader
+/// above it import nothing of the CLI's top-level error (`crate::error::Error` converts it).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// An I/O error on a named file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The archive could not be scanned.
+    #[error("{}: {source}", archive.display())]
+    Scan {
+        /// The archive.
+        archive: PathBuf,
+        /// Why.
+        #[source]
+        source: ScanError,
+    },
+    /// The index could not be built, loaded or written.
+    #[error("{}: {source}", path.display())]
+    Index {
+        /// The index file (or the archive, when building).
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: IndexError,
+    },
+}
+
+impl OpenError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> OpenError {
+        OpenError::Io { path: path.into(), source }
+    }
+}
 
 /// The suffix of an index file kept beside its archive.
 pub const INDEX_SUFFIX: &str = ".addonfs-index";
@@ -69,25 +109,25 @@ pub fn build(
     archive: &Path,
     opts: &ScanOptions,
     progress: Option<Progress<'_>>,
-) -> Result<Index, Error> {
-    let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
-    let before = file.metadata().map_err(|e| Error::io(archive, e))?;
-    let window_file = Arc::new(file.try_clone().map_err(|e| Error::io(archive, e))?);
+) -> Result<Index, OpenError> {
+    let file = File::open(archive).map_err(|e| OpenError::io(archive, e))?;
+    let before = file.metadata().map_err(|e| OpenError::io(archive, e))?;
+    let window_file = Arc::new(file.try_clone().map_err(|e| OpenError::io(archive, e))?);
     let input = ProgressRead { inner: file, read: 0, progress };
     let (summary, builder) =
         scan_into_builder(archive, input, window_file, None, before.mtime(), opts)?;
-    let after = std::fs::metadata(archive).map_err(|e| Error::io(archive, e))?;
+    let after = std::fs::metadata(archive).map_err(|e| OpenError::io(archive, e))?;
     let identity = ArchiveIdentity { digest: summary.digest, ..current_identity(&before) };
     let unchanged = ArchiveIdentity { digest: [0; 32], ..identity };
     if current_identity(&after) != unchanged || summary.compressed_size != identity.size {
-        return Err(Error::Index {
+        return Err(OpenError::Index {
             path: archive.to_path_buf(),
             source: IndexError::Stale("the archive changed while it was being indexed".into()),
         });
     }
     builder
         .finish(identity, summary.compression, opts.span, summary.uncompressed_size)
-        .map_err(|source| Error::Index { path: archive.to_path_buf(), source })
+        .map_err(|source| OpenError::Index { path: archive.to_path_buf(), source })
 }
 
 /// Writes the bytes of `input` to a new file `archive` and builds its index in the same pass:
@@ -98,19 +138,19 @@ pub fn build(
 /// Implicit directories (and the root, if the archive has no `./` entry) get the time the file
 /// was created. Any failure (of `input`, of writing, of the scan) returns an error and leaves
 /// the partial file for the caller to remove; an error of `input` or of writing `archive` is
-/// [`Error::Io`] on `archive`, a bad archive is [`Error::Scan`] or [`Error::Index`].
+/// [`OpenError::Io`] on `archive`, a bad archive is [`OpenError::Scan`] or [`OpenError::Index`].
 pub fn build_streaming<R: Read + Send>(
     archive: &Path,
     input: R,
     opts: &ScanOptions,
-) -> Result<Index, Error> {
+) -> Result<Index, OpenError> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(archive)
-        .map_err(|e| Error::io(archive, e))?;
-    let created = file.metadata().map_err(|e| Error::io(archive, e))?;
-    let window_file = Arc::new(File::open(archive).map_err(|e| Error::io(archive, e))?);
+        .map_err(|e| OpenError::io(archive, e))?;
+    let created = file.metadata().map_err(|e| OpenError::io(archive, e))?;
+    let window_file = Arc::new(File::open(archive).map_err(|e| OpenError::io(archive, e))?);
     let written = Arc::new(Watermark::default());
     let tee = Tee { input, file: Some(file), written: Arc::clone(&written) };
     let failure = Arc::new(std::sync::Mutex::new(None));
@@ -119,16 +159,16 @@ pub fn build_streaming<R: Read + Send>(
         scan_into_builder(archive, tee, window_file, Some(&written), created.mtime(), opts);
     // The tee's own failure (the input broke off, the disk is full) explains the scan's.
     if let Some(e) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        return Err(Error::io(archive, e));
+        return Err(OpenError::io(archive, e));
     }
     let (summary, builder) = scanned?;
     let file = written.take_file().ok_or_else(|| {
-        Error::io(archive, std::io::Error::other("the archive file was not finished"))
+        OpenError::io(archive, std::io::Error::other("the archive file was not finished"))
     })?;
-    file.sync_all().map_err(|e| Error::io(archive, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(archive, e))?;
+    file.sync_all().map_err(|e| OpenError::io(archive, e))?;
+    let meta = file.metadata().map_err(|e| OpenError::io(archive, e))?;
     if meta.len() != summary.compressed_size {
-        return Err(Error::io(
+        return Err(OpenError::io(
             archive,
             std::io::Error::other(format!(
                 "{} bytes were scanned but the file holds {}",
@@ -140,7 +180,7 @@ pub fn build_streaming<R: Read + Send>(
     let identity = ArchiveIdentity { digest: summary.digest, ..current_identity(&meta) };
     builder
         .finish(identity, summary.compression, opts.span, summary.uncompressed_size)
-        .map_err(|source| Error::Index { path: archive.to_path_buf(), source })
+        .map_err(|source| OpenError::Index { path: archive.to_path_buf(), source })
 }
 
 /// Runs one scan of `input` into a fresh [`IndexBuilder`], sparsifying access point windows
@@ -153,7 +193,7 @@ fn scan_into_builder<R: Read + Send>(
     written: Option<&Watermark>,
     default_mtime: i64,
     opts: &ScanOptions,
-) -> Result<(ScanSummary, IndexBuilder), Error> {
+) -> Result<(ScanSummary, IndexBuilder), OpenError> {
     let mut builder = IndexBuilder::new(default_mtime);
     let (summary, points) = std::thread::scope(|s| {
         // Access points go to a second thread, which makes their windows sparse and
@@ -181,8 +221,8 @@ fn scan_into_builder<R: Read + Send>(
         (summary, points)
     });
     let summary: ScanSummary =
-        summary.map_err(|source| Error::Scan { archive: archive.to_path_buf(), source })?;
-    for point in points.map_err(|e| Error::io(archive, e))? {
+        summary.map_err(|source| OpenError::Scan { archive: archive.to_path_buf(), source })?;
+    for point in points.map_err(|e| OpenError::io(archive, e))? {
         builder.add_compressed_point(point);
     }
     Ok((summary, builder))
@@ -356,7 +396,7 @@ pub fn open(
     opts: &ScanOptions,
     force: bool,
     progress: Option<Progress<'_>>,
-) -> Result<Opened, Error> {
+) -> Result<Opened, OpenError> {
     let start = Instant::now();
     let path = index_path.map(Path::to_path_buf).unwrap_or_else(|| default_index_path(archive));
     let reason = if force {
@@ -368,7 +408,7 @@ pub fn open(
             }
             Err(IndexError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Distinguish a missing archive from a missing index.
-                std::fs::metadata(archive).map_err(|e| Error::io(archive, e))?;
+                std::fs::metadata(archive).map_err(|e| OpenError::io(archive, e))?;
                 "no index yet".to_string()
             }
             Err(e) => e.to_string(),
@@ -529,7 +569,7 @@ mod tests {
         let input =
             Dribble { bytes: bytes.clone(), pos: 0, step: 1, fail_at: Some(bytes.len() / 2) };
         match build_streaming(&target, input, &opts()) {
-            Err(Error::Io { path, source }) => {
+            Err(OpenError::Io { path, source }) => {
                 assert_eq!(path, target);
                 assert_eq!(source.kind(), std::io::ErrorKind::ConnectionReset);
             }
@@ -542,12 +582,12 @@ mod tests {
         let target = dir.path().join("corrupt.tar.gz");
         let input = Dribble { bytes: corrupt, pos: 0, step: 1, fail_at: None };
         let e = build_streaming(&target, input, &opts()).map(|_| ()).unwrap_err();
-        assert!(matches!(e, Error::Scan { .. }), "{e}");
+        assert!(matches!(e, OpenError::Scan { .. }), "{e}");
         // The target must be new.
         let input = Dribble { bytes, pos: 0, step: 1, fail_at: None };
         let e = build_streaming(&target, input, &opts()).map(|_| ()).unwrap_err();
         assert!(
-            matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
+            matches!(&e, OpenError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
             "{e}"
         );
     }

@@ -15,9 +15,9 @@ pub use cache::{CacheCounters, CacheStats, ChunkCache, ChunkKey};
 use cache::{Chunk, ChunkState};
 
 use crate::archive::{Compression, EntryKind};
-use crate::error::Error;
 use crate::gzip::{GzipError, SpanInflater};
-use crate::index::{open::current_identity, Data, Index, IndexError, Ino};
+use crate::index::open::{current_identity, OpenError};
+use crate::index::{Data, Index, IndexError, Ino};
 
 /// How far ahead of a request a span is inflated once reads of it go on sequentially, so they
 /// do not relock and resume per call. A span's first read inflates only what it needs, which
@@ -97,14 +97,18 @@ pub struct ArchiveReader {
 impl ArchiveReader {
     /// Opens `archive` for reads described by `index`, caching spans in `cache`. Fails if the
     /// file's size or mtime no longer match the index.
-    pub fn open(archive: &Path, index: Arc<Index>, cache: Arc<ChunkCache>) -> Result<Self, Error> {
-        let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(archive, e))?;
+    pub fn open(
+        archive: &Path,
+        index: Arc<Index>,
+        cache: Arc<ChunkCache>,
+    ) -> Result<Self, OpenError> {
+        let file = File::open(archive).map_err(|e| OpenError::io(archive, e))?;
+        let meta = file.metadata().map_err(|e| OpenError::io(archive, e))?;
         let now = current_identity(&meta);
         let want = index.identity();
         if (now.size, now.mtime_sec, now.mtime_nsec) != (want.size, want.mtime_sec, want.mtime_nsec)
         {
-            return Err(Error::Index {
+            return Err(OpenError::Index {
                 path: archive.to_path_buf(),
                 source: IndexError::Stale("the archive changed since it was indexed".into()),
             });
