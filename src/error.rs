@@ -2,9 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::archive::ScanError;
-use crate::index::IndexError;
-
 /// An addonfs failure, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -17,24 +14,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The archive could not be scanned.
-    #[error("{}: {source}", archive.display())]
-    Scan {
-        /// The archive.
-        archive: PathBuf,
-        /// Why.
-        #[source]
-        source: ScanError,
-    },
-    /// The index could not be built, loaded or written.
-    #[error("{}: {source}", path.display())]
-    Index {
-        /// The index file (or the archive, when building).
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: IndexError,
-    },
+    /// An archive or its index could not be opened, scanned, built, loaded or written (the
+    /// index layer's own error, naming its file).
+    #[error(transparent)]
+    Open(#[from] crate::index::open::OpenError),
     /// A path was not found in the archive.
     #[error("{}: no such entry: {entry}", archive.display())]
     NotFound {
@@ -66,18 +49,6 @@ pub enum Error {
     /// usage.
     #[error("{0}")]
     Daemon(String),
-}
-
-impl From<crate::index::open::OpenError> for Error {
-    /// The index layer's error keeps its file and its kind (and so its exit code).
-    fn from(e: crate::index::open::OpenError) -> Error {
-        use crate::index::open::OpenError;
-        match e {
-            OpenError::Io { path, source } => Error::Io { path, source },
-            OpenError::Scan { archive, source } => Error::Scan { archive, source },
-            OpenError::Index { path, source } => Error::Index { path, source },
-        }
-    }
 }
 
 impl From<crate::addon::StoreError> for Error {

@@ -52,9 +52,9 @@ pub fn register(
             .map_err(|e| match e {
                 // Name the file the user gave, not its copy in the staging directory.
                 OpenError::Scan { source, .. } => {
-                    Error::Scan { archive: tarball.to_path_buf(), source }
+                    OpenError::Scan { archive: tarball.to_path_buf(), source }
                 }
-                other => other.into(),
+                other => other,
             })?;
     let problems = meta.check_against(&index);
     if !problems.is_empty() {

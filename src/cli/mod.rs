@@ -27,6 +27,7 @@ use args::{Command, LogFormat};
 
 use crate::archive::ScanError;
 use crate::error::Error;
+use crate::index::open::OpenError;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -91,8 +92,8 @@ fn is_broken_pipe(e: &Error) -> bool {
 /// The exit code for an error.
 pub fn exit_code(e: &Error) -> i32 {
     match e {
-        Error::Scan { source: ScanError::Io(_), .. } => EXIT_FAILURE,
-        Error::Scan { .. } => EXIT_BAD_ARCHIVE,
+        Error::Open(OpenError::Scan { source: ScanError::Io(_), .. }) => EXIT_FAILURE,
+        Error::Open(OpenError::Scan { .. }) => EXIT_BAD_ARCHIVE,
         Error::NotFound { .. } | Error::NoSuchAddon(_) => EXIT_NOT_FOUND,
         Error::Usage(_) => EXIT_USAGE,
         Error::Invalid(_) => EXIT_INVALID,
