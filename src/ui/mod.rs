@@ -748,18 +748,21 @@ fn clean_path(path: &str) -> String {
         .join("/")
 }
 
+/// The add-on a page is about and its index (the add-on page and the file page).
+async fn addon_with_index(ui: &Ui, identifier: &str) -> Result<(Addon, Arc<Index>), ApiError> {
+    let addon = find_addon(ui, identifier)?;
+    let index = load_index(&addon).await?;
+    Ok((addon, index))
+}
+
 async fn addon_page(
     State(ui): State<Arc<Ui>>,
     Extension(SessionId(sid)): Extension<SessionId>,
     Path(identifier): Path<String>,
     Query(q): Query<TreeQuery>,
 ) -> Response {
-    let addon = match find_addon(&ui, &identifier) {
-        Ok(addon) => addon,
-        Err(e) => return error_page(&e),
-    };
-    let index = match load_index(&addon).await {
-        Ok(i) => i,
+    let (addon, index) = match addon_with_index(&ui, &identifier).await {
+        Ok(found) => found,
         Err(e) => return error_page(&e),
     };
     let r = &addon.record;
@@ -942,12 +945,8 @@ async fn file_page(
     Path(identifier): Path<String>,
     Query(q): Query<TreeQuery>,
 ) -> Response {
-    let addon = match find_addon(&ui, &identifier) {
-        Ok(addon) => addon,
-        Err(e) => return error_page(&e),
-    };
-    let index = match load_index(&addon).await {
-        Ok(i) => i,
+    let (addon, index) = match addon_with_index(&ui, &identifier).await {
+        Ok(found) => found,
         Err(e) => return error_page(&e),
     };
     let path = clean_path(&q.path);
