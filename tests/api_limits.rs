@@ -3,7 +3,7 @@
 //! low open-files limit, the cap on concurrent uploads, and answers that keep internal paths
 //! to the log. Time bounds here are safety nets against hangs, never assertions about speed.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,13 +46,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start addonfs serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
+        let url = common::http::serve_url(&mut child);
         let addr = url.trim_start_matches("http://").to_string();
         Server { child, url, addr, state: state.to_path_buf() }
     }

@@ -31,13 +31,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start addonfs serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
+        let url = common::http::serve_url(&mut child);
         Server { child, url, state: state.to_path_buf() }
     }
 

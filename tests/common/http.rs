@@ -98,21 +98,25 @@ impl Serve {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start addonfs serve");
-        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut url = None;
-        for _ in 0..4 {
-            let mut line = String::new();
-            if reader.read_line(&mut line).expect("read stdout") == 0 {
-                break;
-            }
-            if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                url = Some(u.to_string());
-                break;
-            }
-        }
-        let url = url.expect("serve printed its address");
+        let url = serve_url(&mut child);
         Serve { child, url, state: state.to_path_buf(), mount: mount.map(Path::to_path_buf) }
     }
+}
+
+/// The `http://ADDRESS` a just-started `addonfs serve` prints on its standard output (piped)
+/// once it listens, read from the first few lines.
+pub fn serve_url(child: &mut Child) -> String {
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    for _ in 0..4 {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("read stdout") == 0 {
+            break;
+        }
+        if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            return u.to_string();
+        }
+    }
+    panic!("addonfs serve printed no address")
 }
 
 impl Drop for Serve {
