@@ -21,8 +21,6 @@ pub mod push;
 pub mod stats;
 
 #[cfg(test)]
-mod namespace_tests;
-#[cfg(test)]
 mod tests;
 
 use std::cell::RefCell;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::namespace::{compose, split, Layout, Namespace, Node, Slot, Volume, FUSE_ROOT};
+use super::{compose, split, Layout, Namespace, Node, Slot, Volume, FUSE_ROOT};
 use crate::archive::{EntryKind, ScanOptions};
 use crate::index::ROOT_INO;
 use crate::reader::{ArchiveReader, ChunkCache};
