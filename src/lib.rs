@@ -22,7 +22,6 @@ pub mod attach;
 pub mod bench;
 pub mod cli;
 pub mod daemon;
-pub mod error;
 pub mod fs;
 pub mod gzip;
 pub mod index;
@@ -36,5 +35,4 @@ pub mod ui;
 #[cfg(test)]
 mod testutil;
 
-pub use error::Error;
 pub use limits::Limits;

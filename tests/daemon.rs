@@ -565,8 +565,11 @@ fn metrics_follow_reads_and_readyz_follows_the_mount() {
 }
 
 /// A daemon run in process: its API URL, the sender that stops it, and its thread.
-type InProcess =
-    (String, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<Result<(), addonfs::Error>>);
+type InProcess = (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<Result<(), addonfs::daemon::DaemonError>>,
+);
 
 /// Runs `daemon::run` over `config` in a thread, once it said it is ready.
 fn run_in_thread(config: addonfs::daemon::Config) -> InProcess {

@@ -9,7 +9,7 @@ pub mod store;
 
 pub use lock::{LockError, StateLock};
 pub use metadata::{Metadata, MetadataError};
-pub use register::register;
+pub use register::{register, RegisterError};
 pub use store::{Record, Status, Store, StoreError};
 
 /// RFC 3339 UTC time (`YYYY-MM-DDTHH:MM:SSZ`) for seconds since the epoch.

@@ -3,22 +3,51 @@
 //! addons register` does against a local state directory, and how the startup benchmark adds
 //! its add-ons. (The HTTP API does the same steps while the upload streams in.)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::metadata::{self, MetadataError, MAX_METADATA_BYTES};
-use super::{Record, Store};
+use super::{Record, Store, StoreError};
 use crate::archive::ScanOptions;
-use crate::error::Error;
 use crate::index::open::OpenError;
+
+/// Why an add-on could not be registered from local files.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// An I/O error on a named file (the metadata, the tarball).
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The add-on broke a registry rule (the message lists every problem, each naming the
+    /// metadata file).
+    #[error("{0}")]
+    Invalid(String),
+    /// The tarball could not be indexed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The store refused or failed (a name taken, a conflict, its lock, its files).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RegisterError {
+    fn io(path: &Path, source: std::io::Error) -> RegisterError {
+        RegisterError::Io { path: path.to_path_buf(), source }
+    }
+}
 
 /// Reads a `metadata.json`, refusing one over [`MAX_METADATA_BYTES`]. At most the limit plus one
 /// byte is read, whatever the file is: a device or a FIFO (`/dev/zero`, `<(yes)`) has no size to
 /// check up front and would otherwise be read until memory runs out.
-pub fn read_metadata(path: &Path) -> Result<Vec<u8>, Error> {
+pub fn read_metadata(path: &Path) -> Result<Vec<u8>, RegisterError> {
     let bytes = crate::limits::read_at_most(path, MAX_METADATA_BYTES as u64 + 1)
-        .map_err(|e| Error::io(path, e))?;
+        .map_err(|e| RegisterError::io(path, e))?;
     if bytes.len() > MAX_METADATA_BYTES {
-        return Err(Error::Invalid(format!(
+        return Err(RegisterError::Invalid(format!(
             "{}: metadata is larger than the limit of {MAX_METADATA_BYTES} bytes",
             path.display()
         )));
@@ -41,12 +70,12 @@ pub fn register(
     metadata_path: &Path,
     metadata_bytes: &[u8],
     tarball: &Path,
-) -> Result<Record, Error> {
+) -> Result<Record, RegisterError> {
     let meta = metadata::validate(metadata_bytes, None)
-        .map_err(|p| Error::Invalid(problems_text(metadata_path, &p)))?;
+        .map_err(|p| RegisterError::Invalid(problems_text(metadata_path, &p)))?;
     store.check_new(&meta)?;
     let staging = store.stage()?;
-    let source = std::fs::File::open(tarball).map_err(|e| Error::io(tarball, e))?;
+    let source = std::fs::File::open(tarball).map_err(|e| RegisterError::io(tarball, e))?;
     let index =
         crate::index::open::build_streaming(&staging.tarball(), source, &ScanOptions::default())
             .map_err(|e| match e {
@@ -58,7 +87,7 @@ pub fn register(
             })?;
     let problems = meta.check_against(&index);
     if !problems.is_empty() {
-        return Err(Error::Invalid(problems_text(metadata_path, &problems)));
+        return Err(RegisterError::Invalid(problems_text(metadata_path, &problems)));
     }
     Ok(store.commit(staging, &meta, metadata_bytes, &index)?)
 }

@@ -75,9 +75,12 @@ pub enum BenchError {
         /// What the plotting library said.
         message: String,
     },
-    /// addonfs itself failed (indexing, mounting).
+    /// An add-on could not be registered.
     #[error(transparent)]
-    Addonfs(#[from] crate::Error),
+    Register(#[from] crate::addon::RegisterError),
+    /// The daemon's mount could not start.
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
     /// An archive's index could not be built or loaded.
     #[error(transparent)]
     Open(#[from] crate::index::open::OpenError),

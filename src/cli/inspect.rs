@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::args::{ArchiveOpts, CatCmd, IndexCmd, LsCmd, StatCmd};
 use super::format::{human_bytes, kind_name, mode_string, show, utc_time};
+use super::Error;
 use crate::archive::{Compression, EntryKind};
-use crate::error::Error;
 use crate::index::open::{Opened, Origin};
 use crate::index::{Attr, Data, Index, Ino, ROOT_INO};
 use crate::reader::{ArchiveReader, ChunkCache};

@@ -7,13 +7,14 @@ macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         writeln!(std::io::stdout().lock(), $($arg)*)
-            .map_err(|e| $crate::error::Error::io("<stdout>", e))
+            .map_err(|e| $crate::cli::Error::io("<stdout>", e))
     }};
 }
 
 pub mod args;
 pub mod attach;
 mod bench;
+pub mod error;
 mod format;
 mod inspect;
 mod mount;
@@ -24,9 +25,9 @@ use std::io::IsTerminal;
 
 pub use args::Cli;
 use args::{Command, LogFormat};
+pub use error::Error;
 
 use crate::archive::ScanError;
-use crate::error::Error;
 use crate::index::open::OpenError;
 
 /// Exit code: success.

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::args::MountCmd;
 use super::open::open_index;
-use crate::error::Error;
+use super::Error;
 use crate::fs::namespace::{Namespace, Slot, Volume, MAX_SLOT};
 use crate::fs::{AddonFs, FsOptions};
 use crate::index::open::Origin;

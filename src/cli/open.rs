@@ -5,8 +5,8 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::Error;
 use crate::archive::ScanOptions;
-use crate::error::Error;
 use crate::index::open::{self, Opened};
 
 /// Opens (loading or building) the index of `archive` (kept at `index`, default beside it),

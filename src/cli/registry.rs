@@ -3,13 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use super::args::{AddonsCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
+use super::Error;
 use crate::addon::metadata;
 use crate::addon::register::{problems_text, read_metadata};
 use crate::addon::{LockError, Record, Status, Store, StoreError};
 use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError};
 use crate::archive::ScanOptions;
 use crate::daemon::{Config, KeySource, MountConfig, DEFAULT_DRAIN};
-use crate::error::Error;
 use crate::limits::Limits;
 
 /// The state directory: the flag (or `ADDONFS_STATE_DIR`), else `/var/lib/addonfs` for root,
@@ -77,7 +77,7 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         mount,
         drain: DEFAULT_DRAIN,
     };
-    crate::daemon::run(&config, shutdown_signal(), |_| {})
+    Ok(crate::daemon::run(&config, shutdown_signal(), |_| {})?)
 }
 
 async fn shutdown_signal() {

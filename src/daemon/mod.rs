@@ -14,8 +14,10 @@
 //! volume's slot is the add-on's id (persisted, never reused), so inode numbers survive
 //! restarts.
 
+mod error;
 mod run;
 
+pub use error::DaemonError;
 pub use run::{run, Config, KeySource, MountConfig, DEFAULT_DRAIN, UNMOUNT_GRACE};
 
 use std::collections::HashMap;
@@ -27,7 +29,6 @@ use crate::addon::store::{Addon, Follower};
 use crate::addon::{Status, Store};
 use crate::archive::ScanOptions;
 use crate::attach::{Manifest, ManifestAddon, MANIFEST_NAME};
-use crate::error::Error;
 use crate::fs::namespace::{Layout, Namespace, Slot, Volume};
 use crate::fs::stats::FsStats;
 use crate::fs::{AddonFs, FsOptions};
@@ -73,14 +74,14 @@ impl DaemonMount {
         mountpoint: &Path,
         cache_bytes: u64,
         opts: &MountOptions,
-    ) -> Result<DaemonMount, Error> {
+    ) -> Result<DaemonMount, DaemonError> {
         let ns = Arc::new(Namespace::new(Layout::Directories, (0, 0)));
         ns.set_file(MANIFEST_NAME.as_bytes(), MANIFEST_INO, manifest_bytes(0, &[]), true)
-            .map_err(|e| Error::Daemon(format!("cannot create {MANIFEST_NAME}: {e}")))?;
+            .map_err(|e| DaemonError::Failed(format!("cannot create {MANIFEST_NAME}: {e}")))?;
         let fs = AddonFs::new(Arc::clone(&ns), FsOptions::default());
         let fs_stats = fs.stats();
         let mounted = mount(fs, mountpoint, opts)
-            .map_err(|e| Error::io(mountpoint, std::io::Error::other(e.to_string())))?;
+            .map_err(|e| DaemonError::io(mountpoint, std::io::Error::other(e.to_string())))?;
         let path = mounted.path().to_path_buf();
         let shared = Arc::new(Shared {
             store: Arc::clone(&store),
@@ -198,7 +199,7 @@ impl Shared {
     }
 
     /// Opens an add-on's archive and adds it to the namespace.
-    fn add(&self, addon: &Addon, visible: bool) -> Result<(), Error> {
+    fn add(&self, addon: &Addon, visible: bool) -> Result<(), DaemonError> {
         let tarball = addon.tarball();
         let index = match load_matching(&tarball, &addon.index(), ScanOptions::DEFAULT_SPAN) {
             Ok(index) => index,
@@ -215,11 +216,11 @@ impl Shared {
         };
         let reader = ArchiveReader::open(&tarball, Arc::new(index), Arc::clone(&self.cache))?;
         let slot = Slot::try_from(addon.record.id).map_err(|_| {
-            Error::Daemon(format!("add-on id {} is too large for a slot", addon.record.id))
+            DaemonError::Failed(format!("add-on id {} is too large for a slot", addon.record.id))
         })?;
         self.ns
             .add_volume(addon.record.identifier.as_bytes(), Volume::new(slot, reader), visible)
-            .map_err(|e| Error::Daemon(format!("{}: {e}", addon.record.identifier)))?;
+            .map_err(|e| DaemonError::Failed(format!("{}: {e}", addon.record.identifier)))?;
         Ok(())
     }
 }

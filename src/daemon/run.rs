@@ -16,10 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::DaemonMount;
+use super::{DaemonError, DaemonMount};
 use crate::addon::Store;
 use crate::api::{ApiKeys, ApiLimits, Observed};
-use crate::error::Error;
 use crate::mount::MountOptions;
 
 /// How long a busy mount gets at shutdown before it is detached lazily.
@@ -77,7 +76,7 @@ pub fn run(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
     listening: impl FnOnce(SocketAddr),
-) -> Result<(), Error> {
+) -> Result<(), DaemonError> {
     let dir = &config.state_dir;
     // Idle connections must not run the process out of descriptors: the soft limit goes up to
     // the hard one, and the connection cap comes down to fit it.
@@ -100,12 +99,12 @@ pub fn run(
         KeySource::Key(key) => ApiKeys::new([key.clone()]),
         KeySource::File(path) => ApiKeys::from_file(path).map_err(|e| match e.kind() {
             // The message names the file already.
-            std::io::ErrorKind::InvalidData => Error::Usage(e.to_string()),
-            _ => Error::io(path, e),
+            std::io::ErrorKind::InvalidData => DaemonError::BadKeyFile(e.to_string()),
+            _ => DaemonError::io(path, e),
         })?,
         KeySource::StateDir => {
-            let (keys, path, created) =
-                ApiKeys::load_or_create(dir).map_err(|e| Error::io(dir.join("api-keys"), e))?;
+            let (keys, path, created) = ApiKeys::load_or_create(dir)
+                .map_err(|e| DaemonError::io(dir.join("api-keys"), e))?;
             if created {
                 eprintln!("addonfs: created the API key file {} (mode 0600)", path.display());
             }
@@ -116,7 +115,7 @@ pub fn run(
         None => None,
         Some(m) => {
             // Not `create_dir_all`: after a crash a stale mount is there (see `create_mountpoint`).
-            crate::mount::create_mountpoint(&m.path).map_err(|e| Error::io(&m.path, e))?;
+            crate::mount::create_mountpoint(&m.path).map_err(|e| DaemonError::io(&m.path, e))?;
             let opts = MountOptions { allow_other: m.allow_other, ..MountOptions::default() };
             let daemon = DaemonMount::start(Arc::clone(&store), &m.path, m.cache_bytes, &opts)?;
             say(format_args!("addonfs: mounted the add-ons at {}", daemon.path().display()));
@@ -147,16 +146,16 @@ fn serve_api(
     observed: Observed,
     shutdown: impl Future<Output = ()> + Send + 'static,
     listening: impl FnOnce(SocketAddr),
-) -> Result<(), Error> {
+) -> Result<(), DaemonError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Daemon(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| DaemonError::Failed(format!("cannot start the runtime: {e}")))?;
     let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|e| Error::Daemon(format!("cannot listen on {}: {e}", config.listen)))?;
-        let addr = listener.local_addr().map_err(|e| Error::Daemon(e.to_string()))?;
+            .map_err(|e| DaemonError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
+        let addr = listener.local_addr().map_err(|e| DaemonError::Failed(e.to_string()))?;
         // Where the admin commands reach this daemon (a wildcard address through loopback),
         // recorded before the address is printed.
         let reachable = match addr.ip() {
@@ -187,7 +186,7 @@ fn serve_api(
             }
         };
         tokio::select! {
-            result = served => result.map_err(|e| Error::Daemon(format!("server failed: {e}"))),
+            result = served => result.map_err(|e| DaemonError::Failed(format!("server failed: {e}"))),
             () = drained => {
                 tracing::warn!(
                     drain = ?config.drain,

@@ -26,7 +26,7 @@ pub use streaming::build_streaming;
 
 /// Why an archive's index could not be found, built, loaded or written, or its archive opened:
 /// each names the file it concerns. The index layer's own error, so that it and the reader
-/// above it import nothing of the CLI's top-level error (`crate::error::Error` converts it).
+/// above it import nothing of the CLI's top-level error (`crate::cli::Error` converts it).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// An I/O error on a named file.

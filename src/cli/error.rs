@@ -1,6 +1,13 @@
-//! The top-level error type: every failure names the file it concerns.
+//! The command-line tool's error: what a command failed with, each layer's error converted
+//! into it once, here, and mapped to an exit code once, by [`super::exit_code`]. Only `cli`
+//! uses it: the layers below return their own errors (the index's `OpenError`, the reader's
+//! `ReadError`, the store's `StoreError`, registering's `RegisterError`, the daemon's
+//! `DaemonError`, the API client's `ClientError`). Every failure names the file it concerns.
 
 use std::path::PathBuf;
+
+use crate::addon::register::RegisterError;
+use crate::daemon::DaemonError;
 
 /// An addonfs failure, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +69,35 @@ impl From<crate::addon::StoreError> for Error {
             StoreError::Locked(e) => Error::Locked(e),
             e @ StoreError::NotFound(_) => Error::NoSuchAddon(e.to_string()),
             other => Error::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl From<RegisterError> for Error {
+    /// Registering's failures keep their kind: an I/O error on its file, a broken rule, the
+    /// index's error, the store's (converted as the store's own are).
+    fn from(e: RegisterError) -> Error {
+        match e {
+            RegisterError::Io { path, source } => Error::Io { path, source },
+            RegisterError::Invalid(message) => Error::Invalid(message),
+            RegisterError::Open(e) => Error::Open(e),
+            RegisterError::Store(e) => Error::from(e),
+        }
+    }
+}
+
+impl From<DaemonError> for Error {
+    /// The daemon's failures keep their kind: an I/O error on its file, a malformed keys file is
+    /// bad usage, the store's, index's and reader's errors as their own are converted, and what
+    /// kept the daemon from its work (a port in use) is an environment failure.
+    fn from(e: DaemonError) -> Error {
+        match e {
+            DaemonError::Io { path, source } => Error::Io { path, source },
+            DaemonError::BadKeyFile(message) => Error::Usage(message),
+            DaemonError::Store(e) => Error::from(e),
+            DaemonError::Open(e) => Error::Open(e),
+            DaemonError::Read(e) => Error::Read(e),
+            DaemonError::Failed(message) => Error::Daemon(message),
         }
     }
 }
