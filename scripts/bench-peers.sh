@@ -12,7 +12,10 @@
 # one under /var/tmp/addonfs-bench, removed at the end unless KEEP=1), READ_TIMEOUT (seconds
 # for "read everything", default 150), PEERS (the peers to run, default "ratarmount
 # archivemount", each when installed; PEERS= runs addonfs and ext4 alone), DROP_CACHES=0
-# (smoke tests only: figures are then not cold).
+# (smoke tests only: figures are then not cold). ADDONFS_BASE: a second addonfs binary (a
+# release build of an earlier commit, say), measured as the tool `addonfs-base` in the same
+# rounds, with a column of its own and the ratio of addonfs's medians to its own (before/after
+# a change, side by side in one run).
 #
 # The tools alternate: each round measures every tool once (addonfs, the peers, ext4), the
 # order rotating from round to round, so a change in the machine's load hits them alike. Each
@@ -64,7 +67,7 @@ echo "work directory: $WORK" >&2
 
 # Copies of the archive per tool, so each keeps its own index beside it.
 declare -A COPY
-for tool in addonfs ratarmount archivemount; do
+for tool in addonfs addonfs-base ratarmount archivemount; do
   COPY[$tool]="$(mktemp "$WORK/$tool.XXXXXX.tar.gz")"
   cp "$ARCHIVE" "${COPY[$tool]}"
 done
@@ -86,6 +89,7 @@ start_mount() {  # tool
   local tool="$1" archive="${COPY[$1]}"
   case "$tool" in
     addonfs) "$ADDONFS" mount "$archive" "$MNT" >/dev/null 2>>"$WORK/addonfs.log" & ;;
+    addonfs-base) "$ADDONFS_BASE" mount "$archive" "$MNT" >/dev/null 2>>"$WORK/addonfs-base.log" & ;;
     ratarmount) ratarmount -f --index-file "$archive.index.sqlite" "$archive" "$MNT" >>"$WORK/ratarmount.log" 2>&1 & ;;
     archivemount) archivemount -f -o ro,readonly "$archive" "$MNT" >>"$WORK/archivemount.log" 2>&1 & ;;
   esac
@@ -116,7 +120,7 @@ unmount() {
 
 remove_index() {  # tool
   case "$1" in
-    addonfs) rm -f "${COPY[$1]}.addonfs-index" ;;
+    addonfs|addonfs-base) rm -f "${COPY[$1]}.addonfs-index" ;;
     ratarmount) rm -f "${COPY[$1]}.index.sqlite" ;;
     archivemount) ;;
   esac
@@ -194,6 +198,7 @@ measure_ext4() {
 }
 
 TOOLS=(addonfs)
+[[ -z "${ADDONFS_BASE:-}" ]] || TOOLS+=(addonfs-base)
 for peer in ${PEERS-ratarmount archivemount}; do
   case "$peer" in
     ratarmount) hint="pip install ratarmount" ;;
@@ -250,6 +255,15 @@ ratio() {  # tool metric: ratarmount / tool (times faster), on medians; for rss:
     awk -v a="$v" -v b="$r" 'BEGIN { if (b >= a) printf "%.1f× faster", b / a; else printf "%.1f× slower", a / b }'
   fi
 }
+# addonfs's median over addonfs-base's (below 1: addonfs takes less time or memory).
+to_base() {  # metric
+  local v="${R[addonfs,$1]:-}" b="${R[addonfs-base,$1]:-}"
+  [[ "$v" =~ ^[0-9\ ]+$ && "$b" =~ ^[0-9\ ]+$ ]] || { echo "—"; return; }
+  v="$(median <<<"$v")"
+  b="$(median <<<"$b")"
+  ((b > 0)) || { echo "—"; return; }
+  awk -v a="$v" -v b="$b" 'BEGIN { printf "%.2f", a / b }'
+}
 
 echo
 echo "Archive: \`$(basename "$ARCHIVE")\`, $(du -m "$ARCHIVE" | cut -f1) MB, $FILES files;" \
@@ -259,6 +273,7 @@ for tool in "${TOOLS[@]:1}"; do
   case "$tool" in
     ratarmount) versions+=", $(ratarmount --version 2>/dev/null | head -n 1 | tr -s ' ')" ;;
     archivemount) versions+=", $(archivemount --version 2>&1 | head -n 1)" ;;
+    addonfs-base) versions+=", addonfs-base: $ADDONFS_BASE $("$ADDONFS_BASE" --version | cut -d' ' -f2)" ;;
   esac
 done
 echo "Kernel $(uname -r), $(nproc) cores; $versions."
@@ -270,6 +285,7 @@ for tool in "${TOOLS[@]:1}"; do header+=" | $tool"; sep+="|---"; done
 header+=" | ext4 (extracted)"
 sep+="|---"
 [[ " ${TOOLS[*]} " == *" ratarmount "* ]] && { header+=" | addonfs vs ratarmount"; sep+="|---"; }
+[[ " ${TOOLS[*]} " == *" addonfs-base "* ]] && { header+=" | addonfs / addonfs-base"; sep+="|---"; }
 echo "$header |"
 echo "$sep|"
 for metric in first mount find small readall rss; do
@@ -288,6 +304,7 @@ for metric in first mount find small readall rss; do
     *) row+=" | —" ;;
   esac
   [[ " ${TOOLS[*]} " == *" ratarmount "* ]] && row+=" | $(ratio addonfs $metric)"
+  [[ " ${TOOLS[*]} " == *" addonfs-base "* ]] && row+=" | $(to_base $metric)"
   echo "$row |"
 done
 for tool in "${TOOLS[@]}"; do
