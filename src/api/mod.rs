@@ -16,6 +16,7 @@ pub mod client;
 mod error;
 pub mod health;
 mod list;
+pub mod node;
 pub mod server;
 mod status;
 mod upload;

@@ -52,6 +52,8 @@ pub enum Command {
     Validate(ValidateCmd),
     /// The node daemon: mount every add-on of a state directory and serve the registry's API.
     Serve(ServeCmd),
+    /// A node follower: mount every enabled add-on of a shared store's catalog, read-only.
+    Node(NodeCmd),
     /// Administer the add-ons of a local state directory.
     #[command(subcommand)]
     Addons(AddonsCmd),
@@ -104,6 +106,35 @@ pub const DEFAULT_MOUNT: &str = "/runtime-addons";
 /// The workload root `attach` and `detach` work in unless told.
 pub const DEFAULT_ROOT: &str = "/";
 
+/// `addonfs node`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeCmd {
+    /// The store: a directory (`/var/lib/addonfs`, `file:///...`, e.g. a shared NFS
+    /// directory) or `s3://bucket/prefix` (configured from the AWS_* environment). The node
+    /// only reads it.
+    #[arg(long, value_name = "URL")]
+    pub store: String,
+    /// Where every enabled add-on is mounted (one directory per add-on, plus `/.addons.json`).
+    #[arg(long, default_value = DEFAULT_MOUNT, value_name = "DIR")]
+    pub mount: PathBuf,
+    /// The node cache: verified copies of the add-ons served, kept across restarts.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: PathBuf,
+    /// Bytes the node cache may hold on disk (least recently used add-ons not in use are
+    /// evicted; suffixes K, M, G).
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Bytes of decompressed gzip spans kept in memory, shared by all add-ons.
+    #[arg(long, default_value = "32M", value_parser = parse_size)]
+    pub memory_cache: u64,
+    /// Serve `/healthz`, `/readyz` and `/metrics` on this address (none by default).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Let every user read the mount (workloads run as other users than the node).
+    #[arg(long)]
+    pub allow_other: bool,
+}
+
 /// `addonfs attach`.
 #[derive(Debug, Args)]
 pub struct AttachCmd {
@@ -116,6 +147,13 @@ pub struct AttachCmd {
     /// Print a JSON report instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Wait until the mount shows at least this catalog revision (the registry's answers
+    /// carry it) before attaching; fail if it does not within `--wait`.
+    #[arg(long, value_name = "N")]
+    pub min_revision: Option<u64>,
+    /// How long `--min-revision` waits (`5s`, `500ms`, seconds without a unit).
+    #[arg(long, default_value = "5s", value_parser = crate::attach::parse_wait, value_name = "DURATION")]
+    pub wait: std::time::Duration,
 }
 
 /// `addonfs detach`.

@@ -80,7 +80,7 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
     crate::daemon::run(&config, shutdown_signal(), |_| {})
 }
 
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = async {
         match signal(SignalKind::terminate()) {
