@@ -376,6 +376,13 @@ impl Follower {
                 self.stats.catalog_not_modified.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
+            // A catalog served before cannot vanish from a healthy store (an unmounted NFS
+            // share, a wrong bucket): that is the store failing.
+            Err(object_store::Error::NotFound { .. })
+                if self.catalog.as_ref().is_some_and(|c| c.revision > 0) =>
+            {
+                return Err(format!("{CATALOG_KEY} is gone from the store"));
+            }
             // No catalog yet: an empty store (the registry has not written one).
             Err(object_store::Error::NotFound { .. }) => {
                 if self.catalog.is_none() {

@@ -1,0 +1,484 @@
+//! Every node, one registry (issue 12), from the node side: three `addonfs node` processes on
+//! one machine, each with its own mount point and cache directory, follow one store.
+//!
+//! The store is written by a publisher that follows the catalog layout of
+//! `docs/architecture.md` (objects first, catalog last) through `object_store`, so the same
+//! tests run against a shared local directory and, where the harness has it, a real Garage.
+//! The nodes are real processes, read through their real FUSE mounts, and killed with SIGKILL
+//! where the test says so. FUSE is required under `CI`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+mod common;
+
+/// How long a change may take to reach every node in these tests: the issue's bound is 2 s
+/// (measured in docs/benchmarks.md); this is only a liveness bound on a loaded machine.
+const BOUND: Duration = Duration::from_secs(10);
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes add-ons and the catalog into a store as the registry does: every object of an
+/// upload under a fresh key, then the catalog (the only object that changes).
+struct Publisher {
+    store: Arc<dyn ObjectStore>,
+    rt: tokio::runtime::Runtime,
+    revision: u64,
+    addons: Vec<Value>,
+    work: tempfile::TempDir,
+}
+
+impl Publisher {
+    fn new(store: Arc<dyn ObjectStore>) -> Publisher {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        Publisher { store, rt, revision: 0, addons: vec![], work: tempfile::tempdir().unwrap() }
+    }
+
+    fn put(&self, key: &str, bytes: Vec<u8>) {
+        self.rt
+            .block_on(self.store.put(&ObjectPath::from(key), PutPayload::from(bytes)))
+            .unwrap_or_else(|e| panic!("put {key}: {e}"));
+    }
+
+    /// Uploads an add-on `name` whose tree has `files` (relative path → content) and asks for
+    /// `paths`; returns the new revision.
+    fn upload(&mut self, name: &str, files: &[(&str, &[u8])], paths: &[&str]) -> u64 {
+        let tree = self.work.path().join(format!("tree-{name}"));
+        for (rel, content) in files {
+            let path = tree.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, content).unwrap();
+        }
+        let tarball = self.work.path().join(format!("{name}.tar.gz"));
+        common::run(Command::new("tar").arg("-czf").arg(&tarball).arg("-C").arg(&tree).arg("."));
+        common::run(Command::new(env!("CARGO_BIN_EXE_addonfs")).arg("index").arg(&tarball));
+        let tar = std::fs::read(&tarball).unwrap();
+        let index = std::fs::read(format!("{}.addonfs-index", tarball.display())).unwrap();
+        let identifier = format!("custom-addon-{name}");
+        let dir = format!("addons/{identifier}/{}-{:x}", self.addons.len() + 1, rand_u32());
+        let (tk, ik, mk) = (
+            format!("{dir}/addon.tar.gz"),
+            format!("{dir}/addon.tar.gz.addonfs-index"),
+            format!("{dir}/metadata.json"),
+        );
+        self.put(&tk, tar.clone());
+        self.put(&ik, index.clone());
+        self.put(&mk, serde_json::to_vec(&json!({"name": name, "paths": paths})).unwrap());
+        self.addons.push(json!({
+            "id": self.addons.len() + 1, "identifier": identifier, "component": "Custom",
+            "display_name": name, "status": "AVAILABLE", "manageable": true,
+            "created_at": "2026-11-30T00:00:00Z", "reason": "",
+            "size": tar.len(), "sha256": hex(&Sha256::digest(&tar)),
+            "paths": paths,
+            "objects": {"tarball": tk, "index": ik, "metadata": mk},
+            "index_size": index.len(), "index_sha256": hex(&Sha256::digest(&index)),
+        }));
+        self.commit()
+    }
+
+    /// Sets an add-on's status; returns the new revision.
+    fn set_status(&mut self, name: &str, status: &str) -> u64 {
+        let identifier = format!("custom-addon-{name}");
+        let addon = self.addons.iter_mut().find(|a| a["identifier"] == identifier).unwrap();
+        addon["status"] = json!(status);
+        self.commit()
+    }
+
+    fn commit(&mut self) -> u64 {
+        self.revision += 1;
+        self.write_catalog(self.revision);
+        self.revision
+    }
+
+    fn write_catalog(&self, revision: u64) {
+        let catalog = json!({"format": 1, "revision": revision, "addons": self.addons});
+        self.put("catalog.json", serde_json::to_vec_pretty(&catalog).unwrap());
+    }
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
+    u32::from_le_bytes(b)
+}
+
+/// A running `addonfs node`; stopped on drop (SIGTERM, SIGKILL after 10 s, lazy unmount).
+struct Node {
+    child: Option<Child>,
+    store: String,
+    env: Vec<(String, String)>,
+    mount: PathBuf,
+    cache: PathBuf,
+    url: String,
+}
+
+impl Node {
+    fn start(store: &str, env: &[(String, String)], dir: &Path) -> Node {
+        let mut node = Node {
+            child: None,
+            store: store.to_string(),
+            env: env.to_vec(),
+            mount: dir.join("mnt"),
+            cache: dir.join("cache"),
+            url: String::new(),
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+            .args(["--log-level", "info", "node", "--listen", "127.0.0.1:0", "--store"])
+            .arg(&self.store)
+            .arg("--mount")
+            .arg(&self.mount)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start addonfs node");
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut url = None;
+        for _ in 0..4 {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                url = Some(u.to_string());
+                break;
+            }
+        }
+        self.url = url.expect("addonfs node printed its address");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash; the stale mount stays for the next start to clear.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn manifest(&self) -> Option<Value> {
+        let text = std::fs::read(self.mount.join(".addons.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn revision(&self) -> u64 {
+        self.manifest().and_then(|m| m["revision"].as_u64()).unwrap_or(0)
+    }
+
+    fn listed(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.mount)
+            .map(|d| {
+                d.filter_map(|e| e.ok()).map(|e| e.file_name().into_string().unwrap()).collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", &format!("{}{path}", self.url)])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// A counter or gauge of `/metrics`.
+    fn metric(&self, name: &str) -> u64 {
+        let (_, text) = self.get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+    }
+
+    /// `addonfs attach --min-revision N --wait W` into a fresh root; (exit code, stderr).
+    fn attach(&self, root: &Path, min: u64, wait: &str, lean: bool) -> (i32, String) {
+        std::fs::create_dir_all(root).unwrap();
+        let mut cmd = if lean {
+            Command::new(env!("CARGO_BIN_EXE_addonfs-attach"))
+        } else {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_addonfs"));
+            c.arg("attach");
+            c
+        };
+        let out = cmd
+            .arg("--mount")
+            .arg(&self.mount)
+            .arg("--root")
+            .arg(root)
+            .args(["--min-revision", &min.to_string(), "--wait", wait])
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).stderr(Stdio::null()).status();
+    }
+}
+
+/// Waits until `cond` holds, at most [`BOUND`]; panics naming `what` otherwise.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < BOUND, "not within {BOUND:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+/// A local directory store: its URL and an `object_store` on it.
+fn local_store(dir: &Path) -> (String, Arc<dyn ObjectStore>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let store = object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap();
+    (dir.display().to_string(), Arc::new(store))
+}
+
+const BIG: usize = 3 << 20;
+
+fn big_content() -> Vec<u8> {
+    // Not compressible to nothing: a read in the middle needs a real span.
+    let mut x = 0x1234_5678u32;
+    (0..BIG)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 7) as u8 + b'a'
+        })
+        .collect()
+}
+
+/// Upload once → every node serves it and attach works on each; a node started later gets
+/// it; disable → gone from new roots on all three; a revision going backwards is ignored.
+fn three_nodes_follow(store_url: &str, store: Arc<dyn ObjectStore>, env: &[(String, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut publisher = Publisher::new(store);
+    let nodes: Vec<Node> =
+        (0..3).map(|i| Node::start(store_url, env, &dir.path().join(format!("n{i}")))).collect();
+    for node in &nodes {
+        assert_eq!(node.get("/healthz").0, 200);
+    }
+    let rev = publisher.upload(
+        "alpha",
+        &[("usr/custom_file", b"alpha\n"), ("usr/custom_folder/deep", b"deep\n")],
+        &["/usr/custom_file", "/usr/custom_folder"],
+    );
+    for (i, node) in nodes.iter().enumerate() {
+        // attach waits until the node has caught up, then links.
+        let root = dir.path().join(format!("root{i}"));
+        let (code, err) = node.attach(&root, rev, "10s", i == 1);
+        assert_eq!(code, 0, "node {i}: {err}");
+        assert_eq!(std::fs::read(root.join("usr/custom_file")).unwrap(), b"alpha\n");
+        assert_eq!(std::fs::read(root.join("usr/custom_folder/deep")).unwrap(), b"deep\n");
+        assert_eq!(node.listed(), [".addons.json", "custom-addon-alpha"]);
+        let (code, body) = node.get("/readyz");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(r#""store":"up""#), "{body}");
+        // A revision the node has not reached: a bounded wait, then a message and non-zero.
+        let (code, err) =
+            node.attach(&dir.path().join(format!("later{i}")), rev + 1, "300ms", i == 2);
+        assert_ne!(code, 0);
+        assert!(
+            err.contains("--min-revision") && err.contains(&format!("revision {rev}")),
+            "{err}"
+        );
+    }
+    // Idle nodes ask the store only for the catalog, answered "not modified".
+    let before = nodes[0].metric("addonfs_node_catalog_requests_total");
+    let unchanged = nodes[0].metric("addonfs_node_catalog_not_modified_total");
+    std::thread::sleep(Duration::from_millis(2500));
+    let asked = nodes[0].metric("addonfs_node_catalog_requests_total") - before;
+    assert!((1..=4).contains(&asked), "{asked} catalog requests in 2.5 s");
+    assert_eq!(nodes[0].metric("addonfs_node_catalog_not_modified_total") - unchanged, asked);
+
+    // A node started after the upload gets it.
+    let late = Node::start(store_url, env, &dir.path().join("late"));
+    eventually("the late node serves alpha", || late.revision() >= rev);
+    assert_eq!(
+        std::fs::read(late.mount.join("custom-addon-alpha/usr/custom_file")).unwrap(),
+        b"alpha\n"
+    );
+
+    // Disable: gone from the listing and the manifest of every node; the links of a running
+    // workload keep reading.
+    let rev = publisher.set_status("alpha", "DISABLED");
+    for node in nodes.iter().chain([&late]) {
+        eventually("disable reaches the node", || node.revision() >= rev);
+        assert_eq!(node.listed(), [".addons.json"]);
+        assert_eq!(node.manifest().unwrap()["addons"], json!([]));
+    }
+    assert_eq!(std::fs::read(dir.path().join("root0/usr/custom_file")).unwrap(), b"alpha\n");
+
+    // A catalog whose revision goes backwards is ignored.
+    publisher.write_catalog(1);
+    eventually("the old catalog is seen and refused", || {
+        nodes[0].metric("addonfs_node_catalog_regressions_total") >= 1
+    });
+    assert_eq!(nodes[0].revision(), rev);
+    assert_eq!(nodes[0].listed(), [".addons.json"]);
+}
+
+/// kill -9 a node in the middle of a read, restart it: same bytes, same inode numbers, and
+/// the cache is found intact (nothing fetched again).
+fn killed_node_comes_back_the_same(
+    store_url: &str,
+    store: Arc<dyn ObjectStore>,
+    env: &[(String, String)],
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut publisher = Publisher::new(store);
+    let big = big_content();
+    let rev = publisher.upload(
+        "beta",
+        &[("opt/beta/big", &big), ("opt/beta/small", b"s\n")],
+        &["/opt/beta"],
+    );
+    let mut node = Node::start(store_url, env, &dir.path().join("n"));
+    eventually("the node serves beta", || node.revision() >= rev);
+    let file = node.mount.join("custom-addon-beta/opt/beta/big");
+    let inodes = |node: &Node| -> Vec<u64> {
+        [
+            "custom-addon-beta",
+            "custom-addon-beta/opt/beta",
+            "custom-addon-beta/opt/beta/big",
+            "custom-addon-beta/opt/beta/small",
+        ]
+        .iter()
+        .map(|p| std::fs::metadata(node.mount.join(p)).unwrap().ino())
+        .collect()
+    };
+    let before = inodes(&node);
+    assert_eq!(node.metric("addonfs_node_fetches_total"), 1);
+    // Mid-read: a file open and half read when the node dies.
+    let mut open = std::fs::File::open(&file).unwrap();
+    let mut half = vec![0u8; BIG / 2];
+    open.read_exact(&mut half).unwrap();
+    node.kill9();
+    drop(open);
+    node.spawn();
+    eventually("the restarted node serves beta", || node.revision() >= rev);
+    assert_eq!(std::fs::read(&file).unwrap(), big, "same bytes");
+    assert_eq!(inodes(&node), before, "same inode numbers");
+    assert_eq!(node.metric("addonfs_node_fetches_total"), 0, "the cache survived the restart");
+}
+
+#[test]
+fn three_nodes_follow_a_shared_directory_store() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = local_store(&dir.path().join("store"));
+    three_nodes_follow(&url, store, &[]);
+}
+
+#[test]
+fn a_node_killed_mid_read_comes_back_the_same_on_a_directory_store() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = local_store(&dir.path().join("store"));
+    killed_node_comes_back_the_same(&url, store, &[]);
+}
+
+/// Bytes in the store that do not match the catalog are never served: the add-on stays out
+/// of the mount, the manifest keeps the old revision (attach --min-revision keeps waiting),
+/// and the node says so in its metrics.
+#[test]
+fn a_tampered_object_is_never_served() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = local_store(&dir.path().join("store"));
+    let mut publisher = Publisher::new(store);
+    let rev = publisher.upload("good", &[("a/f", b"good\n")], &["/a"]);
+    let node = Node::start(&url, &[], &dir.path().join("n"));
+    eventually("the node serves good", || node.revision() >= rev);
+    // The next upload's tarball is replaced behind the catalog's back (same size).
+    let bad_rev = publisher.upload("bad", &[("b/f", b"good\n")], &["/b"]);
+    let key = publisher.addons[1]["objects"]["tarball"].as_str().unwrap().to_string();
+    let path = dir.path().join("store").join(&key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    eventually("the fetch fails", || node.metric("addonfs_node_fetch_failures_total") >= 1);
+    assert_eq!(node.metric("addonfs_node_missing_addons"), 1);
+    assert_eq!(node.revision(), rev);
+    assert_eq!(node.listed(), [".addons.json", "custom-addon-good"]);
+    let (code, err) = node.attach(&dir.path().join("root"), bad_rev, "500ms", false);
+    assert_ne!(code, 0, "{err}");
+    assert_eq!(std::fs::read_dir(node.cache.join("entries")).unwrap().count(), 1);
+}
+
+/// The store gone for 10 s (here: its directory moved away): reads of cached add-ons never
+/// fail, /readyz and the metrics say the store is down, and the node recovers by itself.
+#[test]
+fn a_directory_store_gone_for_ten_seconds_does_not_stop_reads() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let (url, store) = local_store(&store_dir);
+    let mut publisher = Publisher::new(store);
+    let big = big_content();
+    let rev = publisher.upload("gamma", &[("g/big", &big)], &["/g"]);
+    let node = Node::start(&url, &[], &dir.path().join("n"));
+    eventually("the node serves gamma", || node.revision() >= rev);
+    let away = dir.path().join("away");
+    std::fs::rename(&store_dir, &away).unwrap();
+    let file = node.mount.join("custom-addon-gamma/g/big");
+    let outage = Instant::now();
+    eventually("the node reports the store down", || node.metric("addonfs_node_store_up") == 0);
+    while outage.elapsed() < Duration::from_secs(10) {
+        assert_eq!(std::fs::read(&file).unwrap(), big);
+        let (code, body) = node.get("/readyz");
+        assert_eq!(code, 200, "still serving: {body}");
+        assert!(body.contains(r#""store":"down""#), "{body}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::fs::rename(&away, &store_dir).unwrap();
+    eventually("the node reports the store up", || node.metric("addonfs_node_store_up") == 1);
+    // And follows again.
+    let rev = publisher.upload("delta", &[("d/f", b"d\n")], &["/d"]);
+    eventually("the node serves delta", || node.revision() >= rev);
+}
