@@ -32,9 +32,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use crate::addon::backend::Backend;
 use futures_util::StreamExt;
-use object_store::path::Path as ObjectPath;
-use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -302,14 +301,13 @@ impl NodeCache {
         Ok(())
     }
 
-    /// Downloads `wanted`'s archive and index from `store` (keys under `prefix`), verifies
+    /// Downloads `wanted`'s archive and index from `store`, verifies
     /// both, and keeps them as a complete entry; returns the archive's and index's paths.
     /// `in_use` (archive digests) are never evicted to make room. Unverified bytes stay in
     /// `tmp/` and are removed.
     pub async fn fetch(
         &self,
-        store: &dyn ObjectStore,
-        prefix: &str,
+        store: &Backend,
         wanted: &Wanted,
         in_use: &HashSet<String>,
     ) -> Result<(PathBuf, PathBuf), CacheError> {
@@ -324,9 +322,8 @@ impl NodeCache {
             .map_err(io(&tmp_root))?;
         let tarball = staging.path().join(TARBALL);
         let index = staging.path().join(INDEX);
-        download(store, prefix, &wanted.tarball_key, &tarball, wanted.size, &wanted.sha256).await?;
-        download(store, prefix, &wanted.index_key, &index, wanted.index_size, &wanted.index_sha256)
-            .await?;
+        download(store, &wanted.tarball_key, &tarball, wanted.size, &wanted.sha256).await?;
+        download(store, &wanted.index_key, &index, wanted.index_size, &wanted.index_sha256).await?;
         let marker = Marker {
             identifier: wanted.identifier.clone(),
             size: wanted.size,
@@ -361,21 +358,20 @@ impl NodeCache {
 
 /// Streams one object into `to`, checking its size and SHA-256 as the bytes arrive.
 async fn download(
-    store: &dyn ObjectStore,
-    prefix: &str,
+    store: &Backend,
     key: &str,
     to: &Path,
     size: u64,
     sha256: &[u8; 32],
 ) -> Result<(), CacheError> {
-    let location = ObjectPath::from(format!("{prefix}{key}"));
+    let location = store.key(key);
     let mismatch = |what: String| CacheError::Mismatch {
         key: key.to_string(),
         what,
         size,
         sha256: hex(sha256),
     };
-    let result = store.get_opts(&location, Default::default()).await?;
+    let result = store.store().get_opts(&location, Default::default()).await?;
     let mut stream = result.into_stream();
     let mut file = std::fs::File::create(to).map_err(io(to))?;
     let mut hasher = Sha256::new();
@@ -445,7 +441,7 @@ fn check_entry(dir: &Path) -> Result<Entry, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object_store::local::LocalFileSystem;
+    use crate::addon::backend::open_local;
 
     fn sha(bytes: &[u8]) -> [u8; 32] {
         Sha256::digest(bytes).into()
@@ -477,7 +473,7 @@ mod tests {
     fn fetches_verifies_survives_a_restart_and_evicts_the_least_recently_used() {
         let store_dir = tempfile::tempdir().unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
-        let store = LocalFileSystem::new_with_prefix(store_dir.path()).unwrap();
+        let store = open_local(store_dir.path()).unwrap();
         let (a, b, c) = (vec![1u8; 400], vec![2u8; 400], vec![3u8; 400]);
         for (n, t) in [("a", &a), ("b", &b), ("c", &c)] {
             put(store_dir.path(), &format!("addons/{n}/t"), t);
@@ -488,10 +484,10 @@ mod tests {
         let none = HashSet::new();
         let cache = NodeCache::open(cache_dir.path(), 1000).unwrap();
         let rt = rt();
-        let (ta, _) = rt.block_on(cache.fetch(&store, "", &wa, &none)).unwrap();
+        let (ta, _) = rt.block_on(cache.fetch(&store, &wa, &none)).unwrap();
         assert_eq!(std::fs::read(&ta).unwrap(), a);
         std::thread::sleep(std::time::Duration::from_millis(20));
-        rt.block_on(cache.fetch(&store, "", &wb, &none)).unwrap();
+        rt.block_on(cache.fetch(&store, &wb, &none)).unwrap();
         assert_eq!(cache.used(), 810);
         // Restart: both entries are back, with their recency.
         drop(cache);
@@ -499,13 +495,13 @@ mod tests {
         assert!(cache.get(&wa).is_some() && cache.get(&wb).is_some());
         // A third does not fit: the least recently used (a) goes, unless it is in use.
         let in_use: HashSet<String> = [hex(&wa.sha256)].into();
-        rt.block_on(cache.fetch(&store, "", &wc, &in_use)).unwrap();
+        rt.block_on(cache.fetch(&store, &wc, &in_use)).unwrap();
         assert!(cache.get(&wa).is_some(), "an entry in use is never evicted");
         assert!(cache.get(&wb).is_none());
         assert!(cache.get(&wc).is_some());
         // Nothing can be freed: refused, naming the add-on.
         let all: HashSet<String> = [hex(&wa.sha256), hex(&wc.sha256)].into();
-        let e = rt.block_on(cache.fetch(&store, "", &wb, &all)).unwrap_err();
+        let e = rt.block_on(cache.fetch(&store, &wb, &all)).unwrap_err();
         assert!(matches!(e, CacheError::Full { .. }), "{e}");
         assert!(e.to_string().contains("`b`"), "{e}");
     }
@@ -514,7 +510,7 @@ mod tests {
     fn bytes_that_do_not_match_the_catalog_are_never_kept() {
         let store_dir = tempfile::tempdir().unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
-        let store = LocalFileSystem::new_with_prefix(store_dir.path()).unwrap();
+        let store = open_local(store_dir.path()).unwrap();
         let tar = vec![7u8; 100];
         put(store_dir.path(), "addons/x/t", &tar);
         put(store_dir.path(), "addons/x/i", b"index");
@@ -531,7 +527,7 @@ mod tests {
                 "long" => w.size = 99,
                 _ => {}
             }
-            let e = rt.block_on(cache.fetch(&store, "", &w, &none)).unwrap_err();
+            let e = rt.block_on(cache.fetch(&store, &w, &none)).unwrap_err();
             assert!(matches!(e, CacheError::Mismatch { .. }), "{what}: {e}");
             assert!(cache.get(&w).is_none());
         }
@@ -543,13 +539,13 @@ mod tests {
     fn a_damaged_entry_is_dropped_at_start() {
         let store_dir = tempfile::tempdir().unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
-        let store = LocalFileSystem::new_with_prefix(store_dir.path()).unwrap();
+        let store = open_local(store_dir.path()).unwrap();
         let tar = vec![5u8; 64];
         put(store_dir.path(), "addons/x/t", &tar);
         put(store_dir.path(), "addons/x/i", b"index");
         let w = wanted("x", &tar, b"index");
         let cache = NodeCache::open(cache_dir.path(), 1 << 20).unwrap();
-        let (t, _) = rt().block_on(cache.fetch(&store, "", &w, &HashSet::new())).unwrap();
+        let (t, _) = rt().block_on(cache.fetch(&store, &w, &HashSet::new())).unwrap();
         drop(cache);
         // Truncated behind the cache's back (a crash of the disk, an operator's mistake).
         std::fs::write(&t, b"short").unwrap();

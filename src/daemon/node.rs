@@ -31,11 +31,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, ObjectStore};
+use object_store::GetOptions;
 
 use super::cache::{hex, parse_sha256, NodeCache, Wanted};
 use super::{ArchiveSource, DaemonMount, MountAddon, UNMOUNT_GRACE};
+use crate::addon::backend::{self, Backend};
+use crate::addon::catalog::{Catalog as CatalogDoc, CATALOG_KEY};
 use crate::addon::Record;
 use crate::api::node::{node_router, NodeObserved, NodeStats};
 use crate::error::Error;
@@ -45,10 +46,8 @@ use crate::mount::MountOptions;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest wait between two tries while the store does not answer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
-/// The largest catalog accepted (a catalog of thousands of add-ons is a few MB).
-pub const CATALOG_LIMIT: u64 = 64 << 20;
-/// The catalog's key, under the store's prefix.
-pub const CATALOG_KEY: &str = "catalog.json";
+/// The largest catalog accepted.
+const CATALOG_LIMIT: u64 = crate::addon::catalog::MAX_CATALOG_BYTES as u64;
 /// The copy of the last catalog served, in the cache directory.
 const CACHED_CATALOG: &str = "catalog.json";
 
@@ -86,56 +85,14 @@ struct Catalog {
     addons: Vec<NodeAddon>,
 }
 
-/// Parses a catalog's bytes (untrusted: size-limited by the caller, every digest checked).
+/// Parses a catalog's bytes (untrusted: [`CatalogDoc::parse`] checks sizes, keys and rules;
+/// the digests are checked here).
 fn parse_catalog(bytes: &[u8]) -> Result<Catalog, String> {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        format: u32,
-        revision: u64,
-        addons: Vec<DocAddon>,
-    }
-    #[derive(serde::Deserialize)]
-    struct DocAddon {
-        id: u64,
-        identifier: String,
-        component: String,
-        display_name: String,
-        status: crate::addon::Status,
-        manageable: bool,
-        created_at: String,
-        reason: String,
-        size: u64,
-        sha256: String,
-        paths: Vec<String>,
-        objects: Objects,
-        index_size: u64,
-        index_sha256: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Objects {
-        tarball: String,
-        index: String,
-    }
-    let doc: Doc = serde_json::from_slice(bytes).map_err(|e| format!("not a catalog: {e}"))?;
-    if doc.format != 1 {
-        return Err(format!("catalog format {} is not supported (1 is)", doc.format));
-    }
+    let doc = CatalogDoc::parse(bytes).map_err(|e| e.to_string())?;
     let mut addons = Vec::with_capacity(doc.addons.len());
     for a in doc.addons {
-        let record = Record {
-            id: a.id,
-            identifier: a.identifier,
-            component: a.component,
-            display_name: a.display_name,
-            status: a.status,
-            manageable: a.manageable,
-            created_at: a.created_at,
-            reason: a.reason,
-            size: a.size,
-            sha256: a.sha256,
-        };
-        let id = record.identifier.clone();
-        let sha256 = parse_sha256(&record.sha256)
+        let id = a.record.identifier.clone();
+        let sha256 = parse_sha256(&a.record.sha256)
             .ok_or_else(|| format!("add-on `{id}`: sha256 is not 64 hex digits"))?;
         let index_sha256 = parse_sha256(&a.index_sha256)
             .ok_or_else(|| format!("add-on `{id}`: index_sha256 is not 64 hex digits"))?;
@@ -143,43 +100,17 @@ fn parse_catalog(bytes: &[u8]) -> Result<Catalog, String> {
             wanted: Wanted {
                 identifier: id,
                 tarball_key: a.objects.tarball,
-                size: record.size,
+                size: a.record.size,
                 sha256,
                 index_key: a.objects.index,
                 index_size: a.index_size,
                 index_sha256,
             },
-            record,
+            record: a.record,
             paths: a.paths,
         });
     }
     Ok(Catalog { revision: doc.revision, addons })
-}
-
-/// The store a node reads: the object store and the prefix of every key.
-#[derive(Clone)]
-struct Source {
-    store: Arc<dyn ObjectStore>,
-    prefix: String,
-}
-
-/// Opens the store at `url`.
-fn open_store(url: &str) -> Result<Source, Error> {
-    if let Some(rest) = url.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let store = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(|e| Error::Usage(format!("--store {url}: {e}")))?;
-        let prefix = prefix.trim_matches('/');
-        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
-        return Ok(Source { store: Arc::new(store), prefix });
-    }
-    let path = url.strip_prefix("file://").unwrap_or(url);
-    let path = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
-    let store = object_store::local::LocalFileSystem::new_with_prefix(&path)
-        .map_err(|e| Error::Usage(format!("--store {url}: {e}")))?;
-    Ok(Source { store: Arc::new(store), prefix: String::new() })
 }
 
 /// Runs a node until `shutdown` completes. `ready` is told the endpoints' address (if any)
@@ -189,7 +120,7 @@ pub fn run_node(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(Option<SocketAddr>),
 ) -> Result<(), Error> {
-    let source = open_store(&config.store)?;
+    let source = backend::open(&config.store).map_err(|e| Error::Usage(e.to_string()))?;
     // One node per cache directory: two would evict each other's files.
     let _lock = crate::addon::StateLock::acquire(&config.cache_dir, "node")
         .map_err(|e| Error::Daemon(e.to_string()))?;
@@ -283,7 +214,7 @@ type Fetched = (String, Result<u64, String>);
 
 /// The follower loop's state.
 struct Follower {
-    source: Source,
+    source: Backend,
     cache: Arc<NodeCache>,
     mount: Arc<DaemonMount>,
     stats: Arc<NodeStats>,
@@ -367,10 +298,10 @@ impl Follower {
 
     /// One conditional read of the catalog; a newer one replaces the one served.
     async fn poll(&mut self) -> Result<(), String> {
-        let location = ObjectPath::from(format!("{}{CATALOG_KEY}", self.source.prefix));
+        let location = self.source.key(CATALOG_KEY);
         let options = GetOptions { if_none_match: self.etag.clone(), ..Default::default() };
         self.stats.catalog_requests.fetch_add(1, Ordering::Relaxed);
-        let result = match self.source.store.get_opts(&location, options).await {
+        let result = match self.source.store().get_opts(&location, options).await {
             Ok(result) => result,
             Err(object_store::Error::NotModified { .. }) => {
                 self.stats.catalog_not_modified.fetch_add(1, Ordering::Relaxed);
@@ -476,7 +407,7 @@ impl Follower {
                 (self.source.clone(), Arc::clone(&self.cache), in_use.clone(), done.clone());
             tokio::spawn(async move {
                 let result = cache
-                    .fetch(source.store.as_ref(), &source.prefix, &wanted, &in_use)
+                    .fetch(&source, &wanted, &in_use)
                     .await
                     .map(|_| wanted.bytes())
                     .map_err(|e| e.to_string());
