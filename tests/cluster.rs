@@ -11,11 +11,10 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use addonfs::addon::backend::{self, Backend};
+use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -32,7 +31,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Writes add-ons and the catalog into a store as the registry does: every object of an
 /// upload under a fresh key, then the catalog (the only object that changes).
 struct Publisher {
-    store: Arc<dyn ObjectStore>,
+    store: Backend,
     rt: tokio::runtime::Runtime,
     revision: u64,
     addons: Vec<Value>,
@@ -40,14 +39,14 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn new(store: Arc<dyn ObjectStore>) -> Publisher {
+    fn new(store: Backend) -> Publisher {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         Publisher { store, rt, revision: 0, addons: vec![], work: tempfile::tempdir().unwrap() }
     }
 
     fn put(&self, key: &str, bytes: Vec<u8>) {
         self.rt
-            .block_on(self.store.put(&ObjectPath::from(key), PutPayload::from(bytes)))
+            .block_on(self.store.store().put(&self.store.key(key), PutPayload::from(bytes)))
             .unwrap_or_else(|e| panic!("put {key}: {e}"));
     }
 
@@ -262,11 +261,22 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     start.elapsed()
 }
 
-/// A local directory store: its URL and an `object_store` on it.
-fn local_store(dir: &Path) -> (String, Arc<dyn ObjectStore>) {
+/// A local directory store: its URL and the publisher's handle on it.
+fn local_store(dir: &Path) -> (String, Backend) {
     std::fs::create_dir_all(dir).unwrap();
-    let store = object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap();
-    (dir.display().to_string(), Arc::new(store))
+    let url = dir.display().to_string();
+    (url.clone(), backend::open(&url).unwrap())
+}
+
+/// A store in a real Garage, under its own prefix: its URL, the publisher's handle on it, and
+/// the environment a node needs.
+fn garage_store(
+    garage: &common::garage::Garage,
+    prefix: &str,
+) -> (String, Backend, Vec<(String, String)>) {
+    let url = garage.url(prefix);
+    let store = backend::open_with(&url, &garage.options()).unwrap();
+    (url, store, garage.env())
 }
 
 const BIG: usize = 3 << 20;
@@ -286,7 +296,7 @@ fn big_content() -> Vec<u8> {
 
 /// Upload once → every node serves it and attach works on each; a node started later gets
 /// it; disable → gone from new roots on all three; a revision going backwards is ignored.
-fn three_nodes_follow(store_url: &str, store: Arc<dyn ObjectStore>, env: &[(String, String)]) {
+fn three_nodes_follow(store_url: &str, store: Backend, env: &[(String, String)]) {
     let dir = tempfile::tempdir().unwrap();
     let mut publisher = Publisher::new(store);
     let nodes: Vec<Node> =
@@ -356,11 +366,7 @@ fn three_nodes_follow(store_url: &str, store: Arc<dyn ObjectStore>, env: &[(Stri
 
 /// kill -9 a node in the middle of a read, restart it: same bytes, same inode numbers, and
 /// the cache is found intact (nothing fetched again).
-fn killed_node_comes_back_the_same(
-    store_url: &str,
-    store: Arc<dyn ObjectStore>,
-    env: &[(String, String)],
-) {
+fn killed_node_comes_back_the_same(store_url: &str, store: Backend, env: &[(String, String)]) {
     let dir = tempfile::tempdir().unwrap();
     let mut publisher = Publisher::new(store);
     let big = big_content();
@@ -481,4 +487,132 @@ fn a_directory_store_gone_for_ten_seconds_does_not_stop_reads() {
     // And follows again.
     let rev = publisher.upload("delta", &[("d/f", b"d\n")], &["/d"]);
     eventually("the node serves delta", || node.revision() >= rev);
+}
+
+#[test]
+fn three_nodes_follow_a_garage_store() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(garage) = common::garage::Garage::start() else { return };
+    let (url, store, env) = garage_store(&garage, "follow");
+    three_nodes_follow(&url, store, &env);
+}
+
+#[test]
+fn a_node_killed_mid_read_comes_back_the_same_on_garage() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(garage) = common::garage::Garage::start() else { return };
+    let (url, store, env) = garage_store(&garage, "kill");
+    killed_node_comes_back_the_same(&url, store, &env);
+}
+
+/// Garage stopped for 10 s while three nodes serve cached add-ons: no read fails, every node
+/// reports the store down (`/readyz` still ready, `addonfs_node_store_up` 0), and all of them
+/// recover by themselves once it is back.
+#[test]
+fn garage_stopped_for_ten_seconds_does_not_stop_reads() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(mut garage) = common::garage::Garage::start() else { return };
+    let (url, store, env) = garage_store(&garage, "outage");
+    let dir = tempfile::tempdir().unwrap();
+    let mut publisher = Publisher::new(store);
+    let big = big_content();
+    let rev = publisher.upload("gamma", &[("g/big", &big)], &["/g"]);
+    let nodes: Vec<Node> =
+        (0..3).map(|i| Node::start(&url, &env, &dir.path().join(format!("n{i}")))).collect();
+    for node in &nodes {
+        eventually("the node serves gamma", || node.revision() >= rev);
+    }
+    garage.stop();
+    let outage = Instant::now();
+    for node in &nodes {
+        eventually("the node reports the store down", || node.metric("addonfs_node_store_up") == 0);
+    }
+    let mut reads = 0;
+    while outage.elapsed() < Duration::from_secs(10) {
+        for node in &nodes {
+            let file = node.mount.join("custom-addon-gamma/g/big");
+            assert_eq!(std::fs::read(&file).unwrap(), big);
+            reads += 1;
+            let (code, body) = node.get("/readyz");
+            assert_eq!(code, 200, "still serving: {body}");
+            assert!(body.contains(r#""store":"down""#), "{body}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(reads >= 9);
+    garage.resume();
+    for node in &nodes {
+        eventually("the node reports the store up", || node.metric("addonfs_node_store_up") == 1);
+        assert!(node.metric("addonfs_node_store_errors_total") >= 1);
+    }
+    let rev = publisher.upload("delta", &[("d/f", b"d\n")], &["/d"]);
+    for node in &nodes {
+        eventually("the node serves delta after the outage", || node.revision() >= rev);
+    }
+}
+
+/// A node needs only read access: with a key that Garage allows `--read` on the bucket only,
+/// the node serves the add-ons, and that key cannot write an object or the catalog.
+#[test]
+fn a_node_with_a_read_only_garage_key_serves_and_cannot_write() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(garage) = common::garage::Garage::start() else { return };
+    let (url, store, env) = garage_store(&garage, "ro");
+    let mut publisher = Publisher::new(store);
+    let rev = publisher.upload("ro", &[("r/f", b"read only\n")], &["/r"]);
+    // A second key, allowed to read the bucket and nothing else.
+    let config = garage.data_dir().join("garage.toml");
+    let created = common::run(Command::new("garage").arg("-c").arg(&config).args([
+        "key",
+        "create",
+        "node-read-only",
+    ]));
+    let field = |name: &str| -> String {
+        created
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {name} in garage's answer:\n{created}"))
+    };
+    let (key_id, secret) = (field("Key ID:"), field("Secret key:"));
+    common::run(Command::new("garage").arg("-c").arg(&config).args([
+        "bucket",
+        "allow",
+        "--read",
+        &garage.bucket,
+        "--key",
+        "node-read-only",
+    ]));
+    let ro_env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "AWS_ACCESS_KEY_ID" => (k.clone(), key_id.clone()),
+            "AWS_SECRET_ACCESS_KEY" => (k.clone(), secret.clone()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&url, &ro_env, &dir.path().join("n"));
+    eventually("the read-only node serves the add-on", || node.revision() >= rev);
+    assert_eq!(std::fs::read(node.mount.join("custom-addon-ro/r/f")).unwrap(), b"read only\n");
+    // The same credential cannot change the catalog or an add-on.
+    let ro_options: Vec<(String, String)> =
+        ro_env.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    let ro = backend::open_with(&url, &ro_options).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for key in ["catalog.json", publisher.addons[0]["objects"]["tarball"].as_str().unwrap()] {
+        let put = rt.block_on(ro.store().put(&ro.key(key), PutPayload::from(b"evil".to_vec())));
+        assert!(put.is_err(), "a read-only key wrote {key}");
+    }
+    let catalog = rt.block_on(async {
+        ro.store().get(&ro.key("catalog.json")).await.unwrap().bytes().await.unwrap()
+    });
+    assert!(!catalog.starts_with(b"evil"));
 }

@@ -46,6 +46,8 @@ use crate::mount::MountOptions;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest wait between two tries while the store does not answer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// How long one read of the catalog may take, retries included.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest catalog accepted.
 const CATALOG_LIMIT: u64 = crate::addon::catalog::MAX_CATALOG_BYTES as u64;
 /// The copy of the last catalog served, in the cache directory.
@@ -301,7 +303,14 @@ impl Follower {
         let location = self.source.key(CATALOG_KEY);
         let options = GetOptions { if_none_match: self.etag.clone(), ..Default::default() };
         self.stats.catalog_requests.fetch_add(1, Ordering::Relaxed);
-        let result = match self.source.store().get_opts(&location, options).await {
+        // The client's own retries stay inside this bound, so a store that hangs is reported
+        // down after it rather than after the client's minutes of retrying.
+        let read =
+            tokio::time::timeout(POLL_TIMEOUT, self.source.store().get_opts(&location, options));
+        let Ok(answer) = read.await else {
+            return Err(format!("{CATALOG_KEY}: no answer within {} s", POLL_TIMEOUT.as_secs()));
+        };
+        let result = match answer {
             Ok(result) => result,
             Err(object_store::Error::NotModified { .. }) => {
                 self.stats.catalog_not_modified.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +337,15 @@ impl Follower {
             return Err(format!("{CATALOG_KEY} is larger than {CATALOG_LIMIT} bytes"));
         }
         let etag = result.meta.e_tag.clone();
-        let bytes = result.bytes().await.map_err(|e| format!("{CATALOG_KEY}: {e}"))?;
+        let bytes = tokio::time::timeout(POLL_TIMEOUT, result.bytes())
+            .await
+            .map_err(|_| {
+                format!(
+                    "{CATALOG_KEY}: the body did not arrive within {} s",
+                    POLL_TIMEOUT.as_secs()
+                )
+            })?
+            .map_err(|e| format!("{CATALOG_KEY}: {e}"))?;
         // The ETag is kept even for a catalog refused below: it is not read again until it
         // changes.
         self.etag = etag;
