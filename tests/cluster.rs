@@ -616,3 +616,126 @@ fn a_node_with_a_read_only_garage_key_serves_and_cannot_write() {
     });
     assert!(!catalog.starts_with(b"evil"));
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The figures of docs/benchmarks.md ("Cluster"): not a test (no timed assertion), run by
+/// `cargo test --release --test cluster -- --ignored --nocapture cluster_figures`, against Garage
+/// and a shared directory side by side. `ADDONFS_BENCH_CHANGES` changes (default 30),
+/// `ADDONFS_BENCH_IDLE` seconds of idling (default 60), `ADDONFS_BENCH_MB` MB for the first
+/// byte (default 100).
+#[test]
+#[ignore]
+fn cluster_figures() {
+    let env_num = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let changes = env_num("ADDONFS_BENCH_CHANGES", 30);
+    let idle = env_num("ADDONFS_BENCH_IDLE", 60);
+    let mb = env_num("ADDONFS_BENCH_MB", 100) as usize;
+    let garage = common::garage::Garage::start().expect("garage");
+    let dir = tempfile::tempdir().unwrap();
+    let local = local_store(&dir.path().join("store"));
+    let g = garage_store(&garage, "bench");
+    for (name, url, store, env) in
+        [("garage", g.0, g.1, g.2), ("directory", local.0, local.1, vec![])]
+    {
+        let mut publisher = Publisher::new(store);
+        let nodes: Vec<Node> = (0..3)
+            .map(|i| Node::start(&url, &env, &dir.path().join(format!("{name}-n{i}"))))
+            .collect();
+        let rev = publisher.upload("p", &[("p/f", b"p\n")], &["/p"]);
+        for node in &nodes {
+            eventually("first", || node.revision() >= rev);
+        }
+        // Propagation: a status change, from the catalog's write answered to each node's
+        // manifest showing it.
+        let mut all = Vec::new();
+        for i in 0..changes {
+            let status = if i % 2 == 0 { "DISABLED" } else { "AVAILABLE" };
+            // Changes arrive at random moments of the nodes' polling period, not in step with
+            // it (right after the previous one was seen, every change would wait a full period).
+            std::thread::sleep(Duration::from_millis(u64::from(rand_u32() % 1000)));
+            let rev = publisher.set_status("p", status);
+            let start = Instant::now();
+            let mut pending: Vec<usize> = (0..nodes.len()).collect();
+            while !pending.is_empty() {
+                pending.retain(|&n| {
+                    if nodes[n].revision() >= rev {
+                        all.push(start.elapsed());
+                        false
+                    } else {
+                        true
+                    }
+                });
+                std::thread::sleep(Duration::from_millis(2));
+                assert!(start.elapsed() < Duration::from_secs(30));
+            }
+        }
+        let max = *all.iter().max().unwrap();
+        println!(
+            "{name}: propagation to 3 nodes over {changes} changes ({} samples): median {:.0} ms, max {:.0} ms",
+            all.len(),
+            median(all.clone()).as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3
+        );
+        // Upload answered → first byte of a file on a node that never saw the add-on.
+        let mut content = big_content();
+        while content.len() < mb << 20 {
+            let shift = content.len() as u8;
+            let more: Vec<u8> = content.iter().map(|b| b.wrapping_add(shift) % 26 + b'a').collect();
+            content.extend(more);
+        }
+        content.truncate(mb << 20);
+        let rev = publisher.upload(
+            "big",
+            &[("big/deep/dir/file", &content), ("big/small", b"s\n")],
+            &["/big"],
+        );
+        let start = Instant::now();
+        let small = nodes[0].mount.join("custom-addon-big/big/small");
+        let first = loop {
+            if let Ok(mut f) = std::fs::File::open(&small) {
+                let mut b = [0u8; 1];
+                if f.read(&mut b).unwrap_or(0) == 1 {
+                    break start.elapsed();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            assert!(start.elapsed() < Duration::from_secs(300));
+        };
+        let tarball = publisher.addons.last().unwrap()["size"].as_u64().unwrap();
+        println!(
+            "{name}: upload answered → first byte on a node that never saw it: {:.0} ms ({} MB tarball, whole fetch), revision {rev}",
+            first.as_secs_f64() * 1e3,
+            tarball >> 20
+        );
+        // Idle: store requests per node per minute.
+        let before: Vec<u64> =
+            nodes.iter().map(|n| n.metric("addonfs_node_catalog_requests_total")).collect();
+        let fetches: Vec<u64> =
+            nodes.iter().map(|n| n.metric("addonfs_node_fetches_total")).collect();
+        std::thread::sleep(Duration::from_secs(idle));
+        for (i, node) in nodes.iter().enumerate() {
+            let asked = node.metric("addonfs_node_catalog_requests_total") - before[i];
+            let fetched = node.metric("addonfs_node_fetches_total") - fetches[i];
+            let pid = node.child.as_ref().unwrap().id();
+            println!(
+                "{name}: node {i} idle: {:.1} store requests per minute ({asked} catalog reads in {idle} s, {fetched} fetches), RSS {} MiB",
+                asked as f64 * 60.0 / idle as f64,
+                rss_kib(pid) / 1024
+            );
+        }
+    }
+}

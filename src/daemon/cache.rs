@@ -44,6 +44,9 @@ pub const INDEX: &str = "addon.tar.gz.addonfs-index";
 /// The marker's file name in an entry.
 pub const MARKER: &str = "complete.json";
 
+/// How stale an entry's recency may get before [`NodeCache::touch`] writes it again.
+pub const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What a node wants cached for one add-on, from the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
@@ -238,11 +241,13 @@ impl NodeCache {
         Some((dir.join(TARBALL), dir.join(INDEX)))
     }
 
-    /// Marks the entries of `keys` (archive digests) as used now.
+    /// Marks the entries of `keys` (archive digests) as used now. An entry marked within the
+    /// last [`TOUCH_EVERY`] is left alone: an idle node writes nothing.
     pub fn touch(&self, keys: &HashSet<String>) {
         let now = SystemTime::now();
         let mut entries = self.lock();
-        for entry in entries.iter_mut().filter(|e| keys.contains(&e.key)) {
+        let stale = |e: &Entry| now.duration_since(e.used).map_or(true, |age| age >= TOUCH_EVERY);
+        for entry in entries.iter_mut().filter(|e| keys.contains(&e.key) && stale(e)) {
             // Recency survives restarts: the marker's mtime (best effort).
             let marker = self.root.join("entries").join(&entry.key).join(MARKER);
             if let Ok(file) = std::fs::File::options().append(true).open(&marker) {

@@ -259,8 +259,10 @@ impl Follower {
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(next_poll) => {
+                    let mut changed = false;
                     match self.poll().await {
-                        Ok(()) => {
+                        Ok(c) => {
+                            changed = c;
                             if !self.stats.store_up.swap(true, Ordering::Relaxed) {
                                 tracing::info!("the store answers");
                             }
@@ -276,7 +278,11 @@ impl Follower {
                         }
                     }
                     next_poll = tokio::time::Instant::now() + backoff;
-                    self.reconcile(Some(&done_tx));
+                    // Nothing to do when nothing changed and nothing is missing: an idle node
+                    // only asks for the catalog.
+                    if changed || self.stats.missing.load(Ordering::Relaxed) > 0 || !self.failed.is_empty() {
+                        self.reconcile(Some(&done_tx));
+                    }
                 }
                 Some((key, result)) = done_rx.recv() => {
                     let id = self.fetching.remove(&key).unwrap_or_default();
@@ -298,8 +304,9 @@ impl Follower {
         }
     }
 
-    /// One conditional read of the catalog; a newer one replaces the one served.
-    async fn poll(&mut self) -> Result<(), String> {
+    /// One conditional read of the catalog; a newer one replaces the one served (then the
+    /// answer is true).
+    async fn poll(&mut self) -> Result<bool, String> {
         let location = self.source.key(CATALOG_KEY);
         let options = GetOptions { if_none_match: self.etag.clone(), ..Default::default() };
         self.stats.catalog_requests.fetch_add(1, Ordering::Relaxed);
@@ -314,7 +321,7 @@ impl Follower {
             Ok(result) => result,
             Err(object_store::Error::NotModified { .. }) => {
                 self.stats.catalog_not_modified.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                return Ok(false);
             }
             // A catalog served before cannot vanish from a healthy store (an unmounted NFS
             // share, a wrong bucket): that is the store failing.
@@ -328,8 +335,9 @@ impl Follower {
                 if self.catalog.is_none() {
                     self.catalog = Some(Catalog { revision: 0, addons: Vec::new() });
                     self.stats.has_catalog.store(true, Ordering::Relaxed);
+                    return Ok(true);
                 }
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(format!("{CATALOG_KEY}: {e}")),
         };
@@ -353,7 +361,7 @@ impl Follower {
             Ok(catalog) => catalog,
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring an invalid catalog");
-                return Ok(());
+                return Ok(false);
             }
         };
         let current = self.catalog.as_ref().map_or(0, |c| c.revision);
@@ -364,7 +372,7 @@ impl Follower {
                 served = current,
                 "ignoring a catalog whose revision went backwards"
             );
-            return Ok(());
+            return Ok(false);
         }
         self.stats.catalog_revision.store(catalog.revision, Ordering::Relaxed);
         if let Err(e) = keep_catalog(&self.cache_dir, &bytes) {
@@ -372,7 +380,7 @@ impl Follower {
         }
         self.catalog = Some(catalog);
         self.stats.has_catalog.store(true, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 
     /// Applies the catalog to the mount with what is cached, and starts the fetches of the
@@ -412,6 +420,9 @@ impl Follower {
             .cache_evictions
             .store(self.cache.evictions.load(Ordering::Relaxed), Ordering::Relaxed);
         let Some(done) = done else { return };
+        // Failures of add-ons no longer wanted are forgotten.
+        let wanted: HashSet<String> = to_fetch.iter().map(|w| hex(&w.sha256)).collect();
+        self.failed.retain(|key, _| wanted.contains(key));
         let now = tokio::time::Instant::now();
         for wanted in to_fetch {
             let key = hex(&wanted.sha256);
