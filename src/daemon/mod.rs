@@ -16,7 +16,7 @@
 
 mod run;
 
-pub use run::{run, Config, KeySource, MountConfig, DEFAULT_DRAIN, UNMOUNT_GRACE};
+pub use run::{run, Config, KeySource, MountConfig, StoreConfig, DEFAULT_DRAIN, UNMOUNT_GRACE};
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -769,7 +769,11 @@ impl Store {
         if let Some(dir) =
             self.backend.local_path(objects.tarball.rsplit_once('/').map_or("", |(d, _)| d))
         {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            // The add-on's directory too, when this was its only upload.
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
             return;
         }
         let deleted = self.io.block(async {
