@@ -739,3 +739,130 @@ fn cluster_figures() {
         }
     }
 }
+
+const KEY: &str = "cluster-test-key";
+
+/// `curl` in `dir` with the API key; (status, JSON body, the X-Addonfs-Revision header).
+fn api_call(dir: &Path, args: &[&str]) -> (u16, Value, Option<u64>) {
+    let headers = dir.join("headers.txt");
+    let out = Command::new("curl")
+        .current_dir(dir)
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-D"])
+        .arg(&headers)
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let revision = std::fs::read_to_string(&headers).ok().and_then(|h| {
+        h.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-addonfs-revision").then(|| v.trim().parse().ok())?
+        })
+    });
+    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null), revision)
+}
+
+/// The registry role and three nodes: the seed's upload through the registry reaches every
+/// node, and `attach --min-revision` with the revision the registry answered links it on
+/// each; a disable through the API leaves every node's new roots; the registry killed → the
+/// nodes keep serving.
+fn registry_and_three_nodes(url: &str, env: &[(String, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .args(["registry", "--store", url, "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let api = common::http::serve_url(&mut registry);
+    let nodes: Vec<Node> =
+        (0..3).map(|i| Node::start(url, env, &dir.path().join(format!("n{i}")))).collect();
+    let mut revision = 0;
+    for name in ["one", "two"] {
+        let up = dir.path().join(format!("up-{name}"));
+        std::fs::create_dir_all(up.join(format!("tree/opt/{name}"))).unwrap();
+        std::fs::write(up.join(format!("tree/opt/{name}/file")), format!("{name}\n")).unwrap();
+        common::run(
+            Command::new("tar")
+                .arg("-czf")
+                .arg(up.join("addon.tar.gz"))
+                .arg("-C")
+                .arg(up.join("tree"))
+                .arg("opt"),
+        );
+        let meta = json!({"name": name, "spec": {"paths": [format!("/opt/{name}")]}});
+        std::fs::write(up.join("metadata.json"), meta.to_string()).unwrap();
+        let (code, body, rev) = api_call(
+            &up,
+            &[
+                "-F",
+                "metadata=@metadata.json",
+                "-F",
+                "tarball=@addon.tar.gz",
+                &format!("{api}/api/v2/runtimeaddons/custom"),
+            ],
+        );
+        assert_eq!(code, 200, "{body}");
+        revision = rev.expect("the upload's answer carries the revision");
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let root = dir.path().join(format!("root{i}"));
+        let (code, err) = node.attach(&root, revision, "10s", i == 0);
+        assert_eq!(code, 0, "node {i}: {err}");
+        assert_eq!(std::fs::read_to_string(root.join("opt/one/file")).unwrap(), "one\n");
+        assert_eq!(std::fs::read_to_string(root.join("opt/two/file")).unwrap(), "two\n");
+    }
+    let (code, body, _) = api_call(
+        dir.path(),
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"status": "DISABLED", "identifiers": ["custom-addon-one"]}"#,
+            &format!("{api}/api/v2/runtimeaddons:updatestatus"),
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    let revision = body["revision"].as_u64().expect("the answer carries the revision");
+    for (i, node) in nodes.iter().enumerate() {
+        let root = dir.path().join(format!("after{i}"));
+        let (code, err) = node.attach(&root, revision, "10s", false);
+        assert_eq!(code, 0, "node {i}: {err}");
+        assert!(!root.join("opt/one").exists(), "a disabled add-on in a new root");
+        assert_eq!(node.listed(), [".addons.json", "custom-addon-two"]);
+    }
+    // The registry gone: the nodes keep serving.
+    registry.kill().unwrap();
+    registry.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    for node in &nodes {
+        assert_eq!(
+            std::fs::read_to_string(node.mount.join("custom-addon-two/opt/two/file")).unwrap(),
+            "two\n"
+        );
+        assert_eq!(node.get("/readyz").0, 200);
+    }
+}
+
+#[test]
+fn a_registry_and_three_nodes_on_a_directory_store() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _) = local_store(&dir.path().join("store"));
+    registry_and_three_nodes(&url, &[]);
+}
+
+#[test]
+fn a_registry_and_three_nodes_on_garage() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(garage) = common::garage::Garage::start() else { return };
+    let (url, _, env) = garage_store(&garage, "registry");
+    registry_and_three_nodes(&url, &env);
+}

@@ -119,11 +119,11 @@ impl Health {
 
     /// Why the daemon is not ready, or `None` when it is.
     async fn not_ready(&self) -> Option<String> {
-        let addons = self.store.root().join("addons");
-        let store_ok = tokio::task::spawn_blocking(move || std::fs::read_dir(&addons).map(drop))
+        let store = Arc::clone(&self.store);
+        let store_ok = tokio::task::spawn_blocking(move || store.probe())
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r);
+            .and_then(|r| r.map_err(std::io::Error::other));
         if let Err(e) = store_ok {
             // The path stays in the log: the answer is public.
             tracing::warn!(error = %e, "readiness: the store cannot be read");

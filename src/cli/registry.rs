@@ -2,13 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::args::{AddonsCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
+use super::args::{AddonsCmd, ApiOpts, RegistryCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
 use crate::addon::metadata;
 use crate::addon::register::{problems_text, read_metadata};
 use crate::addon::{LockError, Record, Status, Store, StoreError};
 use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError};
 use crate::archive::ScanOptions;
-use crate::daemon::{Config, KeySource, MountConfig, DEFAULT_DRAIN};
+use crate::daemon::{Config, KeySource, MountConfig, StoreConfig, DEFAULT_DRAIN};
 use crate::error::Error;
 use crate::limits::Limits;
 
@@ -60,21 +60,59 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         allow_other: cmd.allow_other,
     });
     let config = Config {
-        limits: ApiLimits {
-            max_upload: cmd.max_upload,
-            scan: ScanOptions {
-                limits: Limits { max_uncompressed: cmd.max_uncompressed, ..Limits::default() },
-                ..ScanOptions::default()
-            },
-            max_uploads: cmd.max_uploads as usize,
-            body_timeout: cmd.body_timeout,
-            header_timeout: cmd.header_timeout,
-            max_connections: cmd.max_connections as usize,
-        },
+        limits: api_limits(&cmd.api),
         state_dir: dir,
+        store: None,
         listen: cmd.listen,
         keys,
         mount,
+        drain: DEFAULT_DRAIN,
+    };
+    crate::daemon::run(&config, shutdown_signal(), |_| {})
+}
+
+/// The API's limits from the flags `serve` and `registry` share.
+fn api_limits(api: &ApiOpts) -> ApiLimits {
+    ApiLimits {
+        max_upload: api.max_upload,
+        scan: ScanOptions {
+            limits: Limits { max_uncompressed: api.max_uncompressed, ..Limits::default() },
+            ..ScanOptions::default()
+        },
+        max_uploads: api.max_uploads as usize,
+        body_timeout: api.body_timeout,
+        header_timeout: api.header_timeout,
+        max_connections: api.max_connections as usize,
+    }
+}
+
+/// `addonfs registry --store URL`: the API alone on a store ([`crate::daemon::run`] without a
+/// mount) until SIGINT or SIGTERM.
+pub fn registry(cmd: &RegistryCmd) -> Result<(), Error> {
+    let backend = crate::addon::backend::open(&cmd.store).map_err(StoreError::from)?;
+    let keys = match (&cmd.api_key, &cmd.api_key_file, backend.local_root()) {
+        (Some(key), _, _) => KeySource::Key(key.clone()),
+        (None, Some(path), _) => KeySource::File(path.clone()),
+        (None, None, Some(_)) => KeySource::StateDir,
+        (None, None, None) => {
+            return Err(Error::Usage(format!(
+                "the store {} is not a directory: give the API keys with --api-key-file or --api-key (ADDONFS_API_KEY)",
+                cmd.store
+            )))
+        }
+    };
+    let config = Config {
+        limits: api_limits(&cmd.api),
+        // The keys file's directory for a directory store.
+        state_dir: backend.local_root().map_or_else(PathBuf::new, Path::to_path_buf),
+        store: Some(StoreConfig {
+            backend,
+            orphan_grace: cmd.orphan_grace,
+            scratch: cmd.scratch_dir.clone(),
+        }),
+        listen: cmd.listen,
+        keys,
+        mount: None,
         drain: DEFAULT_DRAIN,
     };
     crate::daemon::run(&config, shutdown_signal(), |_| {})

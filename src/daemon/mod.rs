@@ -22,7 +22,7 @@ pub mod cache;
 pub mod node;
 mod run;
 
-pub use run::{run, Config, KeySource, MountConfig, DEFAULT_DRAIN, UNMOUNT_GRACE};
+pub use run::{run, Config, KeySource, MountConfig, StoreConfig, DEFAULT_DRAIN, UNMOUNT_GRACE};
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
