@@ -141,27 +141,25 @@ pub(crate) async fn probe_mount(
     mount: &std::path::Path,
     probing: &Arc<AtomicBool>,
 ) -> Option<String> {
-    {
-        if probing.swap(true, Ordering::AcqRel) {
-            return Some("the mount has not answered an earlier probe".into());
+    if probing.swap(true, Ordering::AcqRel) {
+        return Some("the mount has not answered an earlier probe".into());
+    }
+    let manifest = mount.join(MANIFEST_NAME);
+    let probing = Arc::clone(probing);
+    let probe = tokio::task::spawn_blocking(move || {
+        let result = std::fs::metadata(&manifest);
+        probing.store(false, Ordering::Release);
+        result
+    });
+    match tokio::time::timeout(MOUNT_PROBE_TIMEOUT, probe).await {
+        Ok(Ok(Ok(_))) => None,
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "readiness: the mount's manifest cannot be read");
+            Some(format!("the mount does not answer: {}", e.kind()))
         }
-        let manifest = mount.join(MANIFEST_NAME);
-        let probing = Arc::clone(probing);
-        let probe = tokio::task::spawn_blocking(move || {
-            let result = std::fs::metadata(&manifest);
-            probing.store(false, Ordering::Release);
-            result
-        });
-        match tokio::time::timeout(MOUNT_PROBE_TIMEOUT, probe).await {
-            Ok(Ok(Ok(_))) => None,
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(error = %e, "readiness: the mount's manifest cannot be read");
-                Some(format!("the mount does not answer: {}", e.kind()))
-            }
-            Ok(Err(_)) => Some("the mount probe failed".into()),
-            Err(_) => {
-                Some(format!("the mount did not answer within {} s", MOUNT_PROBE_TIMEOUT.as_secs()))
-            }
+        Ok(Err(_)) => Some("the mount probe failed".into()),
+        Err(_) => {
+            Some(format!("the mount did not answer within {} s", MOUNT_PROBE_TIMEOUT.as_secs()))
         }
     }
 }
