@@ -173,6 +173,9 @@ pub struct NodeCache {
     entries: Mutex<Vec<Entry>>,
     /// Entries evicted since start.
     pub evictions: std::sync::atomic::AtomicU64,
+    /// Bytes of downloads in progress, counted against the limit so that two fetches at once
+    /// cannot together overfill the cache.
+    reserved: std::sync::atomic::AtomicU64,
 }
 
 impl NodeCache {
@@ -203,6 +206,7 @@ impl NodeCache {
             limit,
             entries: Mutex::new(entries),
             evictions: Default::default(),
+            reserved: Default::default(),
         })
     }
 
@@ -266,7 +270,8 @@ impl NodeCache {
         in_use: &HashSet<String>,
     ) -> Result<(), CacheError> {
         let mut entries = self.lock();
-        let used: u64 = entries.iter().map(|e| e.bytes).sum();
+        let reserved = self.reserved.load(std::sync::atomic::Ordering::Relaxed);
+        let used: u64 = entries.iter().map(|e| e.bytes).sum::<u64>().saturating_add(reserved);
         let evictable: u64 =
             entries.iter().filter(|e| !in_use.contains(&e.key)).map(|e| e.bytes).sum();
         let pinned = used - evictable;
@@ -306,6 +311,20 @@ impl NodeCache {
         Ok(())
     }
 
+    /// [`NodeCache::make_room`], then counts `need` against the limit until the reservation
+    /// is dropped (under the same lock, so two fetches cannot both take the same room).
+    fn reserve(
+        &self,
+        identifier: &str,
+        need: u64,
+        in_use: &HashSet<String>,
+    ) -> Result<Reservation<'_>, CacheError> {
+        static RESERVING: Mutex<()> = Mutex::new(());
+        let _one = RESERVING.lock().unwrap_or_else(|p| p.into_inner());
+        self.make_room(identifier, need, in_use)?;
+        Ok(Reservation::new(&self.reserved, need))
+    }
+
     /// Downloads `wanted`'s archive and index from `store`, verifies
     /// both, and keeps them as a complete entry; returns the archive's and index's paths.
     /// `in_use` (archive digests) are never evicted to make room. Unverified bytes stay in
@@ -319,7 +338,7 @@ impl NodeCache {
         if let Some(found) = self.get(wanted) {
             return Ok(found);
         }
-        self.make_room(&wanted.identifier, wanted.bytes(), in_use)?;
+        let _reservation = self.reserve(&wanted.identifier, wanted.bytes(), in_use)?;
         let tmp_root = self.root.join("tmp");
         let staging = tempfile::Builder::new()
             .prefix("fetch-")
@@ -358,6 +377,25 @@ impl NodeCache {
             index_sha256: marker.index_sha256,
         });
         Ok((dir.join(TARBALL), dir.join(INDEX)))
+    }
+}
+
+/// Bytes counted against the limit while a download runs; released when it ends either way.
+struct Reservation<'a> {
+    counter: &'a std::sync::atomic::AtomicU64,
+    bytes: u64,
+}
+
+impl<'a> Reservation<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicU64, bytes: u64) -> Self {
+        counter.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        Reservation { counter, bytes }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
