@@ -161,7 +161,9 @@ fn startup_bench_measures_every_method_and_writes_csv_and_svg() {
         .map(|p| format!("{}/{p}", source.display()))
         .collect();
     assert_eq!(metadata["spec"]["paths"], serde_json::json!(paths));
-    assert!(addon.join("state/addons/custom-addon-bench-1m/record.json").is_file());
+    let catalog = std::fs::read(addon.join("state/catalog.json")).unwrap();
+    let catalog = addonfs::addon::catalog::Catalog::parse(&catalog).unwrap();
+    assert!(catalog.find("custom-addon-bench-1m").is_some());
 
     // The chart: an SVG document with a legend entry per method.
     let svg = std::fs::read_to_string(out.join("startup.svg")).unwrap();

@@ -335,15 +335,20 @@ fn every_refusal_is_the_json_envelope() {
         ],
     );
     assert_envelope(&again, 409, 6, &["custom-addon-a", "already exists"]);
-    // An I/O failure (500): the journal's place is taken by a directory, so the status change
-    // that would first complete a pending journal cannot read it; nothing changes.
+    // An I/O failure (500): the catalog's place is taken by a directory, so the status change
+    // (one catalog write) cannot be written; nothing changes.
     let before = statuses(&serve);
-    std::fs::create_dir(serve.state.join(addonfs::addon::store::STATUS_JOURNAL)).unwrap();
+    let catalog = serve.state.join(addonfs::addon::catalog::CATALOG_KEY);
+    let aside = serve.state.join("catalog.json.aside");
+    std::fs::rename(&catalog, &aside).unwrap();
+    std::fs::create_dir_all(catalog.join("in-the-way")).unwrap();
     let failed = update(&serve, json!({"status": "DISABLED", "ids": [1]}));
     // The details (paths inside the state directory) go to the daemon's log, not the client.
     assert_envelope(&failed, 500, 13, &["the store failed", "log"]);
-    assert!(!failed.body.to_string().contains("status-change.json"), "{}", failed.body);
+    assert!(!failed.body.to_string().contains("catalog.json"), "{}", failed.body);
     assert_eq!(statuses(&serve), before);
+    std::fs::remove_dir_all(&catalog).unwrap();
+    std::fs::rename(&aside, &catalog).unwrap();
     // Without the key or with a wrong one, on the client's own headers.
     for auth in [None, Some("Authorization: Bearer wrong")] {
         let mut args = vec![
@@ -485,7 +490,10 @@ fn a_hundred_and_twenty_addons_page_through_with_page_size_100() {
     assert_eq!(rows(&update(&serve, deprecate)), 0);
     let (deprecated, requests) = walk(&serve, Some(r#"{"status": "DEPRECATED"}"#));
     assert_eq!((deprecated.len(), requests), (120, 2));
-    assert!(!state.join(addonfs::addon::store::STATUS_JOURNAL).exists());
+    // One catalog write per change: the store's catalog has them all.
+    let catalog = std::fs::read(state.join(addonfs::addon::catalog::CATALOG_KEY)).unwrap();
+    let catalog = addonfs::addon::catalog::Catalog::parse(&catalog).unwrap();
+    assert!(catalog.addons.iter().all(|e| e.record.status == addonfs::addon::Status::Deprecated));
 }
 
 /// `addonfs attach` of the mount into `root`.

@@ -78,13 +78,35 @@ impl Server {
     }
 
     /// The add-on directories stored, and the number of staging entries.
+    /// The identifiers in the store's catalog, and the entries in `staging/`. Any file under
+    /// `addons/` that the catalog does not reference shows up as `stray: KEY`.
     fn stored(&self) -> (Vec<String>, usize) {
-        let mut addons: Vec<String> = std::fs::read_dir(self.state.join("addons"))
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
+        let catalog = match std::fs::read(self.state.join("catalog.json")) {
+            Ok(bytes) => addonfs::addon::catalog::Catalog::parse(&bytes).unwrap(),
+            Err(_) => addonfs::addon::catalog::Catalog::default(),
+        };
+        let mut addons: Vec<String> =
+            catalog.addons.iter().map(|e| e.record.identifier.clone()).collect();
+        let referenced = catalog.referenced();
+        let out = common::sh(&format!(
+            "cd '{}' && find addons -type f 2>/dev/null || true",
+            self.state.display()
+        ));
+        for key in out.lines().filter(|k| !referenced.contains(k)) {
+            addons.push(format!("stray: {key}"));
+        }
         addons.sort();
         let staging = std::fs::read_dir(self.state.join("staging")).map_or(0, |d| d.count());
         (addons, staging)
+    }
+
+    /// The catalog entry of `identifier`.
+    fn entry(&self, identifier: &str) -> addonfs::addon::catalog::Entry {
+        let catalog = addonfs::addon::catalog::Catalog::parse(
+            &std::fs::read(self.state.join("catalog.json")).unwrap(),
+        )
+        .unwrap();
+        catalog.find(identifier).unwrap().clone()
     }
 }
 
@@ -163,15 +185,13 @@ fn seed_upload_list_filter_page_and_status() {
         assert_eq!((s, r["id"].as_u64()), (200, Some(i as u64 + 2)), "{r}");
     }
     // Stored as uploaded.
-    let stored = server.state.join("addons/custom-addon-name-of-the-addon");
+    let entry = server.entry("custom-addon-name-of-the-addon");
+    let stored = server.state.join(entry.objects.tarball.rsplit_once('/').unwrap().0);
     assert_eq!(std::fs::read(stored.join("addon.tar.gz")).unwrap(), tar);
     assert!(stored.join("addon.tar.gz.addonfs-index").is_file());
     assert_eq!(server.stored().1, 0);
     // The index built while the upload streamed is the stored archive's current index.
-    let (code, out, err) = addonfs_cmd(
-        &["index", "--json", "addons/custom-addon-name-of-the-addon/addon.tar.gz"],
-        &server.state,
-    );
+    let (code, out, err) = addonfs_cmd(&["index", "--json", &entry.objects.tarball], &server.state);
     assert_eq!(code, 0, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["action"], "loaded", "{report}");
@@ -209,11 +229,8 @@ fn seed_upload_list_filter_page_and_status() {
     assert_eq!(ids, [json!(1), json!(3)]);
     let (_, dis) = server.get(&[("search_filter", r#"{"status":"DISABLED"}"#)]);
     assert_eq!(dis["runtime_addons"][0]["identifier"], "custom-addon-b");
-    let on_disk: Value = serde_json::from_slice(
-        &std::fs::read(server.state.join("addons/custom-addon-b/record.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(on_disk["status"], "DISABLED");
+    // In the store's catalog.
+    assert_eq!(server.entry("custom-addon-b").record.status, addonfs::addon::Status::Disabled);
     let (s, r) = server.status(&json!({"status": "AVAILABLE", "ids": [2]}));
     assert_eq!((s, r), (200, json!({"rows_affected": 1, "revision": 5})));
     assert_error(&server.status(&json!({"status": "AVAILABLE", "ids": [99]})), 404, 5, "99");
@@ -235,14 +252,10 @@ fn duplicate_name_is_refused_with_409_and_never_overwrites() {
     let server = Server::start(&tmp.path().join("state"), &[]);
     seed_addon(&tmp.path().join("a"));
     assert_eq!(server.upload(&tmp.path().join("a"), Some(KEY)).0, 200);
-    let before =
-        std::fs::read(server.state.join("addons/custom-addon-name-of-the-addon/record.json"))
-            .unwrap();
+    let before = std::fs::read(server.state.join("catalog.json")).unwrap();
     addon(&tmp.path().join("b"), &meta("name-of-the-addon", &["/other"]), &["other"]);
     assert_error(&server.upload(&tmp.path().join("b"), Some(KEY)), 409, 6, "already exists");
-    let after =
-        std::fs::read(server.state.join("addons/custom-addon-name-of-the-addon/record.json"))
-            .unwrap();
+    let after = std::fs::read(server.state.join("catalog.json")).unwrap();
     assert_eq!(before, after);
     assert_eq!(server.stored(), (vec!["custom-addon-name-of-the-addon".to_string()], 0));
 }
@@ -519,14 +532,14 @@ fn public_endpoints_and_unknown_routes_without_a_key() {
         12,
         "POST",
     );
-    // The store's directory of add-ons gone unreadable: not ready, and the answer names no
-    // path of the state directory.
-    std::fs::rename(state.join("addons"), state.join("addons.away")).unwrap();
+    // The store's catalog gone unreadable: not ready, and the answer names no path of the
+    // state directory.
+    std::fs::rename(state.join("catalog.json"), state.join("catalog.away")).unwrap();
     let (status, body) = get("/readyz");
     assert_error(&(status, body.clone()), 503, 14, "the store cannot be read");
     assert!(!body.to_string().contains(&*state.to_string_lossy()), "{body}");
     assert_eq!(get("/healthz").0, 200, "alive all the same");
-    std::fs::rename(state.join("addons.away"), state.join("addons")).unwrap();
+    std::fs::rename(state.join("catalog.away"), state.join("catalog.json")).unwrap();
     assert_eq!(get("/readyz").0, 200);
     // Requests are counted by route pattern, never by the path a client made up.
     let metrics = get("/metrics").1.as_str().unwrap().to_string();
@@ -686,7 +699,8 @@ fn admin_cli_registers_lists_enables_and_disables() {
     assert_eq!(list[0]["status"], "DISABLED");
     // Without a daemon, each change bumps the catalog's revision in the state directory: the
     // registration, disable, enable, disable (a refused registration changes nothing).
-    assert_eq!(std::fs::read_to_string(state.join("revision")).unwrap(), "4\n");
+    let catalog = std::fs::read(state.join("catalog.json")).unwrap();
+    assert_eq!(addonfs::addon::catalog::Catalog::parse(&catalog).unwrap().revision, 4);
     // An unknown add-on is "no such thing" (4), not a broken rule (5).
     let (code, _, err) = addonfs(&["addons", "enable", "no-such-addon"], &state, &dir);
     assert_eq!(code, 4, "{err}");
@@ -792,12 +806,12 @@ fn kill_9_after_the_upload_is_committed_keeps_it_whole() {
     drop(server);
     let server = Server::start(&state, &[]);
     assert_eq!(server.stored(), (vec!["custom-addon-big".to_string()], 0));
-    let d = state.join("addons/custom-addon-big");
-    for f in ["metadata.json", "addon.tar.gz", "addon.tar.gz.addonfs-index", "record.json"] {
-        assert!(d.join(f).is_file(), "{f}");
+    let entry = server.entry("custom-addon-big");
+    for key in entry.objects.keys() {
+        assert!(state.join(key).is_file(), "{key}");
     }
     assert_eq!(
-        std::fs::read(d.join("addon.tar.gz")).unwrap(),
+        std::fs::read(state.join(&entry.objects.tarball)).unwrap(),
         std::fs::read(dir.join("addon.tar.gz")).unwrap()
     );
     let (_, all) = server.get(&[]);
@@ -950,7 +964,7 @@ fn client_disconnect_mid_upload_leaves_nothing() {
     let (s, r) = server.upload(&dir, Some(KEY));
     assert_eq!((s, r["id"].as_u64()), (200, Some(1)), "{r}");
     assert_eq!(
-        std::fs::read(server.state.join("addons/custom-addon-big/addon.tar.gz")).unwrap(),
+        std::fs::read(server.state.join(server.entry("custom-addon-big").objects.tarball)).unwrap(),
         std::fs::read(dir.join("addon.tar.gz")).unwrap()
     );
 }

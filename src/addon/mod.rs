@@ -2,6 +2,8 @@
 //! state directory's inter-process lock ([`lock`]) and registering from local files
 //! ([`register`]).
 
+pub mod backend;
+pub mod catalog;
 pub mod lock;
 pub mod metadata;
 pub mod register;

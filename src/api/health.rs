@@ -98,8 +98,9 @@ impl Health {
             "Tarball bytes received by uploads",
             counters.upload_bytes.clone(),
         );
+        let revision_of = Arc::clone(&store);
         registry.register_collector(Box::new(ReadPath {
-            store: Arc::clone(&store),
+            revision: Arc::new(move || revision_of.revision()),
             fs: observed.fs,
             cache: observed.cache,
         }));
@@ -118,43 +119,53 @@ impl Health {
 
     /// Why the daemon is not ready, or `None` when it is.
     async fn not_ready(&self) -> Option<String> {
-        let addons = self.store.root().join("addons");
-        let store_ok = tokio::task::spawn_blocking(move || std::fs::read_dir(&addons).map(drop))
+        let store = Arc::clone(&self.store);
+        let store_ok = tokio::task::spawn_blocking(move || store.probe())
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r);
+            .and_then(|r| r.map_err(std::io::Error::other));
         if let Err(e) = store_ok {
             // The path stays in the log: the answer is public.
             tracing::warn!(error = %e, "readiness: the store cannot be read");
             return Some("the store cannot be read".into());
         }
         let mount = self.mount.as_ref()?;
-        if self.probing.swap(true, Ordering::AcqRel) {
-            return Some("the mount has not answered an earlier probe".into());
+        probe_mount(mount, &self.probing).await
+    }
+}
+
+/// Why the mount at `mount` does not answer a `stat` of its manifest within
+/// [`MOUNT_PROBE_TIMEOUT`], or `None` when it does. `probing` keeps a hung mount to one
+/// blocked thread.
+pub(crate) async fn probe_mount(
+    mount: &std::path::Path,
+    probing: &Arc<AtomicBool>,
+) -> Option<String> {
+    if probing.swap(true, Ordering::AcqRel) {
+        return Some("the mount has not answered an earlier probe".into());
+    }
+    let manifest = mount.join(MANIFEST_NAME);
+    let probing = Arc::clone(probing);
+    let probe = tokio::task::spawn_blocking(move || {
+        let result = std::fs::metadata(&manifest);
+        probing.store(false, Ordering::Release);
+        result
+    });
+    match tokio::time::timeout(MOUNT_PROBE_TIMEOUT, probe).await {
+        Ok(Ok(Ok(_))) => None,
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "readiness: the mount's manifest cannot be read");
+            Some(format!("the mount does not answer: {}", e.kind()))
         }
-        let manifest = mount.join(MANIFEST_NAME);
-        let probing = Arc::clone(&self.probing);
-        let probe = tokio::task::spawn_blocking(move || {
-            let result = std::fs::metadata(&manifest);
-            probing.store(false, Ordering::Release);
-            result
-        });
-        match tokio::time::timeout(MOUNT_PROBE_TIMEOUT, probe).await {
-            Ok(Ok(Ok(_))) => None,
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(error = %e, "readiness: the mount's manifest cannot be read");
-                Some(format!("the mount does not answer: {}", e.kind()))
-            }
-            Ok(Err(_)) => Some("the mount probe failed".into()),
-            Err(_) => {
-                Some(format!("the mount did not answer within {} s", MOUNT_PROBE_TIMEOUT.as_secs()))
-            }
+        Ok(Err(_)) => Some("the mount probe failed".into()),
+        Err(_) => {
+            Some(format!("the mount did not answer within {} s", MOUNT_PROBE_TIMEOUT.as_secs()))
         }
     }
 }
 
 /// `GET /healthz`: the process is alive and answers.
-pub(super) async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
@@ -191,10 +202,11 @@ pub(super) async fn track(State(app): State<Arc<App>>, req: Request, next: Next)
 }
 
 /// The read path's counters and the catalog's revision, read at each scrape.
-struct ReadPath {
-    store: Arc<Store>,
-    fs: Option<Arc<FsStats>>,
-    cache: Option<Arc<ChunkCache>>,
+pub(crate) struct ReadPath {
+    /// The catalog's revision (the store's, or the one a node's mount shows).
+    pub(crate) revision: Arc<dyn Fn() -> u64 + Send + Sync>,
+    pub(crate) fs: Option<Arc<FsStats>>,
+    pub(crate) cache: Option<Arc<ChunkCache>>,
 }
 
 impl std::fmt::Debug for ReadPath {
@@ -203,14 +215,19 @@ impl std::fmt::Debug for ReadPath {
     }
 }
 
-fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+pub(crate) fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> std::fmt::Result {
     let c = ConstCounter::new(v);
     c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
 impl Collector for ReadPath {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
-        let revision = i64::try_from(self.store.revision()).unwrap_or(i64::MAX);
+        let revision = i64::try_from((self.revision)()).unwrap_or(i64::MAX);
         let g = ConstGauge::new(revision);
         g.encode(e.encode_descriptor(
             "addonfs_catalog_revision",

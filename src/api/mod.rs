@@ -16,6 +16,7 @@ pub mod client;
 mod error;
 pub mod health;
 mod list;
+pub mod node;
 pub mod server;
 mod status;
 mod upload;
@@ -199,9 +200,14 @@ async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let code = match &e {
-            StoreError::Io { .. } | StoreError::Locked(_) | StoreError::ReadOnly(_) => {
-                Code::Internal
-            }
+            StoreError::Io { .. }
+            | StoreError::Locked(_)
+            | StoreError::ReadOnly(_)
+            | StoreError::Backend { .. }
+            | StoreError::Open(_)
+            | StoreError::Catalog { .. }
+            | StoreError::WriterHeld { .. }
+            | StoreError::Fenced { .. } => Code::Internal,
             StoreError::AlreadyExists { .. } => Code::AlreadyExists,
             StoreError::Conflict { .. } | StoreError::NotDeletable => Code::FailedPrecondition,
             StoreError::NotFound(_) => Code::NotFound,

@@ -13,6 +13,7 @@ use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +90,18 @@ pub enum AttachError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The mount did not show the catalog revision asked for (`--min-revision`) in time.
+    #[error("the mount {} shows catalog revision {have}, and at least {want} was asked for (--min-revision): the node did not catch up within {} ms (--wait)", mount.display(), waited.as_millis())]
+    Behind {
+        /// The mount.
+        mount: PathBuf,
+        /// The revision it showed last.
+        have: u64,
+        /// The revision asked for.
+        want: u64,
+        /// How long attach waited.
+        waited: Duration,
     },
     /// The manifest is not valid JSON of the expected shape.
     #[error("{} is not a valid add-on manifest: {source}", path.display())]
@@ -233,6 +246,53 @@ pub fn read_manifest(mount: &Path) -> Result<Manifest, AttachError> {
     parse_manifest(&text).map_err(|source| AttachError::ManifestInvalid { path, source })
 }
 
+/// How often [`wait_for_revision`] reads the manifest again.
+const REVISION_POLL: Duration = Duration::from_millis(20);
+
+/// Reads the manifest of `mount` until it shows at least catalog revision `want`, for at most
+/// `wait` (the mount's daemon rewrites the manifest, and tells the kernel to forget it, when
+/// it has applied a newer catalog). A manifest that cannot be read keeps the wait going too
+/// (a node still starting); its error is the answer if the time runs out before any manifest
+/// was read.
+pub fn wait_for_revision(mount: &Path, want: u64, wait: Duration) -> Result<Manifest, AttachError> {
+    let start = Instant::now();
+    loop {
+        let result = read_manifest(mount);
+        let have = match result {
+            Ok(manifest) if manifest.revision >= want => return Ok(manifest),
+            Ok(manifest) => Some(manifest.revision),
+            Err(_) if start.elapsed() < wait => None,
+            Err(e) => return Err(e),
+        };
+        let waited = start.elapsed();
+        if waited >= wait {
+            return Err(AttachError::Behind {
+                mount: mount.to_path_buf(),
+                have: have.unwrap_or(0),
+                want,
+                waited,
+            });
+        }
+        std::thread::sleep(REVISION_POLL.min(wait - waited));
+    }
+}
+
+/// Parses a wait: `5s`, `500ms`, `1.5s`, or seconds without a unit; at most a day.
+pub fn parse_wait(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if v >= 0.0 && v * scale <= 86_400.0 => Ok(Duration::from_secs_f64(v * scale)),
+        _ => Err(format!("{text:?} is not a duration (5s, 500ms) of at most a day")),
+    }
+}
+
 /// The relative form of a requested absolute path, or `None` if it is not a clean absolute path
 /// of plain names (the registry never lets another through, but the manifest is read from
 /// outside).
@@ -375,8 +435,21 @@ fn attach_one(root: &Root, rel: &Path, target: &Path) -> Outcome {
 /// Links every requested path of every add-on in `mount`'s manifest under `root`, resolving
 /// each inside `root`. A path that fails does not stop the others. `root` must exist.
 pub fn attach(mount: &Path, root: &Path) -> Result<Report, AttachError> {
+    attach_min(mount, root, None)
+}
+
+/// [`attach`], after waiting (bounded) until the mount shows at least a catalog revision:
+/// `min` = (revision, longest wait), see [`wait_for_revision`].
+pub fn attach_min(
+    mount: &Path,
+    root: &Path,
+    min: Option<(u64, Duration)>,
+) -> Result<Report, AttachError> {
     let (mount, root) = start(mount, root)?;
-    let manifest = read_manifest(&mount)?;
+    let manifest = match min {
+        Some((want, wait)) => wait_for_revision(&mount, want, wait)?,
+        None => read_manifest(&mount)?,
+    };
     let mut paths = Vec::new();
     for addon in &manifest.addons {
         for path in &addon.paths {
@@ -532,6 +605,43 @@ mod tests {
         // What attach makes, detach takes back.
         let (_, target) = plan(m, "custom-addon-x", "/a/b").expect("plan");
         assert!(is_ours(m, &target));
+    }
+
+    #[test]
+    fn waits_parse_with_and_without_units() {
+        assert_eq!(parse_wait("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_wait("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_wait("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_wait("0.25s"), Ok(Duration::from_millis(250)));
+        for bad in ["", "s", "-1s", "5m", "1e9", "abc"] {
+            assert!(parse_wait(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_mount_behind_the_revision_asked_for_fails_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rev: u64| {
+            let m = Manifest { revision: rev, addons: vec![] };
+            std::fs::write(dir.path().join(MANIFEST_NAME), serde_json::to_vec(&m).unwrap())
+                .unwrap();
+        };
+        write(3);
+        assert_eq!(wait_for_revision(dir.path(), 3, Duration::ZERO).unwrap().revision, 3);
+        let started = Instant::now();
+        let e = wait_for_revision(dir.path(), 4, Duration::from_millis(100)).unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert!(matches!(e, AttachError::Behind { have: 3, want: 4, .. }), "{e}");
+        assert!(e.to_string().contains("--min-revision"), "{e}");
+        // Caught up while waiting.
+        let path = dir.path().to_path_buf();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let m = Manifest { revision: 5, addons: vec![] };
+            std::fs::write(path.join(MANIFEST_NAME), serde_json::to_vec(&m).unwrap()).unwrap();
+        });
+        assert_eq!(wait_for_revision(dir.path(), 5, Duration::from_secs(5)).unwrap().revision, 5);
+        writer.join().unwrap();
     }
 
     #[test]

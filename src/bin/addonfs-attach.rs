@@ -20,13 +20,18 @@ use addonfs::cli::EXIT_USAGE;
 const USAGE: &str = "\
 Symlink the enabled add-ons' paths into a workload root (or remove those links).
 
-Usage: addonfs-attach [--mount M] [--root R] [--json]
+Usage: addonfs-attach [--mount M] [--root R] [--json] [--min-revision N [--wait 5s]]
        addonfs-attach detach [--mount M] [--root R] [--path P]... [--json]
 
 Options:
       --mount <M>   The addonfs daemon's mount point (it holds /.addons.json) [default: /runtime-addons]
       --root <R>    The workload root the requested paths are relative to [default: /]
       --json        Print a JSON report instead of text
+      --min-revision <N>
+                    Wait until the mount shows at least this catalog revision (the
+                    registry's answers carry it); fail if it does not within --wait
+      --wait <DURATION>
+                    How long --min-revision waits (5s, 500ms) [default: 5s]
       --path <P>    detach only: also consider this absolute path (e.g. of an add-on disabled
                     since attach); repeatable
   -h, --help        Print help
@@ -51,6 +56,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Request, String> {
     }
     let (mut mount, mut root) = (PathBuf::from(DEFAULT_MOUNT), PathBuf::from(DEFAULT_ROOT));
     let (mut json, mut paths) = (false, Vec::new());
+    let (mut min_revision, mut wait) = (None, std::time::Duration::from_secs(5));
     while let Some(arg) = args.next() {
         // Values are kept as the bytes given (paths need not be UTF-8); `--flag=value` splits
         // at the first `=`.
@@ -76,6 +82,23 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Request, String> {
                 Ok(path) => paths.push(path),
                 Err(bad) => return Err(format!("invalid UTF-8 in '--path {}'", bad.display())),
             },
+            b"--min-revision" if !detach => {
+                let v = value("--min-revision <N>")?;
+                match v.to_str().and_then(|t| t.parse::<u64>().ok()) {
+                    Some(n) => min_revision = Some(n),
+                    None => {
+                        return Err(format!(
+                            "invalid value '{}' for '--min-revision <N>': not a revision number",
+                            v.display()
+                        ))
+                    }
+                }
+            }
+            b"--wait" if !detach => {
+                let v = value("--wait <DURATION>")?;
+                wait = addonfs::attach::parse_wait(&v.to_string_lossy())
+                    .map_err(|e| format!("invalid value for '--wait <DURATION>': {e}"))?;
+            }
             b"--json" if inline.is_none() => json = true,
             _ => return Err(format!("unexpected argument '{}'", arg.display())),
         }
@@ -83,7 +106,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Request, String> {
     Ok(if detach {
         Request::Detach(DetachCmd { mount, root, paths, json })
     } else {
-        Request::Attach(AttachCmd { mount, root, json })
+        Request::Attach(AttachCmd { mount, root, json, min_revision, wait })
     })
 }
 

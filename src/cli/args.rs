@@ -52,6 +52,10 @@ pub enum Command {
     Validate(ValidateCmd),
     /// The node daemon: mount every add-on of a state directory and serve the registry's API.
     Serve(ServeCmd),
+    /// A node follower: mount every enabled add-on of a shared store's catalog, read-only.
+    Node(NodeCmd),
+    /// The registry alone (API: upload, list, status; no mount) on a store shared by nodes.
+    Registry(RegistryCmd),
     /// Administer the add-ons of a local state directory.
     #[command(subcommand)]
     Addons(AddonsCmd),
@@ -104,6 +108,35 @@ pub const DEFAULT_MOUNT: &str = "/runtime-addons";
 /// The workload root `attach` and `detach` work in unless told.
 pub const DEFAULT_ROOT: &str = "/";
 
+/// `addonfs node`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeCmd {
+    /// The store: a directory (`/var/lib/addonfs`, `file:///...`, e.g. a shared NFS
+    /// directory) or `s3://bucket/prefix` (configured from the AWS_* environment). The node
+    /// only reads it.
+    #[arg(long, value_name = "URL")]
+    pub store: String,
+    /// Where every enabled add-on is mounted (one directory per add-on, plus `/.addons.json`).
+    #[arg(long, default_value = DEFAULT_MOUNT, value_name = "DIR")]
+    pub mount: PathBuf,
+    /// The node cache: verified copies of the add-ons served, kept across restarts.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: PathBuf,
+    /// Bytes the node cache may hold on disk (least recently used add-ons not in use are
+    /// evicted; suffixes K, M, G).
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Bytes of decompressed gzip spans kept in memory, shared by all add-ons.
+    #[arg(long, default_value = "32M", value_parser = parse_size)]
+    pub memory_cache: u64,
+    /// Serve `/healthz`, `/readyz` and `/metrics` on this address (none by default).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Let every user read the mount (workloads run as other users than the node).
+    #[arg(long)]
+    pub allow_other: bool,
+}
+
 /// `addonfs attach`.
 #[derive(Debug, Args)]
 pub struct AttachCmd {
@@ -116,6 +149,13 @@ pub struct AttachCmd {
     /// Print a JSON report instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Wait until the mount shows at least this catalog revision (the registry's answers
+    /// carry it) before attaching; fail if it does not within `--wait`.
+    #[arg(long, value_name = "N")]
+    pub min_revision: Option<u64>,
+    /// How long `--min-revision` waits (`5s`, `500ms`, seconds without a unit).
+    #[arg(long, default_value = "5s", value_parser = crate::attach::parse_wait, value_name = "DURATION")]
+    pub wait: std::time::Duration,
 }
 
 /// `addonfs detach`.
@@ -169,12 +209,9 @@ pub struct ServeCmd {
     /// An accepted API key (instead of a keys file).
     #[arg(long, env = "ADDONFS_API_KEY", hide_env_values = true, value_name = "KEY")]
     pub api_key: Option<String>,
-    /// Largest tarball an upload may send (suffixes K, M, G allowed).
-    #[arg(long, default_value = "2G", value_parser = parse_size)]
-    pub max_upload: u64,
-    /// Refuse uploads whose uncompressed tar is larger than this.
-    #[arg(long, default_value = "64G", value_parser = parse_size)]
-    pub max_uncompressed: u64,
+    /// The API's limits.
+    #[command(flatten)]
+    pub api: ApiOpts,
     /// Where every add-on is mounted (one directory per add-on, plus `/.addons.json`)
     /// [default: STATE_DIR/mnt].
     #[arg(long, value_name = "DIR")]
@@ -188,6 +225,17 @@ pub struct ServeCmd {
     /// Bytes of decompressed gzip spans kept in memory, shared by all add-ons.
     #[arg(long, default_value = "32M", value_parser = parse_size)]
     pub cache_size: u64,
+}
+
+/// The API's limits, as `serve` and `registry` take them.
+#[derive(Debug, Args)]
+pub struct ApiOpts {
+    /// Largest tarball an upload may send (suffixes K, M, G allowed).
+    #[arg(long, default_value = "2G", value_parser = parse_size)]
+    pub max_upload: u64,
+    /// Refuse uploads whose uncompressed tar is larger than this.
+    #[arg(long, default_value = "64G", value_parser = parse_size)]
+    pub max_uncompressed: u64,
     /// Uploads indexed at once; further uploads are refused with 429 until one ends.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_uploads: u32,
@@ -203,6 +251,46 @@ pub struct ServeCmd {
     /// removed.
     #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
     pub body_timeout: std::time::Duration,
+}
+
+/// `addonfs registry`.
+#[derive(Debug, Args)]
+pub struct RegistryCmd {
+    /// The store: a directory (or `file:///dir`, also a shared one such as NFS) or
+    /// `s3://bucket/prefix` (any S3-compatible service; settings from the standard `AWS_*`
+    /// environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ALLOW_HTTP).
+    #[arg(long, env = "ADDONFS_STORE", value_name = "URL")]
+    pub store: String,
+    /// Address to listen on (loopback by default; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7474")]
+    pub listen: std::net::SocketAddr,
+    /// File of accepted API keys, one a line [default for a directory store: DIR/api-keys,
+    /// created with a random key at first start; an S3 store needs this or --api-key].
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+    /// An accepted API key (instead of a keys file).
+    #[arg(long, env = "ADDONFS_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// The API's limits.
+    #[command(flatten)]
+    pub api: ApiOpts,
+    /// Where uploads to a remote store are staged while they are indexed [default: a fresh
+    /// directory under the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
+    /// Seconds after which objects that no catalog record references (an upload interrupted
+    /// between its objects and the catalog) are deleted.
+    #[arg(long, default_value = "3600", value_name = "SECONDS", value_parser = parse_seconds_or_zero)]
+    pub orphan_grace: std::time::Duration,
+}
+
+/// A number of seconds, 0 allowed.
+pub fn parse_seconds_or_zero(text: &str) -> Result<std::time::Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if (0.0..=86_400.0 * 365.0).contains(&s) => Ok(std::time::Duration::from_secs_f64(s)),
+        _ => Err(format!("{text:?} is not a number of seconds (0 or more)")),
+    }
 }
 
 /// A positive number of seconds (fractions allowed: `0.5`).

@@ -76,7 +76,8 @@ fn fail(e: &AttachError) -> i32 {
 
 /// `addonfs attach`.
 pub fn attach(cmd: &AttachCmd) -> i32 {
-    match attach::attach(&cmd.mount, &cmd.root) {
+    let min = cmd.min_revision.map(|n| (n, cmd.wait));
+    match attach::attach_min(&cmd.mount, &cmd.root, min) {
         Ok(report) => print(&report, cmd.json),
         Err(e) => fail(&e),
     }

@@ -60,14 +60,21 @@ pub enum Error {
 
 impl From<crate::addon::StoreError> for Error {
     /// A store's I/O error stays an I/O error on its file, a lock conflict stays a lock
-    /// conflict, an unknown add-on is "no such add-on"; everything else is a broken registry
-    /// rule.
+    /// conflict, an unknown add-on is "no such add-on", a failed, taken or damaged store is an
+    /// environment failure; everything else is a broken registry rule.
     fn from(e: crate::addon::StoreError) -> Error {
         use crate::addon::StoreError;
         match e {
             StoreError::Io { path, source } => Error::Io { path, source },
             StoreError::Locked(e) => Error::Locked(e),
             e @ StoreError::NotFound(_) => Error::NoSuchAddon(e.to_string()),
+            // The store itself failed, is taken, or is damaged: an environment failure.
+            e @ (StoreError::Backend { .. }
+            | StoreError::Open(_)
+            | StoreError::Catalog { .. }
+            | StoreError::WriterHeld { .. }
+            | StoreError::Fenced { .. }
+            | StoreError::ReadOnly(_)) => Error::Daemon(e.to_string()),
             other => Error::Invalid(other.to_string()),
         }
     }
@@ -97,6 +104,9 @@ impl From<DaemonError> for Error {
             DaemonError::Store(e) => Error::from(e),
             DaemonError::Open(e) => Error::Open(e),
             DaemonError::Read(e) => Error::Read(e),
+            DaemonError::BadStore(e) => Error::Usage(e.to_string()),
+            DaemonError::Locked(e) => Error::Locked(e),
+            e @ DaemonError::Cache(_) => Error::Daemon(e.to_string()),
             DaemonError::Failed(message) => Error::Daemon(message),
         }
     }

@@ -18,6 +18,7 @@ pub mod error;
 mod format;
 mod inspect;
 mod mount;
+mod node;
 mod open;
 mod registry;
 
@@ -51,7 +52,10 @@ pub fn run(cli: Cli) -> i32 {
     init_logging(&cli.log_level, cli.log_format);
     // The long-running commands' process setup, before any thread starts: freed cache chunks
     // and upload buffers go back to the system instead of lingering in per-thread arenas.
-    if matches!(cli.command, Command::Mount(_) | Command::Serve(_)) {
+    if matches!(
+        cli.command,
+        Command::Mount(_) | Command::Serve(_) | Command::Registry(_) | Command::Node(_)
+    ) {
         crate::process::release_large_allocations();
     }
     let result = match cli.command {
@@ -64,6 +68,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Detach(cmd) => return attach::detach(&cmd),
         Command::Validate(cmd) => registry::validate(&cmd),
         Command::Serve(cmd) => registry::serve(&cmd),
+        Command::Node(cmd) => node::node(&cmd),
+        Command::Registry(cmd) => registry::registry(&cmd),
         Command::Addons(cmd) => registry::addons(&cmd),
         Command::Bench(cmd) => return bench::bench(&cmd),
     };

@@ -2,14 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use super::args::{AddonsCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
+use super::args::{AddonsCmd, ApiOpts, RegistryCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
 use super::Error;
 use crate::addon::metadata;
 use crate::addon::register::{problems_text, read_metadata};
 use crate::addon::{LockError, Record, Status, Store, StoreError};
 use crate::api::{ApiClient, ApiKeys, ApiLimits, ClientError};
 use crate::archive::ScanOptions;
-use crate::daemon::{Config, KeySource, MountConfig, DEFAULT_DRAIN};
+use crate::daemon::{Config, KeySource, MountConfig, StoreConfig, DEFAULT_DRAIN};
 use crate::limits::Limits;
 
 /// The state directory: the flag (or `ADDONFS_STATE_DIR`), else `/var/lib/addonfs` for root,
@@ -60,18 +60,9 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         allow_other: cmd.allow_other,
     });
     let config = Config {
-        limits: ApiLimits {
-            max_upload: cmd.max_upload,
-            scan: ScanOptions {
-                limits: Limits { max_uncompressed: cmd.max_uncompressed, ..Limits::default() },
-                ..ScanOptions::default()
-            },
-            max_uploads: cmd.max_uploads as usize,
-            body_timeout: cmd.body_timeout,
-            header_timeout: cmd.header_timeout,
-            max_connections: cmd.max_connections as usize,
-        },
+        limits: api_limits(&cmd.api),
         state_dir: dir,
+        store: None,
         listen: cmd.listen,
         keys,
         mount,
@@ -80,7 +71,54 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
     Ok(crate::daemon::run(&config, shutdown_signal(), |_| {})?)
 }
 
-async fn shutdown_signal() {
+/// The API's limits from the flags `serve` and `registry` share.
+fn api_limits(api: &ApiOpts) -> ApiLimits {
+    ApiLimits {
+        max_upload: api.max_upload,
+        scan: ScanOptions {
+            limits: Limits { max_uncompressed: api.max_uncompressed, ..Limits::default() },
+            ..ScanOptions::default()
+        },
+        max_uploads: api.max_uploads as usize,
+        body_timeout: api.body_timeout,
+        header_timeout: api.header_timeout,
+        max_connections: api.max_connections as usize,
+    }
+}
+
+/// `addonfs registry --store URL`: the API alone on a store ([`crate::daemon::run`] without a
+/// mount) until SIGINT or SIGTERM.
+pub fn registry(cmd: &RegistryCmd) -> Result<(), Error> {
+    let backend = crate::addon::backend::open(&cmd.store).map_err(StoreError::from)?;
+    let keys = match (&cmd.api_key, &cmd.api_key_file, backend.local_root()) {
+        (Some(key), _, _) => KeySource::Key(key.clone()),
+        (None, Some(path), _) => KeySource::File(path.clone()),
+        (None, None, Some(_)) => KeySource::StateDir,
+        (None, None, None) => {
+            return Err(Error::Usage(format!(
+                "the store {} is not a directory: give the API keys with --api-key-file or --api-key (ADDONFS_API_KEY)",
+                cmd.store
+            )))
+        }
+    };
+    let config = Config {
+        limits: api_limits(&cmd.api),
+        // The keys file's directory for a directory store.
+        state_dir: backend.local_root().map_or_else(PathBuf::new, Path::to_path_buf),
+        store: Some(StoreConfig {
+            backend,
+            orphan_grace: cmd.orphan_grace,
+            scratch: cmd.scratch_dir.clone(),
+        }),
+        listen: cmd.listen,
+        keys,
+        mount: None,
+        drain: DEFAULT_DRAIN,
+    };
+    Ok(crate::daemon::run(&config, shutdown_signal(), |_| {})?)
+}
+
+pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = async {
         match signal(SignalKind::terminate()) {
@@ -111,7 +149,7 @@ fn select(addon: &str) -> (Vec<u64>, Vec<String>) {
 /// Where an admin command's change goes.
 enum Target {
     /// The state directory, locked for the change.
-    Local(Store),
+    Local(Box<Store>),
     /// A running daemon's API.
     Remote(ApiClient),
 }
@@ -154,7 +192,7 @@ fn target(state: &StateOpts, remote: &RemoteOpts, command: &str) -> Result<Targe
         return Ok(Target::Remote(client(url, remote, &dir, &format!("the API is at {url}"))?));
     }
     match Store::open(&dir, command) {
-        Ok(store) => Ok(Target::Local(store)),
+        Ok(store) => Ok(Target::Local(Box::new(store))),
         Err(StoreError::Locked(LockError::Held { holder: Some(holder), .. }))
             if holder.command == "serve" && holder.api.is_some() =>
         {

@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use crate::addon::StoreError;
+use crate::addon::backend::BackendError;
+use crate::addon::{LockError, StoreError};
+use crate::daemon::cache::CacheError;
 use crate::index::open::OpenError;
 use crate::reader::ReadError;
 
@@ -32,6 +34,15 @@ pub enum DaemonError {
     /// An add-on's archive could not be opened.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// The store's URL names no store addonfs can open (bad usage).
+    #[error(transparent)]
+    BadStore(#[from] BackendError),
+    /// Another process holds a directory this daemon must own alone (a node's cache).
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    /// A node's cache directory could not be opened.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
     /// The daemon could not do its work: listen on its address (a port in use), start its
     /// runtime, or build its mount's namespace.
     #[error("{0}")]

@@ -13,27 +13,33 @@
 //! manifest, but lookups of its directory keep working, so running workloads never break. A
 //! volume's slot is the add-on's id (persisted, never reused), so inode numbers survive
 //! restarts.
+//!
+//! The mount does not care where an add-on's bytes come from: [`DaemonMount::apply`] takes
+//! the catalog as a list of [`MountAddon`]s, each with its [`ArchiveSource`]. `serve` reads the
+//! state directory's files in place; a `node` ([`node`]) reads verified copies from its cache.
 
+pub mod cache;
 mod error;
+pub mod node;
 mod run;
 
 pub use error::DaemonError;
-pub use run::{run, Config, KeySource, MountConfig, DEFAULT_DRAIN, UNMOUNT_GRACE};
+pub use run::{run, Config, KeySource, MountConfig, StoreConfig, DEFAULT_DRAIN, UNMOUNT_GRACE};
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::addon::store::{Addon, Follower};
-use crate::addon::{Status, Store};
+use crate::addon::store::Follower;
+use crate::addon::{Record, Status, Store};
 use crate::archive::ScanOptions;
 use crate::attach::{Manifest, ManifestAddon, MANIFEST_NAME};
 use crate::fs::namespace::{Layout, Namespace, Slot, Volume};
 use crate::fs::stats::FsStats;
 use crate::fs::{AddonFs, FsOptions};
 use crate::index::open::load_matching;
-use crate::index::ROOT_INO;
+use crate::index::{Index, ROOT_INO};
 use crate::mount::{mount, MountOptions, Mounted};
 use crate::reader::{ArchiveReader, ChunkCache};
 
@@ -49,7 +55,9 @@ pub struct DaemonMount {
 
 /// What the store's notifications reach (the store holds it weakly).
 struct Shared {
-    store: Arc<Store>,
+    /// The store followed in process (`serve`), or `None` when the caller applies the
+    /// catalog itself (`node`).
+    store: Option<Arc<Store>>,
     ns: Arc<Namespace>,
     cache: Arc<ChunkCache>,
     /// `None` once unmounted.
@@ -58,6 +66,55 @@ struct Shared {
     shown: Mutex<HashMap<String, bool>>,
     /// The manifest last written.
     manifest: Mutex<Vec<u8>>,
+    /// The revision the manifest shows: the newest one whose enabled add-ons are all mounted.
+    shown_revision: Mutex<u64>,
+}
+
+/// One add-on of the catalog as the mount needs it.
+#[derive(Debug, Clone)]
+pub struct MountAddon {
+    /// Its record (identifier, id = its volume's slot, status).
+    pub record: Record,
+    /// The paths its metadata requests.
+    pub paths: Vec<String>,
+    /// Where its bytes are; `None` when they are not at hand (yet): an add-on not yet in the
+    /// mount is then left out until a later call brings them.
+    pub source: Option<ArchiveSource>,
+}
+
+/// Where an add-on's archive and index are read from.
+#[derive(Debug, Clone)]
+pub enum ArchiveSource {
+    /// The registry's own files (`serve`): read in place; an index that does not match the
+    /// archive is rebuilt.
+    StateDir {
+        /// The archive.
+        tarball: PathBuf,
+        /// Its index.
+        index: PathBuf,
+    },
+    /// A node's cached copy, whose size and SHA-256 were checked against the catalog before it
+    /// was kept ([`cache::NodeCache`]). The index must describe an archive of that digest.
+    /// (Reading spans by ranges from the store, without the whole copy, is a later source.)
+    Verified {
+        /// The archive.
+        tarball: PathBuf,
+        /// Its index.
+        index: PathBuf,
+        /// The archive's SHA-256, as the catalog gives it.
+        sha256: [u8; 32],
+    },
+}
+
+/// What [`DaemonMount::apply`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// The revision the manifest shows now.
+    pub revision: u64,
+    /// Identifiers of every add-on in the mount (listed or hidden): their files are in use.
+    pub mounted: HashSet<String>,
+    /// Enabled add-ons that could not be mounted (their bytes missing or unreadable).
+    pub missing: Vec<String>,
 }
 
 impl Follower for Shared {
@@ -75,6 +132,30 @@ impl DaemonMount {
         cache_bytes: u64,
         opts: &MountOptions,
     ) -> Result<DaemonMount, DaemonError> {
+        let daemon = DaemonMount::mount(Some(Arc::clone(&store)), mountpoint, cache_bytes, opts)?;
+        // Registered before the first sync, so no change falls between the two.
+        let follower: Weak<dyn Follower> = Arc::downgrade(&daemon.shared) as Weak<dyn Follower>;
+        store.set_follower(Some(follower));
+        daemon.shared.sync();
+        Ok(daemon)
+    }
+
+    /// Mounts an empty root (only `/.addons.json`, revision 0) at `mountpoint`, for a caller
+    /// that brings the catalog itself with [`DaemonMount::apply`] (a node).
+    pub fn start_empty(
+        mountpoint: &Path,
+        cache_bytes: u64,
+        opts: &MountOptions,
+    ) -> Result<DaemonMount, DaemonError> {
+        DaemonMount::mount(None, mountpoint, cache_bytes, opts)
+    }
+
+    fn mount(
+        store: Option<Arc<Store>>,
+        mountpoint: &Path,
+        cache_bytes: u64,
+        opts: &MountOptions,
+    ) -> Result<DaemonMount, DaemonError> {
         let ns = Arc::new(Namespace::new(Layout::Directories, (0, 0)));
         ns.set_file(MANIFEST_NAME.as_bytes(), MANIFEST_INO, manifest_bytes(0, &[]), true)
             .map_err(|e| DaemonError::Failed(format!("cannot create {MANIFEST_NAME}: {e}")))?;
@@ -84,17 +165,14 @@ impl DaemonMount {
             .map_err(|e| DaemonError::io(mountpoint, std::io::Error::other(e.to_string())))?;
         let path = mounted.path().to_path_buf();
         let shared = Arc::new(Shared {
-            store: Arc::clone(&store),
+            store,
             ns,
             cache: Arc::new(ChunkCache::new(cache_bytes)),
             mounted: Mutex::new(Some(mounted)),
             shown: Mutex::new(HashMap::new()),
             manifest: Mutex::new(manifest_bytes(0, &[])),
+            shown_revision: Mutex::new(0),
         });
-        // Registered before the first sync, so no change falls between the two.
-        let follower: Weak<dyn Follower> = Arc::downgrade(&shared) as Weak<dyn Follower>;
-        store.set_follower(Some(follower));
-        shared.sync();
         Ok(DaemonMount { shared, path, fs_stats })
     }
 
@@ -119,10 +197,18 @@ impl DaemonMount {
         self.shared.sync();
     }
 
+    /// Brings the mount in line with `addons`, the catalog at `revision` (see
+    /// [`Shared::apply`]).
+    pub fn apply(&self, revision: u64, addons: &[MountAddon]) -> Applied {
+        self.shared.apply(revision, addons)
+    }
+
     /// Stops following the store (waiting for a sync in progress) and unmounts (lazily if
     /// busy, after `grace`).
     pub fn unmount(self, grace: Duration) {
-        self.shared.store.set_follower(None);
+        if let Some(store) = &self.shared.store {
+            store.set_follower(None);
+        }
         let mounted = self.shared.mounted.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(Err(e)) = mounted.map(|m| m.unmount(grace)) {
             tracing::warn!(error = %e, "unmount failed");
@@ -135,12 +221,33 @@ impl Shared {
     /// hide them, and the manifest is rewritten when it changed; the kernel forgets what
     /// changed. Problems are logged, and the add-on concerned is retried at the next change.
     fn sync(&self) {
-        let (revision, addons) = self.store.snapshot();
+        let Some(store) = &self.store else { return };
+        let (revision, addons) = store.snapshot();
+        let addons: Vec<MountAddon> = addons
+            .into_iter()
+            .map(|a| MountAddon {
+                source: Some(ArchiveSource::StateDir { tarball: a.tarball(), index: a.index() }),
+                record: a.record,
+                paths: a.paths,
+            })
+            .collect();
+        self.apply(revision, &addons);
+    }
+
+    /// Brings the mount in line with the catalog `addons` at `revision`: new add-ons appear,
+    /// status changes show or hide them, add-ons gone from the catalog are hidden, and the
+    /// manifest is rewritten when it changed; the kernel forgets what changed. The manifest
+    /// shows `revision` only once every add-on enabled in it is mounted (a node that could not
+    /// fetch one has not caught up: `attach --min-revision` keeps waiting); until then it
+    /// keeps the revision it showed. Problems are logged, and the add-on concerned is retried
+    /// at the next call.
+    fn apply(&self, revision: u64, addons: &[MountAddon]) -> Applied {
         let mounted = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
         let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
         // Root entries whose kernel dentry (possibly a cached "no such entry") must go.
         let mut entries: Vec<&str> = Vec::new();
-        for addon in &addons {
+        let mut missing = Vec::new();
+        for addon in addons {
             let id = &addon.record.identifier;
             let visible = addon.record.status.is_enabled();
             match shown.get(id) {
@@ -152,21 +259,62 @@ impl Shared {
                     }
                     Err(e) => tracing::warn!(addon = %id, error = %e, "cannot change visibility"),
                 },
-                None => match self.add(addon, visible) {
-                    Ok(()) => {
-                        shown.insert(id.clone(), visible);
-                        entries.push(id);
+                None => match &addon.source {
+                    // Not at hand: a disabled one is not needed, an enabled one is missing.
+                    None => {
+                        if visible {
+                            missing.push(id.clone());
+                        }
                     }
-                    Err(e) => tracing::warn!(addon = %id, error = %e, "cannot mount add-on"),
+                    Some(source) => match self.add(addon, source, visible) {
+                        Ok(()) => {
+                            shown.insert(id.clone(), visible);
+                            entries.push(id);
+                        }
+                        Err(e) => {
+                            tracing::warn!(addon = %id, error = %e, "cannot mount add-on");
+                            if visible {
+                                missing.push(id.clone());
+                            }
+                        }
+                    },
                 },
             }
         }
-        let enabled: Vec<&Addon> = addons
+        // Gone from the catalog (deleted): hidden like a disabled one, still readable.
+        let listed: HashSet<&str> = addons.iter().map(|a| a.record.identifier.as_str()).collect();
+        let gone: Vec<String> = shown
+            .iter()
+            .filter(|(id, &visible)| visible && !listed.contains(id.as_str()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut gone_entries = Vec::new();
+        for id in gone {
+            match self.ns.set_visible(id.as_bytes(), false) {
+                Ok(_) => {
+                    shown.insert(id.clone(), false);
+                    gone_entries.push(id);
+                }
+                Err(e) => tracing::warn!(addon = %id, error = %e, "cannot hide add-on"),
+            }
+        }
+        let enabled: Vec<&MountAddon> = addons
             .iter()
             .filter(|a| {
                 a.record.status.is_enabled() && shown.get(&a.record.identifier) == Some(&true)
             })
             .collect();
+        let mut shown_revision = self.shown_revision.lock().unwrap_or_else(|p| p.into_inner());
+        if missing.is_empty() {
+            *shown_revision = revision;
+        }
+        let revision = *shown_revision;
+        drop(shown_revision);
+        let applied = Applied {
+            revision,
+            mounted: shown.keys().cloned().collect(),
+            missing: missing.clone(),
+        };
         let bytes = manifest_bytes(revision, &enabled);
         let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
         let mut manifest_changed = false;
@@ -179,7 +327,7 @@ impl Shared {
                 Err(e) => tracing::warn!(error = %e, "cannot update {MANIFEST_NAME}"),
             }
         }
-        let Some(mounted) = mounted.as_ref() else { return };
+        let Some(mounted) = mounted.as_ref() else { return applied };
         // The kernel answers from its caches (long TTLs): forget the changed entries, the
         // manifest's attributes and pages, and the root's listing, before this returns.
         let forget = |what: &str, result: std::io::Result<()>| {
@@ -187,34 +335,56 @@ impl Shared {
                 tracing::warn!(error = %e, "cannot invalidate the kernel's cache of {what}");
             }
         };
-        for id in &entries {
+        for id in entries.iter().copied().chain(gone_entries.iter().map(String::as_str)) {
             forget(id, mounted.invalidate_entry(ROOT_INO, id.as_bytes()));
         }
         if manifest_changed {
             forget(MANIFEST_NAME, mounted.invalidate_inode(MANIFEST_INO));
         }
-        if !entries.is_empty() {
+        if !entries.is_empty() || !gone_entries.is_empty() {
             forget("the root", mounted.invalidate_inode(ROOT_INO));
         }
+        applied
     }
 
     /// Opens an add-on's archive and adds it to the namespace.
-    fn add(&self, addon: &Addon, visible: bool) -> Result<(), DaemonError> {
-        let tarball = addon.tarball();
-        let index = match load_matching(&tarball, &addon.index(), ScanOptions::DEFAULT_SPAN) {
-            Ok(index) => index,
-            Err(_) => {
-                crate::index::open::open(
-                    &tarball,
-                    Some(&addon.index()),
-                    &Default::default(),
-                    false,
-                    None,
-                )?
-                .index
+    fn add(
+        &self,
+        addon: &MountAddon,
+        source: &ArchiveSource,
+        visible: bool,
+    ) -> Result<(), DaemonError> {
+        let reader = match source {
+            ArchiveSource::StateDir { tarball, index } => {
+                let index = match load_matching(tarball, index, ScanOptions::DEFAULT_SPAN) {
+                    Ok(index) => index,
+                    Err(_) => {
+                        crate::index::open::open(
+                            tarball,
+                            Some(index),
+                            &Default::default(),
+                            false,
+                            None,
+                        )?
+                        .index
+                    }
+                };
+                ArchiveReader::open(tarball, Arc::new(index), Arc::clone(&self.cache))?
+            }
+            ArchiveSource::Verified { tarball, index: index_path, sha256 } => {
+                let index = Index::load(index_path)
+                    .map_err(|e| DaemonError::Failed(format!("{}: {e}", index_path.display())))?;
+                // The index's own checks passed; it must also describe this very archive.
+                if index.identity().digest != *sha256 {
+                    return Err(DaemonError::Failed(format!(
+                        "{}: the index was built for another archive (its SHA-256 differs \
+                         from the catalog's)",
+                        index_path.display()
+                    )));
+                }
+                ArchiveReader::open_verified(tarball, Arc::new(index), Arc::clone(&self.cache))?
             }
         };
-        let reader = ArchiveReader::open(&tarball, Arc::new(index), Arc::clone(&self.cache))?;
         let slot = Slot::try_from(addon.record.id).map_err(|_| {
             DaemonError::Failed(format!("add-on id {} is too large for a slot", addon.record.id))
         })?;
@@ -227,7 +397,7 @@ impl Shared {
 
 /// The manifest's bytes for the enabled add-ons at `revision` (deprecated ones flagged, with
 /// their reason).
-fn manifest_bytes(revision: u64, enabled: &[&Addon]) -> Vec<u8> {
+fn manifest_bytes(revision: u64, enabled: &[&MountAddon]) -> Vec<u8> {
     let manifest = Manifest {
         revision,
         addons: enabled

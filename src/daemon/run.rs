@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{DaemonError, DaemonMount};
+use crate::addon::store::OpenOptions;
 use crate::addon::Store;
 use crate::api::{ApiKeys, ApiLimits, Observed};
 use crate::mount::MountOptions;
@@ -51,11 +52,24 @@ pub struct MountConfig {
     pub allow_other: bool,
 }
 
-/// What `serve` runs.
+/// The store of a `registry` (instead of the state directory).
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The store.
+    pub backend: crate::addon::backend::Backend,
+    /// Unreferenced objects older than this are deleted.
+    pub orphan_grace: Duration,
+    /// Where uploads to a remote store are staged.
+    pub scratch: Option<PathBuf>,
+}
+
+/// What `serve` (and `registry`) runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The state directory.
+    /// The state directory (for `registry` on a directory store, that directory).
     pub state_dir: PathBuf,
+    /// The store, for `registry`; `None`: the state directory (`serve`).
+    pub store: Option<StoreConfig>,
     /// The API's address (port 0 picks one).
     pub listen: SocketAddr,
     /// The API keys.
@@ -91,7 +105,15 @@ pub fn run(
             limits.max_connections, config.limits.max_connections
         );
     }
-    let store = Arc::new(Store::open(dir, "serve")?);
+    let store = Arc::new(match &config.store {
+        None => Store::open(dir, "serve")?,
+        Some(s) => {
+            let mut options = OpenOptions::new("registry");
+            options.orphan_grace = s.orphan_grace;
+            options.scratch = s.scratch.clone();
+            Store::open_backend(s.backend.clone(), &options)?
+        }
+    });
     for problem in store.problems() {
         eprintln!("addonfs: warning: {problem}");
     }
@@ -168,10 +190,15 @@ fn serve_api(
             _ => addr,
         };
         store.set_api_url(&format!("http://{reachable}"))?;
-        say(format_args!(
-            "addonfs: listening on http://{addr} (state {})",
-            config.state_dir.display()
-        ));
+        match &config.store {
+            None => say(format_args!(
+                "addonfs: listening on http://{addr} (state {})",
+                config.state_dir.display()
+            )),
+            Some(s) => {
+                say(format_args!("addonfs: listening on http://{addr} (store {})", s.backend))
+            }
+        }
         listening(addr);
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {

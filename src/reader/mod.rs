@@ -122,6 +122,38 @@ impl ArchiveReader {
         })
     }
 
+    /// Opens `archive` for reads described by `index`, for a file whose bytes the caller has
+    /// verified against `index`'s digest itself (a node's cache checks the SHA-256 of every
+    /// download before it keeps it): the size must match, the modification time is the
+    /// download's, not the uploaded file's, so it is not compared.
+    ///
+    /// This is the seam of the node's add-on source: today a verified local copy, read by
+    /// `pread`; a later source reads the same spans by ranges from the object store.
+    pub fn open_verified(
+        archive: &Path,
+        index: Arc<Index>,
+        cache: Arc<ChunkCache>,
+    ) -> Result<Self, OpenError> {
+        let file = File::open(archive).map_err(|e| OpenError::io(archive, e))?;
+        let size = file.metadata().map_err(|e| OpenError::io(archive, e))?.len();
+        if size != index.identity().size {
+            return Err(OpenError::Index {
+                path: archive.to_path_buf(),
+                source: IndexError::Stale(format!(
+                    "the archive has {size} bytes, its index describes {}",
+                    index.identity().size
+                )),
+            });
+        }
+        Ok(ArchiveReader {
+            path: archive.to_path_buf(),
+            file: Arc::new(file),
+            index,
+            cache,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
     /// The archive's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod garage;
 pub mod http;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,213 @@
+//! A node's public endpoints (`addonfs node --listen`): `GET /healthz`, `GET /readyz` and
+//! `GET /metrics`, without a key and without the registry's API (a node has none). They
+//! report counters and yes/no, never a key, a credential or add-on content.
+//!
+//! `/readyz` is ready when the node has a catalog to serve (read from the store, or its last
+//! one from the cache directory while the store is down) and the mount answers; the store's
+//! state is reported beside it (`store: up|down`) and in the metrics, so a store outage shows
+//! without taking every node out of service: nodes keep serving what they have cached.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Json;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::error::{ApiError, Code};
+use super::health::{counter, probe_mount, ReadPath};
+use crate::fs::stats::FsStats;
+use crate::reader::ChunkCache;
+
+/// What a node's follower loop reports (plain atomics, read at each scrape).
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// The revision the mount's manifest shows.
+    pub revision: AtomicU64,
+    /// The newest catalog revision read from the store.
+    pub catalog_revision: AtomicU64,
+    /// A catalog is being served (from the store, or the cached one).
+    pub has_catalog: AtomicBool,
+    /// The last request to the store succeeded.
+    pub store_up: AtomicBool,
+    /// Catalog reads sent to the store.
+    pub catalog_requests: AtomicU64,
+    /// Of those, answered "not modified".
+    pub catalog_not_modified: AtomicU64,
+    /// Requests to the store that failed.
+    pub store_errors: AtomicU64,
+    /// Catalogs ignored because their revision went backwards.
+    pub catalog_regressions: AtomicU64,
+    /// Add-ons fetched into the cache (verified).
+    pub fetches: AtomicU64,
+    /// Fetches that failed (store error, mismatch, cache full).
+    pub fetch_failures: AtomicU64,
+    /// Bytes fetched and verified.
+    pub fetch_bytes: AtomicU64,
+    /// Bytes in the node cache.
+    pub cache_bytes: AtomicU64,
+    /// The node cache's limit.
+    pub cache_limit: AtomicU64,
+    /// Cache entries evicted.
+    pub cache_evictions: AtomicU64,
+    /// Enabled add-ons the node could not mount yet.
+    pub missing: AtomicU64,
+    /// The last store error, for `/readyz` and the logs.
+    pub last_error: Mutex<String>,
+}
+
+/// What a node's endpoints observe.
+#[derive(Clone)]
+pub struct NodeObserved {
+    /// The follower's counters.
+    pub stats: Arc<NodeStats>,
+    /// The mount point.
+    pub mount: PathBuf,
+    /// The FUSE file system's counters.
+    pub fs: Arc<FsStats>,
+    /// The mount's chunk cache.
+    pub cache: Arc<ChunkCache>,
+}
+
+struct NodeApp {
+    observed: NodeObserved,
+    registry: Registry,
+    probing: Arc<AtomicBool>,
+}
+
+/// The router of a node's public endpoints.
+pub fn node_router(observed: NodeObserved) -> axum::Router {
+    let mut registry = Registry::default();
+    let stats = Arc::clone(&observed.stats);
+    registry.register_collector(Box::new(ReadPath {
+        revision: Arc::new(move || stats.revision.load(Ordering::Relaxed)),
+        fs: Some(Arc::clone(&observed.fs)),
+        cache: Some(Arc::clone(&observed.cache)),
+    }));
+    registry.register_collector(Box::new(Follower(Arc::clone(&observed.stats))));
+    let app = Arc::new(NodeApp { observed, registry, probing: Arc::new(AtomicBool::new(false)) });
+    axum::Router::new()
+        .route("/healthz", get(super::health::healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint").into_response() })
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<Arc<NodeApp>>) -> Response {
+    let stats = &app.observed.stats;
+    let store = if stats.store_up.load(Ordering::Relaxed) { "up" } else { "down" };
+    if !stats.has_catalog.load(Ordering::Relaxed) {
+        return ApiError::new(
+            Code::Unavailable,
+            format!("not ready: no catalog yet (the store is {store})"),
+        )
+        .into_response();
+    }
+    if let Some(why) = probe_mount(&app.observed.mount, &app.probing).await {
+        return ApiError::new(Code::Unavailable, format!("not ready: {why}")).into_response();
+    }
+    Json(serde_json::json!({
+        "status": "ok",
+        "store": store,
+        "revision": stats.revision.load(Ordering::Relaxed),
+    }))
+    .into_response()
+}
+
+async fn metrics(State(app): State<Arc<NodeApp>>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &app.registry) {
+        return ApiError::new(Code::Internal, format!("cannot render the metrics: {e}"))
+            .into_response();
+    }
+    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        .into_response()
+}
+
+/// The follower's counters, read at each scrape.
+struct Follower(Arc<NodeStats>);
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Follower")
+    }
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for Follower {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        gauge(
+            &mut e,
+            "addonfs_node_store_up",
+            "1 when the node's last request to the store succeeded",
+            u64::from(s.store_up.load(Ordering::Relaxed)),
+        )?;
+        gauge(
+            &mut e,
+            "addonfs_node_store_revision",
+            "The newest catalog revision read from the store",
+            load(&s.catalog_revision),
+        )?;
+        gauge(
+            &mut e,
+            "addonfs_node_cache_bytes",
+            "Bytes of verified add-ons in the node cache",
+            load(&s.cache_bytes),
+        )?;
+        gauge(
+            &mut e,
+            "addonfs_node_cache_limit_bytes",
+            "The node cache's size",
+            load(&s.cache_limit),
+        )?;
+        gauge(
+            &mut e,
+            "addonfs_node_missing_addons",
+            "Enabled add-ons the node has not mounted yet",
+            load(&s.missing),
+        )?;
+        for (name, help, v) in [
+            (
+                "addonfs_node_catalog_requests",
+                "Catalog reads sent to the store",
+                &s.catalog_requests,
+            ),
+            (
+                "addonfs_node_catalog_not_modified",
+                "Catalog reads answered not modified",
+                &s.catalog_not_modified,
+            ),
+            ("addonfs_node_store_errors", "Requests to the store that failed", &s.store_errors),
+            (
+                "addonfs_node_catalog_regressions",
+                "Catalogs ignored because their revision went backwards",
+                &s.catalog_regressions,
+            ),
+            ("addonfs_node_fetches", "Add-ons fetched into the cache and verified", &s.fetches),
+            ("addonfs_node_fetch_failures", "Add-on fetches that failed", &s.fetch_failures),
+            ("addonfs_node_fetch_bytes", "Bytes fetched and verified", &s.fetch_bytes),
+            (
+                "addonfs_node_cache_evictions",
+                "Add-ons evicted from the node cache",
+                &s.cache_evictions,
+            ),
+        ] {
+            counter(&mut e, name, help, load(v))?;
+        }
+        Ok(())
+    }
+}
