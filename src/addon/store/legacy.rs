@@ -170,6 +170,17 @@ fn load_addon(dir: &Path) -> Result<Entry, String> {
     if !dir.join(TARBALL_FILE).is_file() {
         return Err(format!("{TARBALL_FILE} is missing"));
     }
+    // Old code rebuilt a missing or stale index when it mounted the add-on; so does the
+    // migration, rather than drop an add-on whose index was deleted or never written (the
+    // catalog records the index's digest, so it must exist and match its archive).
+    crate::index::open::open(
+        &dir.join(TARBALL_FILE),
+        Some(&dir.join(INDEX_FILE)),
+        &crate::archive::ScanOptions::default(),
+        false,
+        None,
+    )
+    .map_err(|e| format!("{INDEX_FILE}: {e}"))?;
     let (index_size, index_sha256) =
         digest_file(&dir.join(INDEX_FILE)).map_err(|e| format!("{INDEX_FILE}: {e}"))?;
     Ok(Entry {
