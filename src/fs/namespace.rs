@@ -103,7 +103,7 @@ pub enum NamespaceError {
 /// One indexed archive served by the mount.
 pub struct Volume {
     slot: Slot,
-    reader: ArchiveReader,
+    reader: Arc<ArchiveReader>,
     progress: super::prefetch::Progress,
     walk: super::push::Walk,
 }
@@ -113,7 +113,7 @@ impl Volume {
     pub fn new(slot: Slot, reader: ArchiveReader) -> Volume {
         Volume {
             slot,
-            reader,
+            reader: Arc::new(reader),
             progress: super::prefetch::Progress::default(),
             walk: super::push::Walk::default(),
         }
@@ -126,6 +126,11 @@ impl Volume {
 
     /// The reader of the volume's archive.
     pub fn reader(&self) -> &ArchiveReader {
+        &self.reader
+    }
+
+    /// The reader, shared (the read-ahead pool holds it weakly).
+    pub fn shared_reader(&self) -> &Arc<ArchiveReader> {
         &self.reader
     }
 
