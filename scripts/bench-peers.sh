@@ -64,7 +64,7 @@ echo "work directory: $WORK" >&2
 
 # Copies of the archive per tool, so each keeps its own index beside it.
 declare -A COPY
-for tool in addonfs ratarmount archivemount; do
+for tool in addonfs addonfs-before ratarmount archivemount; do
   COPY[$tool]="$(mktemp "$WORK/$tool.XXXXXX.tar.gz")"
   cp "$ARCHIVE" "${COPY[$tool]}"
 done
@@ -86,6 +86,7 @@ start_mount() {  # tool
   local tool="$1" archive="${COPY[$1]}"
   case "$tool" in
     addonfs) "$ADDONFS" mount "$archive" "$MNT" >/dev/null 2>>"$WORK/addonfs.log" & ;;
+    addonfs-before) "$ADDONFS_BEFORE" mount "$archive" "$MNT" >/dev/null 2>>"$WORK/addonfs-before.log" & ;;
     ratarmount) ratarmount -f --index-file "$archive.index.sqlite" "$archive" "$MNT" >>"$WORK/ratarmount.log" 2>&1 & ;;
     archivemount) archivemount -f -o ro,readonly "$archive" "$MNT" >>"$WORK/archivemount.log" 2>&1 & ;;
   esac
@@ -116,7 +117,7 @@ unmount() {
 
 remove_index() {  # tool
   case "$1" in
-    addonfs) rm -f "${COPY[$1]}.addonfs-index" ;;
+    addonfs|addonfs-before) rm -f "${COPY[$1]}.addonfs-index" ;;
     ratarmount) rm -f "${COPY[$1]}.index.sqlite" ;;
     archivemount) ;;
   esac
@@ -194,6 +195,7 @@ measure_ext4() {
 }
 
 TOOLS=(addonfs)
+[[ -z "${ADDONFS_BEFORE:-}" ]] || TOOLS+=(addonfs-before)
 for peer in ${PEERS-ratarmount archivemount}; do
   case "$peer" in
     ratarmount) hint="pip install ratarmount" ;;
@@ -257,6 +259,7 @@ echo "Archive: \`$(basename "$ARCHIVE")\`, $(du -m "$ARCHIVE" | cut -f1) MB, $FI
 versions="$(basename "$ADDONFS") $("$ADDONFS" --version | cut -d' ' -f2)"
 for tool in "${TOOLS[@]:1}"; do
   case "$tool" in
+    addonfs-before) versions+=", before: $("$ADDONFS_BEFORE" --version | cut -d' ' -f2) ($ADDONFS_BEFORE)" ;;
     ratarmount) versions+=", $(ratarmount --version 2>/dev/null | head -n 1 | tr -s ' ')" ;;
     archivemount) versions+=", $(archivemount --version 2>&1 | head -n 1)" ;;
   esac
@@ -270,6 +273,7 @@ for tool in "${TOOLS[@]:1}"; do header+=" | $tool"; sep+="|---"; done
 header+=" | ext4 (extracted)"
 sep+="|---"
 [[ " ${TOOLS[*]} " == *" ratarmount "* ]] && { header+=" | addonfs vs ratarmount"; sep+="|---"; }
+[[ " ${TOOLS[*]} " == *" ratarmount "* && -n "${ADDONFS_BEFORE:-}" ]] && { header+=" | before vs ratarmount"; sep+="|---"; }
 echo "$header |"
 echo "$sep|"
 for metric in first mount find small readall rss; do
@@ -288,6 +292,7 @@ for metric in first mount find small readall rss; do
     *) row+=" | —" ;;
   esac
   [[ " ${TOOLS[*]} " == *" ratarmount "* ]] && row+=" | $(ratio addonfs $metric)"
+  [[ " ${TOOLS[*]} " == *" ratarmount "* && -n "${ADDONFS_BEFORE:-}" ]] && row+=" | $(ratio addonfs-before $metric)"
   echo "$row |"
 done
 for tool in "${TOOLS[@]}"; do
