@@ -145,6 +145,18 @@ fn read_all(archive: &Path, index: &Arc<Index>, pool: Option<&ReadAhead>) -> u64
     total
 }
 
+/// CPU time of this process so far (user + system, from `/proc/self/stat`, in clock ticks of
+/// 10 ms): CPU ÷ wall tells how many cores a step kept busy, whatever else runs on the machine.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name (which ends with the last ')'): utime is the 14th field.
+    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -172,7 +184,8 @@ fn main() {
         cores
     );
     let pool = ReadAhead::start(cores).expect("pool");
-    let mut steps: Vec<(String, Vec<Duration>)> = vec![
+    type Samples = Vec<(Duration, Duration)>;
+    let mut steps: Vec<(String, Samples)> = vec![
         ("inflate every span, 1 thread".into(), vec![]),
         (format!("inflate every span, {cores} threads at once (the limit)"), vec![]),
         ("read every file, no read-ahead (1 thread inflates)".into(), vec![]),
@@ -181,32 +194,38 @@ fn main() {
     for round in 0..ROUNDS {
         for i in 0..steps.len() {
             let step = (i + round) % steps.len();
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), cpu_time());
             let n = match step {
                 0 => inflate_spans(&archive, &index, 1),
                 1 => inflate_spans(&archive, &index, cores),
                 2 => read_all(&archive, &index, None),
                 _ => read_all(&archive, &index, Some(&pool)),
             };
-            steps[step].1.push(t.elapsed());
+            steps[step].1.push((t.elapsed(), cpu_time() - cpu));
             if step < 2 {
                 assert_eq!(n, total, "every span inflated");
             }
         }
     }
-    let limit = median(steps[1].1.clone());
+    let wall = |samples: &Samples| median(samples.iter().map(|s| s.0).collect());
+    let limit = wall(&steps[1].1);
     println!();
     println!(
-        "| step | time (median of {ROUNDS}) | MB/s (uncompressed) | ÷ the {cores}-thread limit |"
+        "| step | time (median of {ROUNDS}) | MB/s (uncompressed) | ÷ the {cores}-thread limit \
+         | CPU ÷ wall (cores kept busy, median) |"
     );
-    println!("|---|---|---|---|");
-    for (name, times) in &steps {
-        let m = median(times.clone());
+    println!("|---|---|---|---|---|");
+    for (name, samples) in &steps {
+        let m = wall(samples);
+        let mut busy: Vec<f64> =
+            samples.iter().map(|(w, c)| c.as_secs_f64() / w.as_secs_f64()).collect();
+        busy.sort_by(f64::total_cmp);
         println!(
-            "| {name} | {:.3} s | {:.0} | {:.2} |",
+            "| {name} | {:.3} s | {:.0} | {:.2} | {:.2} |",
             m.as_secs_f64(),
             total as f64 / 1e6 / m.as_secs_f64(),
-            m.as_secs_f64() / limit.as_secs_f64()
+            m.as_secs_f64() / limit.as_secs_f64(),
+            busy[busy.len() / 2]
         );
     }
 }
