@@ -438,10 +438,15 @@ mod tests {
         let pool = ReadAhead::start(1).unwrap();
         let ticket = Ticket::new();
         let spans = reader.index().point_count();
+        // Span 0's chunk held here: the worker takes span 0 and waits for it, so it can take
+        // no other job before the cancel, however the threads are scheduled.
+        let (chunk, ..) = reader.span_at(0).unwrap();
+        let held = chunk.lock();
         for span in 0..spans {
             assert!(pool.request(&reader, span, &ticket));
         }
         pool.cancel(&ticket);
+        drop(held);
         pool.wait_idle();
         // One worker: at most the one span it had taken before the cancel.
         let inflated = cache.counters().spans_inflated.load(Ordering::Relaxed);
