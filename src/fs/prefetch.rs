@@ -28,11 +28,17 @@ pub struct Progress {
     last: AtomicUsize,
     /// The highest span asked for already.
     asked: AtomicUsize,
+    /// The volume's claim on the pool (where its reader has got).
+    ticket: Ticket,
 }
 
 impl Default for Progress {
     fn default() -> Self {
-        Progress { last: AtomicUsize::new(NONE), asked: AtomicUsize::new(NONE) }
+        Progress {
+            last: AtomicUsize::new(NONE),
+            asked: AtomicUsize::new(NONE),
+            ticket: Ticket::new(),
+        }
     }
 }
 
@@ -40,7 +46,6 @@ impl Default for Progress {
 #[derive(Clone)]
 pub struct Prefetcher {
     pool: Arc<ReadAhead>,
-    ticket: Ticket,
 }
 
 impl Prefetcher {
@@ -50,7 +55,7 @@ impl Prefetcher {
         let pool = ReadAhead::start(ReadAhead::default_workers())
             .map_err(|e| tracing::warn!(error = %e, "no read-ahead threads"))
             .ok()?;
-        Some(Prefetcher { pool: Arc::new(pool), ticket: Ticket::new() })
+        Some(Prefetcher { pool: Arc::new(pool) })
     }
 
     /// Notes a read of `len` bytes at `offset` of file `ino` of `volume`, and asks for the next
@@ -61,6 +66,7 @@ impl Prefetcher {
         }
         let Some(span) = volume.reader().span_of(ino, offset) else { return };
         let progress = volume.progress();
+        progress.ticket.reached(span);
         let last = progress.last.swap(span, Ordering::Relaxed);
         let forward = last != NONE && (last == span || last.checked_add(1) == Some(span));
         if forward {
@@ -82,7 +88,7 @@ impl Prefetcher {
             if asked != NONE && asked >= next && asked <= span + depth {
                 continue;
             }
-            if !self.pool.request(reader, next, &self.ticket) {
+            if !self.pool.request(reader, next, &progress.ticket) {
                 return;
             }
             progress.asked.store(next, Ordering::Relaxed);

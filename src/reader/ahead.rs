@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 
@@ -40,9 +40,28 @@ const MAX_WORKERS: usize = 8;
 /// At most this many spans queued (for all readers together); further requests are dropped.
 const MAX_QUEUED: usize = 64;
 
-/// Cancels the read-ahead asked for with it. Cheap to clone; all clones are one ticket.
-#[derive(Debug, Clone, Default)]
-pub struct Ticket(Arc<AtomicBool>);
+/// One reader's claim on the pool: cancels the read-ahead asked for with it, and says where the
+/// reader has got, so a span it has passed is not inflated late (under load a worker may
+/// start a job after the reader went by; the span may have been evicted since, and would be
+/// inflated again for nobody). Cheap to clone; all clones are one ticket.
+#[derive(Debug, Clone)]
+pub struct Ticket(Arc<TicketState>);
+
+#[derive(Debug)]
+struct TicketState {
+    cancelled: AtomicBool,
+    /// The span of the reader's last read (`usize::MAX` before any).
+    at: AtomicUsize,
+}
+
+impl Default for Ticket {
+    fn default() -> Self {
+        Ticket(Arc::new(TicketState {
+            cancelled: AtomicBool::new(false),
+            at: AtomicUsize::new(usize::MAX),
+        }))
+    }
+}
 
 impl Ticket {
     /// A live ticket.
@@ -53,12 +72,24 @@ impl Ticket {
     /// Cancels: queued spans asked for with this ticket are dropped, a running one stops at its
     /// next step, and later requests with it are refused.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.cancelled.store(true, Ordering::Relaxed);
     }
 
     /// Whether [`Ticket::cancel`] was called.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the reader reads span `span` now: queued spans up to it are skipped (the
+    /// reader inflates what it needs of its own span itself).
+    pub fn reached(&self, span: usize) {
+        self.0.at.store(span, Ordering::Relaxed);
+    }
+
+    /// Whether the reader is at or past `span`.
+    fn passed(&self, span: usize) -> bool {
+        let at = self.0.at.load(Ordering::Relaxed);
+        at != usize::MAX && span <= at
     }
 }
 
@@ -228,10 +259,10 @@ fn work(shared: &Shared) {
                 queue = shared.work.wait(queue).unwrap_or_else(|p| p.into_inner());
             }
         };
-        if !job.ticket.is_cancelled() {
+        if !job.ticket.is_cancelled() && !job.ticket.passed(job.span) {
             // Held strongly only while its span inflates: the reader's owner may drop it.
             if let Some(reader) = job.reader.upgrade() {
-                if let Err(e) = reader.inflate_span(job.span, &job.ticket.0) {
+                if let Err(e) = reader.inflate_span(job.span, &job.ticket.0.cancelled) {
                     tracing::debug!(span = job.span, error = %e, "read-ahead of a span stopped");
                 }
             }
@@ -260,6 +291,7 @@ impl Sequential<'_> {
     /// Reads like [`ArchiveReader::read`], first asking for the spans ahead of `offset`.
     pub fn read(&mut self, ino: Ino, offset: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
         if let Some(span) = self.reader.span_of(ino, offset) {
+            self.ticket.reached(span);
             let last = span + self.depth;
             let first = match self.asked {
                 Some(asked) if asked > span && asked <= last => asked + 1,
