@@ -49,10 +49,15 @@ pub struct Prefetcher {
 }
 
 impl Prefetcher {
-    /// Starts the worker pool, one worker per core (it ends when the last prefetcher is
-    /// dropped). `None` if no thread can be spawned (reads then simply are not read ahead).
+    /// Starts the worker pool, one worker per core but one (it ends when the last prefetcher is
+    /// dropped): a request thread inflates what it reads itself when it catches up, and the
+    /// reading process and the kernel's copies need the rest. Measured on 2 cores through the
+    /// mount, a second worker made a read of every file 12% slower, at the same CPU (see
+    /// docs/benchmarks.md, issue 16). `None` if no thread can be spawned (reads then simply
+    /// are not read ahead).
     pub fn start() -> Option<Prefetcher> {
-        let pool = ReadAhead::start(ReadAhead::default_workers())
+        let workers = ReadAhead::default_workers().saturating_sub(1).max(1);
+        let pool = ReadAhead::start(workers)
             .map_err(|e| tracing::warn!(error = %e, "no read-ahead threads"))
             .ok()?;
         Some(Prefetcher { pool: Arc::new(pool) })
