@@ -82,3 +82,46 @@ fn a_closed_stdout_ends_every_command_quietly() {
         assert!(out.stderr.is_empty(), "{args:?}: {}", text(&out));
     }
 }
+
+/// `cat` of large files of a gzip archive of many spans (read ahead on a worker pool, several
+/// spans at once) writes exactly what `tar -x` extracts, file after file in one command; and
+/// when its reader goes away mid-file, it ends quietly (the read-ahead cancelled, no hang).
+#[test]
+fn cat_of_large_gzip_files_is_what_tar_extracts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let names = ["big1", "big2", "big3"];
+    for (i, name) in names.iter().enumerate() {
+        let mut bytes = common::corpus::text(i as u64, 1_500_000);
+        bytes.extend(common::corpus::noise(i as u64, 700_000));
+        std::fs::write(src.join(name), bytes).expect("write");
+    }
+    let archive = tmp.path().join("a.tar.gz");
+    common::run(Command::new("tar").arg("-czf").arg(&archive).arg("-C").arg(&src).arg("."));
+    let dest = tmp.path().join("x");
+    common::corpus::extract(&archive, &dest, false);
+    let archive = archive.to_str().unwrap();
+    let want: Vec<u8> =
+        names.iter().flat_map(|n| std::fs::read(dest.join(n)).expect("extracted")).collect();
+    let out = addonfs(&["cat", "--span", "64K", archive, "big1", "big2", "big3"])
+        .output()
+        .expect("run addonfs");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == want, "cat's bytes differ from tar -x's ({} bytes)", out.stdout.len());
+
+    // A reader that stops after the first bytes.
+    let mut child = addonfs(&["cat", "--span", "64K", archive, "big1", "big2", "big3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run addonfs");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = vec![0u8; 4096];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("first bytes");
+    assert!(first == want[..4096]);
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

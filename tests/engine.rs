@@ -9,7 +9,7 @@ use std::sync::Arc;
 use addonfs::archive::ScanOptions;
 use addonfs::index::open::{build, open, Origin};
 use addonfs::index::Index;
-use addonfs::reader::{ArchiveReader, ChunkCache};
+use addonfs::reader::{ArchiveReader, ChunkCache, ReadAhead};
 use common::corpus::{self, Gz};
 use common::{assert_same_bytes, assert_same_tree, read_entry, sh, walk_dir, walk_index, Compare};
 
@@ -329,6 +329,88 @@ fn concurrent_random_reads_are_exact() {
     }
     let stats = reader.index().stats();
     assert!(stats.points > 10, "the archive has many access points");
+}
+
+/// Parallel read-ahead against GNU tar: a multi-span archive of large files, extracted by
+/// `tar -x`, read through one reader and a pool of 3 workers inflating ahead, from 6 threads at
+/// once on a cache of a few spans: 3 read every file front to back (in different orders and
+/// read sizes, through `Sequential`, so spans are inflated ahead of them and evicted behind),
+/// 3 read random ranges. Every byte equals the extracted file's.
+#[test]
+fn parallel_read_ahead_serves_what_tar_extracts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("lib")).expect("mkdir");
+    for i in 0..6u64 {
+        let bytes = match i % 3 {
+            0 => corpus::noise(i, 900_000),
+            1 => corpus::text(i, 1_400_000),
+            _ => [corpus::text(i, 500_000), corpus::noise(i, 300_000)].concat(),
+        };
+        std::fs::write(src.join(format!("lib/m{i}.jar")), bytes).expect("write");
+    }
+    let tar = tmp.path().join("big.tar");
+    corpus::tar_create(&src, &tar, "gnu", &[]);
+    let archive = corpus::compress(&tar, Gz::Level(6));
+    let dest = tmp.path().join("x");
+    corpus::extract(&archive, &dest, false);
+    let index = Arc::new(build(&archive, &opts(), None).expect("index"));
+    assert!(index.stats().points > 40, "the archive has many spans");
+    let cache = Arc::new(ChunkCache::new(16 * SPAN));
+    let reader =
+        Arc::new(ArchiveReader::open(&archive, index, Arc::clone(&cache)).expect("reader"));
+    let names: Vec<String> = (0..6).map(|i| format!("lib/m{i}.jar")).collect();
+    let want: Vec<Vec<u8>> =
+        names.iter().map(|n| std::fs::read(dest.join(n)).expect("extracted")).collect();
+    let pool = ReadAhead::start(3).expect("pool");
+    std::thread::scope(|s| {
+        for t in 0..3usize {
+            let (pool, reader, names, want) = (&pool, Arc::clone(&reader), &names, &want);
+            s.spawn(move || {
+                let mut sequential = pool.sequential(reader);
+                let step = [128 << 10, 4096, 1 << 20][t];
+                let mut buf = vec![0u8; step];
+                for k in 0..names.len() {
+                    // Thread 0 in stream order, the others starting elsewhere.
+                    let i = (k + 2 * t) % names.len();
+                    let ino =
+                        sequential.reader().index().resolve(names[i].as_bytes()).expect("entry");
+                    let mut got = Vec::new();
+                    loop {
+                        let n = sequential.read(ino, got.len() as u64, &mut buf).expect("read");
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    assert!(got == want[i], "sequential reader {t}: {} differs", names[i]);
+                }
+            });
+        }
+        for t in 0..3u64 {
+            let (reader, names, want) = (Arc::clone(&reader), &names, &want);
+            s.spawn(move || {
+                let rand = corpus::noise(t + 500, 3 * 8 * 150);
+                for k in 0..150 {
+                    let word = |j: usize| {
+                        u64::from_le_bytes(rand[(k * 3 + j) * 8..][..8].try_into().unwrap())
+                    };
+                    let i = (word(0) % names.len() as u64) as usize;
+                    let offset = word(1) % want[i].len() as u64;
+                    let len = word(2) % 300_000;
+                    let got = read_entry(&reader, &names[i], offset, len);
+                    let end = (offset + len).min(want[i].len() as u64) as usize;
+                    assert!(
+                        got == want[i][offset as usize..end],
+                        "random reader {t}: {}",
+                        names[i]
+                    );
+                }
+            });
+        }
+    });
+    pool.wait_idle();
+    assert!(cache.stats().bytes <= cache.stats().capacity);
 }
 
 proptest::proptest! {

@@ -11,7 +11,7 @@ use super::Error;
 use crate::archive::{Compression, EntryKind};
 use crate::index::open::{Opened, Origin};
 use crate::index::{Attr, Data, Index, Ino, ROOT_INO};
-use crate::reader::{ArchiveReader, ChunkCache};
+use crate::reader::{ArchiveReader, ChunkCache, ReadAhead};
 
 /// Most symlinks followed while resolving one path (as Linux's `MAXSYMLINKS`).
 const MAX_SYMLINK_HOPS: usize = 40;
@@ -207,8 +207,14 @@ pub fn ls(cmd: &LsCmd) -> Result<(), Error> {
 
 /// `addonfs cat`.
 pub fn cat(cmd: &CatCmd) -> Result<(), Error> {
-    let reader = reader(&cmd.archive)?;
+    let reader = Arc::new(reader(&cmd.archive)?);
     let index = Arc::clone(reader.index());
+    // The spans ahead of the one being written out are inflated on the other cores meanwhile.
+    let pool = match index.compression() {
+        Compression::Gzip => ReadAhead::start(ReadAhead::default_workers()).ok(),
+        Compression::None => None,
+    };
+    let mut sequential = pool.as_ref().map(|pool| pool.sequential(Arc::clone(&reader)));
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 1 << 20];
     for path in &cmd.paths {
@@ -226,7 +232,10 @@ pub fn cat(cmd: &CatCmd) -> Result<(), Error> {
         }
         let mut offset = 0u64;
         while offset < attr.size {
-            let n = reader.read(ino, offset, &mut buf)?;
+            let n = match sequential.as_mut() {
+                Some(sequential) => sequential.read(ino, offset, &mut buf)?,
+                None => reader.read(ino, offset, &mut buf)?,
+            };
             if n == 0 {
                 break;
             }

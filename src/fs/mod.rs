@@ -7,11 +7,11 @@
 //! opens" with exactly those flags (see [`FsOptions::explicit_open`]). `readdirplus` (for every
 //! call of a listing) answers a listing and the lookups that follow it in one round trip;
 //! listings follow the archive stream (see [`namespace`]) and a forward reader gets the next
-//! gzip spans inflated ahead of it ([`prefetch`]). Requests run on several threads (see
-//! [`crate::mount`]), and the handler keeps no per-file state: reads go through each volume's
-//! [`crate::reader::ArchiveReader`] and the shared, byte-bounded chunk cache, replying straight
-//! from the cached span (or a per-thread buffer when a read crosses spans), so memory stays flat
-//! however much is read.
+//! gzip spans inflated ahead of it, several at once ([`prefetch`]). Requests run on several
+//! threads (see [`crate::mount`]), and the handler keeps no per-file state: reads go through
+//! each volume's [`crate::reader::ArchiveReader`] and the shared, byte-bounded chunk cache,
+//! replying straight from the cached span (or a per-thread buffer when a read crosses spans), so
+//! memory stays flat however much is read.
 //!
 //! Every operation that would change something answers `EROFS`.
 

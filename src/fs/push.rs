@@ -7,8 +7,9 @@
 //! ([`WALK`] files in a row, each starting just after the previous one), a background thread
 //! takes the files that follow in the stream and stores their bytes in the kernel's page cache
 //! (`FUSE_NOTIFY_STORE`); with `FOPEN_KEEP_CACHE` the walker then finds them cached and its
-//! reads never reach the daemon. The spans they lie in are read ahead on the
-//! [`super::prefetch`] thread meanwhile, so inflating and storing overlap.
+//! reads never reach the daemon. The spans they lie in are inflated ahead by the read-ahead
+//! pool meanwhile ([`super::prefetch`]: several at once, one per core), so inflating and
+//! storing overlap.
 //!
 //! Only files the kernel knows can be stored (the entries of directories it has listed): the
 //! first file of a directory not listed yet stops the push (after a few short waits, since the

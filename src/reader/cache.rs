@@ -150,6 +150,11 @@ impl ChunkCache {
         }
     }
 
+    /// The capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
     /// Running totals (hits, misses, evictions, spans inflated).
     pub fn counters(&self) -> &CacheCounters {
         &self.counters

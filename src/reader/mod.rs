@@ -2,14 +2,16 @@
 //! from the nearest access point, with decompressed spans kept in a shared, byte-bounded
 //! [`ChunkCache`].
 
+pub mod ahead;
 pub mod cache;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use ahead::{ReadAhead, Sequential, Ticket};
 pub use cache::{CacheCounters, CacheStats, ChunkCache, ChunkKey};
 
 use cache::{Chunk, ChunkState};
@@ -164,6 +166,44 @@ impl ArchiveReader {
         &self.index
     }
 
+    /// The chunk cache.
+    pub fn cache(&self) -> &Arc<ChunkCache> {
+        &self.cache
+    }
+
+    /// The gzip span (access point's number) holding byte `offset` of file `ino`, for a file
+    /// of a gzip archive stored in one piece; `None` otherwise.
+    pub fn span_of(&self, ino: Ino, offset: u64) -> Option<usize> {
+        if self.index.compression() != Compression::Gzip {
+            return None;
+        }
+        match self.index.data(ino) {
+            Data::Contiguous(start) => self.index.point_for(start.checked_add(offset)?),
+            _ => None,
+        }
+    }
+
+    /// Inflates the whole of span `p` into the cache (unless it is there already, or longer
+    /// than [`ahead::MAX_SPAN`]), [`ahead::STEP`] bytes per lock of its chunk so a reader
+    /// that catches up waits for one step at most. Stops early, leaving what it inflated,
+    /// once `stop` is set.
+    fn inflate_span(&self, p: usize, stop: &AtomicBool) -> Result<(), ReadError> {
+        if self.index.compression() != Compression::Gzip || p >= self.index.point_count() {
+            return Ok(());
+        }
+        let start = self.index.point(p).uncompressed;
+        let (chunk, key, _, _, end) = self.span_at(start)?;
+        if end - start > ahead::MAX_SPAN {
+            return Ok(());
+        }
+        let mut have = 0u64;
+        while have < chunk.len && !stop.load(Ordering::Relaxed) {
+            let need = have.saturating_add(ahead::STEP as u64).min(chunk.len);
+            have = self.fill(&chunk, key, p, start, need, 0)?.data.len() as u64;
+        }
+        Ok(())
+    }
+
     /// Reads up to `buf.len()` bytes of file `ino` from `offset`; returns the count (0 at or
     /// past the end). Sparse holes read as zeros.
     pub fn read(&self, ino: Ino, offset: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
@@ -238,7 +278,7 @@ impl ArchiveReader {
             let (chunk, key, p, start, end) = self.span_at(offset)?;
             let want = (offset + buf.len() as u64).min(end);
             let n = (want - offset) as usize;
-            let state = self.fill(&chunk, key, p, start, want - start)?;
+            let state = self.fill(&chunk, key, p, start, want - start, READ_AHEAD)?;
             let from = (offset - start) as usize;
             buf[..n].copy_from_slice(&state.data[from..from + n]);
             drop(state);
@@ -274,7 +314,8 @@ impl ArchiveReader {
             let at = first + offset;
             let (chunk, key, p, start, end) = self.span_at(at)?;
             if at + len as u64 <= end {
-                let state = self.fill(&chunk, key, p, start, at + len as u64 - start)?;
+                let state =
+                    self.fill(&chunk, key, p, start, at + len as u64 - start, READ_AHEAD)?;
                 let from = (at - start) as usize;
                 return Ok(f(&state.data[from..from + len]));
             }
@@ -302,8 +343,9 @@ impl ArchiveReader {
     }
 
     /// Makes `chunk` (cached under `key`: span of point `p`, starting at `start`) hold at least
-    /// `need` bytes, inflating a little further for readers that go on sequentially. On an
-    /// error the chunk is dropped from the cache, so the next read starts the span afresh.
+    /// `need` bytes, inflating `ahead` bytes further for readers that go on sequentially (not
+    /// at a span's first read, which keeps cold random reads short). On an error the chunk is
+    /// dropped from the cache, so the next read starts the span afresh.
     fn fill<'c>(
         &self,
         chunk: &'c Chunk,
@@ -311,8 +353,9 @@ impl ArchiveReader {
         p: usize,
         start: u64,
         need: u64,
+        ahead: u64,
     ) -> Result<std::sync::MutexGuard<'c, ChunkState>, ReadError> {
-        let filled = self.fill_span(chunk, p, start, need);
+        let filled = self.fill_span(chunk, p, start, need, ahead);
         if filled.is_err() {
             self.cache.remove(&key);
         }
@@ -326,6 +369,7 @@ impl ArchiveReader {
         p: usize,
         start: u64,
         need: u64,
+        ahead: u64,
     ) -> Result<std::sync::MutexGuard<'c, ChunkState>, ReadError> {
         let mut state = chunk.lock();
         if state.data.len() as u64 >= need {
@@ -358,7 +402,7 @@ impl ArchiveReader {
             state.inflater = Some(inflater);
             self.cache.counters().spans_inflated.fetch_add(1, Ordering::Relaxed);
         }
-        let ahead = if state.data.is_empty() { 0 } else { READ_AHEAD };
+        let ahead = if state.data.is_empty() { 0 } else { ahead };
         let target = need.saturating_add(ahead).min(chunk.len) as usize;
         let ChunkState { data, inflater: slot } = &mut *state;
         let Some(inflater) = slot.as_mut() else {

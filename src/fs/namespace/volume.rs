@@ -1,6 +1,8 @@
 //! One indexed archive served by the mount, with the per-volume state of read-ahead and
 //! page-cache pushing.
 
+use std::sync::Arc;
+
 use crate::index::Index;
 use crate::reader::ArchiveReader;
 
@@ -10,7 +12,7 @@ use crate::fs::{prefetch, push};
 /// One indexed archive served by the mount.
 pub struct Volume {
     slot: Slot,
-    reader: ArchiveReader,
+    reader: Arc<ArchiveReader>,
     progress: prefetch::Progress,
     walk: push::Walk,
 }
@@ -20,7 +22,7 @@ impl Volume {
     pub fn new(slot: Slot, reader: ArchiveReader) -> Volume {
         Volume {
             slot,
-            reader,
+            reader: Arc::new(reader),
             progress: prefetch::Progress::default(),
             walk: push::Walk::default(),
         }
@@ -33,6 +35,11 @@ impl Volume {
 
     /// The reader of the volume's archive.
     pub fn reader(&self) -> &ArchiveReader {
+        &self.reader
+    }
+
+    /// The reader, shared (the read-ahead pool holds it weakly).
+    pub fn shared_reader(&self) -> &Arc<ArchiveReader> {
         &self.reader
     }
 
