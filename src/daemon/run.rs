@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::DaemonMount;
 use crate::addon::Store;
+use crate::api::tls::{ServerTls, TlsFiles};
 use crate::api::{ApiKeys, ApiLimits, Observed};
 use crate::error::Error;
 use crate::mount::MountOptions;
@@ -68,6 +69,8 @@ pub struct Config {
     /// How long requests in flight get to finish after the stop signal
     /// ([`DEFAULT_DRAIN`] for `addonfs serve`).
     pub drain: Duration,
+    /// Serve the API over TLS with these files (reloaded on SIGHUP and when they change).
+    pub tls: Option<TlsFiles>,
 }
 
 /// Runs the daemon until `shutdown` completes. `listening` is told the API's bound address
@@ -92,6 +95,14 @@ pub fn run(
             limits.max_connections, config.limits.max_connections
         );
     }
+    // A bad certificate fails the start before anything is locked or mounted.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(ServerTls::load)
+        .transpose()
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    warn_plain_http(config.listen, tls.is_some());
     let store = Arc::new(Store::open(dir, "serve")?);
     for problem in store.problems() {
         eprintln!("addonfs: warning: {problem}");
@@ -129,7 +140,8 @@ pub fn run(
         fs: Some(d.fs_stats()),
         cache: Some(d.cache()),
     });
-    let result = serve_api(config, limits, Arc::clone(&store), keys, observed, shutdown, listening);
+    let result =
+        serve_api(config, limits, Arc::clone(&store), keys, observed, tls, shutdown, listening);
     // The API has stopped (no request in flight): now the mount, then the store's lock.
     if let Some(daemon) = daemon {
         daemon.unmount(UNMOUNT_GRACE);
@@ -145,6 +157,7 @@ fn serve_api(
     store: Arc<Store>,
     keys: ApiKeys,
     observed: Observed,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     listening: impl FnOnce(SocketAddr),
 ) -> Result<(), Error> {
@@ -168,9 +181,14 @@ fn serve_api(
             }
             _ => addr,
         };
-        store.set_api_url(&format!("http://{reachable}"))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if let Some(tls) = &tls {
+            tls.reload_on_sighup()
+                .map_err(|e| Error::Daemon(format!("cannot handle SIGHUP: {e}")))?;
+        }
+        store.set_api_url(&format!("{scheme}://{reachable}"))?;
         say(format_args!(
-            "addonfs: listening on http://{addr} (state {})",
+            "addonfs: listening on {scheme}://{addr} (state {})",
             config.state_dir.display()
         ));
         listening(addr);
@@ -179,7 +197,7 @@ fn serve_api(
             shutdown.await;
             let _ = stopping.send(());
         };
-        let served = crate::api::serve_on(listener, store, keys, limits, observed, shutdown);
+        let served = crate::api::serve_on(listener, store, keys, limits, observed, tls, shutdown);
         let drained = async {
             match stopped.await {
                 Ok(()) => tokio::time::sleep(config.drain).await,
@@ -201,6 +219,19 @@ fn serve_api(
     // see their input end and stop on their own.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Warns when the API is served in clear on an address other than loopback: API keys, session
+/// cookies and uploads would cross the network readable by anyone on the path. Plain HTTP is
+/// for loopback only (`docs/operations.md`, "TLS").
+pub fn warn_plain_http(listen: SocketAddr, tls: bool) {
+    if !tls && !listen.ip().is_loopback() {
+        eprintln!(
+            "addonfs: warning: serving plain HTTP on {listen}, which is not a loopback address: \
+             API keys and uploads cross the network unencrypted; give --tls-cert and --tls-key \
+             (plain HTTP is for loopback only)"
+        );
+    }
 }
 
 /// A progress line on standard output, flushed (a supervisor or test waits for it); a closed
