@@ -140,8 +140,9 @@ pub fn run(
         fs: Some(d.fs_stats()),
         cache: Some(d.cache()),
     });
+    let access = Access { keys, tls };
     let result =
-        serve_api(config, limits, Arc::clone(&store), keys, observed, tls, shutdown, listening);
+        serve_api(config, limits, Arc::clone(&store), access, observed, shutdown, listening);
     // The API has stopped (no request in flight): now the mount, then the store's lock.
     if let Some(daemon) = daemon {
         daemon.unmount(UNMOUNT_GRACE);
@@ -150,14 +151,19 @@ pub fn run(
     result
 }
 
+/// Who may use the API, and over what: its keys, and its TLS (none: plain HTTP).
+struct Access {
+    keys: ApiKeys,
+    tls: Option<Arc<ServerTls>>,
+}
+
 /// Runs the HTTP API until `shutdown` completes.
 fn serve_api(
     config: &Config,
     limits: ApiLimits,
     store: Arc<Store>,
-    keys: ApiKeys,
+    Access { keys, tls }: Access,
     observed: Observed,
-    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     listening: impl FnOnce(SocketAddr),
 ) -> Result<(), Error> {
