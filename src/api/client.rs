@@ -484,3 +484,39 @@ fn rand_u64() -> u64 {
     h.write_u64(u64::from(std::process::id()));
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_ports_of_authorities() {
+        assert_eq!(split_host("127.0.0.1:7474"), Some(("127.0.0.1", true)));
+        assert_eq!(split_host("registry.example"), Some(("registry.example", false)));
+        assert_eq!(split_host("[::1]:7474"), Some(("::1", true)));
+        assert_eq!(split_host("[::1]"), Some(("::1", false)));
+        assert_eq!(split_host("::1:7474"), None, "IPv6 without brackets is ambiguous");
+        assert_eq!(split_host("host:port"), None);
+        assert_eq!(split_host("[::1]x"), None);
+    }
+
+    #[test]
+    fn urls_and_ca_files_are_checked_up_front() {
+        let err =
+            |url: &str, ca: Option<&Path>| ApiClient::new(url, "k", ca).unwrap_err().to_string();
+        assert!(err("ftp://host", None).contains("expected https://HOST:PORT"));
+        assert!(err("https://host:99999", None).contains("bad API URL"));
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.pem");
+        let e = err("https://127.0.0.1:7474", Some(&missing));
+        assert!(e.contains("ca.pem") && e.contains("No such file"), "{e}");
+        std::fs::write(&missing, "not a certificate\n").unwrap();
+        let e = err("https://127.0.0.1:7474", Some(&missing));
+        assert!(e.contains("ca.pem: no usable CA certificate"), "{e}");
+        // Plain HTTP needs no CA and reads none.
+        let client = ApiClient::new("http://127.0.0.1:7474/", "k", Some(&missing)).unwrap();
+        assert_eq!(client.url(), "http://127.0.0.1:7474");
+        assert_eq!(client.address, "127.0.0.1:7474");
+        assert_eq!(ApiClient::new("http://localhost", "k", None).unwrap().address, "localhost:80");
+    }
+}

@@ -179,6 +179,20 @@ impl ServerTls {
     }
 }
 
+/// The warning for an API served in clear on an address other than loopback (`None` with TLS
+/// or on loopback): API keys, session cookies and uploads would cross the network readable by
+/// anyone on the path. Plain HTTP is for loopback only (`docs/operations.md`, "TLS"). Every
+/// role that serves the API prints it at start.
+pub fn plain_http_warning(listen: std::net::SocketAddr, tls: bool) -> Option<String> {
+    (!tls && !listen.ip().is_loopback()).then(|| {
+        format!(
+            "serving plain HTTP on {listen}, which is not a loopback address: API keys and \
+             uploads cross the network unencrypted; give --tls-cert and --tls-key (plain HTTP \
+             is for loopback only)"
+        )
+    })
+}
+
 /// The chain and key of `files`, checked to go together.
 fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let bad = |path: &Path, why: String| TlsError::File { path: path.to_path_buf(), why };
@@ -217,6 +231,17 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_is_warned_about_beyond_loopback_only() {
+        let at = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+        assert!(plain_http_warning(at("0.0.0.0:7474"), false).unwrap().contains("0.0.0.0:7474"));
+        assert!(plain_http_warning(at("10.1.2.3:7474"), false).is_some());
+        assert!(plain_http_warning(at("[::]:7474"), false).is_some());
+        assert_eq!(plain_http_warning(at("0.0.0.0:7474"), true), None);
+        assert_eq!(plain_http_warning(at("127.0.0.1:7474"), false), None);
+        assert_eq!(plain_http_warning(at("[::1]:7474"), false), None);
+    }
 
     #[test]
     fn unusable_files_are_named() {

@@ -102,7 +102,9 @@ pub fn run(
         .map(ServerTls::load)
         .transpose()
         .map_err(|e| Error::Usage(e.to_string()))?;
-    warn_plain_http(config.listen, tls.is_some());
+    if let Some(warning) = crate::api::tls::plain_http_warning(config.listen, tls.is_some()) {
+        eprintln!("addonfs: warning: {warning}");
+    }
     let store = Arc::new(Store::open(dir, "serve")?);
     for problem in store.problems() {
         eprintln!("addonfs: warning: {problem}");
@@ -225,19 +227,6 @@ fn serve_api(
     // see their input end and stop on their own.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
-}
-
-/// Warns when the API is served in clear on an address other than loopback: API keys, session
-/// cookies and uploads would cross the network readable by anyone on the path. Plain HTTP is
-/// for loopback only (`docs/operations.md`, "TLS").
-pub fn warn_plain_http(listen: SocketAddr, tls: bool) {
-    if !tls && !listen.ip().is_loopback() {
-        eprintln!(
-            "addonfs: warning: serving plain HTTP on {listen}, which is not a loopback address: \
-             API keys and uploads cross the network unencrypted; give --tls-cert and --tls-key \
-             (plain HTTP is for loopback only)"
-        );
-    }
 }
 
 /// A progress line on standard output, flushed (a supervisor or test waits for it); a closed
