@@ -598,6 +598,7 @@ fn in_process_config(t: &Path, drain: Duration) -> addonfs::daemon::Config {
             allow_other: false,
         }),
         drain,
+        tls: None,
     }
 }
 

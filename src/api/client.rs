@@ -1,7 +1,8 @@
 //! A small client of the registry's own API, for the admin commands (`addonfs addons ...
-//! --api URL`): plain HTTP/1.1 over hyper, one connection a request, blocking callers.
+//! --api URL`): HTTP/1.1 over hyper, one connection a request, blocking callers.
 //!
-//! Only `http://HOST:PORT` URLs (the daemon listens on loopback by default).
+//! `https://HOST[:PORT]` URLs speak TLS (rustls) and verify the server's certificate against
+//! the CAs of `--ca-file`, else the system's; `http://HOST[:PORT]` is plain HTTP, for loopback.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -23,9 +24,26 @@ const SEND_CHUNK: usize = 256 << 10;
 /// A failure talking to the API.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The URL is not `http://HOST:PORT`.
-    #[error("bad API URL `{0}`: expected http://HOST:PORT")]
+    /// The URL is not `https://HOST[:PORT]` or `http://HOST[:PORT]`.
+    #[error("bad API URL `{0}`: expected https://HOST:PORT (or http://HOST:PORT on loopback)")]
     BadUrl(String),
+    /// The CA file (or the system's CAs) could not be loaded.
+    #[error("{}: {why}", path.display())]
+    CaFile {
+        /// The file (or the system's CA store).
+        path: PathBuf,
+        /// What was wrong.
+        why: String,
+    },
+    /// The TLS handshake failed: the server's certificate was not trusted, or it does not
+    /// speak TLS.
+    #[error("TLS with {url} failed: {why}")]
+    Tls {
+        /// The API's URL.
+        url: String,
+        /// What failed, in words.
+        why: String,
+    },
     /// The daemon could not be reached.
     #[error("cannot reach the addonfs API at {url}: {source}")]
     Connect {
@@ -78,9 +96,31 @@ pub enum ClientError {
 pub struct ApiClient {
     base: String,
     authority: String,
+    /// `HOST:PORT` to connect to (the authority with the scheme's default port).
+    address: String,
+    /// For `https://`: the verifying connector and the name the certificate must carry.
+    tls: Option<Tls>,
     key: String,
     runtime: tokio::runtime::Runtime,
 }
+
+/// The client's TLS: a verifying connector and the server name the certificate must carry.
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+    /// Where the trusted CAs came from, for messages.
+    trust: String,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("name", &self.name).field("trust", &self.trust).finish()
+    }
+}
+
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
 #[derive(Deserialize)]
 struct Page {
@@ -92,22 +132,41 @@ struct Page {
 type Body = Channel<Bytes, Infallible>;
 
 impl ApiClient {
-    /// A client of the API at `url` (`http://HOST:PORT`, a trailing `/` allowed) with the API
-    /// key `key`.
-    pub fn new(url: &str, key: &str) -> Result<ApiClient, ClientError> {
+    /// A client of the API at `url` (`https://HOST[:PORT]` or `http://HOST[:PORT]`, a
+    /// trailing `/` allowed) with the API key `key`. For `https://`, the server's certificate
+    /// must be signed by a CA of `ca_file` (PEM), else of the system's store.
+    pub fn new(url: &str, key: &str, ca_file: Option<&Path>) -> Result<ApiClient, ClientError> {
         let bad = || ClientError::BadUrl(url.to_string());
-        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let (scheme, rest, port) = if let Some(rest) = url.strip_prefix("https://") {
+            ("https", rest, 443)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            ("http", rest, 80)
+        } else {
+            return Err(bad());
+        };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
             return Err(bad());
         }
+        let (host, has_port) = split_host(authority).ok_or_else(bad)?;
+        let address = if has_port { authority.to_string() } else { format!("{authority}:{port}") };
+        let tls = match scheme {
+            "https" => {
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| bad())?;
+                Some(tls_client(ca_file, name)?)
+            }
+            _ => None,
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|source| ClientError::Connect { url: url.to_string(), source })?;
         Ok(ApiClient {
-            base: format!("http://{authority}"),
+            base: format!("{scheme}://{authority}"),
             authority: authority.to_string(),
+            address,
+            tls,
             key: key.to_string(),
             runtime,
         })
@@ -247,9 +306,18 @@ impl ApiClient {
         let url = format!("{}{path}", self.base);
         let http = |source| ClientError::Http { url: url.clone(), source };
         self.runtime.block_on(async {
-            let stream = tokio::net::TcpStream::connect(&self.authority)
+            let stream = tokio::net::TcpStream::connect(&self.address)
                 .await
                 .map_err(|source| ClientError::Connect { url: self.base.clone(), source })?;
+            let stream: Box<dyn Stream> = match &self.tls {
+                None => Box::new(stream),
+                Some(tls) => Box::new(
+                    tls.connector
+                        .connect(tls.name.clone(), stream)
+                        .await
+                        .map_err(|e| tls_error(&self.base, tls, &e))?,
+                ),
+            };
             let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(
                 hyper_util::rt::TokioIo::new(stream),
             )
@@ -301,10 +369,154 @@ impl ApiClient {
     }
 }
 
+/// The host of `authority` (`HOST`, `HOST:PORT`, `[V6]`, `[V6]:PORT`; IPv6 only in brackets)
+/// and whether it names a port.
+fn split_host(authority: &str) -> Option<(&str, bool)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, false)),
+            port => {
+                port.strip_prefix(':').filter(|p| p.parse::<u16>().is_ok()).map(|_| (host, true))
+            }
+        };
+    }
+    match authority.rsplit_once(':') {
+        None => Some((authority, false)),
+        Some((host, port)) if port.parse::<u16>().is_ok() && !host.contains(':') => {
+            Some((host, true))
+        }
+        Some(_) => None,
+    }
+}
+
+/// The TLS client side: the CAs of `ca_file`, else the system's, to verify `name`.
+fn tls_client(
+    ca_file: Option<&Path>,
+    name: rustls::pki_types::ServerName<'static>,
+) -> Result<Tls, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let trust = match ca_file {
+        Some(path) => {
+            let bad = |why: String| ClientError::CaFile { path: path.to_path_buf(), why };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(pem_error(&e)))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(pem_error(&e)))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(bad(
+                    "no usable CA certificate (PEM, -----BEGIN CERTIFICATE-----)".into()
+                ));
+            }
+            format!("the CAs of --ca-file {}", path.display())
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(ClientError::CaFile {
+                    path: PathBuf::from("<system CA store>"),
+                    why: "no CA certificate found: give the API's CA with --ca-file".into(),
+                });
+            }
+            "the system's CAs (give the API's own CA with --ca-file)".to_string()
+        }
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::CaFile { path: PathBuf::from("<TLS>"), why: e.to_string() })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Tls {
+        connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        name,
+        trust,
+    })
+}
+
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
+        other => format!("not valid PEM: {other:?}"),
+    }
+}
+
+/// A failed handshake in words: what the server's certificate lacked, or that it seems not
+/// to speak TLS.
+fn tls_error(url: &str, tls: &Tls, e: &std::io::Error) -> ClientError {
+    use rustls::{CertificateError, Error as E};
+    let rustls = e.get_ref().and_then(|inner| inner.downcast_ref::<E>());
+    let why = match rustls {
+        Some(E::InvalidCertificate(CertificateError::UnknownIssuer)) => format!(
+            "the server's certificate is not signed by a trusted CA: it was checked against {}",
+            tls.trust
+        ),
+        Some(E::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => format!(
+            "the server's certificate is not valid for the name {:?} of the URL",
+            tls.name.to_str()
+        ),
+        Some(E::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "the server's certificate has expired".to_string(),
+        Some(E::InvalidCertificate(other)) => {
+            format!("the server's certificate is invalid: {other:?}")
+        }
+        Some(E::InvalidMessage(_)) => format!(
+            "the server does not seem to speak TLS (is it plain HTTP? then use an http:// URL, \
+             on loopback only): {e}"
+        ),
+        _ => e.to_string(),
+    };
+    ClientError::Tls { url: url.to_string(), why }
+}
+
 /// A random number for the multipart boundary (from the hasher's random keys).
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(u64::from(std::process::id()));
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_ports_of_authorities() {
+        assert_eq!(split_host("127.0.0.1:7474"), Some(("127.0.0.1", true)));
+        assert_eq!(split_host("registry.example"), Some(("registry.example", false)));
+        assert_eq!(split_host("[::1]:7474"), Some(("::1", true)));
+        assert_eq!(split_host("[::1]"), Some(("::1", false)));
+        assert_eq!(split_host("::1:7474"), None, "IPv6 without brackets is ambiguous");
+        assert_eq!(split_host("host:port"), None);
+        assert_eq!(split_host("[::1]x"), None);
+    }
+
+    #[test]
+    fn urls_and_ca_files_are_checked_up_front() {
+        let err =
+            |url: &str, ca: Option<&Path>| ApiClient::new(url, "k", ca).unwrap_err().to_string();
+        assert!(err("ftp://host", None).contains("expected https://HOST:PORT"));
+        assert!(err("https://host:99999", None).contains("bad API URL"));
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.pem");
+        let e = err("https://127.0.0.1:7474", Some(&missing));
+        assert!(e.contains("ca.pem") && e.contains("No such file"), "{e}");
+        std::fs::write(&missing, "not a certificate\n").unwrap();
+        let e = err("https://127.0.0.1:7474", Some(&missing));
+        assert!(e.contains("ca.pem: no usable CA certificate"), "{e}");
+        // Plain HTTP needs no CA and reads none.
+        let client = ApiClient::new("http://127.0.0.1:7474/", "k", Some(&missing)).unwrap();
+        assert_eq!(client.url(), "http://127.0.0.1:7474");
+        assert_eq!(client.address, "127.0.0.1:7474");
+        assert_eq!(ApiClient::new("http://localhost", "k", None).unwrap().address, "localhost:80");
+    }
 }

@@ -19,6 +19,7 @@ mod list;
 pub mod node;
 pub mod server;
 mod status;
+pub mod tls;
 mod upload;
 
 use std::future::Future;
@@ -143,19 +144,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    serve_on(listener, store, keys, limits, Observed::default(), shutdown).await
+    serve_on(listener, store, keys, limits, Observed::default(), None, shutdown).await
 }
 
-/// Serves the API on a bound `listener` until `shutdown` completes.
+/// Serves the API on a bound `listener` (over TLS with `tls`) until `shutdown` completes.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     store: Arc<Store>,
     keys: ApiKeys,
     limits: ApiLimits,
     observed: Observed,
+    tls: Option<Arc<tls::ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve(listener, router(store, keys, limits, observed), &limits, shutdown).await
+    server::serve(listener, router(store, keys, limits, observed), &limits, tls, shutdown).await
 }
 
 /// The header of every authenticated API answer that carries the catalog's revision after

@@ -18,6 +18,11 @@
 //! * A request hyper cannot parse (a garbage request line, a head over its buffer) is answered
 //!   by hyper itself, with a status and an empty body, before any route runs; [`EnvelopeIo`]
 //!   gives that answer the JSON error envelope every other error has.
+//! * With TLS ([`super::tls`]), the handshake also has [`ApiLimits::header_timeout`] to
+//!   complete (a client that opens a connection and stalls mid-handshake, or sends garbage,
+//!   holds its slot no longer than one that stalls mid-head), and a plain-HTTP request sent to
+//!   the TLS port gets a plain `400` saying to use `https://` instead of a TLS alert. Every
+//!   request carries a [`Transport`] extension saying whether it came over TLS.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,11 +32,23 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
+use super::tls::ServerTls;
 use super::ApiLimits;
+
+/// How a request reached the server (a request extension): the admin UI marks its cookie
+/// `Secure` when it came over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Transport {
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Connections kept free of the open-files limit for everything else the daemon opens (the
 /// store, the FUSE mount, each upload's staging and window files, the add-ons' archives).
@@ -61,11 +78,13 @@ pub fn connection_cap(wanted: usize, open_files: u64) -> usize {
     wanted.min(room).max(1)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets open requests finish.
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown` completes, then lets
+/// open requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     limits: &ApiLimits,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -90,13 +109,42 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // A changed certificate is picked up here, before the handshake that would use it.
+        let acceptor = tls.as_ref().map(|tls| {
+            tls.check_files();
+            tls.acceptor()
+        });
         // The peer's address for the routes that want it (the UI limits wrong keys per client).
         let service = TowerToHyperService::new(
-            router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+            router
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer)))
+                .layer(axum::Extension(Transport { tls: acceptor.is_some() })),
         );
-        let conn = http.serve_connection(TokioIo::new(EnvelopeIo::new(stream)), service);
+        let http = http.clone();
+        let handshake_timeout = limits.header_timeout;
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
+            let io: Box<dyn Stream> = match acceptor {
+                None => Box::new(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, handshake(acceptor, stream)).await
+                    {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            drop(permit);
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            drop(permit);
+                            return;
+                        }
+                    }
+                }
+            };
+            let conn = http.serve_connection(TokioIo::new(EnvelopeIo::new(io)), service);
             tokio::pin!(conn);
             let stopping = async {
                 // Ends when shutdown starts (or the sender is gone).
@@ -120,6 +168,39 @@ pub async fn serve(
     Ok(())
 }
 
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The server side of a TLS handshake on `stream`. A connection whose first byte is not a TLS
+/// handshake record is most likely plain HTTP sent to the TLS port: it gets a plain-HTTP `400`
+/// that says so (what a person running `curl http://...` needs), not a TLS alert.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut stream: TcpStream,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        // What the client sent is read before answering, and after the answer until it closes
+        // (bounded by the caller's timeout): closing with unread bytes would reset the
+        // connection and lose the answer.
+        let mut sink = vec![0u8; 8192];
+        let _ = stream.read(&mut sink).await?;
+        let answer = envelope_answer(
+            "400 Bad Request",
+            "this port speaks HTTPS (TLS): use an https:// URL; plain HTTP is refused here",
+        );
+        stream.write_all(&answer).await?;
+        stream.shutdown().await?;
+        while stream.read(&mut sink).await? > 0 {}
+        return Err(std::io::Error::other("a plain-HTTP request on the TLS port (answered 400)"));
+    }
+    acceptor.accept(stream).await
+}
+
 fn log_conn_end(result: Result<(), hyper::Error>) {
     if let Err(e) = result {
         // Timeouts, resets and malformed requests: routine on an open port.
@@ -133,14 +214,14 @@ fn log_conn_end(result: Result<(), hyper::Error>) {
 /// status with the JSON error envelope. hyper writes that answer in one piece from its buffer
 /// (writes are not vectored here, so it flattens), then closes the connection.
 struct EnvelopeIo {
-    inner: TcpStream,
+    inner: Box<dyn Stream>,
     /// A replacement answer still to be written, and how much of it was.
     pending: Vec<u8>,
     written: usize,
 }
 
 impl EnvelopeIo {
-    fn new(inner: TcpStream) -> Self {
+    fn new(inner: Box<dyn Stream>) -> Self {
         EnvelopeIo { inner, pending: Vec::new(), written: 0 }
     }
 
@@ -176,6 +257,12 @@ fn parser_answer(head: &[u8]) -> Option<Vec<u8>> {
     if !text.ends_with("\r\n\r\n") || !text.contains("\r\ncontent-length: 0\r\n") {
         return None;
     }
+    Some(envelope_answer(status, message))
+}
+
+/// A whole `HTTP/1.1` answer with `status` and the JSON error envelope of `message` (an
+/// invalid argument), that closes the connection.
+fn envelope_answer(status: &str, message: &str) -> Vec<u8> {
     let body = serde_json::json!({
         "error": message,
         "code": super::Code::InvalidArgument.number(),
@@ -183,14 +270,12 @@ fn parser_answer(head: &[u8]) -> Option<Vec<u8>> {
         "details": [],
     })
     .to_string();
-    Some(
-        format!(
-            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-             connection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes(),
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
     )
+    .into_bytes()
 }
 
 impl AsyncRead for EnvelopeIo {

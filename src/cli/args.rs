@@ -251,6 +251,34 @@ pub struct ApiOpts {
     /// removed.
     #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
     pub body_timeout: std::time::Duration,
+    /// TLS for the API.
+    #[command(flatten)]
+    pub tls: TlsOpts,
+}
+
+/// TLS for a role that serves the API (`serve`, `registry`): flatten it into the command.
+#[derive(Debug, Clone, Args)]
+pub struct TlsOpts {
+    /// Serve the API over HTTPS with this certificate chain (PEM, the server's certificate
+    /// first). Reloaded on SIGHUP and when the file changes. Without it the API is plain HTTP,
+    /// which is for loopback only.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsOpts {
+    /// The files, when TLS is asked for.
+    pub fn files(&self) -> Option<crate::api::tls::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::api::tls::TlsFiles { cert: cert.clone(), key: key.clone() })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// `addonfs registry`.
@@ -304,11 +332,15 @@ pub fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
 /// How an admin command reaches the registry: a running daemon's API, or the state directory.
 #[derive(Debug, Clone, Args)]
 pub struct RemoteOpts {
-    /// Talk to a running daemon's API at this URL (`http://HOST:PORT`) instead of the state
-    /// directory. Without it, a daemon holding the state directory is reached through the API
-    /// address it recorded there.
+    /// Talk to a running daemon's API at this URL (`https://HOST:PORT`, or `http://` on
+    /// loopback) instead of the state directory. Without it, a daemon holding the state
+    /// directory is reached through the API address it recorded there.
     #[arg(long, value_name = "URL")]
     pub api: Option<String>,
+    /// For `https://` APIs: trust the CA certificates in this PEM file (instead of the
+    /// system's) to verify the server's certificate.
+    #[arg(long, env = "ADDONFS_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
     /// File holding the API key (its first key is used) [default: ADDONFS_API_KEY, else
     /// STATE_DIR/api-keys].
     #[arg(long, value_name = "PATH")]

@@ -105,6 +105,7 @@ impl From<DaemonError> for Error {
             DaemonError::Open(e) => Error::Open(e),
             DaemonError::Read(e) => Error::Read(e),
             DaemonError::BadStore(e) => Error::Usage(e.to_string()),
+            DaemonError::BadTls(e) => Error::Usage(e.to_string()),
             DaemonError::Locked(e) => Error::Locked(e),
             e @ DaemonError::Cache(_) => Error::Daemon(e.to_string()),
             DaemonError::Failed(message) => Error::Daemon(message),

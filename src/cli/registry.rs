@@ -67,6 +67,7 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         keys,
         mount,
         drain: DEFAULT_DRAIN,
+        tls: cmd.api.tls.files(),
     };
     Ok(crate::daemon::run(&config, shutdown_signal(), |_| {})?)
 }
@@ -114,6 +115,7 @@ pub fn registry(cmd: &RegistryCmd) -> Result<(), Error> {
         keys,
         mount: None,
         drain: DEFAULT_DRAIN,
+        tls: cmd.api.tls.files(),
     };
     Ok(crate::daemon::run(&config, shutdown_signal(), |_| {})?)
 }
@@ -181,7 +183,7 @@ fn client(url: &str, remote: &RemoteOpts, dir: &Path, why: &str) -> Result<ApiCl
             "{why}, but no API key was found: give it with --key-file FILE or ADDONFS_API_KEY"
         )))
     })?;
-    Ok(ApiClient::new(url, &key)?)
+    Ok(ApiClient::new(url, &key, remote.ca_file.as_deref())?)
 }
 
 /// Where a change by `command` goes: `--api`, else the state directory if no process holds

@@ -34,6 +34,9 @@ pub enum DaemonError {
     /// An add-on's archive could not be opened.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// The TLS certificate or key could not be loaded (bad usage: the message names the file).
+    #[error(transparent)]
+    BadTls(#[from] crate::api::tls::TlsError),
     /// The store's URL names no store addonfs can open (bad usage).
     #[error(transparent)]
     BadStore(#[from] BackendError),

@@ -19,6 +19,7 @@ use std::time::Duration;
 use super::{DaemonError, DaemonMount};
 use crate::addon::store::OpenOptions;
 use crate::addon::Store;
+use crate::api::tls::{ServerTls, TlsFiles};
 use crate::api::{ApiKeys, ApiLimits, Observed};
 use crate::mount::MountOptions;
 
@@ -81,6 +82,8 @@ pub struct Config {
     /// How long requests in flight get to finish after the stop signal
     /// ([`DEFAULT_DRAIN`] for `addonfs serve`).
     pub drain: Duration,
+    /// Serve the API over TLS with these files (reloaded on SIGHUP and when they change).
+    pub tls: Option<TlsFiles>,
 }
 
 /// Runs the daemon until `shutdown` completes. `listening` is told the API's bound address
@@ -104,6 +107,11 @@ pub fn run(
              open-files limit of {open_files}",
             limits.max_connections, config.limits.max_connections
         );
+    }
+    // A bad certificate fails the start before anything is locked or mounted.
+    let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
+    if let Some(warning) = crate::api::tls::plain_http_warning(config.listen, tls.is_some()) {
+        eprintln!("addonfs: warning: {warning}");
     }
     let store = Arc::new(match &config.store {
         None => Store::open(dir, "serve")?,
@@ -150,7 +158,9 @@ pub fn run(
         fs: Some(d.fs_stats()),
         cache: Some(d.cache()),
     });
-    let result = serve_api(config, limits, Arc::clone(&store), keys, observed, shutdown, listening);
+    let access = Access { keys, tls };
+    let result =
+        serve_api(config, limits, Arc::clone(&store), access, observed, shutdown, listening);
     // The API has stopped (no request in flight): now the mount, then the store's lock.
     if let Some(daemon) = daemon {
         daemon.unmount(UNMOUNT_GRACE);
@@ -159,12 +169,18 @@ pub fn run(
     result
 }
 
+/// Who may use the API, and over what: its keys, and its TLS (none: plain HTTP).
+struct Access {
+    keys: ApiKeys,
+    tls: Option<Arc<ServerTls>>,
+}
+
 /// Runs the HTTP API until `shutdown` completes.
 fn serve_api(
     config: &Config,
     limits: ApiLimits,
     store: Arc<Store>,
-    keys: ApiKeys,
+    Access { keys, tls }: Access,
     observed: Observed,
     shutdown: impl Future<Output = ()> + Send + 'static,
     listening: impl FnOnce(SocketAddr),
@@ -189,14 +205,23 @@ fn serve_api(
             }
             _ => addr,
         };
-        store.set_api_url(&format!("http://{reachable}"))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        // SIGHUP reloads the certificate; without TLS there is nothing to reload, but a
+        // reflexive `systemctl reload` or `kill -HUP` must not end the daemon (the signal's
+        // default action), so it is logged and ignored.
+        let hangup = match &tls {
+            Some(tls) => tls.reload_on_sighup(),
+            None => ignore_sighup(),
+        };
+        hangup.map_err(|e| DaemonError::Failed(format!("cannot handle SIGHUP: {e}")))?;
+        store.set_api_url(&format!("{scheme}://{reachable}"))?;
         match &config.store {
             None => say(format_args!(
-                "addonfs: listening on http://{addr} (state {})",
+                "addonfs: listening on {scheme}://{addr} (state {})",
                 config.state_dir.display()
             )),
             Some(s) => {
-                say(format_args!("addonfs: listening on http://{addr} (store {})", s.backend))
+                say(format_args!("addonfs: listening on {scheme}://{addr} (store {})", s.backend))
             }
         }
         listening(addr);
@@ -205,7 +230,7 @@ fn serve_api(
             shutdown.await;
             let _ = stopping.send(());
         };
-        let served = crate::api::serve_on(listener, store, keys, limits, observed, shutdown);
+        let served = crate::api::serve_on(listener, store, keys, limits, observed, tls, shutdown);
         let drained = async {
             match stopped.await {
                 Ok(()) => tokio::time::sleep(config.drain).await,
@@ -235,4 +260,17 @@ fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// Logs and otherwise ignores every SIGHUP, from a task of the current tokio runtime (a daemon
+/// without TLS has nothing to reload).
+fn ignore_sighup() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: nothing to reload (no TLS certificate); ignored");
+        }
+    });
+    Ok(())
 }

@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use crate::addon::store::Addon;
 use crate::addon::{Record, Status};
+use crate::api::server::Transport;
 use crate::api::{ApiError, App, Code};
 use crate::archive::EntryKind;
 use crate::index::{Index, Ino};
@@ -51,14 +52,18 @@ connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 struct Ui {
     app: Arc<App>,
     sessions: Sessions,
-    /// Whether cookies carry `Secure`: set once the API is served over TLS (not yet: plain
-    /// HTTP, so the UI belongs on loopback or behind a TLS proxy; see docs/api.md).
-    secure: bool,
+}
+
+/// Whether the session cookie carries `Secure`: when the request came over TLS (the server's
+/// [`Transport`] extension). Over plain HTTP (loopback only) a `Secure` cookie would never be
+/// sent back.
+fn secure(extensions: &axum::http::Extensions) -> bool {
+    extensions.get::<Transport>().is_some_and(|t| t.tls)
 }
 
 /// The UI's routes over the API's shared state (merged into [`crate::api::router`]).
 pub(crate) fn routes(app: Arc<App>) -> Router {
-    let ui = Arc::new(Ui { app, sessions: Sessions::default(), secure: false });
+    let ui = Arc::new(Ui { app, sessions: Sessions::default() });
     // The pages need a live session (a layer: without one, a browser is sent to sign in);
     // state changes check theirs, and the request's origin, in `require_change`.
     let pages = Router::new()
@@ -270,6 +275,7 @@ struct LoginForm {
 async fn login(State(ui): State<Arc<Ui>>, req: Request) -> Response {
     // The peer's address when the server provides it; else every client shares one budget.
     let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let secure = secure(req.extensions());
     let headers = req.headers().clone();
     let form = match Form::<LoginForm>::from_request(req, &()).await {
         Ok(Form(f)) => f,
@@ -312,7 +318,7 @@ async fn login(State(ui): State<Arc<Ui>>, req: Request) -> Response {
     match ui.sessions.open() {
         Ok(id) => {
             let mut r = redirect(&next);
-            if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&id, ui.secure)) {
+            if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&id, secure)) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
             r
@@ -324,7 +330,11 @@ async fn login(State(ui): State<Arc<Ui>>, req: Request) -> Response {
     }
 }
 
-async fn logout(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+async fn logout(
+    State(ui): State<Arc<Ui>>,
+    transport: Option<Extension<Transport>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(why) = session::same_origin(&headers) {
         return html(
             StatusCode::FORBIDDEN,
@@ -335,7 +345,7 @@ async fn logout(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
         ui.sessions.close(&id);
     }
     let mut r = redirect("/ui/login");
-    if let Ok(v) = HeaderValue::from_str(&session::clear_cookie(ui.secure)) {
+    if let Ok(v) = HeaderValue::from_str(&session::clear_cookie(transport.is_some_and(|t| t.tls))) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r

@@ -103,7 +103,7 @@ impl Serve {
     }
 }
 
-/// The `http://ADDRESS` a just-started `addonfs serve` prints on its standard output (piped)
+/// The `http://ADDRESS` (or `https://`) a just-started `addonfs serve` prints on its standard output (piped)
 /// once it listens, read from the first few lines.
 pub fn serve_url(child: &mut Child) -> String {
     let mut reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
@@ -112,7 +112,9 @@ pub fn serve_url(child: &mut Child) -> String {
         if reader.read_line(&mut line).expect("read stdout") == 0 {
             break;
         }
-        if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+        if let Some(u) =
+            line.split_whitespace().find(|w| w.starts_with("http://") || w.starts_with("https://"))
+        {
             return u.to_string();
         }
     }
