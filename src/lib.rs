@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod gzip;
+pub mod holder;
 pub mod index;
 pub mod limits;
 pub mod mount;

@@ -9,6 +9,7 @@
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -93,6 +94,33 @@ impl StateLock {
         let mut lock = StateLock { file, path: path.clone(), holder };
         lock.write_holder().map_err(io)?;
         Ok(lock)
+    }
+
+    /// Takes the lock through `fd`, an open lock file of `dir` passed on by the process that
+    /// holds it (a restart's holder, [`crate::holder`]): `flock` belongs to the open file, not
+    /// to a process, so the lock is now held by both, and outlives the one that passed it on.
+    /// The lock file then names this process.
+    pub fn adopt(dir: &Path, command: &str, fd: OwnedFd) -> Result<StateLock, LockError> {
+        let path = dir.join(LOCK_FILE);
+        let io = |source| LockError::Io { path: path.clone(), source };
+        let file = File::from(fd);
+        match file.try_lock() {
+            Ok(()) => {}
+            // Not the lock's open file after all: somebody else holds the lock.
+            Err(TryLockError::WouldBlock) => {
+                return Err(LockError::Held { dir: dir.to_path_buf(), holder: read_holder(&path) })
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let holder = Holder { pid: std::process::id(), command: command.to_string(), api: None };
+        let mut lock = StateLock { file, path: path.clone(), holder };
+        lock.write_holder().map_err(io)?;
+        Ok(lock)
+    }
+
+    /// A duplicate of the lock file's descriptor (it carries the lock; see [`StateLock::adopt`]).
+    pub fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
+        Ok(self.file.try_clone()?.into())
     }
 
     /// Records the URL of the holder's API in the lock file, for admin commands to use.

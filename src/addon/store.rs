@@ -279,7 +279,12 @@ impl Store {
     /// store is dropped), deletes leftover uploads in `staging/`, loads every add-on, and keeps
     /// a note of malformed entries (see [`Store::problems`]) instead of failing.
     pub fn open(root: &Path, command: &str) -> Result<Store, StoreError> {
-        let lock = StateLock::acquire(root, command)?;
+        Self::open_locked(root, StateLock::acquire(root, command)?)
+    }
+
+    /// [`Store::open`] with the state directory's lock already taken (passed on by a restart's
+    /// holder: see [`StateLock::adopt`]).
+    pub fn open_locked(root: &Path, lock: StateLock) -> Result<Store, StoreError> {
         let addons_dir = root.join("addons");
         let staging_dir = root.join("staging");
         std::fs::create_dir_all(&addons_dir).map_err(io(&addons_dir))?;
@@ -371,6 +376,13 @@ impl Store {
             lock: None,
             follower: Mutex::new(None),
         })
+    }
+
+    /// A duplicate of the lock file's descriptor, which carries the lock (for a restart's
+    /// holder to pass on); `None` when read-only.
+    pub fn lock_fd(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        let lock = self.lock.as_ref()?;
+        Some(lock.lock().unwrap_or_else(|e| e.into_inner()).try_clone_fd())
     }
 
     /// Records the URL of this process's API in the state directory's lock file, where the

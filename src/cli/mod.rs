@@ -64,6 +64,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Validate(cmd) => registry::validate(&cmd),
         Command::Serve(cmd) => registry::serve(&cmd),
         Command::Addons(cmd) => registry::addons(&cmd),
+        Command::Holder(cmd) => registry::holder(&cmd),
+        Command::Restart(cmd) => registry::restart(&cmd),
         Command::Bench(cmd) => return bench::bench(&cmd),
     };
     match result {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::args::{AddonsCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
+use super::args::{AddonsCmd, HolderCmd, RemoteOpts, RestartCmd, ServeCmd, StateOpts, ValidateCmd};
 use crate::addon::metadata;
 use crate::addon::register::{problems_text, read_metadata};
 use crate::addon::{LockError, Record, Status, Store, StoreError};
@@ -58,6 +58,8 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         path: cmd.mount.clone().unwrap_or_else(|| dir.join("mnt")),
         cache_bytes: cmd.cache_size,
         allow_other: cmd.allow_other,
+        holder: !cmd.no_holder,
+        keep_on_stop: cmd.keep_mount,
     });
     let config = Config {
         limits: ApiLimits {
@@ -78,6 +80,21 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         drain: DEFAULT_DRAIN,
     };
     crate::daemon::run(&config, shutdown_signal(), |_| {})
+}
+
+/// `addonfs holder`: keeps the mount's connection of a state directory ([`crate::holder`]).
+pub fn holder(cmd: &HolderCmd) -> Result<(), Error> {
+    let dir = state_dir(&cmd.state);
+    let opts = crate::holder::HolderOptions { state_dir: dir.clone(), spawn: !cmd.no_spawn };
+    crate::holder::run(&opts).map_err(|e| Error::io(&dir, e))
+}
+
+/// `addonfs restart`: upgrades the serving process in place ([`crate::holder::upgrade`]).
+pub fn restart(cmd: &RestartCmd) -> Result<(), Error> {
+    let dir = state_dir(&cmd.state);
+    let pid = crate::holder::upgrade(&dir).map_err(|e| Error::Daemon(e.to_string()))?;
+    println!("addonfs: pid {pid} serves the mount of {} now", dir.display());
+    Ok(())
 }
 
 async fn shutdown_signal() {

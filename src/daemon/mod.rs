@@ -33,7 +33,7 @@ use crate::fs::stats::FsStats;
 use crate::fs::{AddonFs, FsOptions};
 use crate::index::open::load_matching;
 use crate::index::ROOT_INO;
-use crate::mount::{mount, MountOptions, Mounted};
+use crate::mount::{attach, Attach, MountOptions, Mounted};
 use crate::reader::{ArchiveReader, ChunkCache};
 
 /// The inode number of `/.addons.json` (slot 0, fixed so it is stable across restarts).
@@ -74,12 +74,24 @@ impl DaemonMount {
         cache_bytes: u64,
         opts: &MountOptions,
     ) -> Result<DaemonMount, Error> {
+        Self::start_on(store, mountpoint, cache_bytes, opts, Attach::Fresh)
+    }
+
+    /// [`DaemonMount::start`], mounting anew or taking a kept connection over as `how` says
+    /// (see [`crate::holder`]).
+    pub fn start_on(
+        store: Arc<Store>,
+        mountpoint: &Path,
+        cache_bytes: u64,
+        opts: &MountOptions,
+        how: Attach,
+    ) -> Result<DaemonMount, Error> {
         let ns = Arc::new(Namespace::new(Layout::Directories, (0, 0)));
         ns.set_file(MANIFEST_NAME.as_bytes(), MANIFEST_INO, manifest_bytes(0, &[]), true)
             .map_err(|e| Error::Daemon(format!("cannot create {MANIFEST_NAME}: {e}")))?;
         let fs = AddonFs::new(Arc::clone(&ns), FsOptions::default());
         let fs_stats = fs.stats();
-        let mounted = mount(fs, mountpoint, opts)
+        let mounted = attach(fs, mountpoint, opts, how)
             .map_err(|e| Error::io(mountpoint, std::io::Error::other(e.to_string())))?;
         let path = mounted.path().to_path_buf();
         let shared = Arc::new(Shared {
@@ -116,6 +128,41 @@ impl DaemonMount {
     /// for a caller that wants it now).
     pub fn sync(&self) {
         self.shared.sync();
+    }
+
+    /// What a successor needs to take the connection over: a duplicate of `/dev/fuse` and the
+    /// protocol version negotiated.
+    pub fn handover(&self) -> std::io::Result<(std::os::fd::OwnedFd, fuser::Version)> {
+        let mounted = self.shared.mounted.lock().unwrap_or_else(|p| p.into_inner());
+        mounted.as_ref().ok_or_else(|| std::io::Error::other("unmounted"))?.handover()
+    }
+
+    /// A closure that has the kernel resend the requests a dead predecessor had read (see
+    /// [`Mounted::resend`]), for the holder's instructions.
+    pub fn resender(&self) -> impl Fn() + Send + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move || {
+            let Some(shared) = shared.upgrade() else { return };
+            let mounted = shared.mounted.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(mounted) = mounted.as_ref() {
+                match mounted.resend() {
+                    Ok(()) => tracing::info!("asked the kernel to resend the requests a predecessor had read"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "the kernel cannot resend requests (FUSE_NOTIFY_RESEND needs Linux 6.9): \
+                         those a dead predecessor had read are lost"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Stops following the store and leaves the mount as it is, served until this process
+    /// exits (the holder keeps the connection for the next one).
+    pub fn leave(self) {
+        self.shared.store.set_follower(None);
+        let mounted = self.shared.mounted.lock().unwrap_or_else(|p| p.into_inner()).take();
+        std::mem::forget(mounted);
     }
 
     /// Stops following the store (waiting for a sync in progress) and unmounts (lazily if

@@ -20,10 +20,14 @@ use super::DaemonMount;
 use crate::addon::Store;
 use crate::api::{ApiKeys, ApiLimits, Observed};
 use crate::error::Error;
-use crate::mount::MountOptions;
+use crate::mount::{Attach, MountOptions};
 
 /// How long a busy mount gets at shutdown before it is detached lazily.
 pub const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a process that took the mount over waits for its predecessor to free the API's
+/// address.
+const BIND_PATIENCE: Duration = Duration::from_secs(15);
 
 /// How long requests in flight get to finish after the stop signal, by default: with
 /// [`UNMOUNT_GRACE`], under Kubernetes' default grace period of 30 s (and the 20 s that
@@ -50,6 +54,11 @@ pub struct MountConfig {
     pub cache_bytes: u64,
     /// Let other users read the mount (`allow_other`).
     pub allow_other: bool,
+    /// Keep the mount's connection in a holder ([`crate::holder`]), so that it survives this
+    /// process: a new `serve` takes it over.
+    pub holder: bool,
+    /// At shutdown, leave the mount to the holder rather than unmounting it.
+    pub keep_on_stop: bool,
 }
 
 /// What `serve` runs.
@@ -92,7 +101,27 @@ pub fn run(
             limits.max_connections, config.limits.max_connections
         );
     }
-    let store = Arc::new(Store::open(dir, "serve")?);
+    // With a holder, the mount may be alive already: then it is taken over, and with it the
+    // state directory's lock (shared with the holder, which keeps it between processes).
+    let mut handover = match &config.mount {
+        Some(m) if m.holder => Some(
+            crate::holder::client::Handover::begin(dir, &m.path)
+                .map_err(|e| Error::Daemon(format!("holder: {e}")))?,
+        ),
+        _ => None,
+    };
+    if handover.as_ref().is_some_and(|h| h.superseded()) {
+        say(format_args!("addonfs: another serve took the mount over since this one was started"));
+        return Ok(());
+    }
+    let store = Arc::new(match handover.as_mut().and_then(|h| h.take_lock()) {
+        Some(lock) => Store::open_locked(
+            dir,
+            crate::addon::lock::StateLock::adopt(dir, "serve", lock)
+                .map_err(crate::addon::store::StoreError::from)?,
+        )?,
+        None => Store::open(dir, "serve")?,
+    });
     for problem in store.problems() {
         eprintln!("addonfs: warning: {problem}");
     }
@@ -118,8 +147,24 @@ pub fn run(
             // Not `create_dir_all`: after a crash a stale mount is there (see `create_mountpoint`).
             crate::mount::create_mountpoint(&m.path).map_err(|e| Error::io(&m.path, e))?;
             let opts = MountOptions { allow_other: m.allow_other, ..MountOptions::default() };
-            let daemon = DaemonMount::start(Arc::clone(&store), &m.path, m.cache_bytes, &opts)?;
-            say(format_args!("addonfs: mounted the add-ons at {}", daemon.path().display()));
+            let how = handover.as_mut().map_or(Attach::Fresh, |h| h.attach());
+            let took_over = matches!(how, Attach::Adopt { .. });
+            let daemon =
+                DaemonMount::start_on(Arc::clone(&store), &m.path, m.cache_bytes, &opts, how)?;
+            if let Some(h) = &handover {
+                let holder = |e: std::io::Error| Error::Daemon(format!("holder: {e}"));
+                if !took_over {
+                    let (fuse, version) = daemon.handover().map_err(holder)?;
+                    let lock = store.lock_fd().transpose().map_err(holder)?;
+                    h.keep(&fuse, version, lock.as_ref()).map_err(holder)?;
+                }
+                h.serving(daemon.resender()).map_err(holder)?;
+            }
+            if took_over {
+                say(format_args!("addonfs: took over the mount at {}", daemon.path().display()));
+            } else {
+                say(format_args!("addonfs: mounted the add-ons at {}", daemon.path().display()));
+            }
             Some(daemon)
         }
     };
@@ -131,8 +176,16 @@ pub fn run(
     });
     let result = serve_api(config, limits, Arc::clone(&store), keys, observed, shutdown, listening);
     // The API has stopped (no request in flight): now the mount, then the store's lock.
-    if let Some(daemon) = daemon {
-        daemon.unmount(UNMOUNT_GRACE);
+    let keep = config.mount.as_ref().is_some_and(|m| m.keep_on_stop) && handover.is_some();
+    match daemon {
+        Some(daemon) if keep => daemon.leave(),
+        Some(daemon) => {
+            daemon.unmount(UNMOUNT_GRACE);
+            if let Some(h) = &handover {
+                h.bye();
+            }
+        }
+        None => {}
     }
     drop(store);
     result
@@ -153,9 +206,25 @@ fn serve_api(
         .build()
         .map_err(|e| Error::Daemon(format!("cannot start the runtime: {e}")))?;
     let result = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| Error::Daemon(format!("cannot listen on {}: {e}", config.listen)))?;
+        // A predecessor retiring after a takeover releases the address a moment later.
+        let patience = config.mount.as_ref().is_some_and(|m| m.holder);
+        let deadline = std::time::Instant::now() + BIND_PATIENCE;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(config.listen).await {
+                Err(e)
+                    if patience
+                        && e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => {
+                    break other.map_err(|e| {
+                        Error::Daemon(format!("cannot listen on {}: {e}", config.listen))
+                    })?
+                }
+            }
+        };
         let addr = listener.local_addr().map_err(|e| Error::Daemon(e.to_string()))?;
         // Where the admin commands reach this daemon (a wildcard address through loopback),
         // recorded before the address is printed.

@@ -130,6 +130,20 @@ pub fn encode_dev(major: u32, minor: u32) -> u32 {
     (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
 }
 
+/// A test hook: the environment variable `ADDONFS_TEST_DELAY_MS` (read once) makes every
+/// `lookup` and `read` sleep that long first, so that a test can kill the daemon while a request
+/// is in flight (tests/restart.rs). Unset, it costs one load of an initialized `OnceLock`.
+fn test_delay() {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        let ms = std::env::var("ADDONFS_TEST_DELAY_MS").ok()?.parse().ok()?;
+        Some(Duration::from_millis(ms))
+    });
+    if let Some(delay) = delay {
+        std::thread::sleep(*delay);
+    }
+}
+
 /// The errno of a namespace "not a directory" answer.
 fn not_dir() -> Errno {
     Errno::ENOTDIR
@@ -358,6 +372,7 @@ impl Filesystem for AddonFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _timer = self.stats.time(stats::Op::Lookup);
+        test_delay();
         let dir = match self.node(parent) {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
@@ -436,6 +451,7 @@ impl Filesystem for AddonFs {
         reply: ReplyData,
     ) {
         let _timer = self.stats.time(stats::Op::Read);
+        test_delay();
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),

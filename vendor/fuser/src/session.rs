@@ -221,6 +221,33 @@ impl<FS: Filesystem> Session<FS> {
         Ok(session)
     }
 
+    /// Wrap a /dev/fuse file descriptor whose connection is already initialized: another
+    /// process (a predecessor that crashed or handed over) answered its `FUSE_INIT`, and the
+    /// kernel never sends a second one. `proto_version` is what that handshake negotiated.
+    /// Neither `Filesystem::init` runs nor anything is mounted; everything else is as
+    /// [`Session::from_fd`].
+    pub fn from_initialized_fd(
+        filesystem: FS,
+        fd: OwnedFd,
+        acl: SessionACL,
+        config: Config,
+        proto_version: Version,
+    ) -> Self {
+        Session {
+            filesystem: FilesystemHolder {
+                fs: Some(filesystem),
+            },
+            ch: Channel::new(Arc::new(DevFuse(File::from(fd)))),
+            mount: UmountOnDrop {
+                mount: Arc::new(Mutex::new(None)),
+            },
+            allowed: acl,
+            session_owner: geteuid(),
+            proto_version: Some(proto_version),
+            config,
+        }
+    }
+
     /// Run the session loop in a background thread. If the returned handle is dropped,
     /// the filesystem is unmounted and the given session ends.
     pub fn spawn(self) -> io::Result<BackgroundSession> {
@@ -487,6 +514,12 @@ impl<FS: Filesystem> Session<FS> {
         SessionUnmounter {
             mount: self.mount.mount.clone(),
         }
+    }
+
+    /// The FUSE protocol version the kernel reported in `FUSE_INIT` (what a successor passes
+    /// to [`Session::from_initialized_fd`]).
+    pub fn proto_version(&self) -> Option<Version> {
+        self.proto_version
     }
 
     /// Returns an object that can be used to send notifications to the kernel
