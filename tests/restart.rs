@@ -49,10 +49,16 @@ fn sample_addon(work: &Path) {
 
 /// The pid the state directory's lock file names (the serving process).
 fn serving_pid(state: &Path) -> u32 {
-    let text = std::fs::read_to_string(state.join("addonfs.lock")).expect("lock file");
-    let holder: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line"))
-        .expect("lock file JSON");
-    holder["pid"].as_u64().expect("pid") as u32
+    // The file may be caught while being rewritten: read it again.
+    for _ in 0..1000 {
+        let text = std::fs::read_to_string(state.join("addonfs.lock")).expect("lock file");
+        let line = text.lines().next().unwrap_or_default();
+        if let Ok(holder) = serde_json::from_str::<serde_json::Value>(line) {
+            return holder["pid"].as_u64().expect("pid") as u32;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    panic!("the lock file names no process")
 }
 
 fn alive(pid: u32) -> bool {

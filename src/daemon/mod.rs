@@ -91,20 +91,30 @@ impl DaemonMount {
             .map_err(|e| Error::Daemon(format!("cannot create {MANIFEST_NAME}: {e}")))?;
         let fs = AddonFs::new(Arc::clone(&ns), FsOptions::default());
         let fs_stats = fs.stats();
-        let mounted = attach(fs, mountpoint, opts, how)
-            .map_err(|e| Error::io(mountpoint, std::io::Error::other(e.to_string())))?;
-        let path = mounted.path().to_path_buf();
         let shared = Arc::new(Shared {
             store: Arc::clone(&store),
             ns,
             cache: Arc::new(ChunkCache::new(cache_bytes)),
-            mounted: Mutex::new(Some(mounted)),
+            mounted: Mutex::new(None),
             shown: Mutex::new(HashMap::new()),
             manifest: Mutex::new(manifest_bytes(0, &[])),
         });
         // Registered before the first sync, so no change falls between the two.
         let follower: Weak<dyn Follower> = Arc::downgrade(&shared) as Weak<dyn Follower>;
         store.set_follower(Some(follower));
+        // Every add-on is in the namespace before the first request is answered: a connection
+        // taken over (see `crate::holder`) has requests waiting, for add-ons its workloads use.
+        shared.sync();
+        let mounted = match attach(fs, mountpoint, opts, how) {
+            Ok(mounted) => mounted,
+            Err(e) => {
+                store.set_follower(None);
+                return Err(Error::io(mountpoint, std::io::Error::other(e.to_string())));
+            }
+        };
+        let path = mounted.path().to_path_buf();
+        *shared.mounted.lock().unwrap_or_else(|p| p.into_inner()) = Some(mounted);
+        // What changed meanwhile (its invalidations were skipped: nothing was mounted).
         shared.sync();
         Ok(DaemonMount { shared, path, fs_stats })
     }

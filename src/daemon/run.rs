@@ -145,7 +145,10 @@ pub fn run(
         None => None,
         Some(m) => {
             // Not `create_dir_all`: after a crash a stale mount is there (see `create_mountpoint`).
-            crate::mount::create_mountpoint(&m.path).map_err(|e| Error::io(&m.path, e))?;
+            // A mount to take over is not looked at: nobody would answer.
+            if !handover.as_ref().is_some_and(|h| h.takes_over()) {
+                crate::mount::create_mountpoint(&m.path).map_err(|e| Error::io(&m.path, e))?;
+            }
             let opts = MountOptions { allow_other: m.allow_other, ..MountOptions::default() };
             let how = handover.as_mut().map_or(Attach::Fresh, |h| h.attach());
             let took_over = matches!(how, Attach::Adopt { .. });

@@ -23,6 +23,8 @@ pub struct Handover {
     kept: Option<(OwnedFd, Version)>,
     lock: Option<OwnedFd>,
     superseded: bool,
+    /// Set by [`Handover::bye`]: the holder's going away is expected.
+    leaving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Handover {
@@ -30,7 +32,7 @@ impl Handover {
     /// `mountpoint`, and receives the connection it keeps, if any.
     pub fn begin(dir: &Path, mountpoint: &Path) -> io::Result<Handover> {
         let conn = connect_or_start(dir)?;
-        let mountpoint = crate::mount::absolute(mountpoint)?;
+        let mountpoint = crate::mount::absolute_untouched(mountpoint)?;
         let hello = Hello {
             pid: std::process::id(),
             mountpoint: mountpoint.clone(),
@@ -43,7 +45,7 @@ impl Handover {
             .ok_or_else(|| io::Error::other("the holder closed the connection"))?;
         match welcome {
             Message::Welcome { superseded: true, .. } => {
-                Ok(Handover { conn: Arc::new(conn), kept: None, lock: None, superseded: true })
+                Ok(Handover { superseded: true, ..Handover::new(conn) })
             }
             Message::Welcome { init: Some(init), .. } => {
                 let mut fds = fds.into_iter();
@@ -51,17 +53,26 @@ impl Handover {
                     .next()
                     .ok_or_else(|| io::Error::other("the holder sent no /dev/fuse descriptor"))?;
                 Ok(Handover {
-                    conn: Arc::new(conn),
                     kept: Some((fuse, Version(init.major, init.minor))),
                     lock: fds.next(),
-                    superseded: false,
+                    ..Handover::new(conn)
                 })
             }
             Message::Welcome { init: None, .. } => {
-                Ok(Handover { conn: Arc::new(conn), kept: None, lock: None, superseded: false })
+                Ok(Handover::new(conn))
             }
             Message::Refused(why) => Err(io::Error::other(why)),
             other => Err(io::Error::other(format!("unexpected holder answer {other:?}"))),
+        }
+    }
+
+    fn new(conn: Conn) -> Handover {
+        Handover {
+            conn: Arc::new(conn),
+            kept: None,
+            lock: None,
+            superseded: false,
+            leaving: Arc::default(),
         }
     }
 
@@ -104,6 +115,7 @@ impl Handover {
     pub fn serving(&self, resend: impl Fn() + Send + 'static) -> io::Result<()> {
         self.conn.send(&Message::Ready, &[])?;
         let conn = Arc::clone(&self.conn);
+        let leaving = Arc::clone(&self.leaving);
         std::thread::Builder::new().name("addonfs-holder".into()).spawn(move || loop {
             match conn.receive() {
                 Ok(Some((Message::Retire, _))) => {
@@ -114,6 +126,7 @@ impl Handover {
                 }
                 Ok(Some((Message::Resend, _))) => resend(),
                 Ok(Some((other, _))) => tracing::warn!(message = ?other, "unexpected holder message"),
+                Ok(None) | Err(_) if leaving.load(std::sync::atomic::Ordering::Relaxed) => return,
                 Ok(None) | Err(_) => {
                     tracing::warn!(
                         "the holder is gone: the mount now ends with this process (a restart \
@@ -128,6 +141,7 @@ impl Handover {
 
     /// Tells the holder the mount was unmounted (a clean stop): it lets the connection go.
     pub fn bye(&self) {
+        self.leaving.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.conn.send(&Message::Bye, &[]);
     }
 }

@@ -216,6 +216,18 @@ pub fn absolute(path: &Path) -> io::Result<PathBuf> {
     }
 }
 
+/// `path` made absolute without touching it: its parent is canonicalized, its last component
+/// kept. A mount being taken over must not be looked at before this process serves it: the
+/// `stat` would wait for an answer from this very process.
+pub fn absolute_untouched(path: &Path) -> io::Result<PathBuf> {
+    let path =
+        if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => Ok(parent.canonicalize()?.join(name)),
+        _ => Ok(path),
+    }
+}
+
 /// Creates `mountpoint` (with its parents) if nothing is there, for commands that own their
 /// mount point (`serve`'s `STATE_DIR/mnt`). Whatever is there is left for
 /// [`prepare_mountpoint`] to judge: above all a stale mount left by a killed daemon, whose
@@ -380,7 +392,7 @@ pub fn attach(
         Attach::Adopt { fd, version } => {
             // The mount is there and alive (its connection is this descriptor): not prepared,
             // which would take it for somebody else's.
-            let path = absolute(mountpoint)
+            let path = absolute_untouched(mountpoint)
                 .map_err(|source| MountError::Io { path: mountpoint.to_path_buf(), source })?;
             config.clone_fd = false;
             (path, Session::from_initialized_fd(fs, fd, config.acl, config, version))
@@ -392,6 +404,16 @@ pub fn attach(
         Err(e) => tracing::warn!(error = %e, "no page-cache push (cannot duplicate /dev/fuse)"),
     }
     let device = session.as_fd().try_clone_to_owned().map(File::from).ok();
+    if adopted {
+        // Requests a dead predecessor had read wait in the kernel, some holding a directory's
+        // lock that the first invalidation will want: have them resent before anything else.
+        // (A live predecessor's are resent too; the kernel takes the first answer of each.)
+        if let Some(device) = &device {
+            if let Err(e) = resend(device) {
+                tracing::warn!(error = %e, "the kernel cannot resend requests (FUSE_NOTIFY_RESEND needs Linux 6.9)");
+            }
+        }
+    }
     let version = session.proto_version();
     let notifier = session.notifier();
     let unmounter = (!adopted).then(|| session.unmount_callable());
