@@ -213,7 +213,7 @@ pub struct ServeCmd {
     pub allow_other: bool,
     /// Serve the mount without a holder: when this process dies, its mount dies with it
     /// (open files fail until the next `serve` mounts anew).
-    #[arg(long, conflicts_with = "no_mount")]
+    #[arg(long, env = "ADDONFS_NO_HOLDER", conflicts_with = "no_mount")]
     pub no_holder: bool,
     /// On SIGTERM, leave the mount with the holder instead of unmounting it: the next `serve`
     /// takes it over (a Kubernetes rolling update).

@@ -183,10 +183,11 @@ pub fn run(
     match daemon {
         Some(daemon) if keep => daemon.leave(),
         Some(daemon) => {
-            daemon.unmount(UNMOUNT_GRACE);
+            // The holder lets the connection go first: the unmount ends it anyway.
             if let Some(h) = &handover {
                 h.bye();
             }
+            daemon.unmount(UNMOUNT_GRACE);
         }
         None => {}
     }

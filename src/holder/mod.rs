@@ -52,8 +52,9 @@ pub struct HolderOptions {
 /// One connection to the holder.
 struct Peer {
     conn: Conn,
-    /// Said hello as a serving process (with this pid and mount point).
+    /// Said hello as a serving process (with this pid and mount point), as the `seq`th.
     pid: Option<u32>,
+    seq: u64,
     mountpoint: Option<PathBuf>,
     ready: bool,
     retired: bool,
@@ -150,6 +151,7 @@ impl Holder {
                 Ok(conn) => self.peers.push(Peer {
                     conn,
                     pid: None,
+                    seq: 0,
                     mountpoint: None,
                     ready: false,
                     retired: false,
@@ -240,6 +242,7 @@ impl Holder {
                 }
                 let peer = &mut self.peers[i];
                 peer.pid = Some(hello.pid);
+                peer.seq = self.hellos;
                 peer.mountpoint = Some(hello.mountpoint);
                 tracing::info!(pid = hello.pid, handed_over = self.fuse.is_some(), "serving process said hello");
             }
@@ -255,9 +258,12 @@ impl Holder {
                 self.failures = 0;
                 self.peers[i].ready = true;
                 let pid = self.peers[i].pid.unwrap_or(0);
+                let seq = self.peers[i].seq;
+                // The newest wins: those that said hello before this one retire; one that said
+                // hello since retires this one when it serves.
                 let mut others = 0;
                 for (j, peer) in self.peers.iter_mut().enumerate() {
-                    if j != i && peer.pid.is_some() && !peer.retired {
+                    if j != i && peer.pid.is_some() && !peer.retired && peer.seq < seq {
                         let _ = peer.conn.send(&Message::Retire, &[]);
                         peer.retired = true;
                         others += 1;
