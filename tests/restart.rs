@@ -78,8 +78,7 @@ fn holder_pid(state: &Path) -> Option<u32> {
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
         let args: Vec<String> =
             cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        (args.iter().any(|a| a == "holder") && args.iter().any(|a| *a == want) && alive(pid))
-            .then_some(pid)
+        (args.iter().any(|a| a == "holder") && args.contains(&want) && alive(pid)).then_some(pid)
     })
 }
 

@@ -156,7 +156,9 @@ impl DaemonMount {
             let mounted = shared.mounted.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(mounted) = mounted.as_ref() {
                 match mounted.resend() {
-                    Ok(()) => tracing::info!("asked the kernel to resend the requests a predecessor had read"),
+                    Ok(()) => tracing::info!(
+                        "asked the kernel to resend the requests a predecessor had read"
+                    ),
                     Err(e) => tracing::warn!(
                         error = %e,
                         "the kernel cannot resend requests (FUSE_NOTIFY_RESEND needs Linux 6.9): \

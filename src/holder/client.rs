@@ -40,9 +40,8 @@ impl Handover {
             spawned_at: std::env::var(SPAWNED_AT_ENV).ok().and_then(|v| v.parse().ok()),
         };
         conn.send(&Message::Hello(hello), &[])?;
-        let (welcome, fds) = conn
-            .receive()?
-            .ok_or_else(|| io::Error::other("the holder closed the connection"))?;
+        let (welcome, fds) =
+            conn.receive()?.ok_or_else(|| io::Error::other("the holder closed the connection"))?;
         match welcome {
             Message::Welcome { superseded: true, .. } => {
                 Ok(Handover { superseded: true, ..Handover::new(conn) })
@@ -58,9 +57,7 @@ impl Handover {
                     ..Handover::new(conn)
                 })
             }
-            Message::Welcome { init: None, .. } => {
-                Ok(Handover::new(conn))
-            }
+            Message::Welcome { init: None, .. } => Ok(Handover::new(conn)),
             Message::Refused(why) => Err(io::Error::other(why)),
             other => Err(io::Error::other(format!("unexpected holder answer {other:?}"))),
         }
@@ -125,7 +122,9 @@ impl Handover {
                     std::process::exit(0);
                 }
                 Ok(Some((Message::Resend, _))) => resend(),
-                Ok(Some((other, _))) => tracing::warn!(message = ?other, "unexpected holder message"),
+                Ok(Some((other, _))) => {
+                    tracing::warn!(message = ?other, "unexpected holder message")
+                }
                 Ok(None) | Err(_) if leaving.load(std::sync::atomic::Ordering::Relaxed) => return,
                 Ok(None) | Err(_) => {
                     tracing::warn!(
@@ -163,11 +162,7 @@ fn connect_or_start(dir: &Path) -> io::Result<Conn> {
     let path = wire::socket_path(dir);
     match wire::connect(&path) {
         Ok(conn) => return Ok(conn),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOENT) | Some(libc::ECONNREFUSED)
-            ) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ECONNREFUSED)) => {}
         Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     }
     std::fs::create_dir_all(dir)?;

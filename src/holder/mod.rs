@@ -244,7 +244,11 @@ impl Holder {
                 peer.pid = Some(hello.pid);
                 peer.seq = self.hellos;
                 peer.mountpoint = Some(hello.mountpoint);
-                tracing::info!(pid = hello.pid, handed_over = self.fuse.is_some(), "serving process said hello");
+                tracing::info!(
+                    pid = hello.pid,
+                    handed_over = self.fuse.is_some(),
+                    "serving process said hello"
+                );
             }
             Message::Keep(init) => {
                 let mut fds = fds.into_iter();
@@ -335,10 +339,8 @@ impl Holder {
 
     fn start_command(&mut self) {
         let Some(command) = &self.command else { return };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(SERVE_LOG));
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(SERVE_LOG));
         let (out, err) = match log.and_then(|f| Ok((f.try_clone()?, f))) {
             Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
             Err(_) => (Stdio::null(), Stdio::null()),
@@ -412,7 +414,10 @@ fn terminate(pid: u32) {
 pub fn upgrade(dir: &Path) -> io::Result<u32> {
     let path = wire::socket_path(dir);
     let conn = wire::connect(&path).map_err(|e| {
-        io::Error::new(e.kind(), format!("{}: no holder runs for this state directory: {e}", path.display()))
+        io::Error::new(
+            e.kind(),
+            format!("{}: no holder runs for this state directory: {e}", path.display()),
+        )
     })?;
     conn.send(&Message::Upgrade, &[])?;
     match conn.receive()? {

@@ -9,8 +9,8 @@
 #[allow(unsafe_code)] // signals, umount2, statvfs
 pub mod sys;
 
-use std::io;
 use std::fs::File;
+use std::io;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -456,7 +456,8 @@ impl Mounted {
     /// A duplicate of the session's `/dev/fuse` descriptor and the protocol version the kernel
     /// negotiated: what a successor needs to take the connection over ([`Attach::Adopt`]).
     pub fn handover(&self) -> io::Result<(OwnedFd, Version)> {
-        let device = self.device.as_ref().ok_or_else(|| io::Error::other("no /dev/fuse duplicate"))?;
+        let device =
+            self.device.as_ref().ok_or_else(|| io::Error::other("no /dev/fuse duplicate"))?;
         let version = self.version.ok_or_else(|| io::Error::other("FUSE_INIT never happened"))?;
         Ok((device.try_clone()?.into(), version))
     }
@@ -467,7 +468,8 @@ impl Mounted {
     /// first answer (`ENOENT`) and takes the second. Older kernels refuse the notification
     /// (`EINVAL`).
     pub fn resend(&self) -> io::Result<()> {
-        let device = self.device.as_ref().ok_or_else(|| io::Error::other("no /dev/fuse duplicate"))?;
+        let device =
+            self.device.as_ref().ok_or_else(|| io::Error::other("no /dev/fuse duplicate"))?;
         resend(device)
     }
 
