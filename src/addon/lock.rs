@@ -198,4 +198,30 @@ mod tests {
         let again = StateLock::acquire(dir.path(), "addons enable").unwrap();
         assert_eq!(again.holder().command, "addons enable");
     }
+
+    #[test]
+    fn a_passed_on_lock_outlives_the_process_that_passed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateLock::acquire(dir.path(), "serve").unwrap();
+        // What the holder keeps and hands to the next process: the same open lock file.
+        let kept = first.try_clone_fd().unwrap();
+        let next = StateLock::adopt(dir.path(), "serve", kept.try_clone().unwrap()).unwrap();
+        // The first process dies without unlocking (its descriptor closes): still locked.
+        std::mem::forget(first);
+        assert!(matches!(
+            StateLock::acquire(dir.path(), "addons enable"),
+            Err(LockError::Held { .. })
+        ));
+        assert_eq!(holder(dir.path()).unwrap().unwrap().command, "serve");
+        drop(next);
+        // A lock file opened anew is another open file: adopting it while held is refused.
+        let other = StateLock::acquire(dir.path(), "serve").unwrap();
+        let stranger: OwnedFd = File::open(dir.path().join(LOCK_FILE)).unwrap().into();
+        assert!(matches!(
+            StateLock::adopt(dir.path(), "serve", stranger),
+            Err(LockError::Held { .. })
+        ));
+        drop(other);
+        drop(kept);
+    }
 }
