@@ -159,7 +159,7 @@ struct ReaderStats {
 }
 
 /// Ten SIGKILLs of the serving process (the holder starts it again) and ten upgrades in place
-/// (`addonfs restart`), while one reader reads an open file in a loop (its pages dropped before
+/// (`addonfs restart`, or SIGUSR2 to `serve`), while one reader reads an open file in a loop (its pages dropped before
 /// each read, so every read reaches the daemon) and another walks the tree: no error, no wrong
 /// byte. The longest stall is printed for docs/benchmarks.md.
 #[test]
@@ -167,7 +167,8 @@ fn readers_see_no_error_through_10_kills_and_10_upgrades() {
     if !common::fuse_ready() {
         return;
     }
-    let setup = Setup::start(&[]);
+    // Info lines: the upgrades by signal are counted in the serving processes' log.
+    let setup = Setup::start(&[("ADDONFS_LOG", "info")]);
     let expected = Arc::new(big_bytes());
     let stats = Arc::new(ReaderStats::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -250,16 +251,21 @@ fn readers_see_no_error_through_10_kills_and_10_upgrades() {
     std::thread::sleep(Duration::from_millis(200));
     for round in 1..=10 {
         let old = serving_pid(&setup.state);
-        let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
-            .args(["restart", "--state-dir"])
-            .arg(&setup.state)
-            .output()
-            .expect("addonfs restart");
-        assert!(
-            out.status.success(),
-            "upgrade round {round}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Half by the command, half by the signal.
+        if round % 2 == 0 {
+            kill("USR2", old);
+        } else {
+            let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+                .args(["restart", "--state-dir"])
+                .arg(&setup.state)
+                .output()
+                .expect("addonfs restart");
+            assert!(
+                out.status.success(),
+                "upgrade round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let new = setup.wait_successor(old);
         let deadline = Instant::now() + Duration::from_secs(10);
         while alive(old) {
@@ -269,6 +275,9 @@ fn readers_see_no_error_through_10_kills_and_10_upgrades() {
         std::thread::sleep(Duration::from_millis(200));
         assert!(alive(new), "upgrade round {round}: the successor {new} died");
     }
+    let log = std::fs::read_to_string(setup.state.join("serve.log")).expect("serve.log");
+    let by_signal = log.matches("SIGUSR2: asking the holder for an upgrade").count();
+    assert_eq!(by_signal, 5, "5 upgrades by SIGUSR2, not kills by it");
     stop.store(true, Ordering::Relaxed);
     reader.join().expect("reader");
     walker.join().expect("walker");

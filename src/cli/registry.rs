@@ -79,7 +79,8 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         mount,
         drain: DEFAULT_DRAIN,
     };
-    crate::daemon::run(&config, shutdown_signal(), |_| {})
+    let upgrades = config.state_dir.clone();
+    crate::daemon::run(&config, shutdown_signal(upgrades), |_| {})
 }
 
 /// `addonfs holder`: keeps the mount's connection of a state directory ([`crate::holder`]).
@@ -97,8 +98,24 @@ pub fn restart(cmd: &RestartCmd) -> Result<(), Error> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Completes at SIGINT or SIGTERM. SIGUSR2 asks the holder of `dir` for an upgrade in place
+/// (as `addonfs restart` does): this process retires once its successor serves.
+async fn shutdown_signal(dir: std::path::PathBuf) {
     use tokio::signal::unix::{signal, SignalKind};
+    let upgrade = async {
+        let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+            return std::future::pending::<()>().await;
+        };
+        while usr2.recv().await.is_some() {
+            tracing::info!("SIGUSR2: asking the holder for an upgrade in place");
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || match crate::holder::upgrade(&dir) {
+                Ok(pid) => tracing::info!(pid, "SIGUSR2: the successor serves; retiring"),
+                Err(e) => tracing::warn!(error = %e, "SIGUSR2: no upgrade"),
+            });
+        }
+        std::future::pending::<()>().await
+    };
     let term = async {
         match signal(SignalKind::terminate()) {
             Ok(mut s) => {
@@ -110,6 +127,7 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+        () = upgrade => {}
     }
 }
 
