@@ -390,3 +390,39 @@ fn a_killed_holder_falls_back_to_the_old_behaviour() {
     assert!(holder_pid(&setup.state).is_some(), "the new serve started a holder");
     setup.serve = Some(serve);
 }
+
+/// On a kernel without `FUSE_NOTIFY_RESEND` (before 6.9; simulated by the test hook
+/// `ADDONFS_TEST_NO_RESEND`), a request in flight at the kill fails once with `EIO` (its
+/// `unique` was journaled), instead of waiting for ever; the next read works.
+#[test]
+fn without_resend_a_request_in_flight_at_a_kill_fails_once_with_eio() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let setup = Setup::start(&[("ADDONFS_TEST_DELAY_MS", "1500"), ("ADDONFS_TEST_NO_RESEND", "1")]);
+    let file = setup.file("usr/lib/f5.txt");
+    let cat = Command::new("cat")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cat");
+    std::thread::sleep(Duration::from_millis(600));
+    let old = serving_pid(&setup.state);
+    kill("KILL", old);
+    let mut cat = cat;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cat.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = cat.kill();
+            panic!("cat still waits 20 s after the kill: its request was never answered");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = cat.wait_with_output().expect("output");
+    assert!(!out.status.success(), "the request in flight failed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Input/output error"), "{err}");
+    setup.wait_successor(old);
+    assert_eq!(std::fs::read_to_string(&file).expect("read again"), "file 5\n");
+}

@@ -162,7 +162,7 @@ impl DaemonMount {
                     Err(e) => tracing::warn!(
                         error = %e,
                         "the kernel cannot resend requests (FUSE_NOTIFY_RESEND needs Linux 6.9): \
-                         those a dead predecessor had read are lost"
+                         those a dead predecessor had read were answered with EIO"
                     ),
                 }
             }

@@ -106,6 +106,9 @@ pub fn run(
     let mut handover = match &config.mount {
         Some(m) if m.holder => Some(
             crate::holder::client::Handover::begin(dir, &m.path)
+                // Requests in flight are journaled for a successor on a kernel that cannot
+                // resend them.
+                .and_then(|h| crate::mount::inflight::start(dir).map(|()| h))
                 .map_err(|e| Error::Daemon(format!("holder: {e}")))?,
         ),
         _ => None,

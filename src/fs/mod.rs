@@ -370,8 +370,10 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _timer = self.stats.time(stats::Op::Lookup);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         test_delay();
         let dir = match self.node(parent) {
             Ok(dir) => dir,
@@ -392,8 +394,10 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _timer = self.stats.time(stats::Op::Getattr);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         match self.node(ino) {
             Ok(node) => match self.file_attr(&node) {
                 Some(attr) => reply.attr(&self.ttl(&node), &attr),
@@ -403,8 +407,10 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let _timer = self.stats.time(stats::Op::Readlink);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => match volume.index().symlink_target(local) {
                 Some(target) => reply.data(target),
@@ -415,8 +421,10 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _timer = self.stats.time(stats::Op::Open);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         if !self.opts.explicit_open {
             tracing::debug!("declining open: zero-message opens with FOPEN_KEEP_CACHE");
             return reply.error(Errno::ENOSYS);
@@ -441,7 +449,7 @@ impl Filesystem for AddonFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -451,6 +459,8 @@ impl Filesystem for AddonFs {
         reply: ReplyData,
     ) {
         let _timer = self.stats.time(stats::Op::Read);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         test_delay();
         let node = match self.node(ino) {
             Ok(node) => node,
@@ -497,8 +507,10 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _timer = self.stats.time(stats::Op::Open);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         if !self.opts.explicit_open {
             tracing::debug!("declining opendir: zero-message opens with FOPEN_CACHE_DIR");
             return reply.error(Errno::ENOSYS);
@@ -522,13 +534,15 @@ impl Filesystem for AddonFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let _timer = self.stats.time(stats::Op::Readdir);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         let listed = self.list_from(ino, offset, |child_ino, next, _node, kind, name| {
             reply.add(INodeNo(child_ino), next, file_type(kind), OsStr::from_bytes(name))
         });
@@ -540,13 +554,15 @@ impl Filesystem for AddonFs {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let _timer = self.stats.time(stats::Op::Readdir);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         let dir = match self.node(ino) {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
@@ -583,15 +599,19 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let _timer = self.stats.time(stats::Op::Statfs);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         let (bytes, inodes) = self.ns.totals();
         let blocks = bytes.div_ceil(u64::from(BLOCK_SIZE));
         reply.statfs(blocks, 0, 0, inodes, 0, BLOCK_SIZE, NAME_MAX, BLOCK_SIZE);
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _timer = self.stats.time(stats::Op::Xattr);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => {
                 let xattrs = volume.index().xattrs(local);
@@ -605,8 +625,10 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _timer = self.stats.time(stats::Op::Xattr);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => {
                 let mut names = Vec::new();
@@ -623,6 +645,8 @@ impl Filesystem for AddonFs {
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let _timer = self.stats.time(stats::Op::Access);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),

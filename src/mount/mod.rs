@@ -6,6 +6,7 @@
 //! [`Mounted`] handle whose [`Mounted::invalidate_entry`] and [`Mounted::invalidate_inode`]
 //! tell the kernel about changes of the namespace's root, and [`Mounted::unmount`] ends it.
 
+pub mod inflight;
 #[allow(unsafe_code)] // signals, umount2, statvfs
 pub mod sys;
 
@@ -409,7 +410,7 @@ pub fn attach(
         // lock that the first invalidation will want: have them resent before anything else.
         // (A live predecessor's are resent too; the kernel takes the first answer of each.)
         if let Some(device) = &device {
-            if let Err(e) = resend(device) {
+            if let Err(e) = recover(device) {
                 tracing::warn!(error = %e, "the kernel cannot resend requests (FUSE_NOTIFY_RESEND needs Linux 6.9)");
             }
         }
@@ -470,7 +471,7 @@ impl Mounted {
     pub fn resend(&self) -> io::Result<()> {
         let device =
             self.device.as_ref().ok_or_else(|| io::Error::other("no /dev/fuse duplicate"))?;
-        resend(device)
+        recover(device)
     }
 
     /// A sender into this mount's event queue (for a signal thread, say).
@@ -615,9 +616,26 @@ impl Mounted {
     }
 }
 
-/// `FUSE_NOTIFY_RESEND`: a notification (`unique` 0) of code 7 with no payload.
+/// Has the requests of dead predecessors resent, or, when the kernel cannot, answers those in
+/// their journals with `EIO` ([`inflight`]) and returns why it could not resend.
+fn recover(device: &File) -> io::Result<()> {
+    match resend(device) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let failed = inflight::fail_orphans(device);
+            tracing::warn!(failed, "requests of a dead predecessor answered with EIO");
+            Err(e)
+        }
+    }
+}
+
+/// `FUSE_NOTIFY_RESEND`: a notification (`unique` 0) of code 7 with no payload. The test hook
+/// `ADDONFS_TEST_NO_RESEND` makes it fail as on a kernel before 6.9 (`EINVAL`).
 fn resend(device: &File) -> io::Result<()> {
     const FUSE_NOTIFY_RESEND: i32 = 7;
+    if std::env::var_os("ADDONFS_TEST_NO_RESEND").is_some() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
     let mut message = [0u8; 16];
     message[0..4].copy_from_slice(&16u32.to_ne_bytes());
     message[4..8].copy_from_slice(&FUSE_NOTIFY_RESEND.to_ne_bytes());
