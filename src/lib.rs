@@ -24,6 +24,7 @@ pub mod cli;
 pub mod daemon;
 pub mod fs;
 pub mod gzip;
+pub mod holder;
 pub mod index;
 pub mod limits;
 pub mod mount;

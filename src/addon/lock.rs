@@ -9,6 +9,7 @@
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -95,6 +96,33 @@ impl StateLock {
         Ok(lock)
     }
 
+    /// Takes the lock through `fd`, an open lock file of `dir` passed on by the process that
+    /// holds it (a restart's holder, [`crate::holder`]): `flock` belongs to the open file, not
+    /// to a process, so the lock is now held by both, and outlives the one that passed it on.
+    /// The lock file then names this process.
+    pub fn adopt(dir: &Path, command: &str, fd: OwnedFd) -> Result<StateLock, LockError> {
+        let path = dir.join(LOCK_FILE);
+        let io = |source| LockError::Io { path: path.clone(), source };
+        let file = File::from(fd);
+        match file.try_lock() {
+            Ok(()) => {}
+            // Not the lock's open file after all: somebody else holds the lock.
+            Err(TryLockError::WouldBlock) => {
+                return Err(LockError::Held { dir: dir.to_path_buf(), holder: read_holder(&path) })
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let holder = Holder { pid: std::process::id(), command: command.to_string(), api: None };
+        let mut lock = StateLock { file, path: path.clone(), holder };
+        lock.write_holder().map_err(io)?;
+        Ok(lock)
+    }
+
+    /// A duplicate of the lock file's descriptor (it carries the lock; see [`StateLock::adopt`]).
+    pub fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
+        Ok(self.file.try_clone()?.into())
+    }
+
     /// Records the URL of the holder's API in the lock file, for admin commands to use.
     pub fn set_api(&mut self, url: &str) -> Result<(), LockError> {
         self.holder.api = Some(url.to_string());
@@ -169,5 +197,31 @@ mod tests {
         assert_eq!(holder(dir.path()).unwrap(), None);
         let again = StateLock::acquire(dir.path(), "addons enable").unwrap();
         assert_eq!(again.holder().command, "addons enable");
+    }
+
+    #[test]
+    fn a_passed_on_lock_outlives_the_process_that_passed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateLock::acquire(dir.path(), "serve").unwrap();
+        // What the holder keeps and hands to the next process: the same open lock file.
+        let kept = first.try_clone_fd().unwrap();
+        let next = StateLock::adopt(dir.path(), "serve", kept.try_clone().unwrap()).unwrap();
+        // The first process dies without unlocking (its descriptor closes): still locked.
+        std::mem::forget(first);
+        assert!(matches!(
+            StateLock::acquire(dir.path(), "addons enable"),
+            Err(LockError::Held { .. })
+        ));
+        assert_eq!(holder(dir.path()).unwrap().unwrap().command, "serve");
+        drop(next);
+        // A lock file opened anew is another open file: adopting it while held is refused.
+        let other = StateLock::acquire(dir.path(), "serve").unwrap();
+        let stranger: OwnedFd = File::open(dir.path().join(LOCK_FILE)).unwrap().into();
+        assert!(matches!(
+            StateLock::adopt(dir.path(), "serve", stranger),
+            Err(LockError::Held { .. })
+        ));
+        drop(other);
+        drop(kept);
     }
 }

@@ -59,6 +59,13 @@ pub enum Command {
     /// Administer the add-ons of a local state directory.
     #[command(subcommand)]
     Addons(AddonsCmd),
+    /// Keep the mount's FUSE connection of a state directory alive across restarts of
+    /// `serve` (started by `serve` itself; run on its own under Kubernetes, with --no-spawn).
+    Holder(HolderCmd),
+    /// Upgrade `serve` in place: the holder starts the same command again (the binary now at
+    /// its path), which takes the mount over; the old process then exits. The mount answers
+    /// throughout.
+    Restart(RestartCmd),
     /// Benchmarks (as root: they drop the page cache and mount).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -184,6 +191,25 @@ pub struct StateOpts {
     pub state_dir: Option<PathBuf>,
 }
 
+/// `addonfs holder`.
+#[derive(Debug, Args)]
+pub struct HolderCmd {
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateOpts,
+    /// Do not start `serve` again when it dies (something else restarts it: Kubernetes).
+    #[arg(long)]
+    pub no_spawn: bool,
+}
+
+/// `addonfs restart`.
+#[derive(Debug, Args)]
+pub struct RestartCmd {
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateOpts,
+}
+
 /// `addonfs validate`.
 #[derive(Debug, Args)]
 pub struct ValidateCmd {
@@ -222,6 +248,14 @@ pub struct ServeCmd {
     /// Let every user read the mount (workloads run as other users than the daemon).
     #[arg(long)]
     pub allow_other: bool,
+    /// Serve the mount without a holder: when this process dies, its mount dies with it
+    /// (open files fail until the next `serve` mounts anew).
+    #[arg(long, env = "ADDONFS_NO_HOLDER", conflicts_with = "no_mount")]
+    pub no_holder: bool,
+    /// On SIGTERM, leave the mount with the holder instead of unmounting it: the next `serve`
+    /// takes it over (a Kubernetes rolling update).
+    #[arg(long, conflicts_with = "no_holder")]
+    pub keep_mount: bool,
     /// Bytes of decompressed gzip spans kept in memory, shared by all add-ons.
     #[arg(long, default_value = "32M", value_parser = parse_size)]
     pub cache_size: u64,

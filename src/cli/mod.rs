@@ -71,6 +71,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Node(cmd) => node::node(&cmd),
         Command::Registry(cmd) => registry::registry(&cmd),
         Command::Addons(cmd) => registry::addons(&cmd),
+        Command::Holder(cmd) => registry::holder(&cmd),
+        Command::Restart(cmd) => registry::restart(&cmd),
         Command::Bench(cmd) => return bench::bench(&cmd),
     };
     match result {

@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::args::{AddonsCmd, ApiOpts, RegistryCmd, RemoteOpts, ServeCmd, StateOpts, ValidateCmd};
+use super::args::{
+    AddonsCmd, ApiOpts, HolderCmd, RegistryCmd, RemoteOpts, RestartCmd, ServeCmd, StateOpts,
+    ValidateCmd,
+};
 use super::Error;
 use crate::addon::metadata;
 use crate::addon::register::{problems_text, read_metadata};
@@ -58,6 +61,8 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         path: cmd.mount.clone().unwrap_or_else(|| dir.join("mnt")),
         cache_bytes: cmd.cache_size,
         allow_other: cmd.allow_other,
+        holder: !cmd.no_holder,
+        keep_on_stop: cmd.keep_mount,
     });
     let config = Config {
         limits: api_limits(&cmd.api),
@@ -69,7 +74,8 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         drain: DEFAULT_DRAIN,
         tls: cmd.api.tls.files(),
     };
-    Ok(crate::daemon::run(&config, shutdown_signal(), |_| {})?)
+    let upgrades = config.state_dir.clone();
+    Ok(crate::daemon::run(&config, serve_signal(upgrades), |_| {})?)
 }
 
 /// The API's limits from the flags `serve` and `registry` share.
@@ -120,6 +126,46 @@ pub fn registry(cmd: &RegistryCmd) -> Result<(), Error> {
     Ok(crate::daemon::run(&config, shutdown_signal(), |_| {})?)
 }
 
+/// `addonfs holder`: keeps the mount's connection of a state directory ([`crate::holder`]).
+pub fn holder(cmd: &HolderCmd) -> Result<(), Error> {
+    let dir = state_dir(&cmd.state);
+    let opts = crate::holder::HolderOptions { state_dir: dir.clone(), spawn: !cmd.no_spawn };
+    crate::holder::run(&opts).map_err(|e| Error::io(&dir, e))
+}
+
+/// `addonfs restart`: upgrades the serving process in place ([`crate::holder::upgrade`]).
+pub fn restart(cmd: &RestartCmd) -> Result<(), Error> {
+    let dir = state_dir(&cmd.state);
+    let pid = crate::holder::upgrade(&dir).map_err(|e| Error::Daemon(e.to_string()))?;
+    println!("addonfs: pid {pid} serves the mount of {} now", dir.display());
+    Ok(())
+}
+
+/// `serve`'s [`shutdown_signal`]; besides, SIGUSR2 asks the holder of `dir` for an upgrade in
+/// place (as `addonfs restart` does): this process retires once its successor serves.
+async fn serve_signal(dir: std::path::PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let upgrade = async {
+        let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+            return std::future::pending::<()>().await;
+        };
+        while usr2.recv().await.is_some() {
+            tracing::info!("SIGUSR2: asking the holder for an upgrade in place");
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || match crate::holder::upgrade(&dir) {
+                Ok(pid) => tracing::info!(pid, "SIGUSR2: the successor serves; retiring"),
+                Err(e) => tracing::warn!(error = %e, "SIGUSR2: no upgrade"),
+            });
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = upgrade => {}
+    }
+}
+
+/// Completes at SIGINT or SIGTERM.
 pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = async {
@@ -153,7 +199,7 @@ enum Target {
     /// The state directory, locked for the change.
     Local(Box<Store>),
     /// A running daemon's API.
-    Remote(ApiClient),
+    Remote(Box<ApiClient>),
 }
 
 /// The API key for `remote`: `--key-file` (its first key), else `ADDONFS_API_KEY`, else the
@@ -191,7 +237,12 @@ fn client(url: &str, remote: &RemoteOpts, dir: &Path, why: &str) -> Result<ApiCl
 fn target(state: &StateOpts, remote: &RemoteOpts, command: &str) -> Result<Target, Error> {
     let dir = state_dir(state);
     if let Some(url) = &remote.api {
-        return Ok(Target::Remote(client(url, remote, &dir, &format!("the API is at {url}"))?));
+        return Ok(Target::Remote(Box::new(client(
+            url,
+            remote,
+            &dir,
+            &format!("the API is at {url}"),
+        )?)));
     }
     match Store::open(&dir, command) {
         Ok(store) => Ok(Target::Local(Box::new(store))),
@@ -202,7 +253,7 @@ fn target(state: &StateOpts, remote: &RemoteOpts, command: &str) -> Result<Targe
             let why = format!("the daemon {holder} holds the state directory {}", dir.display());
             let client = client(&url, remote, &dir, &why)?;
             eprintln!("addonfs: {why}; going through its API");
-            Ok(Target::Remote(client))
+            Ok(Target::Remote(Box::new(client)))
         }
         Err(e) => Err(Error::from(e)),
     }

@@ -40,7 +40,7 @@ use crate::fs::stats::FsStats;
 use crate::fs::{AddonFs, FsOptions};
 use crate::index::open::load_matching;
 use crate::index::{Index, ROOT_INO};
-use crate::mount::{mount, MountOptions, Mounted};
+use crate::mount::{attach, Attach, MountOptions, Mounted};
 use crate::reader::{ArchiveReader, ChunkCache};
 
 /// The inode number of `/.addons.json` (slot 0, fixed so it is stable across restarts).
@@ -132,12 +132,19 @@ impl DaemonMount {
         cache_bytes: u64,
         opts: &MountOptions,
     ) -> Result<DaemonMount, DaemonError> {
-        let daemon = DaemonMount::mount(Some(Arc::clone(&store)), mountpoint, cache_bytes, opts)?;
-        // Registered before the first sync, so no change falls between the two.
-        let follower: Weak<dyn Follower> = Arc::downgrade(&daemon.shared) as Weak<dyn Follower>;
-        store.set_follower(Some(follower));
-        daemon.shared.sync();
-        Ok(daemon)
+        Self::start_on(store, mountpoint, cache_bytes, opts, Attach::Fresh)
+    }
+
+    /// [`DaemonMount::start`], mounting anew or taking a kept connection over as `how` says
+    /// (see [`crate::holder`]).
+    pub fn start_on(
+        store: Arc<Store>,
+        mountpoint: &Path,
+        cache_bytes: u64,
+        opts: &MountOptions,
+        how: Attach,
+    ) -> Result<DaemonMount, DaemonError> {
+        DaemonMount::mount(Some(store), mountpoint, cache_bytes, opts, how)
     }
 
     /// Mounts an empty root (only `/.addons.json`, revision 0) at `mountpoint`, for a caller
@@ -147,7 +154,7 @@ impl DaemonMount {
         cache_bytes: u64,
         opts: &MountOptions,
     ) -> Result<DaemonMount, DaemonError> {
-        DaemonMount::mount(None, mountpoint, cache_bytes, opts)
+        DaemonMount::mount(None, mountpoint, cache_bytes, opts, Attach::Fresh)
     }
 
     fn mount(
@@ -155,24 +162,43 @@ impl DaemonMount {
         mountpoint: &Path,
         cache_bytes: u64,
         opts: &MountOptions,
+        how: Attach,
     ) -> Result<DaemonMount, DaemonError> {
         let ns = Arc::new(Namespace::new(Layout::Directories, (0, 0)));
         ns.set_file(MANIFEST_NAME.as_bytes(), MANIFEST_INO, manifest_bytes(0, &[]), true)
             .map_err(|e| DaemonError::Failed(format!("cannot create {MANIFEST_NAME}: {e}")))?;
         let fs = AddonFs::new(Arc::clone(&ns), FsOptions::default());
         let fs_stats = fs.stats();
-        let mounted = mount(fs, mountpoint, opts)
-            .map_err(|e| DaemonError::io(mountpoint, std::io::Error::other(e.to_string())))?;
-        let path = mounted.path().to_path_buf();
         let shared = Arc::new(Shared {
             store,
             ns,
             cache: Arc::new(ChunkCache::new(cache_bytes)),
-            mounted: Mutex::new(Some(mounted)),
+            mounted: Mutex::new(None),
             shown: Mutex::new(HashMap::new()),
             manifest: Mutex::new(manifest_bytes(0, &[])),
             shown_revision: Mutex::new(0),
         });
+        if let Some(store) = &shared.store {
+            // Registered before the first sync, so no change falls between the two.
+            let follower: Weak<dyn Follower> = Arc::downgrade(&shared) as Weak<dyn Follower>;
+            store.set_follower(Some(follower));
+        }
+        // Every add-on is in the namespace before the first request is answered: a connection
+        // taken over (see `crate::holder`) has requests waiting, for add-ons its workloads use.
+        shared.sync();
+        let mounted = match attach(fs, mountpoint, opts, how) {
+            Ok(mounted) => mounted,
+            Err(e) => {
+                if let Some(store) = &shared.store {
+                    store.set_follower(None);
+                }
+                return Err(DaemonError::io(mountpoint, std::io::Error::other(e.to_string())));
+            }
+        };
+        let path = mounted.path().to_path_buf();
+        *shared.mounted.lock().unwrap_or_else(|p| p.into_inner()) = Some(mounted);
+        // What changed meanwhile (its invalidations were skipped: nothing was mounted).
+        shared.sync();
         Ok(DaemonMount { shared, path, fs_stats })
     }
 
@@ -201,6 +227,45 @@ impl DaemonMount {
     /// [`Shared::apply`]).
     pub fn apply(&self, revision: u64, addons: &[MountAddon]) -> Applied {
         self.shared.apply(revision, addons)
+    }
+
+    /// What a successor needs to take the connection over: a duplicate of `/dev/fuse` and the
+    /// protocol version negotiated.
+    pub fn handover(&self) -> std::io::Result<(std::os::fd::OwnedFd, fuser::Version)> {
+        let mounted = self.shared.mounted.lock().unwrap_or_else(|p| p.into_inner());
+        mounted.as_ref().ok_or_else(|| std::io::Error::other("unmounted"))?.handover()
+    }
+
+    /// A closure that has the kernel resend the requests a dead predecessor had read (see
+    /// [`Mounted::resend`]), for the holder's instructions.
+    pub fn resender(&self) -> impl Fn() + Send + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move || {
+            let Some(shared) = shared.upgrade() else { return };
+            let mounted = shared.mounted.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(mounted) = mounted.as_ref() {
+                match mounted.resend() {
+                    Ok(()) => tracing::info!(
+                        "asked the kernel to resend the requests a predecessor had read"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "the kernel cannot resend requests (FUSE_NOTIFY_RESEND needs Linux 6.9): \
+                         those a dead predecessor had read were answered with EIO"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Stops following the store and leaves the mount as it is, served until this process
+    /// exits (the holder keeps the connection for the next one).
+    pub fn leave(self) {
+        if let Some(store) = &self.shared.store {
+            store.set_follower(None);
+        }
+        let mounted = self.shared.mounted.lock().unwrap_or_else(|p| p.into_inner()).take();
+        std::mem::forget(mounted);
     }
 
     /// Stops following the store (waiting for a sync in progress) and unmounts (lazily if

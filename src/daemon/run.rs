@@ -21,10 +21,14 @@ use crate::addon::store::OpenOptions;
 use crate::addon::Store;
 use crate::api::tls::{ServerTls, TlsFiles};
 use crate::api::{ApiKeys, ApiLimits, Observed};
-use crate::mount::MountOptions;
+use crate::mount::{Attach, MountOptions};
 
 /// How long a busy mount gets at shutdown before it is detached lazily.
 pub const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a process that took the mount over waits for its predecessor to free the API's
+/// address.
+const BIND_PATIENCE: Duration = Duration::from_secs(15);
 
 /// How long requests in flight get to finish after the stop signal, by default: with
 /// [`UNMOUNT_GRACE`], under Kubernetes' default grace period of 30 s (and the 20 s that
@@ -51,6 +55,11 @@ pub struct MountConfig {
     pub cache_bytes: u64,
     /// Let other users read the mount (`allow_other`).
     pub allow_other: bool,
+    /// Keep the mount's connection in a holder ([`crate::holder`]), so that it survives this
+    /// process: a new `serve` takes it over.
+    pub holder: bool,
+    /// At shutdown, leave the mount to the holder rather than unmounting it.
+    pub keep_on_stop: bool,
 }
 
 /// The store of a `registry` (instead of the state directory).
@@ -113,9 +122,30 @@ pub fn run(
     if let Some(warning) = crate::api::tls::plain_http_warning(config.listen, tls.is_some()) {
         eprintln!("addonfs: warning: {warning}");
     }
-    let store = Arc::new(match &config.store {
-        None => Store::open(dir, "serve")?,
-        Some(s) => {
+    // With a holder, the mount may be alive already: then it is taken over, and with it the
+    // state directory's lock (shared with the holder, which keeps it between processes).
+    let mut handover = match &config.mount {
+        Some(m) if m.holder => Some(
+            crate::holder::client::Handover::begin(dir, &m.path)
+                // Requests in flight are journaled for a successor on a kernel that cannot
+                // resend them.
+                .and_then(|h| crate::mount::inflight::start(dir).map(|()| h))
+                .map_err(|e| DaemonError::Failed(format!("holder: {e}")))?,
+        ),
+        _ => None,
+    };
+    if handover.as_ref().is_some_and(|h| h.superseded()) {
+        say(format_args!("addonfs: another serve took the mount over since this one was started"));
+        return Ok(());
+    }
+    let store = Arc::new(match (&config.store, handover.as_mut().and_then(|h| h.take_lock())) {
+        (None, Some(lock)) => Store::open_locked(
+            dir,
+            crate::addon::lock::StateLock::adopt(dir, "serve", lock)
+                .map_err(crate::addon::store::StoreError::from)?,
+        )?,
+        (None, None) => Store::open(dir, "serve")?,
+        (Some(s), _) => {
             let mut options = OpenOptions::new("registry");
             options.orphan_grace = s.orphan_grace;
             options.scratch = s.scratch.clone();
@@ -145,10 +175,30 @@ pub fn run(
         None => None,
         Some(m) => {
             // Not `create_dir_all`: after a crash a stale mount is there (see `create_mountpoint`).
-            crate::mount::create_mountpoint(&m.path).map_err(|e| DaemonError::io(&m.path, e))?;
+            // A mount to take over is not looked at: nobody would answer.
+            if !handover.as_ref().is_some_and(|h| h.takes_over()) {
+                crate::mount::create_mountpoint(&m.path)
+                    .map_err(|e| DaemonError::io(&m.path, e))?;
+            }
             let opts = MountOptions { allow_other: m.allow_other, ..MountOptions::default() };
-            let daemon = DaemonMount::start(Arc::clone(&store), &m.path, m.cache_bytes, &opts)?;
-            say(format_args!("addonfs: mounted the add-ons at {}", daemon.path().display()));
+            let how = handover.as_mut().map_or(Attach::Fresh, |h| h.attach());
+            let took_over = matches!(how, Attach::Adopt { .. });
+            let daemon =
+                DaemonMount::start_on(Arc::clone(&store), &m.path, m.cache_bytes, &opts, how)?;
+            if let Some(h) = &handover {
+                let holder = |e: std::io::Error| DaemonError::Failed(format!("holder: {e}"));
+                if !took_over {
+                    let (fuse, version) = daemon.handover().map_err(holder)?;
+                    let lock = store.lock_fd().transpose().map_err(holder)?;
+                    h.keep(&fuse, version, lock.as_ref()).map_err(holder)?;
+                }
+                h.serving(daemon.resender()).map_err(holder)?;
+            }
+            if took_over {
+                say(format_args!("addonfs: took over the mount at {}", daemon.path().display()));
+            } else {
+                say(format_args!("addonfs: mounted the add-ons at {}", daemon.path().display()));
+            }
             Some(daemon)
         }
     };
@@ -162,8 +212,17 @@ pub fn run(
     let result =
         serve_api(config, limits, Arc::clone(&store), access, observed, shutdown, listening);
     // The API has stopped (no request in flight): now the mount, then the store's lock.
-    if let Some(daemon) = daemon {
-        daemon.unmount(UNMOUNT_GRACE);
+    let keep = config.mount.as_ref().is_some_and(|m| m.keep_on_stop) && handover.is_some();
+    match daemon {
+        Some(daemon) if keep => daemon.leave(),
+        Some(daemon) => {
+            // The holder lets the connection go first: the unmount ends it anyway.
+            if let Some(h) = &handover {
+                h.bye();
+            }
+            daemon.unmount(UNMOUNT_GRACE);
+        }
+        None => {}
     }
     drop(store);
     result
@@ -190,9 +249,25 @@ fn serve_api(
         .build()
         .map_err(|e| DaemonError::Failed(format!("cannot start the runtime: {e}")))?;
     let result = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| DaemonError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
+        // A predecessor retiring after a takeover releases the address a moment later.
+        let patience = config.mount.as_ref().is_some_and(|m| m.holder);
+        let deadline = std::time::Instant::now() + BIND_PATIENCE;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(config.listen).await {
+                Err(e)
+                    if patience
+                        && e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => {
+                    break other.map_err(|e| {
+                        DaemonError::Failed(format!("cannot listen on {}: {e}", config.listen))
+                    })?
+                }
+            }
+        };
         let addr = listener.local_addr().map_err(|e| DaemonError::Failed(e.to_string()))?;
         // Where the admin commands reach this daemon (a wildcard address through loopback),
         // recorded before the address is printed.

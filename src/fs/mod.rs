@@ -128,6 +128,20 @@ pub fn encode_dev(major: u32, minor: u32) -> u32 {
     (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
 }
 
+/// A test hook: the environment variable `ADDONFS_TEST_DELAY_MS` (read once) makes every
+/// `lookup` and `read` sleep that long first, so that a test can kill the daemon while a request
+/// is in flight (tests/restart.rs). Unset, it costs one load of an initialized `OnceLock`.
+fn test_delay() {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        let ms = std::env::var("ADDONFS_TEST_DELAY_MS").ok()?.parse().ok()?;
+        Some(Duration::from_millis(ms))
+    });
+    if let Some(delay) = delay {
+        std::thread::sleep(*delay);
+    }
+}
+
 /// The errno of a namespace "not a directory" answer.
 fn not_dir() -> Errno {
     Errno::ENOTDIR
@@ -354,8 +368,11 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _timer = self.stats.time(stats::Op::Lookup);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
+        test_delay();
         let dir = match self.node(parent) {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
@@ -375,8 +392,10 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _timer = self.stats.time(stats::Op::Getattr);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         match self.node(ino) {
             Ok(node) => match self.file_attr(&node) {
                 Some(attr) => reply.attr(&self.ttl(&node), &attr),
@@ -386,8 +405,10 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let _timer = self.stats.time(stats::Op::Readlink);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => match volume.index().symlink_target(local) {
                 Some(target) => reply.data(target),
@@ -398,8 +419,10 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _timer = self.stats.time(stats::Op::Open);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         if !self.opts.explicit_open {
             tracing::debug!("declining open: zero-message opens with FOPEN_KEEP_CACHE");
             return reply.error(Errno::ENOSYS);
@@ -424,7 +447,7 @@ impl Filesystem for AddonFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -434,6 +457,9 @@ impl Filesystem for AddonFs {
         reply: ReplyData,
     ) {
         let _timer = self.stats.time(stats::Op::Read);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
+        test_delay();
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
@@ -479,8 +505,10 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _timer = self.stats.time(stats::Op::Open);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         if !self.opts.explicit_open {
             tracing::debug!("declining opendir: zero-message opens with FOPEN_CACHE_DIR");
             return reply.error(Errno::ENOSYS);
@@ -504,13 +532,15 @@ impl Filesystem for AddonFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let _timer = self.stats.time(stats::Op::Readdir);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         let listed = self.list_from(ino, offset, |child_ino, next, _node, kind, name| {
             reply.add(INodeNo(child_ino), next, file_type(kind), OsStr::from_bytes(name))
         });
@@ -522,13 +552,15 @@ impl Filesystem for AddonFs {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let _timer = self.stats.time(stats::Op::Readdir);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         let dir = match self.node(ino) {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
@@ -565,15 +597,19 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let _timer = self.stats.time(stats::Op::Statfs);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         let (bytes, inodes) = self.ns.totals();
         let blocks = bytes.div_ceil(u64::from(BLOCK_SIZE));
         reply.statfs(blocks, 0, 0, inodes, 0, BLOCK_SIZE, NAME_MAX, BLOCK_SIZE);
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _timer = self.stats.time(stats::Op::Xattr);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => {
                 let xattrs = volume.index().xattrs(local);
@@ -587,8 +623,10 @@ impl Filesystem for AddonFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _timer = self.stats.time(stats::Op::Xattr);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         match self.node(ino) {
             Ok(Node::Entry(volume, local)) => {
                 let mut names = Vec::new();
@@ -605,6 +643,8 @@ impl Filesystem for AddonFs {
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let _timer = self.stats.time(stats::Op::Access);
+        // Journaled for a successor on a kernel without FUSE_NOTIFY_RESEND.
+        let _inflight = crate::mount::inflight::enter(req.unique().0);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),

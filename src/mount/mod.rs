@@ -6,18 +6,23 @@
 //! [`Mounted`] handle whose [`Mounted::invalidate_entry`] and [`Mounted::invalidate_inode`]
 //! tell the kernel about changes of the namespace's root, and [`Mounted::unmount`] ends it.
 
+pub mod inflight;
 #[allow(unsafe_code)] // signals, umount2, statvfs
 pub mod sys;
 
+use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter};
+use fuser::{
+    Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter, Version,
+};
 
 pub use sys::SignalSet;
 
@@ -212,6 +217,18 @@ pub fn absolute(path: &Path) -> io::Result<PathBuf> {
     }
 }
 
+/// `path` made absolute without touching it: its parent is canonicalized, its last component
+/// kept. A mount being taken over must not be looked at before this process serves it: the
+/// `stat` would wait for an answer from this very process.
+pub fn absolute_untouched(path: &Path) -> io::Result<PathBuf> {
+    let path =
+        if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => Ok(parent.canonicalize()?.join(name)),
+        _ => Ok(path),
+    }
+}
+
 /// Creates `mountpoint` (with its parents) if nothing is there, for commands that own their
 /// mount point (`serve`'s `STATE_DIR/mnt`). Whatever is there is left for
 /// [`prepare_mountpoint`] to judge: above all a stale mount left by a killed daemon, whose
@@ -308,11 +325,38 @@ pub enum Unmounted {
     Gone,
 }
 
+/// How [`attach`] gets its FUSE connection.
+#[derive(Debug)]
+pub enum Attach {
+    /// Mount anew; each request thread reads its own cloned `/dev/fuse` descriptor.
+    Fresh,
+    /// Mount anew for a holder to keep ([`crate::holder`]): every request thread reads the one
+    /// descriptor (its open file) that the holder will also hold. A cloned descriptor is a
+    /// connection end of its own: the kernel fails the requests a dead process had read from
+    /// it (`ECONNABORTED`) when its last reference goes, whereas requests read from the held
+    /// one stay queued, for the next process to have resent.
+    Held,
+    /// Take over a connection another process mounted and initialized (handed over by the
+    /// holder): no mount, no `FUSE_INIT`; `version` is what that one negotiated.
+    Adopt {
+        /// The `/dev/fuse` descriptor.
+        fd: OwnedFd,
+        /// The protocol version the kernel reported in `FUSE_INIT`.
+        version: Version,
+    },
+}
+
 /// A mounted file system, served by background threads.
 pub struct Mounted {
     path: PathBuf,
     notifier: Notifier,
-    unmounter: SessionUnmounter,
+    /// `None` for an adopted connection: fuser did not mount it, so [`Mounted::unmount`]
+    /// calls `umount2` itself.
+    unmounter: Option<SessionUnmounter>,
+    /// A duplicate of the session's `/dev/fuse` descriptor (to hand over, and to ask for
+    /// resends); the protocol version negotiated.
+    device: Option<File>,
+    version: Option<Version>,
     events: Sender<Event>,
     received: Receiver<Event>,
     session: Option<JoinHandle<()>>,
@@ -323,18 +367,57 @@ pub struct Mounted {
 /// Mounts `fs` on `mountpoint` (see [`prepare_mountpoint`]) and serves it from background
 /// threads until [`Mounted::unmount`] (or an outside `umount`).
 pub fn mount(fs: AddonFs, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted, MountError> {
-    let (path, _) = prepare_mountpoint(mountpoint)?;
+    attach(fs, mountpoint, opts, Attach::Fresh)
+}
+
+/// Serves `fs` at `mountpoint`, mounted anew or taken over as `how` says, from background
+/// threads until [`Mounted::unmount`] (or an outside `umount`).
+pub fn attach(
+    fs: AddonFs,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    how: Attach,
+) -> Result<Mounted, MountError> {
     let started = Instant::now();
     let channel = fs.kernel_channel();
-    let mut session = Session::new(fs, &path, &config(opts))
-        .map_err(|source| MountError::Mount { path: path.clone(), source })?;
+    let mut config = config(opts);
+    let adopted = matches!(how, Attach::Adopt { .. });
+    let (path, mut session) = match how {
+        Attach::Fresh | Attach::Held => {
+            let (path, _) = prepare_mountpoint(mountpoint)?;
+            config.clone_fd = matches!(how, Attach::Fresh);
+            let session = Session::new(fs, &path, &config)
+                .map_err(|source| MountError::Mount { path: path.clone(), source })?;
+            (path, session)
+        }
+        Attach::Adopt { fd, version } => {
+            // The mount is there and alive (its connection is this descriptor): not prepared,
+            // which would take it for somebody else's.
+            let path = absolute_untouched(mountpoint)
+                .map_err(|source| MountError::Io { path: mountpoint.to_path_buf(), source })?;
+            config.clone_fd = false;
+            (path, Session::from_initialized_fd(fs, fd, config.acl, config, version))
+        }
+    };
     // A second descriptor of the session, for storing file contents in the page cache.
     match session.as_fd().try_clone_to_owned() {
         Ok(fd) => channel.connect(fd),
         Err(e) => tracing::warn!(error = %e, "no page-cache push (cannot duplicate /dev/fuse)"),
     }
+    let device = session.as_fd().try_clone_to_owned().map(File::from).ok();
+    if adopted {
+        // Requests a dead predecessor had read wait in the kernel, some holding a directory's
+        // lock that the first invalidation will want: have them resent before anything else.
+        // (A live predecessor's are resent too; the kernel takes the first answer of each.)
+        if let Some(device) = &device {
+            if let Err(e) = recover(device) {
+                tracing::warn!(error = %e, "the kernel cannot resend requests (FUSE_NOTIFY_RESEND needs Linux 6.9)");
+            }
+        }
+    }
+    let version = session.proto_version();
     let notifier = session.notifier();
-    let unmounter = session.unmount_callable();
+    let unmounter = (!adopted).then(|| session.unmount_callable());
     let (events, received) = mpsc::channel();
     let done = events.clone();
     let thread = std::thread::Builder::new()
@@ -347,6 +430,7 @@ pub fn mount(fs: AddonFs, mountpoint: &Path, opts: &MountOptions) -> Result<Moun
         mountpoint = %path.display(),
         threads = opts.threads,
         allow_other = opts.allow_other,
+        adopted,
         ms = started.elapsed().as_secs_f64() * 1e3,
         "mounted"
     );
@@ -354,6 +438,8 @@ pub fn mount(fs: AddonFs, mountpoint: &Path, opts: &MountOptions) -> Result<Moun
         path,
         notifier,
         unmounter,
+        device,
+        version,
         events,
         received,
         session: Some(thread),
@@ -366,6 +452,26 @@ impl Mounted {
     /// The absolute mount point.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A duplicate of the session's `/dev/fuse` descriptor and the protocol version the kernel
+    /// negotiated: what a successor needs to take the connection over ([`Attach::Adopt`]).
+    pub fn handover(&self) -> io::Result<(OwnedFd, Version)> {
+        let device =
+            self.device.as_ref().ok_or_else(|| io::Error::other("no /dev/fuse duplicate"))?;
+        let version = self.version.ok_or_else(|| io::Error::other("FUSE_INIT never happened"))?;
+        Ok((device.try_clone()?.into(), version))
+    }
+
+    /// Asks the kernel to queue again every request of this connection that was read but not
+    /// answered (`FUSE_NOTIFY_RESEND`, Linux 6.9): those a killed predecessor had taken. Those
+    /// this process is answering right now are queued again too; the kernel then refuses their
+    /// first answer (`ENOENT`) and takes the second. Older kernels refuse the notification
+    /// (`EINVAL`).
+    pub fn resend(&self) -> io::Result<()> {
+        let device =
+            self.device.as_ref().ok_or_else(|| io::Error::other("no /dev/fuse duplicate"))?;
+        recover(device)
     }
 
     /// A sender into this mount's event queue (for a signal thread, say).
@@ -438,7 +544,12 @@ impl Mounted {
         }
         self.stopped = true;
         let path = self.path.clone();
-        let detached = match self.unmounter.unmount() {
+        // fuser unmounts what it mounted; an adopted connection is unmounted here.
+        let unmounted = match self.unmounter.as_mut() {
+            Some(unmounter) => unmounter.unmount(),
+            None => sys::unmount(&path),
+        };
+        let detached = match unmounted {
             Ok(()) => false,
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 tracing::warn!(mountpoint = %path.display(), "the mount is busy: detaching it lazily; open files are served until closed");
@@ -503,6 +614,36 @@ impl Mounted {
             None => Ok(()),
         }
     }
+}
+
+/// Has the requests of dead predecessors resent, or, when the kernel cannot, answers those in
+/// their journals with `EIO` ([`inflight`]) and returns why it could not resend.
+fn recover(device: &File) -> io::Result<()> {
+    match resend(device) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let failed = inflight::fail_orphans(device);
+            tracing::warn!(failed, "requests of a dead predecessor answered with EIO");
+            Err(e)
+        }
+    }
+}
+
+/// `FUSE_NOTIFY_RESEND`: a notification (`unique` 0) of code 7 with no payload. The test hook
+/// `ADDONFS_TEST_NO_RESEND` makes it fail as on a kernel before 6.9 (`EINVAL`).
+fn resend(device: &File) -> io::Result<()> {
+    const FUSE_NOTIFY_RESEND: i32 = 7;
+    if std::env::var_os("ADDONFS_TEST_NO_RESEND").is_some() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut message = [0u8; 16];
+    message[0..4].copy_from_slice(&16u32.to_ne_bytes());
+    message[4..8].copy_from_slice(&FUSE_NOTIFY_RESEND.to_ne_bytes());
+    let written = (&*device).write(&message)?;
+    if written != message.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short write to /dev/fuse"));
+    }
+    Ok(())
 }
 
 impl Drop for Mounted {

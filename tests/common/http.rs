@@ -86,7 +86,18 @@ impl Serve {
     /// Starts `addonfs serve --state-dir STATE --listen 127.0.0.1:0` with `--mount MOUNT`, or
     /// `--no-mount` without one, and waits for the address it prints.
     pub fn start(state: &Path, key: &str, mount: Option<&Path>) -> Serve {
+        Self::start_with_env(state, key, mount, &[])
+    }
+
+    /// [`Serve::start`] with more environment variables.
+    pub fn start_with_env(
+        state: &Path,
+        key: &str,
+        mount: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Serve {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_addonfs"));
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"]).arg(state);
         match mount {
             Some(m) => cmd.arg("--mount").arg(m),

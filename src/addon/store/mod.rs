@@ -424,6 +424,13 @@ impl Store {
         Self::open_backend(backend, &OpenOptions::new(command))
     }
 
+    /// [`Store::open`] with the state directory's lock already taken (passed on by a restart's
+    /// holder: see [`StateLock::adopt`]; only `serve` is restarted that way).
+    pub fn open_locked(root: &Path, lock: StateLock) -> Result<Store, StoreError> {
+        let backend = backend::open_local(root).map_err(io(root))?;
+        Self::open_with_lock(backend, &OpenOptions::new("serve"), Some(lock))
+    }
+
     /// Opens a store for writing: for a local directory, takes its lock for the command
     /// (refused if another process holds it; released when the store is dropped) and deletes
     /// leftover uploads in `staging/`; takes the writer lease (refused, naming the other, if
@@ -431,10 +438,22 @@ impl Store {
     /// [`legacy`]), deletes orphaned objects; and keeps a note of malformed legacy entries (see
     /// [`Store::problems`]) instead of failing. A catalog that breaks a rule is refused.
     pub fn open_backend(backend: Backend, options: &OpenOptions) -> Result<Store, StoreError> {
+        Self::open_with_lock(backend, options, None)
+    }
+
+    /// [`Store::open_backend`], with a local directory's lock already taken (`taken`).
+    fn open_with_lock(
+        backend: Backend,
+        options: &OpenOptions,
+        taken: Option<StateLock>,
+    ) -> Result<Store, StoreError> {
         let rt = Arc::new(Io::new().map_err(io(Path::new("the store's runtime")))?);
         let (lock, staging, scratch) = match backend.local_root() {
             Some(root) => {
-                let lock = StateLock::acquire(root, &options.command)?;
+                let lock = match taken {
+                    Some(lock) => lock,
+                    None => StateLock::acquire(root, &options.command)?,
+                };
                 let staging = root.join("staging");
                 clear_staging(&staging)?;
                 (Some(Mutex::new(lock)), staging, None)
@@ -545,6 +564,13 @@ impl Store {
     /// The directory of a local store; for a remote one, its local scratch directory.
     pub fn root(&self) -> &Path {
         self.backend.local_root().unwrap_or(&self.staging)
+    }
+
+    /// A duplicate of the lock file's descriptor, which carries the lock (for a restart's
+    /// holder to pass on); `None` when read-only or remote.
+    pub fn lock_fd(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        let lock = self.lock.as_ref()?;
+        Some(lock.lock().unwrap_or_else(|e| e.into_inner()).try_clone_fd())
     }
 
     /// Records the URL of the writer's API, for admin commands (in a local directory's lock

@@ -1,0 +1,428 @@
+//! Issue 15: a daemon restart is invisible to workloads. The holder keeps the mount's FUSE
+//! connection while `addonfs serve` is killed (SIGKILL) or upgraded in place (`addonfs
+//! restart`); readers of open files see neither errors nor wrong bytes, requests in flight at
+//! the kill are resent to the successor, and a killed holder falls back to the old behaviour.
+
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::http::{pack_addon, seed_upload, Serve};
+
+const KEY: &str = "restart-test-key";
+/// The add-on's big file: 4 MiB of deterministic bytes.
+const BIG: usize = 4 << 20;
+
+fn big_bytes() -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..BIG)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The add-on in `work`: `usr/data.bin` (4 MiB), a few small files in `usr/lib/`.
+fn sample_addon(work: &Path) {
+    std::fs::create_dir_all(work.join("tree/usr/lib/sub")).expect("mkdir");
+    std::fs::write(work.join("tree/usr/data.bin"), big_bytes()).expect("write");
+    for i in 0..20 {
+        std::fs::write(work.join(format!("tree/usr/lib/f{i}.txt")), format!("file {i}\n"))
+            .expect("write");
+        std::fs::write(work.join(format!("tree/usr/lib/sub/g{i}.txt")), format!("g {i}\n"))
+            .expect("write");
+    }
+    std::fs::write(
+        work.join("metadata.json"),
+        r#"{"name": "sample", "spec": {"paths": ["/usr/data.bin", "/usr/lib"]}}"#,
+    )
+    .expect("metadata");
+    pack_addon(work, &work.join("tree"), "usr");
+}
+
+/// The pid the state directory's lock file names (the serving process).
+fn serving_pid(state: &Path) -> u32 {
+    // The file may be caught while being rewritten: read it again.
+    for _ in 0..1000 {
+        let text = std::fs::read_to_string(state.join("addonfs.lock")).expect("lock file");
+        let line = text.lines().next().unwrap_or_default();
+        if let Ok(holder) = serde_json::from_str::<serde_json::Value>(line) {
+            return holder["pid"].as_u64().expect("pid") as u32;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    panic!("the lock file names no process")
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+fn kill(signal: &str, pid: u32) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+}
+
+/// The holder's pid: the process whose command line is `addonfs holder --state-dir STATE`.
+fn holder_pid(state: &Path) -> Option<u32> {
+    let want = state.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<String> =
+            cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        (args.iter().any(|a| a == "holder") && args.contains(&want) && alive(pid)).then_some(pid)
+    })
+}
+
+/// A started daemon with its add-on uploaded; stops whatever serves at the end (SIGTERM to the
+/// process the lock file names: it unmounts and the holder exits), then clears what is left.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    state: PathBuf,
+    mount: PathBuf,
+    serve: Option<Serve>,
+}
+
+impl Setup {
+    fn start(env: &[(&str, &str)]) -> Setup {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let t = tmp.path();
+        let work = t.join("work");
+        sample_addon(&work);
+        let state = t.join("state");
+        let mount = t.join("mnt");
+        std::fs::create_dir_all(&mount).expect("mkdir");
+        let serve = Serve::start_with_env(&state, KEY, Some(&mount), env);
+        let (status, record) = seed_upload(&work, &serve.url, KEY, "addon.tar.gz");
+        assert_eq!(status, 200, "{record}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !mount.join("custom-addon-sample/usr/data.bin").exists() {
+            assert!(Instant::now() < deadline, "the add-on never appeared in the mount");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Setup { _tmp: tmp, state, mount, serve: Some(serve) }
+    }
+
+    fn file(&self, rel: &str) -> PathBuf {
+        self.mount.join("custom-addon-sample").join(rel)
+    }
+
+    /// Waits until a process other than `old` serves (the lock file names it).
+    fn wait_successor(&self, old: u32) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pid = serving_pid(&self.state);
+            if pid != old && alive(pid) {
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "no successor of pid {old} after 20 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let pid = serving_pid(&self.state);
+        if alive(pid) {
+            kill("TERM", pid);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        drop(self.serve.take());
+        if let Some(holder) = holder_pid(&self.state) {
+            kill("KILL", holder);
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).stderr(Stdio::null()).status();
+    }
+}
+
+#[derive(Default)]
+struct ReaderStats {
+    reads: AtomicU64,
+    errors: AtomicU64,
+    wrong: AtomicU64,
+    walks: AtomicU64,
+    walk_errors: AtomicU64,
+    /// Longest single read, in microseconds, per phase (0: kills, 1: upgrades).
+    stall_us: [AtomicU64; 2],
+}
+
+/// Ten SIGKILLs of the serving process (the holder starts it again) and ten upgrades in place
+/// (`addonfs restart`, or SIGUSR2 to `serve`), while one reader reads an open file in a loop (its pages dropped before
+/// each read, so every read reaches the daemon) and another walks the tree: no error, no wrong
+/// byte. The longest stall is printed for docs/benchmarks.md.
+#[test]
+fn readers_see_no_error_through_10_kills_and_10_upgrades() {
+    if !common::fuse_ready() {
+        return;
+    }
+    // Info lines: the upgrades by signal are counted in the serving processes' log.
+    let setup = Setup::start(&[("ADDONFS_LOG", "info")]);
+    let expected = Arc::new(big_bytes());
+    let stats = Arc::new(ReaderStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let phase = Arc::new(AtomicU8::new(0));
+    let file = std::fs::File::open(setup.file("usr/data.bin")).expect("open the big file");
+    let reader = {
+        let (stats, stop, phase, expected) =
+            (Arc::clone(&stats), Arc::clone(&stop), Arc::clone(&phase), Arc::clone(&expected));
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 128 << 10];
+            let mut offset = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+                let started = Instant::now();
+                let got = file.read_at(&mut buf, offset);
+                let us = started.elapsed().as_micros() as u64;
+                stats.stall_us[phase.load(Ordering::Relaxed) as usize]
+                    .fetch_max(us, Ordering::Relaxed);
+                stats.reads.fetch_add(1, Ordering::Relaxed);
+                match got {
+                    Ok(n) => {
+                        let at = offset as usize;
+                        if n == 0 || buf[..n] != expected[at..at + n] {
+                            stats.wrong.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("read error at {offset}: {e}");
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                offset = (offset + 300_007) % (BIG as u64 - 1000);
+            }
+        })
+    };
+    let walker = {
+        let (stats, stop) = (Arc::clone(&stats), Arc::clone(&stop));
+        let root = setup.file("usr/lib");
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut count = 0;
+                let mut dirs = vec![root.clone()];
+                while let Some(dir) = dirs.pop() {
+                    match std::fs::read_dir(&dir) {
+                        Ok(entries) => {
+                            for entry in entries {
+                                match entry.and_then(|e| Ok((e.path(), e.metadata()?))) {
+                                    Ok((path, meta)) if meta.is_dir() => dirs.push(path),
+                                    Ok(_) => count += 1,
+                                    Err(e) => {
+                                        eprintln!("walk error: {e}");
+                                        stats.walk_errors.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("walk error at {}: {e}", dir.display());
+                            stats.walk_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                if count != 40 {
+                    stats.walk_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                stats.walks.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 1..=10 {
+        let old = serving_pid(&setup.state);
+        kill("KILL", old);
+        let new = setup.wait_successor(old);
+        // Let the reader run against the successor for a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(alive(new), "kill round {round}: the successor {new} died");
+    }
+    phase.store(1, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(200));
+    for round in 1..=10 {
+        let old = serving_pid(&setup.state);
+        // Half by the command, half by the signal.
+        if round % 2 == 0 {
+            kill("USR2", old);
+        } else {
+            let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+                .args(["restart", "--state-dir"])
+                .arg(&setup.state)
+                .output()
+                .expect("addonfs restart");
+            assert!(
+                out.status.success(),
+                "upgrade round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let new = setup.wait_successor(old);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(old) {
+            assert!(Instant::now() < deadline, "upgrade round {round}: pid {old} did not retire");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(alive(new), "upgrade round {round}: the successor {new} died");
+    }
+    let log = std::fs::read_to_string(setup.state.join("serve.log")).expect("serve.log");
+    let by_signal = log.matches("SIGUSR2: asking the holder for an upgrade").count();
+    assert_eq!(by_signal, 5, "5 upgrades by SIGUSR2, not kills by it");
+    stop.store(true, Ordering::Relaxed);
+    reader.join().expect("reader");
+    walker.join().expect("walker");
+    let (reads, errors, wrong) = (
+        stats.reads.load(Ordering::Relaxed),
+        stats.errors.load(Ordering::Relaxed),
+        stats.wrong.load(Ordering::Relaxed),
+    );
+    let (walks, walk_errors) =
+        (stats.walks.load(Ordering::Relaxed), stats.walk_errors.load(Ordering::Relaxed));
+    let kill_ms = stats.stall_us[0].load(Ordering::Relaxed) as f64 / 1e3;
+    let upgrade_ms = stats.stall_us[1].load(Ordering::Relaxed) as f64 / 1e3;
+    eprintln!(
+        "restart figures: {reads} reads, {walks} walks; longest read stall: {kill_ms:.1} ms \
+         through 10 SIGKILLs, {upgrade_ms:.1} ms through 10 upgrades"
+    );
+    assert_eq!((errors, wrong, walk_errors), (0, 0, 0), "read errors, wrong reads, walk errors");
+    assert!(reads > 100 && walks > 10, "the readers ran ({reads} reads, {walks} walks)");
+}
+
+/// A request in flight when the serving process is killed (a slow `read` and a slow `lookup`:
+/// the test hook delays both by 1.5 s) is resent to the successor, which answers it: the
+/// reader gets the right bytes, the lookup the right file, with the inode numbers of before.
+#[test]
+fn requests_in_flight_at_a_kill_are_resent_to_the_successor() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let setup = Setup::start(&[("ADDONFS_TEST_DELAY_MS", "1500")]);
+    let dir_ino = std::fs::metadata(setup.file("usr/lib")).expect("stat").ino();
+    // Both requests start in the daemon about to be killed.
+    let cat = Command::new("cat")
+        .arg(setup.file("usr/lib/f7.txt"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cat");
+    let stat = Command::new("stat")
+        .args(["-c", "%i %s"])
+        .arg(setup.file("usr/lib/sub/g3.txt"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("stat");
+    std::thread::sleep(Duration::from_millis(600));
+    let old = serving_pid(&setup.state);
+    kill("KILL", old);
+    let killed_at = Instant::now();
+    // Without a resend both would wait for ever: give them 20 s, then fail.
+    let finish = |mut child: std::process::Child, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if child.try_wait().expect("try_wait").is_some() {
+                return child.wait_with_output().expect("output");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{what} still waits 20 s after the kill: its request was never resent");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let out = finish(cat, "cat");
+    assert!(out.status.success(), "cat: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "file 7\n");
+    let out = finish(stat, "stat");
+    assert!(out.status.success(), "stat: {}", String::from_utf8_lossy(&out.stderr));
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    eprintln!("in-flight requests answered {:?} after the kill", killed_at.elapsed());
+    let new = serving_pid(&setup.state);
+    assert_ne!(new, old, "a successor serves");
+    // The successor's own answers: the same inode numbers as the killed daemon's.
+    let meta = std::fs::metadata(setup.file("usr/lib/sub/g3.txt")).expect("stat");
+    assert_eq!(answer, format!("{} {}", meta.ino(), meta.len()));
+    assert_eq!(std::fs::metadata(setup.file("usr/lib")).expect("stat").ino(), dir_ino);
+}
+
+/// The holder killed instead: the old behaviour, cleanly. The serving process keeps serving;
+/// killed in turn, it leaves a stale mount that answers at once (ENOTCONN, no hang); the next
+/// `serve` detaches it, mounts anew (with a new holder), and new opens work.
+#[test]
+fn a_killed_holder_falls_back_to_the_old_behaviour() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let mut setup = Setup::start(&[]);
+    let holder = holder_pid(&setup.state).expect("serve started a holder");
+    kill("KILL", holder);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(std::fs::read_to_string(setup.file("usr/lib/f1.txt")).expect("read"), "file 1\n");
+    let pid = serving_pid(&setup.state);
+    kill("KILL", pid);
+    drop(setup.serve.take());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "pid {pid} survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // No holder: nobody starts a successor, and the mount fails at once.
+    let started = Instant::now();
+    let out = Command::new("cat")
+        .arg(setup.file("usr/lib/f2.txt"))
+        .output()
+        .expect("cat on the stale mount");
+    assert!(!out.status.success(), "the stale mount still answers");
+    assert!(started.elapsed() < Duration::from_secs(5), "a read of the stale mount hung");
+    assert!(holder_pid(&setup.state).is_none(), "no holder runs");
+    let serve = Serve::start(&setup.state, KEY, Some(&setup.mount));
+    assert_eq!(std::fs::read_to_string(setup.file("usr/lib/f2.txt")).expect("read"), "file 2\n");
+    assert!(holder_pid(&setup.state).is_some(), "the new serve started a holder");
+    setup.serve = Some(serve);
+}
+
+/// On a kernel without `FUSE_NOTIFY_RESEND` (before 6.9; simulated by the test hook
+/// `ADDONFS_TEST_NO_RESEND`), a request in flight at the kill fails once with `EIO` (its
+/// `unique` was journaled), instead of waiting for ever; the next read works.
+#[test]
+fn without_resend_a_request_in_flight_at_a_kill_fails_once_with_eio() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let setup = Setup::start(&[("ADDONFS_TEST_DELAY_MS", "1500"), ("ADDONFS_TEST_NO_RESEND", "1")]);
+    let file = setup.file("usr/lib/f5.txt");
+    let cat = Command::new("cat")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cat");
+    std::thread::sleep(Duration::from_millis(600));
+    let old = serving_pid(&setup.state);
+    kill("KILL", old);
+    let mut cat = cat;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cat.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = cat.kill();
+            panic!("cat still waits 20 s after the kill: its request was never answered");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = cat.wait_with_output().expect("output");
+    assert!(!out.status.success(), "the request in flight failed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Input/output error"), "{err}");
+    setup.wait_successor(old);
+    assert_eq!(std::fs::read_to_string(&file).expect("read again"), "file 5\n");
+}
