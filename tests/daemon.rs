@@ -42,6 +42,14 @@ impl Daemon {
                 break;
             }
         }
+        if url.is_none() {
+            for log in ["holder.log", "serve.log"] {
+                eprintln!(
+                    "== {log}: {}",
+                    std::fs::read_to_string(state.join(log)).unwrap_or_default()
+                );
+            }
+        }
         let url = url.expect("serve printed its address");
         Daemon { child, url, mount: mount.to_path_buf(), killed: false }
     }

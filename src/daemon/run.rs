@@ -212,7 +212,11 @@ pub fn run(
     let result =
         serve_api(config, limits, Arc::clone(&store), access, observed, shutdown, listening);
     // The API has stopped (no request in flight): now the mount, then the store's lock.
-    let keep = config.mount.as_ref().is_some_and(|m| m.keep_on_stop) && handover.is_some();
+    // With a holder, a process that failed (fenced, its port taken) leaves the mount to the
+    // holder like one that crashed: another serving process (a newer one already serving, or
+    // the one the holder starts) answers it, instead of this one unmounting it for everyone.
+    let keep = handover.is_some()
+        && (config.mount.as_ref().is_some_and(|m| m.keep_on_stop) || result.is_err());
     match daemon {
         Some(daemon) if keep => daemon.leave(),
         Some(daemon) => {

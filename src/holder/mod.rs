@@ -194,6 +194,11 @@ impl Holder {
             self.closed(peer);
         }
         self.reap();
+        // A serving process started by hand (or by systemd) since the death that asked for
+        // this spawn has said hello: it takes the mount over, and a spawn now would retire it.
+        if self.spawn_at.is_some() && self.peers.iter().any(|p| p.pid.is_some() && !p.retired) {
+            self.spawn_at = None;
+        }
         if self.spawn_at.is_some_and(|at| Instant::now() >= at) {
             self.spawn_at = None;
             self.start_command();

@@ -102,13 +102,7 @@ async fn read(backend: &Backend) -> Result<Option<Writer>, StoreError> {
 impl Lease {
     /// Takes the lease of `backend` or says who holds it.
     pub(crate) fn acquire(io: &Io, backend: &Backend) -> Result<Lease, StoreError> {
-        let owner = format!(
-            "{}:{}:{:08x}",
-            hostname(),
-            std::process::id(),
-            crate::addon::catalog::random_u64() as u32
-        );
-        let lease = Lease { owner, url: Mutex::new(String::new()) };
+        let lease = Lease::new();
         io.block(async {
             if let Some(other) = read(backend).await? {
                 let age = now_ms().saturating_sub(other.heartbeat_ms);
@@ -128,6 +122,38 @@ impl Lease {
             lease.check_async(backend).await
         })?;
         Ok(lease)
+    }
+
+    /// Takes the lease over for the successor of this machine's writer: a process the restart
+    /// holder handed the state directory's lock to (see `crate::holder`), which proves it is
+    /// the one writer's heir here. It carries on the lease of this host as it is (the same
+    /// owner: a predecessor still serving during an upgrade in place, or a second heir that
+    /// started at the same moment, is the same writer, not a rival to fence), with no wait (a
+    /// restart must not stall readers for [`SETTLE`]). Only a lease held by another host is
+    /// acquired the usual way (refused while it is alive).
+    pub(crate) fn succeed(io: &Io, backend: &Backend) -> Result<Lease, StoreError> {
+        let here = hostname();
+        let inherited = io
+            .block(read(backend))?
+            .filter(|w| w.owner.rsplitn(3, ':').nth(2) == Some(here.as_str()));
+        match inherited {
+            Some(w) => {
+                let lease = Lease { owner: w.owner, url: Mutex::new(w.url) };
+                io.block(lease.write(backend))?;
+                Ok(lease)
+            }
+            None => Lease::acquire(io, backend),
+        }
+    }
+
+    fn new() -> Lease {
+        let owner = format!(
+            "{}:{}:{:08x}",
+            hostname(),
+            std::process::id(),
+            crate::addon::catalog::random_u64() as u32
+        );
+        Lease { owner, url: Mutex::new(String::new()) }
     }
 
     /// This writer's owner string.
