@@ -5,10 +5,13 @@
 //! * [`startup`] measures workload start to first byte of a chosen file, for extraction,
 //!   addonfs (attach through the daemon's mount, or a mount of the tarball), ratarmount and
 //!   archivemount, with the page cache dropped before every run.
+//! * [`proxy`] is a TCP proxy on loopback adding latency, cuts and outages (the benchmark's
+//!   far store, and the fault tests').
 //! * [`plot`] draws the results as an SVG line chart (log-log).
 
 pub mod addon;
 pub mod plot;
+pub mod proxy;
 pub mod startup;
 
 use std::path::{Path, PathBuf};

@@ -140,6 +140,11 @@ root_domain = ".s3.garage.localhost"
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 
+    /// The S3 endpoint's socket address (to put a proxy in front of it).
+    pub fn s3_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.s3_port))
+    }
+
     /// A store URL in the bucket: `s3://bucket/prefix` (`prefix` may be empty).
     pub fn url(&self, prefix: &str) -> String {
         format!("s3://{}/{}", self.bucket, prefix.trim_matches('/'))
