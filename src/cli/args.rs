@@ -101,6 +101,25 @@ pub struct StartupCmd {
     /// Longest one run may take, in seconds, before the benchmark fails.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// The Garage server the store methods (lazy, download-serve, download-extract) read
+    /// from, started on loopback [default: `garage` on PATH; without it they are skipped].
+    #[arg(long, value_name = "PATH")]
+    pub garage: Option<PathBuf>,
+    /// Leave out the store methods.
+    #[arg(long)]
+    pub no_store: bool,
+    /// Latency added to every store request for the `*-latency` methods, in milliseconds
+    /// (0: those methods are left out).
+    #[arg(long, default_value_t = 20)]
+    pub store_latency_ms: u64,
+    /// Only these methods, comma-separated by their CSV names (extract, addonfs-attach, lazy,
+    /// download-serve-latency...); default: every one available.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub methods: Vec<String>,
+    /// Also time the tree walk (`tar -cf - .` of the add-on through the mount) on a cold lazy
+    /// node against a node holding the whole add-on (needs garage).
+    #[arg(long)]
+    pub walk: bool,
 }
 
 /// Where `attach` and `detach` look for the daemon's mount unless told.
