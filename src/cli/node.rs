@@ -14,6 +14,7 @@ pub fn node(cmd: &NodeCmd) -> Result<(), Error> {
         chunk_cache: cmd.memory_cache,
         listen: cmd.listen,
         allow_other: cmd.allow_other,
+        lazy: None,
     };
     Ok(run_node(&config, super::registry::shutdown_signal(), |_| {})?)
 }
