@@ -323,3 +323,6 @@ pub fn du(path: &Path) -> u64 {
         meta.blocks() * 512
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -203,58 +203,78 @@ impl LazyFile {
         if foreground {
             stats.hits.fetch_add((range.len() - missing.len()) as u64, Ordering::Relaxed);
             stats.misses.fetch_add(missing.len() as u64, Ordering::Relaxed);
-        }
-        if missing.is_empty() {
-            return Ok(0);
-        }
-        if foreground {
-            self.activity.last_read_ms.store(self.activity.now_ms(), Ordering::Relaxed);
-        }
-        // Claim what nobody fetches yet (widened to the minimum request), join the rest.
-        let mut waits: Vec<Arc<Flight>> = Vec::new();
-        let mut runs: Vec<(Range<usize>, Arc<Flight>)> = Vec::new();
-        {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            let mut i = 0;
-            while i < missing.len() {
-                let c = missing[i];
-                if let Some(f) = inflight.get(&c) {
-                    waits.push(Arc::clone(f));
-                    i += 1;
-                    continue;
-                }
-                // A run of neighbouring missing chunks nobody fetches.
-                let mut end = c + 1;
-                while i + 1 < missing.len() && missing[i + 1] == end && !inflight.contains_key(&end)
-                {
-                    end += 1;
-                    i += 1;
-                }
-                i += 1;
-                let run = self.widen(c..end, &inflight);
-                let flight = Arc::new(Flight::default());
-                for k in run.clone() {
-                    inflight.insert(k, Arc::clone(&flight));
-                }
-                waits.push(Arc::clone(&flight));
-                runs.push((run, flight));
+            if !missing.is_empty() {
+                self.activity.last_read_ms.store(self.activity.now_ms(), Ordering::Relaxed);
             }
         }
+        let mut fetched = 0;
+        loop {
+            let missing: Vec<usize> =
+                range.clone().filter(|&c| self.file.state(c) != PRESENT).collect();
+            if missing.is_empty() {
+                return Ok(fetched);
+            }
+            if Instant::now() >= deadline {
+                return Err("no answer from the store within --store-timeout".into());
+            }
+            let (ours, theirs) = self.claim(&missing);
+            let chunks = self.file.chunks();
+            fetched +=
+                ours.iter().flat_map(|(r, _)| chunks[r.clone()].iter()).map(|c| c.len).sum::<u64>();
+            let waits: Vec<Arc<Flight>> = ours.iter().map(|(_, f)| Arc::clone(f)).collect();
+            for (run, flight) in ours {
+                self.start(run, flight, deadline, foreground);
+            }
+            // Our own requests ran until our deadline: their failure is the read's.
+            for flight in waits {
+                flight.wait(deadline)?;
+            }
+            // Another read's may have failed at its earlier deadline: then we ask ourselves,
+            // at the next turn.
+            for flight in theirs {
+                let _ = flight.wait(deadline);
+            }
+        }
+    }
+
+    /// Claims the chunks of `missing` nobody fetches yet, as runs of neighbours (each widened
+    /// to the minimum request), and returns them with their new flights, and the flights of
+    /// the chunks others fetch.
+    #[allow(clippy::type_complexity)]
+    fn claim(&self, missing: &[usize]) -> (Vec<(Range<usize>, Arc<Flight>)>, Vec<Arc<Flight>>) {
         let chunks = self.file.chunks();
-        let fetched: u64 =
-            runs.iter().flat_map(|(r, _)| chunks[r.clone()].iter()).map(|c| c.len).sum();
-        for (run, flight) in runs {
-            self.start(run, flight, deadline, foreground);
+        let mut theirs: Vec<Arc<Flight>> = Vec::new();
+        let mut ours: Vec<(Range<usize>, Arc<Flight>)> = Vec::new();
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut i = 0;
+        while i < missing.len() {
+            let c = missing[i];
+            if let Some(f) = inflight.get(&c) {
+                if !theirs.iter().any(|t| Arc::ptr_eq(t, f)) {
+                    theirs.push(Arc::clone(f));
+                }
+                i += 1;
+                continue;
+            }
+            // A run of neighbouring missing chunks nobody fetches, one range of the object.
+            let mut end = c + 1;
+            while i + 1 < missing.len()
+                && missing[i + 1] == end
+                && !inflight.contains_key(&end)
+                && chunks[end - 1].end() == chunks[end].offset
+            {
+                end += 1;
+                i += 1;
+            }
+            i += 1;
+            let run = self.widen(c..end, &inflight);
+            let flight = Arc::new(Flight::default());
+            for k in run.clone() {
+                inflight.insert(k, Arc::clone(&flight));
+            }
+            ours.push((run, flight));
         }
-        for flight in waits {
-            flight.wait(deadline)?;
-        }
-        // A chunk evicted between its landing and now is impossible (pinned); one dropped as
-        // damaged by a concurrent check is fetched by the next read.
-        if range.clone().any(|c| self.file.state(c) == ABSENT) {
-            return Err("a range was dropped while it was read; try again".into());
-        }
-        Ok(fetched)
+        (ours, theirs)
     }
 
     /// `run` widened over missing neighbours nobody fetches: forward up to the minimum request
