@@ -403,9 +403,12 @@ impl Shared {
 /// A reader of an add-on read lazily.
 fn lazy_reader(
     addon: &lazy::LazyAddon,
-    _cache: Arc<ChunkCache>,
+    cache: Arc<ChunkCache>,
 ) -> Result<ArchiveReader, DaemonError> {
-    Err(DaemonError::Failed(format!("{}: this build cannot read add-ons lazily", addon.identifier)))
+    // Named by its identifier in messages: there is no local path.
+    let name = PathBuf::from(format!("{}/{}", addon.identifier, crate::addon::store::TARBALL_FILE));
+    let source: Arc<dyn crate::source::ReadAt> = Arc::clone(&addon.archive) as _;
+    Ok(ArchiveReader::open_source(source, &name, Arc::clone(&addon.index), cache)?)
 }
 
 /// The manifest's bytes for the enabled add-ons at `revision` (deprecated ones flagged, with

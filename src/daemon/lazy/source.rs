@@ -177,6 +177,24 @@ impl LazyFile {
         self.file.pread(buf, offset)
     }
 
+    /// Starts fetching what is missing of `[offset, offset + len)` (a gzip span about to be
+    /// inflated) in as few requests as the chunk table allows, without waiting: the reads that
+    /// follow wait for those requests rather than ask chunk by chunk.
+    pub fn will_need(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.len());
+        let range = self.file.chunks_for(offset, end);
+        let missing: Vec<usize> = range.filter(|&c| self.file.state(c) == ABSENT).collect();
+        if missing.is_empty() {
+            return;
+        }
+        self.activity.last_read_ms.store(self.activity.now_ms(), Ordering::Relaxed);
+        let deadline = Instant::now() + self.policy.timeout;
+        let (ours, _) = self.claim(&missing);
+        for (run, flight) in ours {
+            self.start(run, flight, deadline, true);
+        }
+    }
+
     /// Fetches chunk `c` and its missing neighbours up to the minimum request (the
     /// background fill); returns the bytes fetched.
     pub fn prefetch(&self, c: usize, deadline: Instant) -> Result<u64, String> {
@@ -341,5 +359,19 @@ impl LazyFile {
                 .retain(|_, f| !Arc::ptr_eq(f, &flight));
             flight.finish(result);
         });
+    }
+}
+
+impl crate::source::ReadAt for LazyFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        LazyFile::read_exact_at(self, buf, offset)
+    }
+
+    fn len(&self) -> u64 {
+        LazyFile::len(self)
+    }
+
+    fn will_need(&self, offset: u64, len: u64) {
+        LazyFile::will_need(self, offset, len);
     }
 }
