@@ -244,8 +244,9 @@ pub fn run_node(
     result
 }
 
-/// What a fetch task reports.
-type Fetched = (String, Result<u64, String>);
+/// What a fetch task reports: the archive's digest, the bytes fetched or why not, and whether
+/// it was an index head (a lazy add-on) rather than a whole add-on.
+type Fetched = (String, Result<u64, String>, bool);
 
 /// The follower loop's state.
 struct Follower {
@@ -319,9 +320,12 @@ impl Follower {
                         self.reconcile(Some(&done_tx));
                     }
                 }
-                Some((key, result)) = done_rx.recv() => {
+                Some((key, result, head)) = done_rx.recv() => {
                     let id = self.fetching.remove(&key).unwrap_or_default();
                     match result {
+                        Ok(bytes) if head => {
+                            tracing::info!(addon = %id, bytes, "index head fetched and verified; mounting lazily");
+                        }
                         Ok(bytes) => {
                             self.stats.fetches.fetch_add(1, Ordering::Relaxed);
                             self.stats.fetch_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -497,7 +501,7 @@ impl Follower {
                 let (lazy, done) = (Arc::clone(lazy), done.clone());
                 tokio::spawn(async move {
                     let result = lazy.fetch_head(&head).await;
-                    let _ = done.send((key, result));
+                    let _ = done.send((key, result, true));
                 });
             }
         }
@@ -516,7 +520,7 @@ impl Follower {
                     .await
                     .map(|_| wanted.bytes())
                     .map_err(|e| e.to_string());
-                let _ = done.send((key, result));
+                let _ = done.send((key, result, false));
             });
         }
     }
