@@ -46,9 +46,8 @@ pub enum NodeMode {
 /// The flags `addonfs node` takes for a mode. `None`: this build's node cannot run it.
 pub fn node_flags(mode: NodeMode) -> Option<&'static [&'static str]> {
     match mode {
-        // Until the lazy node lands, a node only fetches whole add-ons.
-        NodeMode::Lazy => None,
-        NodeMode::Whole => Some(&[]),
+        NodeMode::Lazy => Some(&["--fetch", "lazy", "--prefetch", "none"]),
+        NodeMode::Whole => Some(&["--fetch", "whole"]),
     }
 }
 
@@ -59,11 +58,13 @@ pub struct Fetched {
     pub ready: Option<Duration>,
     /// From the add-on mounted to the first byte (attach + first read).
     pub first: Option<Duration>,
-    /// Bytes the node says it fetched from the store (its `/metrics`), catalog included;
-    /// for a download, the bytes downloaded.
+    /// Bytes of the add-on the node says it fetched from the store (its `/metrics`: whole
+    /// fetches and range requests, index included); for a download, the bytes downloaded.
     pub node_bytes: u64,
     /// Requests the node says it sent to the store (`None` when its metrics do not say).
     pub node_requests: Option<u64>,
+    /// Chunks reads found in the node's range cache, and chunks they had to fetch.
+    pub hits: (u64, u64),
     /// Bytes the proxy passed to the client (HTTP headers included).
     pub proxy_bytes: u64,
     /// Requests the proxy saw.
@@ -93,10 +94,27 @@ pub struct StoreBench {
     rt: tokio::runtime::Runtime,
 }
 
-/// The node's metrics that count what it fetched: (bytes, requests) by name, summed (the lazy
-/// source's ranges and index heads, and whole fetches).
-const BYTES_METRICS: &[&str] = &["addonfs_node_fetch_bytes_total"];
-const REQUEST_METRICS: &[&str] = &[];
+/// The node's metrics that count the add-on bytes it fetched, summed: whole fetches (tarball
+/// and index), and range requests (the index head, windows and archive ranges). The catalog's
+/// few bytes are not counted (the proxy's count has them).
+const BYTES_METRICS: &[&str] = &["addonfs_node_fetch_bytes_total", "addonfs_node_range_bytes_total"];
+
+/// The requests a node sent to the store by its own counts: catalog reads, range requests,
+/// and two GETs (tarball, index) per whole fetch.
+fn node_requests(m: &HashMap<String, u64>) -> Option<u64> {
+    let get = |n: &str| m.get(n).copied();
+    let catalog = get("addonfs_node_catalog_requests_total")?;
+    let ranges = get("addonfs_node_range_requests_total").unwrap_or(0);
+    let whole = get("addonfs_node_fetches_total").unwrap_or(0)
+        + get("addonfs_node_fetch_failures_total").unwrap_or(0);
+    Some(catalog + ranges + 2 * whole)
+}
+
+/// (hits, misses) of the range cache by chunk.
+fn hits(m: &HashMap<String, u64>) -> (u64, u64) {
+    let get = |n: &str| m.get(n).copied().unwrap_or(0);
+    (get("addonfs_node_range_hits_total"), get("addonfs_node_range_misses_total"))
+}
 
 impl StoreBench {
     /// Starts Garage (`garage` program) and the proxy, in `work`.
@@ -208,7 +226,8 @@ impl StoreBench {
                     ready: Some(ready),
                     first: Some(total - ready),
                     node_bytes: sum(&metrics, BYTES_METRICS).unwrap_or(0),
-                    node_requests: sum(&metrics, REQUEST_METRICS),
+                    node_requests: node_requests(&metrics),
+                    hits: hits(&metrics),
                     proxy_bytes: counts.bytes_down,
                     proxy_requests: counts.requests,
                 },
@@ -273,6 +292,7 @@ impl StoreBench {
                     first: None,
                     node_bytes: bytes,
                     node_requests: None,
+                    hits: (0, 0),
                     proxy_bytes: counts.bytes_down,
                     proxy_requests: counts.requests,
                 },
@@ -332,7 +352,12 @@ impl StoreBench {
                     ready: None,
                     first: None,
                     node_bytes: delta(BYTES_METRICS).unwrap_or(0),
-                    node_requests: delta(REQUEST_METRICS),
+                    node_requests: node_requests(&after)
+                        .map(|a| a.saturating_sub(node_requests(&before).unwrap_or(0))),
+                    hits: {
+                        let (a, b) = (hits(&after), hits(&before));
+                        (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))
+                    },
                     proxy_bytes: counts.bytes_down,
                     proxy_requests: counts.requests,
                 },

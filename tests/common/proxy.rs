@@ -9,6 +9,6 @@
 //! proxy.set_hang(true);                           // nothing forwarded: only timeouts notice
 //! proxy.stop(); proxy.start_again().unwrap();     // refused, then back on the same port
 //! ```
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use addonfs::bench::proxy::{Counts, Proxy};
