@@ -386,8 +386,14 @@ impl NodeDirs {
         Ok(dirs)
     }
 
+    /// Unmounts and removes everything but the node's log, kept in the work directory as `node.log` (the
+    /// last run's, for when a run fails).
     fn remove(&self) {
         super::startup::unmount(&self.mount);
+        // base = WORK/run.XXXX/node: the log goes to WORK, which outlives the run.
+        if let Some(work) = self.base.parent().and_then(Path::parent) {
+            let _ = std::fs::rename(self.base.join("node.log"), work.join("node.log"));
+        }
         let _ = remove_all(&self.base);
     }
 }
@@ -413,7 +419,7 @@ impl NodeProcess {
         let log =
             std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let mut child = Command::new(addonfs)
-            .args(["node", "--listen", "127.0.0.1:0", "--store", url, "--mount"])
+            .args(["--log-level", "debug", "node", "--listen", "127.0.0.1:0", "--store", url, "--mount"])
             .arg(&dirs.mount)
             .arg("--cache-dir")
             .arg(&dirs.cache)

@@ -433,27 +433,34 @@ impl StartupReport {
     /// node holding the whole add-on, their ratio, and what the cold walk fetched.
     pub fn walk_table(&self) -> String {
         let mut out = String::from(
-            "| add-on (tar.gz) | cold lazy node | whole add-on on the node | cold ÷ whole | fetched by the cold walk | requests (proxy) |\n|---|---|---|---|---|---|\n",
+            "| add-on (tar.gz) | cold lazy node | whole add-on on the node | cold ÷ whole | fetched by the cold walk | requests (node / proxy) | range cache hit ratio |\n|---|---|---|---|---|---|---|\n",
         );
         for w in &self.walks {
             let cold = median_of(w.cold.iter().map(|(t, _)| *t));
             let whole = median_of(w.whole.iter().map(|(t, _)| *t));
             let bytes = median_of(w.cold.iter().map(|(_, f)| f.node_bytes.max(f.proxy_bytes)));
             let requests = median_of(w.cold.iter().map(|(_, f)| f.proxy_requests));
+            let node_requests = median_of(w.cold.iter().filter_map(|(_, f)| f.node_requests));
+            let (hits, misses) = w
+                .cold
+                .iter()
+                .fold((0, 0), |(h, m), (_, f)| (h + f.hits.0, m + f.hits.1));
             let ratio = if whole > Duration::ZERO {
                 format!("{:.2}×", cold.as_secs_f64() / whole.as_secs_f64())
             } else {
                 "—".to_string()
             };
             out.push_str(&format!(
-                "| {} ({}) | {} | {} | {} | {} | {} |\n",
+                "| {} ({}) | {} | {} | {} | {} | {} / {} | {:.1}% |\n",
                 w.addon.label,
                 human_bytes(w.addon.tarball_bytes),
                 human(cold),
                 human(whole),
                 ratio,
                 human_bytes(bytes),
-                requests
+                node_requests,
+                requests,
+                percent(hits, hits + misses),
             ));
         }
         out

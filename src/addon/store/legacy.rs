@@ -144,9 +144,8 @@ pub(crate) fn digest_head(
 }
 
 /// The length of `index`'s head, if it has one.
-fn index_head_len(_index: &crate::index::Index) -> Option<u64> {
-    // Until the index has a head (format 2, issue 13's lazy-index branch): none.
-    None
+fn index_head_len(index: &crate::index::Index) -> Option<u64> {
+    index.head_len()
 }
 
 /// `io::Write` into a hasher.
