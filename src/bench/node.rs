@@ -97,7 +97,8 @@ pub struct StoreBench {
 /// The node's metrics that count the add-on bytes it fetched, summed: whole fetches (tarball
 /// and index), and range requests (the index head, windows and archive ranges). The catalog's
 /// few bytes are not counted (the proxy's count has them).
-const BYTES_METRICS: &[&str] = &["addonfs_node_fetch_bytes_total", "addonfs_node_range_bytes_total"];
+const BYTES_METRICS: &[&str] =
+    &["addonfs_node_fetch_bytes_total", "addonfs_node_range_bytes_total"];
 
 /// The requests a node sent to the store by its own counts: catalog reads, range requests,
 /// and two GETs (tarball, index) per whole fetch.
@@ -419,7 +420,16 @@ impl NodeProcess {
         let log =
             std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let mut child = Command::new(addonfs)
-            .args(["--log-level", "debug", "node", "--listen", "127.0.0.1:0", "--store", url, "--mount"])
+            .args([
+                "--log-level",
+                "debug",
+                "node",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                url,
+                "--mount",
+            ])
             .arg(&dirs.mount)
             .arg("--cache-dir")
             .arg(&dirs.cache)

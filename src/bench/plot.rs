@@ -164,7 +164,12 @@ mod tests {
             };
             for (method, t) in [(Method::Extract, size >> 10), (Method::Attach, 3)] {
                 let times = vec![Duration::from_micros(t)];
-                report.measurements.push(Measurement { addon: addon.clone(), method, times });
+                report.measurements.push(Measurement {
+                    addon: addon.clone(),
+                    method,
+                    times,
+                    fetched: vec![],
+                });
             }
         }
         let svg = render_svg(&report).unwrap();

@@ -441,10 +441,8 @@ impl StartupReport {
             let bytes = median_of(w.cold.iter().map(|(_, f)| f.node_bytes.max(f.proxy_bytes)));
             let requests = median_of(w.cold.iter().map(|(_, f)| f.proxy_requests));
             let node_requests = median_of(w.cold.iter().filter_map(|(_, f)| f.node_requests));
-            let (hits, misses) = w
-                .cold
-                .iter()
-                .fold((0, 0), |(h, m), (_, f)| (h + f.hits.0, m + f.hits.1));
+            let (hits, misses) =
+                w.cold.iter().fold((0, 0), |(h, m), (_, f)| (h + f.hits.0, m + f.hits.1));
             let ratio = if whole > Duration::ZERO {
                 format!("{:.2}×", cold.as_secs_f64() / whole.as_secs_f64())
             } else {
