@@ -44,11 +44,13 @@ fn corpus(gzip: bool) -> Corpus {
     let src = common::corpus::source_tree(&dir.path().join("src"));
     let tar = dir.path().join("corpus.tar");
     common::corpus::tar_create(&src, &tar, "gnu", &[]);
-    let archive = if gzip { common::corpus::compress(&tar, common::corpus::Gz::Level(6)) } else { tar };
+    let archive =
+        if gzip { common::corpus::compress(&tar, common::corpus::Gz::Level(6)) } else { tar };
     common::run(Command::new(env!("CARGO_BIN_EXE_addonfs")).arg("index").arg(&archive));
     let index = PathBuf::from(format!("{}.addonfs-index", archive.display()));
     let loaded = Arc::new(Index::load(&index).unwrap());
-    let reader = ArchiveReader::open(&archive, loaded, Arc::new(ChunkCache::new(64 << 20))).unwrap();
+    let reader =
+        ArchiveReader::open(&archive, loaded, Arc::new(ChunkCache::new(64 << 20))).unwrap();
     Corpus { _dir: dir, archive, index, reader }
 }
 
@@ -76,7 +78,8 @@ impl Publisher {
     fn upload(&mut self, name: &str, corpus: &Corpus) -> String {
         let tar = std::fs::read(&corpus.archive).unwrap();
         let index = std::fs::read(&corpus.index).unwrap();
-        let head_len = Index::load(&corpus.index).unwrap().head_len().expect("a v2 index has a head");
+        let head_len =
+            Index::load(&corpus.index).unwrap().head_len().expect("a v2 index has a head");
         let head = &index[..head_len as usize];
         let identifier = format!("custom-addon-{name}");
         let dir = format!("addons/{identifier}/u{}", self.addons.len() + 1);
@@ -87,7 +90,10 @@ impl Publisher {
         );
         self.put(&tk, tar.clone());
         self.put(&ik, index.clone());
-        self.put(&mk, serde_json::to_vec(&json!({"name": name, "paths": [format!("/opt/{name}")]})).unwrap());
+        self.put(
+            &mk,
+            serde_json::to_vec(&json!({"name": name, "paths": [format!("/opt/{name}")]})).unwrap(),
+        );
         let sha = hex(&Sha256::digest(&tar));
         self.addons.push(json!({
             "id": self.addons.len() + 1, "identifier": identifier, "component": "Custom",
@@ -174,7 +180,8 @@ impl Node {
     }
 
     fn metrics(&self) -> String {
-        let out = Command::new("curl").args(["-sS", &format!("{}/metrics", self.url)]).output().unwrap();
+        let out =
+            Command::new("curl").args(["-sS", &format!("{}/metrics", self.url)]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
@@ -207,10 +214,7 @@ impl Drop for Node {
 /// Every regular file of the corpus: (path, size).
 fn files(corpus: &Corpus) -> Vec<(String, u64)> {
     let tree = common::walk_index(corpus.reader.index());
-    tree.into_iter()
-        .filter(|(_, n)| n.kind == EntryKind::File)
-        .map(|(p, n)| (p, n.size))
-        .collect()
+    tree.into_iter().filter(|(_, n)| n.kind == EntryKind::File).map(|(p, n)| (p, n.size)).collect()
 }
 
 /// Reads `path` of the mounted add-on at `root` whole and compares it with the local reader.
@@ -253,7 +257,10 @@ fn every_file_equals_the_local_reader(store_url: &str, store: Backend, env: &[(S
     same_as_local(&gz, &gz_root, "usr/custom_file", 12);
     let size = std::fs::metadata(&gz.archive).unwrap().len();
     let fetched = node.metric("addonfs_node_range_bytes_total");
-    assert!(fetched < size / 2, "{fetched} bytes fetched of a {size}-byte tarball for one small file");
+    assert!(
+        fetched < size / 2,
+        "{fetched} bytes fetched of a {size}-byte tarball for one small file"
+    );
     for (corpus, root) in [(&gz, &gz_root), (&plain, &plain_root)] {
         for (path, size) in files(corpus) {
             same_as_local(corpus, root, &path, size);
@@ -305,7 +312,16 @@ fn a_small_cache_evicts_while_reads_run_and_stays_bounded() {
         &url,
         &[],
         dir.path(),
-        &["--prefetch", "none", "--min-request", "64K", "--memory-cache", "1M", "--cache-size", &limit.to_string()],
+        &[
+            "--prefetch",
+            "none",
+            "--min-request",
+            "64K",
+            "--memory-cache",
+            "1M",
+            "--cache-size",
+            &limit.to_string(),
+        ],
     );
     let root = node.wait_for("gz");
     let files = files(&gz);
@@ -361,7 +377,11 @@ fn a_restarted_node_keeps_its_cache_and_refetches_a_damaged_range() {
     for (path, size) in &files {
         same_as_local(&gz, &root, path, *size);
     }
-    assert_eq!(node.metric("addonfs_node_range_bytes_total"), 0, "nothing fetched after the restart");
+    assert_eq!(
+        node.metric("addonfs_node_range_bytes_total"),
+        0,
+        "nothing fetched after the restart"
+    );
     assert_eq!(node.metric("addonfs_node_read_eio_total"), 0);
     node.stop();
 
@@ -383,18 +403,27 @@ fn a_restarted_node_keeps_its_cache_and_refetches_a_damaged_range() {
         same_as_local(&gz, &root, path, *size);
     }
     assert_eq!(node.metric("addonfs_node_range_corrupt_total"), 1);
-    assert!(node.metric("addonfs_node_range_requests_total") >= 1, "the damaged range was fetched again");
+    assert!(
+        node.metric("addonfs_node_range_requests_total") >= 1,
+        "the damaged range was fetched again"
+    );
     assert_eq!(node.metric("addonfs_node_read_eio_total"), 0);
 
     // The operator's view and clear.
     node.stop();
     let out = common::run(
-        Command::new(env!("CARGO_BIN_EXE_addonfs")).args(["node", "cache", "status", "--json", "--cache-dir"]).arg(&node.cache),
+        Command::new(env!("CARGO_BIN_EXE_addonfs"))
+            .args(["node", "cache", "status", "--json", "--cache-dir"])
+            .arg(&node.cache),
     );
     let status: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["addons"][0]["identifier"], "custom-addon-gz", "{out}");
     assert_eq!(status["addons"][0]["kind"], "ranges", "{out}");
     assert!(status["bytes"].as_u64().unwrap() > 0);
-    common::run(Command::new(env!("CARGO_BIN_EXE_addonfs")).args(["node", "cache", "clear", "--cache-dir"]).arg(&node.cache));
+    common::run(
+        Command::new(env!("CARGO_BIN_EXE_addonfs"))
+            .args(["node", "cache", "clear", "--cache-dir"])
+            .arg(&node.cache),
+    );
     assert_eq!(lazy_dir_bytes(&node.cache), 0);
 }

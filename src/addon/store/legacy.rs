@@ -144,9 +144,9 @@ pub(crate) fn digest_head(
 }
 
 /// The length of `index`'s head, if it has one.
-fn index_head_len(_index: &crate::index::Index) -> Option<u64> {
-    // Until the index has a head (format 2, issue 13's lazy-index branch): none.
-    None
+fn index_head_len(index: &crate::index::Index) -> Option<u64> {
+    // A head is only worth recording if a node can check the archive's ranges by it.
+    index.head_len().filter(|_| index.chunk_count() > 0 || index.identity().size == 0)
 }
 
 /// `io::Write` into a hasher.
