@@ -145,7 +145,8 @@ pub(crate) fn digest_head(
 
 /// The length of `index`'s head, if it has one.
 fn index_head_len(index: &crate::index::Index) -> Option<u64> {
-    index.head_len()
+    // A head is only worth recording if a node can check the archive's ranges by it.
+    index.head_len().filter(|_| index.chunk_count() > 0 || index.identity().size == 0)
 }
 
 /// `io::Write` into a hasher.

@@ -224,6 +224,8 @@ impl Lazy {
         Ok(len)
     }
 
+    /// The lazy file `name` of an add-on; requests of at least `min_request` bytes.
+    #[allow(clippy::too_many_arguments)]
     fn file(
         &self,
         dir: &Path,
@@ -231,6 +233,7 @@ impl Lazy {
         key: &str,
         size: u64,
         chunks: Vec<ChunkSpec>,
+        min_request: u64,
     ) -> Result<Arc<LazyFile>, String> {
         let file = self.cache.open_file(dir, name, size, chunks).map_err(|e| e.to_string())?;
         Ok(Arc::new(LazyFile::new(
@@ -239,10 +242,7 @@ impl Lazy {
             Arc::clone(&self.cache),
             self.fetcher.clone(),
             self.runtime.clone(),
-            FetchPolicy {
-                min_request: self.config.min_request,
-                timeout: self.config.store_timeout,
-            },
+            FetchPolicy { min_request, timeout: self.config.store_timeout },
             Arc::clone(&self.activity),
         )))
     }
@@ -256,10 +256,24 @@ impl Lazy {
         head: Vec<u8>,
     ) -> Result<LazyAddon, String> {
         let w = &want.wanted;
-        let (index, windows_chunks, archive_chunks) = open_index(head, want)?;
-        let windows = self.file(dir, "windows", &w.index_key, w.index_size, windows_chunks)?;
-        let archive = self.file(dir, "archive", &w.tarball_key, w.size, archive_chunks)?;
-        let index = index(Arc::clone(&windows))?;
+        let deferred = Arc::new(Deferred { len: w.index_size, file: std::sync::OnceLock::new() });
+        let index = Index::from_head(head.clone(), Arc::clone(&deferred) as _)
+            .map_err(|e| format!("{}: the index's head: {e}", w.identifier))?;
+        let identity = index.identity();
+        if identity.digest != w.sha256 || identity.size != w.size {
+            return Err(format!(
+                "{}: the index's head describes another archive than the catalog's",
+                w.identifier
+            ));
+        }
+        let (windows_chunks, archive_chunks) = tables(&head, &index, want)?;
+        // A window is a few KiB and only needed with its span: windows come in requests an
+        // eighth of the archive's, so a first read stays far below the whole windows section.
+        let min = self.config.min_request;
+        let windows =
+            self.file(dir, "windows", &w.index_key, w.index_size, windows_chunks, min / 8)?;
+        let archive = self.file(dir, "archive", &w.tarball_key, w.size, archive_chunks, min)?;
+        let _ = deferred.file.set(Arc::clone(&windows));
         Ok(LazyAddon { identifier: w.identifier.clone(), index: Arc::new(index), archive, windows })
     }
 
@@ -285,16 +299,84 @@ impl Drop for Lazy {
     }
 }
 
-/// Builds the index of `want` from its head: returns a constructor taking the windows source,
-/// the windows' chunk table and the archive's.
-type IndexFromWindows = Box<dyn FnOnce(Arc<LazyFile>) -> Result<Index, String>>;
+/// The windows' source of an index loaded from its head, set once the windows' chunk table
+/// (which the head gives) has its [`LazyFile`].
+struct Deferred {
+    len: u64,
+    file: std::sync::OnceLock<Arc<LazyFile>>,
+}
 
-fn open_index(
-    head: Vec<u8>,
+impl crate::source::ReadAt for Deferred {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self.file.get() {
+            Some(file) => file.read_exact_at(buf, offset),
+            None => Err(std::io::Error::other("the index's windows are not open yet")),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn will_need(&self, offset: u64, len: u64) {
+        if let Some(file) = self.file.get() {
+            file.will_need(offset, len);
+        }
+    }
+}
+
+/// The chunk tables of an add-on from its index's head: the windows' (each point's stored
+/// window in the index object, with the SHA-256 the head records, so a window is checked
+/// before it is cached; the index checks it again when it uses it) and the archive's (the
+/// index's chunks: spans of a gzip archive, fixed pieces of a plain tar).
+fn tables(
+    head: &[u8],
+    index: &Index,
     want: &HeadWanted,
-) -> Result<(IndexFromWindows, Vec<ChunkSpec>, Vec<ChunkSpec>), String> {
-    let _ = (head, want);
-    Err("this build cannot read an index's head".into())
+) -> Result<(Vec<ChunkSpec>, Vec<ChunkSpec>), String> {
+    use crate::index::format::{self, PointRec, Section};
+    let id = &want.wanted.identifier;
+    let header = format::parse_head(head).map_err(|e| format!("{id}: the index's head: {e}"))?;
+    // The windows' table: each point's stored window with the SHA-256 the head records, so a
+    // window is checked before it is cached (the index checks it again when it uses it).
+    let section = |s: Section| {
+        let e = header.sections[s as usize];
+        let start = usize::try_from(e.offset).ok()?;
+        head.get(start..start.checked_add(usize::try_from(e.len).ok()?)?)
+    };
+    let (Some(points), Some(sums)) = (section(Section::Points), section(Section::WindowSums))
+    else {
+        return Err(format!("{id}: the index's head lacks its points or window checksums"));
+    };
+    let windows_at = header.sections[Section::Windows as usize].offset;
+    let mut windows: Vec<ChunkSpec> = points
+        .chunks_exact(format::POINT_LEN)
+        .enumerate()
+        .filter_map(|(i, rec)| {
+            let p = PointRec::decode(rec);
+            if p.window_zlen == 0 {
+                return None;
+            }
+            let sum = sums.get(i * format::WINDOW_SUM_LEN..(i + 1) * format::WINDOW_SUM_LEN)?;
+            let mut sha256 = [0u8; 32];
+            sha256.copy_from_slice(sum);
+            Some(ChunkSpec {
+                offset: windows_at.checked_add(p.window_off)?,
+                len: u64::from(p.window_zlen),
+                sha256,
+            })
+        })
+        .collect();
+    windows.sort_by_key(|c| c.offset);
+    windows.dedup_by_key(|c| c.offset);
+    let archive: Vec<ChunkSpec> = index
+        .chunks()
+        .map(|c| ChunkSpec { offset: c.offset, len: c.len, sha256: c.sha256 })
+        .collect();
+    if archive.is_empty() && want.wanted.size > 0 {
+        return Err(format!("{id}: the index has no chunk checksums; it cannot be read lazily"));
+    }
+    Ok((windows, archive))
 }
 
 /// The digest of `bytes`.
