@@ -294,11 +294,14 @@ fn store_hung_mid_read_gives_eio_after_the_deadline_then_recovers() {
 fn answers_cut_mid_body_are_fetched_again_with_the_right_bytes() {
     let Some(rig) = Rig::start() else { return };
     // Range requests are at least 1 MiB (--min-request): the next two are cut at 300 kB.
+    rig.proxy.reset_counts();
     rig.proxy.cut_after(300_000, Some(2));
     rig.assert_reads("opt/faulty/big.bin", 2 << 20, 1 << 20);
-    assert!(rig.proxy.counts().cuts >= 1, "no answer was cut: {:?}", rig.proxy.counts());
-    let failed = rig.node.metric("addonfs_node_range_request_errors_total");
-    assert!(failed >= 1, "the node saw no failed range request");
+    let counts = rig.proxy.counts();
+    assert!(counts.cuts >= 1, "no answer was cut: {counts:?}");
+    // Each cut answer was asked for again (by object_store's retry of a broken body, or by
+    // the node's own): more requests than answers needed.
+    assert!(counts.requests > counts.cuts, "a cut answer was not asked again: {counts:?}");
     // Every cut for ever: the bytes of a first read stay right, or the read fails; never wrong.
     rig.proxy.cut_after(300_000, None);
     match rig.read("opt/faulty/mid.bin", 0, 1 << 20) {
