@@ -99,7 +99,7 @@ fn inflate_spans(archive: &Path, index: &Index, threads: usize) -> u64 {
                             Vec::new()
                         };
                         let mut inflater = SpanInflater::new(
-                            Arc::clone(&file),
+                            Arc::<std::fs::File>::clone(&file),
                             point.uncompressed,
                             point.compressed,
                             point.bits,

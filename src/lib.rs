@@ -8,6 +8,8 @@
 //!   through ([`gzip`] inflates them and records seek points on the way).
 //! * [`index`] turns the scanned entries into an immutable tree, persists it, and loads it back.
 //! * [`reader`] serves random reads of any entry, with a shared, byte-bounded chunk cache.
+//! * [`source`] is where the reader's bytes come from ([`source::ReadAt`]: a local file by
+//!   `pread`, or a node's lazily fetched ranges).
 //! * [`fs`] serves them as a read-only FUSE file system; [`mount`] runs its lifecycle.
 //! * [`bench`] holds the benchmark harnesses (`addonfs bench startup`).
 //! * [`api`] is the HTTP API; [`ui`] the admin web UI served beside it.
@@ -30,6 +32,7 @@ pub mod limits;
 pub mod mount;
 pub mod process;
 pub mod reader;
+pub mod source;
 pub mod time;
 pub mod ui;
 

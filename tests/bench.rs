@@ -105,7 +105,10 @@ fn startup_bench_measures_every_method_and_writes_csv_and_svg() {
     let work = tmp.path().join("work");
     let out = tmp.path().join("out");
 
-    let run = bench(&source, &work, &out, &[]);
+    // The store methods (a lazy node, a whole-fetching node, download then tar -xzf, each
+    // plain and with latency through the proxy) need Garage: required under CI.
+    let store = common::require("garage");
+    let run = bench(&source, &work, &out, if store { &["--walk"] } else { &[] });
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "bench failed: {}\n{stderr}", run.status);
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -117,6 +120,20 @@ fn startup_bench_measures_every_method_and_writes_csv_and_svg() {
         if find_program(peer).is_some() {
             expected.insert(peer);
         }
+    }
+    let store_methods = [
+        "lazy",
+        "lazy-latency",
+        "download-serve",
+        "download-serve-latency",
+        "download-extract",
+        "download-extract-latency",
+    ];
+    if store {
+        expected.extend(store_methods);
+        // The second table (what each store method fetched) and the tree walk's.
+        assert!(stdout.contains("| 1M (") && stdout.contains("| lazy node |"), "{stdout}");
+        assert!(stdout.contains("| cold lazy node |"), "{stdout}");
     }
     let source_rel = source.to_str().unwrap().trim_start_matches('/').to_string();
     let csv = std::fs::read_to_string(out.join("startup.csv")).unwrap();
@@ -137,6 +154,20 @@ fn startup_bench_measures_every_method_and_writes_csv_and_svg() {
         assert!(median > 0.0 && min <= median && median <= max, "{row:?}");
         assert_eq!(number(row, "runs_ms"), median);
         assert!(number(row, "tarball_bytes") > 0.0);
+        if store_methods.contains(&row["method"].as_str()) {
+            // Every byte of the add-on came through the proxy from Garage: its count is at
+            // least the node's (HTTP headers on top), and requests were seen.
+            let fetched = number(row, "fetched_bytes");
+            assert!(fetched > 0.0 && number(row, "proxy_bytes") >= fetched, "{row:?}");
+            assert!(number(row, "proxy_requests") >= 1.0, "{row:?}");
+            assert!(number(row, "fetched_pct") > 0.0, "{row:?}");
+            if !row["method"].starts_with("download-extract") {
+                assert!(number(row, "ready_ms") > 0.0 && number(row, "first_ms") > 0.0);
+                assert!(number(row, "requests") >= 2.0, "catalog and add-on: {row:?}");
+            }
+        } else {
+            assert_eq!(row["fetched_bytes"], "", "{row:?}");
+        }
     }
 
     // The add-on: every file under its absolute path, its parents as directories, the source's
@@ -178,9 +209,10 @@ fn startup_bench_measures_every_method_and_writes_csv_and_svg() {
     assert_eq!(addonfs::mount::mount_at(&work_abs.join("mnt")).unwrap(), None);
     assert!(!work.join("run").exists());
 
-    // A rerun reuses the packed add-on; --no-peers leaves the peers out.
+    // A rerun reuses the packed add-on; --no-peers and --no-store leave the peers and the
+    // store methods out.
     let tarball = std::fs::metadata(addon.join("addon.tar.gz")).unwrap();
-    let again = bench(&source, &work, &out, &["--no-peers"]);
+    let again = bench(&source, &work, &out, &["--no-peers", "--no-store"]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     let after = std::fs::metadata(addon.join("addon.tar.gz")).unwrap();
     assert_eq!((after.ino(), after.mtime_nsec()), (tarball.ino(), tarball.mtime_nsec()));

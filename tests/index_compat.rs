@@ -1,8 +1,10 @@
 //! Index format compatibility: indexes written by earlier builds, kept in `tests/data/index-vN/`
-//! beside their archives, against this build. An index of the current `VERSION` must load and
-//! serve its archive exactly as `tar -x` extracts it (so a change of the on-disk layout without
-//! a `VERSION` bump fails here); an index of an older version must be rebuilt cleanly by
-//! `open()`, never misread.
+//! beside their archives, against this build. An index of every version this build reads
+//! (`OLDEST_VERSION..=VERSION`) must load and serve its archive exactly as `tar -x` extracts it
+//! (so a change of the on-disk layout without a `VERSION` bump fails here); an index of any
+//! other version must be rebuilt cleanly by `open()`, never misread. The current version's
+//! index also loads from its head alone, with its windows fetched by range, and its chunk
+//! checksums are those of the archive's bytes.
 //!
 //! After a deliberate `VERSION` bump, add the new version's fixture (the old ones stay):
 //! `cargo test --test index_compat -- --ignored write_fixture`, then commit
@@ -15,7 +17,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use addonfs::archive::ScanOptions;
-use addonfs::index::format::VERSION;
+use addonfs::index::format::{OLDEST_VERSION, VERSION};
 use addonfs::index::open::{default_index_path, open, Origin};
 use addonfs::index::Index;
 use addonfs::reader::{ArchiveReader, ChunkCache};
@@ -92,11 +94,12 @@ fn a_fixture_of_the_current_version_exists() {
     );
 }
 
-/// The current version's index, written by an earlier build of it, loads with this build and
-/// serves its archive exactly; `open()` takes it as it is (no rebuild).
+/// The index of every version this build reads, written by an earlier build, loads with this
+/// build and serves its archive exactly; `open()` takes it as it is (no rebuild).
 #[test]
-fn the_committed_index_of_this_version_loads_and_serves_its_archive() {
-    for (version, fixture) in fixtures().into_iter().filter(|(v, _)| *v == VERSION) {
+fn the_committed_indexes_of_readable_versions_load_and_serve_their_archives() {
+    let readable = fixtures().into_iter().filter(|(v, _)| (OLDEST_VERSION..=VERSION).contains(v));
+    for (version, fixture) in readable {
         let what = format!("index-v{version}");
         let bytes = std::fs::read(default_index_path(&fixture.join(ARCHIVE))).expect("read");
         assert_eq!(version_of(&bytes), version, "{what}: the directory names its version");
@@ -121,11 +124,12 @@ fn the_committed_index_of_this_version_loads_and_serves_its_archive() {
 
 /// An index of another version is not misread: `open()` rebuilds it (saying why), persists
 /// the rebuilt one in the current version, and that serves the archive exactly. Covers the
-/// committed older fixtures and the current one with its version changed.
+/// committed fixtures too old to read (none yet) and the current one with its version changed.
 #[test]
 fn an_index_of_another_version_is_rebuilt_cleanly() {
     let mut cases: Vec<(String, PathBuf, Option<u32>)> = fixtures()
         .into_iter()
+        .filter(|(v, _)| *v == VERSION || *v < OLDEST_VERSION)
         .map(|(v, dir)| {
             let bump = (v == VERSION).then_some(VERSION + 1);
             (format!("index-v{v}"), dir, bump)
@@ -159,6 +163,54 @@ fn an_index_of_another_version_is_rebuilt_cleanly() {
         let again = open(&archive, None, &opts, false, None).expect("reopen");
         assert_eq!(again.origin, Origin::Loaded, "{what}");
         check_serves(&archive, opened.index, &what);
+    }
+}
+
+/// The current version's committed index loads from its head alone (the windows fetched from
+/// the file by range, each checked by its SHA-256) and serves its archive exactly; its chunks
+/// cover the archive with the SHA-256 of its bytes. A version-1 index has no head and no
+/// chunks.
+#[test]
+fn the_committed_index_loads_from_its_head_and_checks_the_archive() {
+    use sha2::{Digest, Sha256};
+    for (version, fixture) in fixtures() {
+        let what = format!("index-v{version}");
+        let bytes = std::fs::read(default_index_path(&fixture.join(ARCHIVE))).expect("read");
+        let whole = Index::from_bytes(bytes.clone()).expect("load");
+        if version < 2 {
+            assert_eq!((whole.head_len(), whole.chunk_count()), (None, 0), "{what}");
+            let windows: Arc<dyn addonfs::reader::ReadAt> = Arc::new(bytes.clone());
+            assert!(Index::from_head(bytes.clone(), windows).is_err(), "{what}: no head");
+            continue;
+        }
+        let head_len = Index::peek_head_len(&bytes[..addonfs::index::format::HEADER_LEN])
+            .expect("peek the head's length");
+        assert_eq!(Some(head_len), whole.head_len(), "{what}");
+        assert!(head_len < bytes.len() as u64, "{what}: the windows come after the head");
+        let head = bytes[..head_len as usize].to_vec();
+        let windows: Arc<dyn addonfs::reader::ReadAt> = Arc::new(bytes.clone());
+        let lazy = Index::from_head(head, windows).unwrap_or_else(|e| panic!("{what}: {e}"));
+        lazy.verify_windows().expect("the fetched windows' CRC-32");
+        for i in 0..whole.point_count() {
+            assert_eq!(lazy.point_window(i).ok(), whole.point_window(i).ok(), "{what}: window {i}");
+        }
+        let archive_bytes = std::fs::read(fixture.join(ARCHIVE)).expect("archive");
+        let mut next = 0u64;
+        for c in lazy.chunks() {
+            assert_eq!(c.offset, next, "{what}: chunk {} follows the one before", c.index);
+            let got: [u8; 32] =
+                Sha256::digest(&archive_bytes[c.offset as usize..c.end() as usize]).into();
+            assert_eq!(got, c.sha256, "{what}: chunk {} checksum", c.index);
+            assert_eq!(lazy.chunk_for(c.end() - 1), Some(c), "{what}");
+            next = c.end();
+        }
+        assert_eq!(next, archive_bytes.len() as u64, "{what}: the chunks cover the archive");
+        assert!(lazy.chunk_count() > 3, "{what}: {} chunks", lazy.chunk_count());
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let id = lazy.identity();
+        let archive = copy_fixture(&fixture, tmp.path(), Some((id.mtime_sec, id.mtime_nsec)));
+        check_serves(&archive, lazy, &format!("{what} from its head"));
     }
 }
 

@@ -11,8 +11,16 @@
 //!              "objects": {"tarball": "addons/custom-addon-a/<upload-id>/addon.tar.gz",
 //!                          "index": "addons/custom-addon-a/<upload-id>/addon.tar.gz.addonfs-index",
 //!                          "metadata": "addons/custom-addon-a/<upload-id>/metadata.json"},
-//!              "index_size": 1234, "index_sha256": "<hex>"}]}
+//!              "index_size": 1234, "index_sha256": "<hex>",
+//!              "index_head_size": 456, "index_head_sha256": "<hex>"}]}
 //! ```
+//!
+//! `index_head_size` and `index_head_sha256` (both or neither) describe the index's head: the
+//! prefix `[0, index_head_size)` of a format-2 index that holds everything but the access
+//! points' windows, so a node can fetch and check it alone and read the rest lazily (issue
+//! 13). A catalog written before them, or an add-on whose index is format 1, has neither, and
+//! nodes fetch that add-on whole. A node older than these fields refuses a catalog that has
+//! them (`deny_unknown_fields`): upgrade nodes before the registry.
 //!
 //! A node reads it from a store it does not trust more than the network: [`Catalog::parse`]
 //! bounds its size, refuses unknown fields and checks every rule a registry keeps (identifier
@@ -67,6 +75,17 @@ pub struct Entry {
     pub index_size: u64,
     /// SHA-256 of the index object, lowercase hex.
     pub index_sha256: String,
+    /// The index's head (a format-2 index), so a node can read the add-on lazily.
+    pub index_head: Option<IndexHead>,
+}
+
+/// The head of a format-2 index: its first `size` bytes (everything but the windows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexHead {
+    /// Bytes of the head, `1..=index_size`.
+    pub size: u64,
+    /// SHA-256 of those bytes, lowercase hex.
+    pub sha256: String,
 }
 
 /// The keys (relative to the store's prefix) of an add-on's objects.
@@ -135,10 +154,22 @@ struct WireEntry {
     objects: Objects,
     index_size: u64,
     index_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    index_head_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    index_head_sha256: Option<String>,
 }
 
 impl From<WireEntry> for Entry {
     fn from(w: WireEntry) -> Entry {
+        // One without the other is kept as a broken head (size 0 or an empty digest), so
+        // `check` names it rather than the parser dropping it silently.
+        let index_head = match (w.index_head_size, w.index_head_sha256) {
+            (None, None) => None,
+            (size, sha256) => {
+                Some(IndexHead { size: size.unwrap_or(0), sha256: sha256.unwrap_or_default() })
+            }
+        };
         Entry {
             record: Record {
                 id: w.id,
@@ -156,6 +187,7 @@ impl From<WireEntry> for Entry {
             objects: w.objects,
             index_size: w.index_size,
             index_sha256: w.index_sha256,
+            index_head,
         }
     }
 }
@@ -178,6 +210,8 @@ impl From<&Entry> for WireEntry {
             objects: e.objects.clone(),
             index_size: e.index_size,
             index_sha256: e.index_sha256.clone(),
+            index_head_size: e.index_head.as_ref().map(|h| h.size),
+            index_head_sha256: e.index_head.as_ref().map(|h| h.sha256.clone()),
         }
     }
 }
@@ -385,6 +419,22 @@ fn check_entry(entry: &Entry, at: &dyn Fn(&str) -> String) -> Result<(), Catalog
     if entry.index_size == 0 {
         return Err(bad(at("index_size"), "an index is never empty"));
     }
+    if let Some(head) = &entry.index_head {
+        if head.sha256.is_empty() {
+            return Err(bad(at("index_head_sha256"), "missing: given with index_head_size only"));
+        }
+        check_hex(&head.sha256).map_err(|rule| bad(at("index_head_sha256"), rule))?;
+        if head.size == 0 || head.size > entry.index_size {
+            return Err(bad(
+                at("index_head_size"),
+                format!(
+                    "{} is not within 1..={} (the index's size); given with index_head_sha256 \
+                     it is required",
+                    head.size, entry.index_size
+                ),
+            ));
+        }
+    }
     if entry.paths.is_empty() || entry.paths.len() > MAX_PATHS {
         return Err(bad(at("paths"), format!("1 to {MAX_PATHS} paths")));
     }
@@ -513,6 +563,7 @@ mod tests {
             objects: Objects::new(&identifier, "1764532800000-00ff00ff00ff00ff"),
             index_size: 99,
             index_sha256: "cd".repeat(32),
+            index_head: (id % 2 == 1).then(|| IndexHead { size: 40, sha256: "ef".repeat(32) }),
         }
     }
 
@@ -583,6 +634,30 @@ mod tests {
             (Box::new(|v| v["addons"][1]["display_name"] = "z".into()), &["display_name"]),
             (Box::new(|v| v["addons"][1]["sha256"] = "AB".repeat(32).into()), &["sha256", "hex"]),
             (Box::new(|v| v["addons"][2]["index_sha256"] = "ab".into()), &["index_sha256"]),
+            (
+                Box::new(|v| v["addons"][0]["index_head_size"] = 100.into()),
+                &["addons[0] (custom-addon-a).index_head_size", "100", "1..=99"],
+            ),
+            (
+                Box::new(|v| v["addons"][0]["index_head_size"] = 0.into()),
+                &["index_head_size", "within"],
+            ),
+            (
+                Box::new(|v| v["addons"][0]["index_head_sha256"] = "EF".repeat(32).into()),
+                &["index_head_sha256", "hex"],
+            ),
+            (
+                Box::new(|v| {
+                    v["addons"][0].as_object_mut().unwrap().remove("index_head_sha256");
+                }),
+                &["addons[0] (custom-addon-a).index_head_sha256", "missing"],
+            ),
+            (
+                Box::new(|v| {
+                    v["addons"][0].as_object_mut().unwrap().remove("index_head_size");
+                }),
+                &["addons[0] (custom-addon-a).index_head_size", "required"],
+            ),
             (
                 Box::new(|v| v["addons"][2]["id"] = 1.into()),
                 &["addons[2] (custom-addon-c).id", "ascending"],

@@ -63,6 +63,45 @@ pub struct NodeStats {
     pub last_error: Mutex<String>,
 }
 
+/// What a node's lazy reads report (`src/daemon/lazy`; plain atomics, read at each scrape).
+#[derive(Debug, Default)]
+pub struct LazyStats {
+    /// Range requests sent to the store (every attempt).
+    pub requests: AtomicU64,
+    /// Bytes those requests brought.
+    pub request_bytes: AtomicU64,
+    /// Attempts that failed (an error or a timeout).
+    pub request_errors: AtomicU64,
+    /// Waits before another attempt.
+    pub retries: AtomicU64,
+    /// Ranges asked for again because they arrived short or failed their SHA-256.
+    pub refetches: AtomicU64,
+    /// Ranges that failed their check twice (the read got `EIO`).
+    pub bad_ranges: AtomicU64,
+    /// Fetches that ran out of time (the read got `EIO`).
+    pub timeouts: AtomicU64,
+    /// Reads answered `EIO` because the store could not give their bytes in time.
+    pub eio: AtomicU64,
+    /// Chunks reads found in the range cache.
+    pub hits: AtomicU64,
+    /// Chunks reads had to fetch (or wait for).
+    pub misses: AtomicU64,
+    /// Chunks evicted from the range cache.
+    pub evictions: AtomicU64,
+    /// Bytes evicted.
+    pub evicted_bytes: AtomicU64,
+    /// Bytes in the range cache (chunks and index heads).
+    pub cache_bytes: AtomicU64,
+    /// Cached ranges found damaged on disk (fetched again).
+    pub corrupt: AtomicU64,
+    /// Bytes fetched by the background fill.
+    pub prefetch_bytes: AtomicU64,
+    /// Index heads fetched.
+    pub heads: AtomicU64,
+    /// Add-ons mounted lazily.
+    pub addons: AtomicU64,
+}
+
 /// What a node's endpoints observe.
 #[derive(Clone)]
 pub struct NodeObserved {
@@ -74,6 +113,8 @@ pub struct NodeObserved {
     pub fs: Arc<FsStats>,
     /// The mount's chunk cache.
     pub cache: Arc<ChunkCache>,
+    /// The lazy reads' counters.
+    pub lazy: Arc<LazyStats>,
 }
 
 struct NodeApp {
@@ -92,6 +133,7 @@ pub fn node_router(observed: NodeObserved) -> axum::Router {
         cache: Some(Arc::clone(&observed.cache)),
     }));
     registry.register_collector(Box::new(Follower(Arc::clone(&observed.stats))));
+    registry.register_collector(Box::new(Lazy(Arc::clone(&observed.lazy))));
     let app = Arc::new(NodeApp { observed, registry, probing: Arc::new(AtomicBool::new(false)) });
     axum::Router::new()
         .route("/healthz", get(super::health::healthz))
@@ -205,6 +247,69 @@ impl Collector for Follower {
                 "Add-ons evicted from the node cache",
                 &s.cache_evictions,
             ),
+        ] {
+            counter(&mut e, name, help, load(v))?;
+        }
+        Ok(())
+    }
+}
+
+/// The lazy reads' counters, read at each scrape.
+struct Lazy(Arc<LazyStats>);
+
+impl std::fmt::Debug for Lazy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lazy")
+    }
+}
+
+impl Collector for Lazy {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        gauge(
+            &mut e,
+            "addonfs_node_range_cache_bytes",
+            "Bytes in the node's range cache (fetched chunks and index heads)",
+            load(&s.cache_bytes),
+        )?;
+        gauge(&mut e, "addonfs_node_lazy_addons", "Add-ons mounted lazily", load(&s.addons))?;
+        for (name, help, v) in [
+            ("addonfs_node_range_requests", "Range requests sent to the store", &s.requests),
+            ("addonfs_node_range_bytes", "Bytes range requests brought", &s.request_bytes),
+            (
+                "addonfs_node_range_request_errors",
+                "Range requests that failed or timed out",
+                &s.request_errors,
+            ),
+            ("addonfs_node_range_retries", "Waits before another range request", &s.retries),
+            (
+                "addonfs_node_range_refetches",
+                "Ranges asked again: short or failing their SHA-256",
+                &s.refetches,
+            ),
+            ("addonfs_node_range_bad", "Ranges that failed their check twice", &s.bad_ranges),
+            ("addonfs_node_range_timeouts", "Fetches out of time", &s.timeouts),
+            ("addonfs_node_read_eio", "Reads answered EIO: the store could not help", &s.eio),
+            ("addonfs_node_range_hits", "Chunks reads found in the range cache", &s.hits),
+            ("addonfs_node_range_misses", "Chunks reads had to fetch", &s.misses),
+            ("addonfs_node_range_evictions", "Chunks evicted from the range cache", &s.evictions),
+            (
+                "addonfs_node_range_evicted_bytes",
+                "Bytes evicted from the range cache",
+                &s.evicted_bytes,
+            ),
+            (
+                "addonfs_node_range_corrupt",
+                "Cached ranges found damaged on disk and fetched again",
+                &s.corrupt,
+            ),
+            (
+                "addonfs_node_prefetch_bytes",
+                "Bytes fetched by the background fill",
+                &s.prefetch_bytes,
+            ),
+            ("addonfs_node_index_heads", "Index heads fetched", &s.heads),
         ] {
             counter(&mut e, name, help, load(v))?;
         }

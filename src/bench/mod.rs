@@ -5,10 +5,18 @@
 //! * [`startup`] measures workload start to first byte of a chosen file, for extraction,
 //!   addonfs (attach through the daemon's mount, or a mount of the tarball), ratarmount and
 //!   archivemount, with the page cache dropped before every run.
+//! * [`garage`] runs a real Garage S3 server on loopback (the store the lazy methods read).
+//! * [`node`] runs the store methods: a lazy node, a node that downloads whole add-ons, and a
+//!   download then `tar -xzf`, on Garage through the proxy; and the tree walk.
+//! * [`proxy`] is a TCP proxy on loopback adding latency, cuts and outages (the benchmark's
+//!   far store, and the fault tests').
 //! * [`plot`] draws the results as an SVG line chart (log-log).
 
 pub mod addon;
+pub mod garage;
+pub mod node;
 pub mod plot;
+pub mod proxy;
 pub mod startup;
 
 use std::path::{Path, PathBuf};

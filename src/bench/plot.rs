@@ -24,6 +24,12 @@ fn color(method: Method) -> RGBColor {
         Method::AddonfsMount => RGBColor(23, 190, 207),
         Method::Ratarmount => RGBColor(255, 127, 14),
         Method::Archivemount => RGBColor(148, 103, 189),
+        Method::Lazy => RGBColor(0, 0, 0),
+        Method::LazyLatency => RGBColor(127, 127, 127),
+        Method::DownloadServe => RGBColor(140, 86, 75),
+        Method::DownloadServeLatency => RGBColor(196, 156, 148),
+        Method::DownloadExtract => RGBColor(227, 119, 194),
+        Method::DownloadExtractLatency => RGBColor(188, 189, 34),
     }
 }
 
@@ -158,7 +164,12 @@ mod tests {
             };
             for (method, t) in [(Method::Extract, size >> 10), (Method::Attach, 3)] {
                 let times = vec![Duration::from_micros(t)];
-                report.measurements.push(Measurement { addon: addon.clone(), method, times });
+                report.measurements.push(Measurement {
+                    addon: addon.clone(),
+                    method,
+                    times,
+                    fetched: vec![],
+                });
             }
         }
         let svg = render_svg(&report).unwrap();

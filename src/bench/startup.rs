@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::addon::{remove_all, AddonBuilder, BuiltAddon};
+use super::node::{Fetched, NodeMode, StoreBench};
 use super::{run_command, BenchError};
 use crate::addon::Store;
 use crate::archive::ScanOptions;
@@ -49,18 +50,62 @@ pub enum Method {
     /// Spawn `archivemount -f -o ro,readonly TARBALL M` (it has no persistent index), then the
     /// first byte read through the mount.
     Archivemount,
+    /// A lazy `addonfs node` on an empty cache, following a Garage store on loopback: spawn,
+    /// the add-on mounted from its index head, `addonfs attach`, the first byte (fetched by
+    /// range). See [`super::node`].
+    Lazy,
+    /// [`Method::Lazy`] with latency added to every store request (the proxy).
+    LazyLatency,
+    /// The same node fetching the whole tarball and index before mounting, then attach and
+    /// the first byte.
+    DownloadServe,
+    /// [`Method::DownloadServe`] with latency added to every store request.
+    DownloadServeLatency,
+    /// The workload downloads the tarball from the store, `tar -xzf`, the first byte.
+    DownloadExtract,
+    /// [`Method::DownloadExtract`] with latency added to every store request.
+    DownloadExtractLatency,
 }
 
 impl Method {
     /// Every method, in table order.
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 12] = [
         Method::Extract,
         Method::Attach,
         Method::AttachLib,
         Method::AddonfsMount,
         Method::Ratarmount,
         Method::Archivemount,
+        Method::Lazy,
+        Method::LazyLatency,
+        Method::DownloadServe,
+        Method::DownloadServeLatency,
+        Method::DownloadExtract,
+        Method::DownloadExtractLatency,
     ];
+
+    /// The methods on a store (Garage on loopback), in table order.
+    pub const STORE: [Method; 6] = [
+        Method::Lazy,
+        Method::LazyLatency,
+        Method::DownloadServe,
+        Method::DownloadServeLatency,
+        Method::DownloadExtract,
+        Method::DownloadExtractLatency,
+    ];
+
+    /// Whether the method reads from the store through the proxy's added latency.
+    pub fn with_latency(self) -> bool {
+        matches!(
+            self,
+            Method::LazyLatency | Method::DownloadServeLatency | Method::DownloadExtractLatency
+        )
+    }
+
+    /// The method of that name ([`Method::name`]).
+    pub fn from_name(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
 
     /// The short name used in the CSV.
     pub fn name(self) -> &'static str {
@@ -71,6 +116,12 @@ impl Method {
             Method::AddonfsMount => "addonfs-mount",
             Method::Ratarmount => "ratarmount",
             Method::Archivemount => "archivemount",
+            Method::Lazy => "lazy",
+            Method::LazyLatency => "lazy-latency",
+            Method::DownloadServe => "download-serve",
+            Method::DownloadServeLatency => "download-serve-latency",
+            Method::DownloadExtract => "download-extract",
+            Method::DownloadExtractLatency => "download-extract-latency",
         }
     }
 
@@ -83,6 +134,12 @@ impl Method {
             Method::AddonfsMount => "addonfs mount",
             Method::Ratarmount => "ratarmount",
             Method::Archivemount => "archivemount",
+            Method::Lazy => "lazy node",
+            Method::LazyLatency => "lazy node +latency",
+            Method::DownloadServe => "download, serve",
+            Method::DownloadServeLatency => "download, serve +latency",
+            Method::DownloadExtract => "download, tar -xzf",
+            Method::DownloadExtractLatency => "download, tar -xzf +latency",
         }
     }
 
@@ -117,6 +174,16 @@ pub struct StartupConfig {
     pub attach_bin: Option<PathBuf>,
     /// Longest a single run may take before it is abandoned as failed.
     pub timeout: Duration,
+    /// The `garage` program for the store methods ([`Method::STORE`]); `None`: they are not
+    /// measured.
+    pub garage: Option<PathBuf>,
+    /// The latency the proxy adds to every store request for the `*-latency` methods (zero:
+    /// they are not measured).
+    pub store_latency: Duration,
+    /// Only these methods (by [`Method::name`]); empty: every one available.
+    pub only: Vec<Method>,
+    /// Also the tree walk (`tar -cf - .`) through a cold lazy node and a whole one.
+    pub walk: bool,
 }
 
 /// The runs of one method on one add-on.
@@ -128,6 +195,8 @@ pub struct Measurement {
     pub method: Method,
     /// Each run's time from spawn to first byte, in run order.
     pub times: Vec<Duration>,
+    /// For the store methods: what each run fetched, in run order (empty for the others).
+    pub fetched: Vec<Fetched>,
 }
 
 impl Measurement {
@@ -140,6 +209,38 @@ impl Measurement {
             n if n % 2 == 1 => sorted[n / 2],
             n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
         }
+    }
+
+    /// The store columns of the CSV (see [`CSV_HEADER`]); empty fields for other methods.
+    fn fetched_columns(&self, tarball_bytes: u64) -> Vec<String> {
+        if self.fetched.is_empty() {
+            return vec![String::new(); 7];
+        }
+        let f = &self.fetched;
+        let node = f.iter().any(|x| x.ready.is_some());
+        let bytes = median_of(f.iter().map(|x| x.node_bytes));
+        let requests = f.iter().any(|x| x.node_requests.is_some());
+        vec![
+            if node {
+                format!("{:.3}", ms(median_of(f.iter().filter_map(|x| x.ready))))
+            } else {
+                String::new()
+            },
+            if node {
+                format!("{:.3}", ms(median_of(f.iter().filter_map(|x| x.first))))
+            } else {
+                String::new()
+            },
+            bytes.to_string(),
+            format!("{:.3}", percent(bytes, tarball_bytes)),
+            if requests {
+                median_of(f.iter().filter_map(|x| x.node_requests)).to_string()
+            } else {
+                String::new()
+            },
+            median_of(f.iter().map(|x| x.proxy_bytes)).to_string(),
+            median_of(f.iter().map(|x| x.proxy_requests)).to_string(),
+        ]
     }
 
     /// The fastest run.
@@ -160,6 +261,26 @@ pub struct StartupReport {
     pub measurements: Vec<Measurement>,
     /// Methods not measured, with the reason (a peer not installed, `--no-peers`).
     pub skipped: Vec<(Method, String)>,
+    /// The tree walks (with `walk`), add-ons in size order.
+    pub walks: Vec<Walk>,
+}
+
+/// The tree walk on one add-on: a cold lazy node against a node holding the whole add-on.
+#[derive(Debug, Clone)]
+pub struct Walk {
+    /// The add-on.
+    pub addon: BuiltAddon,
+    /// Through a lazy node mounted from its head only: each run's time and fetches.
+    pub cold: Vec<(Duration, Fetched)>,
+    /// Through a node that fetched the whole add-on before.
+    pub whole: Vec<(Duration, Fetched)>,
+}
+
+/// The median of some values (the lower middle one for an even count).
+pub fn median_of<T: Ord + Copy + Default>(values: impl IntoIterator<Item = T>) -> T {
+    let mut v: Vec<T> = values.into_iter().collect();
+    v.sort_unstable();
+    v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or_default()
 }
 
 /// Milliseconds of a duration.
@@ -189,6 +310,15 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// `part` as a percentage of `whole`.
+pub fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
 /// Quotes a CSV field when it needs it (RFC 4180).
 pub fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
@@ -199,7 +329,13 @@ pub fn csv_field(text: &str) -> String {
 }
 
 /// The CSV header (see [`StartupReport::csv`]).
-pub const CSV_HEADER: &str = "size,target_bytes,content_bytes,files,tarball_bytes,chosen_file,chosen_depth,method,runs,median_ms,min_ms,max_ms,runs_ms";
+///
+/// The last columns are for the store methods only (empty for the others), medians over the
+/// runs: `ready_ms` (spawn to the add-on mounted), `first_ms` (attach + first byte after it),
+/// `fetched_bytes` (what the node's `/metrics` counts, or the download's bytes),
+/// `fetched_pct` (of the tarball), `requests` (the node's count, if its metrics have one),
+/// `proxy_bytes` and `proxy_requests` (what the proxy saw: the outside view).
+pub const CSV_HEADER: &str = "size,target_bytes,content_bytes,files,tarball_bytes,chosen_file,chosen_depth,method,runs,median_ms,min_ms,max_ms,runs_ms,ready_ms,first_ms,fetched_bytes,fetched_pct,requests,proxy_bytes,proxy_requests";
 
 impl StartupReport {
     /// The methods measured, in [`Method::ALL`] order.
@@ -236,7 +372,7 @@ impl StartupReport {
                 let Some(m) = self.get(&addon.label, method) else { continue };
                 let runs: Vec<String> = m.times.iter().map(|t| format!("{:.3}", ms(*t))).collect();
                 out.push_str(&format!(
-                    "{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{}\n",
+                    "{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{}\n",
                     csv_field(&addon.label),
                     addon.target_bytes,
                     addon.content_bytes,
@@ -250,8 +386,80 @@ impl StartupReport {
                     ms(m.min()),
                     ms(m.max()),
                     runs.join(";"),
+                    m.fetched_columns(addon.tarball_bytes).join(","),
                 ));
             }
+        }
+        out
+    }
+
+    /// A Markdown table of the store methods: per add-on and method, the medians of the time
+    /// to the add-on mounted, of attach + first byte after it, and of the total; what was
+    /// fetched (bytes, % of the tarball) and in how many requests.
+    pub fn store_table(&self) -> String {
+        let mut out = String::from(
+            "| add-on (tar.gz) | method | node ready | attach + first byte | total | fetched | of tarball | requests (node / proxy) |\n|---|---|---|---|---|---|---|---|\n",
+        );
+        for addon in self.addons() {
+            for method in Method::STORE {
+                let Some(m) = self.get(&addon.label, method) else { continue };
+                let opt = |d: Option<Duration>| d.map_or("—".to_string(), human);
+                let ready = median_of(m.fetched.iter().filter_map(|f| f.ready));
+                let first = median_of(m.fetched.iter().filter_map(|f| f.first));
+                let has_node = m.fetched.iter().any(|f| f.ready.is_some());
+                let bytes = median_of(m.fetched.iter().map(|f| f.node_bytes));
+                let node_req = median_of(m.fetched.iter().filter_map(|f| f.node_requests));
+                let proxy_req = median_of(m.fetched.iter().map(|f| f.proxy_requests));
+                let has_node_req = m.fetched.iter().any(|f| f.node_requests.is_some());
+                out.push_str(&format!(
+                    "| {} ({}) | {} | {} | {} | {} | {} | {:.2}% | {} / {} |\n",
+                    addon.label,
+                    human_bytes(addon.tarball_bytes),
+                    method.title(),
+                    opt(has_node.then_some(ready)),
+                    opt(has_node.then_some(first)),
+                    human(m.median()),
+                    human_bytes(bytes),
+                    percent(bytes, addon.tarball_bytes),
+                    if has_node_req { node_req.to_string() } else { "—".to_string() },
+                    proxy_req,
+                ));
+            }
+        }
+        out
+    }
+
+    /// A Markdown table of the tree walks: medians through a cold lazy node and through a
+    /// node holding the whole add-on, their ratio, and what the cold walk fetched.
+    pub fn walk_table(&self) -> String {
+        let mut out = String::from(
+            "| add-on (tar.gz) | cold lazy node | whole add-on on the node | cold ÷ whole | fetched by the cold walk | requests (node / proxy) | range cache hit ratio |\n|---|---|---|---|---|---|---|\n",
+        );
+        for w in &self.walks {
+            let cold = median_of(w.cold.iter().map(|(t, _)| *t));
+            let whole = median_of(w.whole.iter().map(|(t, _)| *t));
+            let bytes = median_of(w.cold.iter().map(|(_, f)| f.node_bytes.max(f.proxy_bytes)));
+            let requests = median_of(w.cold.iter().map(|(_, f)| f.proxy_requests));
+            let node_requests = median_of(w.cold.iter().filter_map(|(_, f)| f.node_requests));
+            let (hits, misses) =
+                w.cold.iter().fold((0, 0), |(h, m), (_, f)| (h + f.hits.0, m + f.hits.1));
+            let ratio = if whole > Duration::ZERO {
+                format!("{:.2}×", cold.as_secs_f64() / whole.as_secs_f64())
+            } else {
+                "—".to_string()
+            };
+            out.push_str(&format!(
+                "| {} ({}) | {} | {} | {} | {} | {} / {} | {:.1}% |\n",
+                w.addon.label,
+                human_bytes(w.addon.tarball_bytes),
+                human(cold),
+                human(whole),
+                ratio,
+                human_bytes(bytes),
+                node_requests,
+                requests,
+                percent(hits, hits + misses),
+            ));
         }
         out
     }
@@ -331,7 +539,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// Opens `path` and reads its first byte.
-fn first_byte(path: &Path) -> std::io::Result<()> {
+pub(super) fn first_byte(path: &Path) -> std::io::Result<()> {
     let mut file = File::open(path)?;
     let mut byte = [0u8; 1];
     match file.read(&mut byte)? {
@@ -341,7 +549,7 @@ fn first_byte(path: &Path) -> std::io::Result<()> {
 }
 
 /// Detaches whatever is mounted at `mnt` (lazily if it is busy).
-fn unmount(mnt: &Path) {
+pub(super) fn unmount(mnt: &Path) {
     use crate::mount::sys;
     if crate::mount::mount_at(mnt).is_ok_and(|m| m.is_some()) && sys::unmount(mnt).is_err() {
         let _ = sys::detach(mnt);
@@ -349,7 +557,7 @@ fn unmount(mnt: &Path) {
 }
 
 /// Waits up to `grace` for a child to exit, then kills it.
-fn reap(mut child: Child, grace: Duration) {
+pub(super) fn reap(mut child: Child, grace: Duration) {
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -362,7 +570,7 @@ fn reap(mut child: Child, grace: Duration) {
 }
 
 /// An empty directory at `path` (anything there before is removed).
-fn fresh_dir(path: &Path) -> Result<(), BenchError> {
+pub(super) fn fresh_dir(path: &Path) -> Result<(), BenchError> {
     remove_all(path)?;
     std::fs::create_dir_all(path).map_err(|e| BenchError::io(path, e))
 }
@@ -370,9 +578,12 @@ fn fresh_dir(path: &Path) -> Result<(), BenchError> {
 /// One benchmark session: the configuration plus its scratch locations.
 struct Bench<'a> {
     config: &'a StartupConfig,
+    run_dir: PathBuf,
     mnt: PathBuf,
     root: PathBuf,
     peers: Vec<(Method, PathBuf)>,
+    /// Garage and the proxy, for the store methods.
+    store: Option<StoreBench>,
 }
 
 impl Bench<'_> {
@@ -423,35 +634,8 @@ impl Bench<'_> {
                     return Err(Self::fail(method, report.summary(), &file));
                 }
             } else {
-                // The lean `addonfs-attach` is what a workload ships (the one asked for, else
-                // the one beside `addonfs`); the full binary's `attach` when it is missing.
-                let lean = match &self.config.attach_bin {
-                    Some(bin) => bin.clone(),
-                    None => self.config.addonfs.with_file_name("addonfs-attach"),
-                };
-                let mut command = if self.config.attach_bin.is_some() || lean.is_file() {
-                    Command::new(lean)
-                } else {
-                    let mut full = Command::new(&self.config.addonfs);
-                    full.arg("attach");
-                    full
-                };
-                let out = command
-                    .arg("--mount")
-                    .arg(&self.mnt)
-                    .arg("--root")
-                    .arg(&self.root)
-                    .stdout(Stdio::null())
-                    .output()
-                    .map_err(|e| Self::fail(method, format!("cannot run addonfs: {e}"), &file))?;
-                if !out.status.success() {
-                    let why = format!(
-                        "addonfs attach {}: {}",
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                    return Err(Self::fail(method, why, &file));
-                }
+                self.attach_binary(&self.mnt, &self.root)
+                    .map_err(|e| Self::fail(method, e, &file))?;
             }
             first_byte(&file).map_err(|e| Self::fail(method, e.to_string(), &file))?;
             Ok(start.elapsed())
@@ -459,6 +643,97 @@ impl Bench<'_> {
         daemon.unmount(Duration::from_secs(1));
         remove_all(&self.root)?;
         measured
+    }
+
+    /// Runs `addonfs attach --mount MNT --root ROOT`: the lean `addonfs-attach` is what a
+    /// workload ships (the one asked for, else the one beside `addonfs`); the full binary's
+    /// `attach` when it is missing.
+    fn attach_binary(&self, mnt: &Path, root: &Path) -> Result<(), String> {
+        let lean = match &self.config.attach_bin {
+            Some(bin) => bin.clone(),
+            None => self.config.addonfs.with_file_name("addonfs-attach"),
+        };
+        let mut command = if self.config.attach_bin.is_some() || lean.is_file() {
+            Command::new(lean)
+        } else {
+            let mut full = Command::new(&self.config.addonfs);
+            full.arg("attach");
+            full
+        };
+        let out = command
+            .arg("--mount")
+            .arg(mnt)
+            .arg("--root")
+            .arg(root)
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run addonfs: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "addonfs attach {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    /// (d) A store method: a node run, or a download and extraction.
+    fn store_run(
+        &self,
+        method: Method,
+        addon: &BuiltAddon,
+    ) -> Result<(Duration, Fetched), BenchError> {
+        let file = self.root.join(&addon.chosen);
+        let store =
+            self.store.as_ref().ok_or_else(|| Self::fail(method, "no store was started", &file))?;
+        store.set_latency(if method.with_latency() {
+            self.config.store_latency
+        } else {
+            Duration::ZERO
+        });
+        let attach = |mnt: &Path, root: &Path| self.attach_binary(mnt, root);
+        let timeout = self.config.timeout;
+        let result = match method {
+            Method::Lazy | Method::LazyLatency => {
+                store.node_run(NodeMode::Lazy, addon, &self.run_dir, &self.root, &attach, timeout)
+            }
+            Method::DownloadServe | Method::DownloadServeLatency => {
+                store.node_run(NodeMode::Whole, addon, &self.run_dir, &self.root, &attach, timeout)
+            }
+            _ => store.download_extract(addon, &self.run_dir, &self.root),
+        };
+        result.map_err(|e| Self::fail(method, e, &file))
+    }
+
+    /// The tree walk on `addon`: `runs` rounds of a cold lazy node and a whole one, alternating.
+    fn walk(&self, addon: &BuiltAddon, log: &mut dyn FnMut(&str)) -> Result<Walk, BenchError> {
+        let store = self.store.as_ref().ok_or_else(|| {
+            BenchError::Usage("the tree walk needs the store (garage)".to_string())
+        })?;
+        store.set_latency(Duration::ZERO);
+        let mut walk = Walk { addon: addon.clone(), cold: Vec::new(), whole: Vec::new() };
+        let dir = self.mnt.join(addon.identifier());
+        for round in 0..self.config.runs {
+            for (mode, into) in
+                [(NodeMode::Lazy, &mut walk.cold), (NodeMode::Whole, &mut walk.whole)]
+            {
+                let run = store
+                    .walk(mode, addon, &self.run_dir, self.config.timeout)
+                    .map_err(|e| Self::fail(Method::Lazy, format!("tree walk: {e}"), &dir))?;
+                log(&format!(
+                    "{} walk {}/{} {:?}: {} ({} fetched)",
+                    addon.label,
+                    round + 1,
+                    self.config.runs,
+                    mode,
+                    human(run.0),
+                    human_bytes(run.1.node_bytes.max(run.1.proxy_bytes))
+                ));
+                into.push(run);
+            }
+        }
+        Ok(walk)
     }
 
     /// (c) Spawn a mount of the tarball, poll for the chosen file, read its first byte, unmount.
@@ -533,20 +808,29 @@ impl Bench<'_> {
         }
     }
 
-    /// One run of `method` on `addon`.
-    fn run(&self, method: Method, addon: &BuiltAddon) -> Result<Duration, BenchError> {
-        match method {
-            Method::Extract => self.extract(addon),
-            Method::Attach => self.attach(addon, false),
-            Method::AttachLib => self.attach(addon, true),
-            _ => self.mounted(method, self.mount_command(method, addon), addon),
-        }
+    /// One run of `method` on `addon`, and what it fetched (store methods).
+    fn run(
+        &self,
+        method: Method,
+        addon: &BuiltAddon,
+    ) -> Result<(Duration, Option<Fetched>), BenchError> {
+        let time = match method {
+            Method::Extract => self.extract(addon)?,
+            Method::Attach => self.attach(addon, false)?,
+            Method::AttachLib => self.attach(addon, true)?,
+            m if Method::STORE.contains(&m) => {
+                let (time, fetched) = self.store_run(m, addon)?;
+                return Ok((time, Some(fetched)));
+            }
+            _ => self.mounted(method, self.mount_command(method, addon), addon)?,
+        };
+        Ok((time, None))
     }
 
     /// Builds each method's index once, untimed: the store's (registration), addonfs's
     /// beside the tarball, and ratarmount's beside the tarball (by one mount).
     fn prepare(
-        &self,
+        &mut self,
         addon: &BuiltAddon,
         methods: &[Method],
         log: &mut dyn FnMut(&str),
@@ -554,6 +838,9 @@ impl Bench<'_> {
         log(&format!("{}: registering in {} ...", addon.label, addon.state_dir().display()));
         addon.register()?;
         crate::index::open::open(&addon.tarball(), None, &ScanOptions::default(), false, None)?;
+        if let Some(store) = self.store.as_mut() {
+            store.prepare(addon, log)?;
+        }
         if methods.contains(&Method::Ratarmount) {
             let mut index = addon.tarball().into_os_string();
             index.push(".index.sqlite");
@@ -600,14 +887,59 @@ pub fn run_startup(
             report.skipped.push((method, format!("{program} is not installed")));
         }
     }
+    // The store methods: Garage (started below, in this run's directory) and a node of this
+    // build; the lazy ones only where this build's node reads lazily.
+    for method in Method::STORE {
+        let mode = match method {
+            Method::Lazy | Method::LazyLatency => Some(NodeMode::Lazy),
+            Method::DownloadServe | Method::DownloadServeLatency => Some(NodeMode::Whole),
+            _ => None,
+        };
+        let why = if config.garage.is_none() {
+            Some("no garage (--no-store, or garage is not installed)".to_string())
+        } else if method.with_latency() && config.store_latency.is_zero() {
+            Some("--store-latency-ms 0".to_string())
+        } else if mode.is_some_and(|m| super::node::node_flags(m).is_none()) {
+            Some("this build's node cannot read lazily".to_string())
+        } else {
+            None
+        };
+        match why {
+            Some(why) => report.skipped.push((method, why)),
+            None => methods.push(method),
+        }
+    }
+    if !config.only.is_empty() {
+        methods.retain(|m| config.only.contains(m));
+    }
     // The mount point and workload root are this run's own (the add-ons stay cached in the
     // work directory for the next run): two runs never share them.
     let run_dir = tempfile::Builder::new()
         .prefix("run.")
         .tempdir_in(&work_dir)
         .map_err(|e| BenchError::io(&work_dir, e))?;
-    let bench =
-        Bench { config, mnt: run_dir.path().join("mnt"), root: run_dir.path().join("root"), peers };
+    let wants_store = config.walk || methods.iter().any(|m| Method::STORE.contains(m));
+    let store = match (&config.garage, wants_store) {
+        (Some(garage), true) => {
+            log("starting Garage on loopback and the proxy in front of it ...");
+            Some(StoreBench::start(garage, &config.addonfs, run_dir.path())?)
+        }
+        _ => None,
+    };
+    if config.walk && store.is_none() {
+        return Err(BenchError::Usage("--walk needs garage".to_string()));
+    }
+    if config.walk && super::node::node_flags(NodeMode::Lazy).is_none() {
+        return Err(BenchError::Usage("--walk needs a node that reads lazily".to_string()));
+    }
+    let mut bench = Bench {
+        config,
+        run_dir: run_dir.path().to_path_buf(),
+        mnt: run_dir.path().join("mnt"),
+        root: run_dir.path().join("root"),
+        peers,
+        store,
+    };
     std::fs::create_dir_all(&bench.mnt).map_err(|e| BenchError::io(&bench.mnt, e))?;
 
     let mut sizes = config.sizes.clone();
@@ -627,11 +959,20 @@ pub fn run_startup(
         ));
         bench.prepare(&addon, &methods, log)?;
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); methods.len()];
+        let mut fetched: Vec<Vec<Fetched>> = vec![Vec::new(); methods.len()];
         for round in 0..config.runs {
             for (i, method) in methods.iter().enumerate() {
-                let t = bench.run(*method, &addon)?;
+                let (t, f) = bench.run(*method, &addon)?;
+                let what = f.map_or(String::new(), |f| {
+                    format!(
+                        " ({} fetched, {:.2}% of the tarball; {} requests)",
+                        human_bytes(f.node_bytes),
+                        percent(f.node_bytes, addon.tarball_bytes),
+                        f.node_requests.unwrap_or(f.proxy_requests)
+                    )
+                });
                 log(&format!(
-                    "{} run {}/{} {}: {}",
+                    "{} run {}/{} {}: {}{what}",
                     addon.label,
                     round + 1,
                     config.runs,
@@ -639,12 +980,22 @@ pub fn run_startup(
                     human(t)
                 ));
                 times[i].push(t);
+                fetched[i].extend(f);
             }
         }
-        for (method, times) in methods.iter().zip(times) {
-            report.measurements.push(Measurement { addon: addon.clone(), method: *method, times });
+        for ((method, times), fetched) in methods.iter().zip(times).zip(fetched) {
+            report.measurements.push(Measurement {
+                addon: addon.clone(),
+                method: *method,
+                times,
+                fetched,
+            });
+        }
+        if config.walk {
+            report.walks.push(bench.walk(&addon, log)?);
         }
     }
+    drop(bench.store.take());
     unmount(&bench.mnt);
     run_dir.close().map_err(|e| BenchError::io(&work_dir, e))?;
     Ok(report)
@@ -680,6 +1031,7 @@ mod tests {
             addon: addon("1M", 1 << 20),
             method: Method::Attach,
             times: ms_list(t),
+            fetched: vec![],
         };
         assert_eq!(m(&[5, 1, 3]).median(), Duration::from_millis(3));
         assert_eq!(m(&[4, 1, 3, 2]).median(), Duration::from_micros(2500));
@@ -696,6 +1048,7 @@ mod tests {
                     addon: addon(label, size),
                     method,
                     times: ms_list(&times),
+                    fetched: vec![],
                 });
             }
         }
@@ -705,7 +1058,7 @@ mod tests {
         assert_eq!(lines.len(), 5);
         assert_eq!(
             lines[1],
-            "1M,1048576,1048575,3,524288,\"usr/a,b/c\",3,extract,3,30.000,20.000,40.000,40.000;20.000;30.000"
+            "1M,1048576,1048575,3,524288,\"usr/a,b/c\",3,extract,3,30.000,20.000,40.000,40.000;20.000;30.000,,,,,,,"
         );
         assert!(
             lines[2].starts_with("1M,")

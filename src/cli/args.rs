@@ -108,6 +108,25 @@ pub struct StartupCmd {
     /// Longest one run may take, in seconds, before the benchmark fails.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// The Garage server the store methods (lazy, download-serve, download-extract) read
+    /// from, started on loopback [default: `garage` on PATH; without it they are skipped].
+    #[arg(long, value_name = "PATH")]
+    pub garage: Option<PathBuf>,
+    /// Leave out the store methods.
+    #[arg(long)]
+    pub no_store: bool,
+    /// Latency added to every store request for the `*-latency` methods, in milliseconds
+    /// (0: those methods are left out).
+    #[arg(long, default_value_t = 20)]
+    pub store_latency_ms: u64,
+    /// Only these methods, comma-separated by their CSV names (extract, addonfs-attach, lazy,
+    /// download-serve-latency...); default: every one available.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub methods: Vec<String>,
+    /// Also time the tree walk (`tar -cf - .` of the add-on through the mount) on a cold lazy
+    /// node against a node holding the whole add-on (needs garage).
+    #[arg(long)]
+    pub walk: bool,
 }
 
 /// Where `attach` and `detach` look for the daemon's mount unless told.
@@ -117,20 +136,25 @@ pub const DEFAULT_ROOT: &str = "/";
 
 /// `addonfs node`.
 #[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct NodeCmd {
+    /// The node cache's administration (instead of running a node).
+    #[command(subcommand)]
+    pub action: Option<NodeAction>,
     /// The store: a directory (`/var/lib/addonfs`, `file:///...`, e.g. a shared NFS
     /// directory) or `s3://bucket/prefix` (configured from the AWS_* environment). The node
     /// only reads it.
-    #[arg(long, value_name = "URL")]
-    pub store: String,
+    #[arg(long, value_name = "URL", required = true)]
+    pub store: Option<String>,
     /// Where every enabled add-on is mounted (one directory per add-on, plus `/.addons.json`).
     #[arg(long, default_value = DEFAULT_MOUNT, value_name = "DIR")]
     pub mount: PathBuf,
-    /// The node cache: verified copies of the add-ons served, kept across restarts.
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: PathBuf,
-    /// Bytes the node cache may hold on disk (least recently used add-ons not in use are
-    /// evicted; suffixes K, M, G).
+    /// The node cache: the verified ranges and copies of the add-ons served, kept across
+    /// restarts.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes the node cache may hold on disk (fetched ranges and whole add-ons together; least
+    /// recently used ones not in use are evicted; suffixes K, M, G).
     #[arg(long, default_value = "10G", value_parser = parse_size)]
     pub cache_size: u64,
     /// Bytes of decompressed gzip spans kept in memory, shared by all add-ons.
@@ -142,6 +166,68 @@ pub struct NodeCmd {
     /// Let every user read the mount (workloads run as other users than the node).
     #[arg(long)]
     pub allow_other: bool,
+    /// How add-ons come from the store: `lazy` mounts one once its index's head is fetched and
+    /// reads its bytes by range requests as reads need them (add-ons uploaded before index
+    /// heads existed are fetched whole anyway); `whole` downloads every add-on before
+    /// mounting it.
+    #[arg(long, value_enum, default_value = "lazy")]
+    pub fetch: FetchMode,
+    /// The smallest range request (neighbouring missing ranges are added up to it): an S3
+    /// request costs tens of milliseconds whatever its size, so fewer, larger ones win
+    /// (suffixes K, M).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub min_request: u64,
+    /// How long a read may wait for the store, retries included, before it fails with EIO
+    /// (`10s`, `500ms`); the mount stays up and the next read asks again.
+    #[arg(long, default_value = "10s", value_parser = crate::attach::parse_wait, value_name = "DURATION")]
+    pub store_timeout: std::time::Duration,
+    /// Fill in the rest of each enabled add-on in the background once reads are quiet
+    /// (`background`), or fetch only what reads ask for (`none`).
+    #[arg(long, value_enum, default_value = "background")]
+    pub prefetch: crate::daemon::lazy::Prefetch,
+    /// Bytes per second the background fill may fetch (suffixes K, M, G).
+    #[arg(long, default_value = "20M", value_parser = parse_size)]
+    pub prefetch_rate: u64,
+    /// How long reads must have left the store alone before the background fill starts.
+    #[arg(long, default_value = "5s", value_parser = crate::attach::parse_wait, value_name = "DURATION")]
+    pub prefetch_after: std::time::Duration,
+}
+
+/// How a node gets add-ons from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FetchMode {
+    /// By ranges, as reads need them.
+    Lazy,
+    /// Whole, before mounting.
+    Whole,
+}
+
+/// `addonfs node <action>`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum NodeAction {
+    /// The node cache on this machine.
+    #[command(subcommand)]
+    Cache(NodeCacheCmd),
+}
+
+/// `addonfs node cache ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum NodeCacheCmd {
+    /// What the node cache holds: each add-on, cached ranges or a whole copy, bytes on disk.
+    Status(NodeCacheArgs),
+    /// Remove everything the node cache holds (refused while a node runs on it).
+    Clear(NodeCacheArgs),
+}
+
+/// The node cache a `node cache` command works on.
+#[derive(Debug, Clone, Args)]
+pub struct NodeCacheArgs {
+    /// The node's `--cache-dir`.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `addonfs attach`.

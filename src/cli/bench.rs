@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::args::{BenchCmd, StartupCmd};
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::bench::{plot, run_startup, BenchError, StartupConfig};
+use crate::bench::{plot, run_startup, BenchError, Method, StartupConfig};
 
 /// `addonfs bench ...`.
 pub fn bench(cmd: &BenchCmd) -> i32 {
@@ -34,6 +34,24 @@ fn startup(cmd: &StartupCmd) -> Result<(), BenchError> {
         addonfs,
         attach_bin: cmd.attach_bin.clone(),
         timeout: Duration::from_secs(cmd.timeout),
+        garage: if cmd.no_store {
+            None
+        } else {
+            match &cmd.garage {
+                Some(path) => Some(path.clone()),
+                None => crate::bench::startup::find_program("garage"),
+            }
+        },
+        store_latency: Duration::from_millis(cmd.store_latency_ms),
+        only: cmd
+            .methods
+            .iter()
+            .map(|name| {
+                Method::from_name(name)
+                    .ok_or_else(|| BenchError::Usage(format!("--methods: no method `{name}`")))
+            })
+            .collect::<Result<_, _>>()?,
+        walk: cmd.walk,
     };
     crate::bench::startup::require_root()?;
     std::fs::create_dir_all(&cmd.out).map_err(|e| BenchError::io(&cmd.out, e))?;
@@ -43,6 +61,12 @@ fn startup(cmd: &StartupCmd) -> Result<(), BenchError> {
     }
     // A closed standard output must not lose a run of minutes: the CSV and chart follow.
     let _ = outln!("{}", report.table().trim_end_matches('\n'));
+    if report.measurements.iter().any(|m| !m.fetched.is_empty()) {
+        let _ = outln!("\n{}", report.store_table().trim_end_matches('\n'));
+    }
+    if !report.walks.is_empty() {
+        let _ = outln!("\n{}", report.walk_table().trim_end_matches('\n'));
+    }
     let csv = cmd.out.join("startup.csv");
     std::fs::write(&csv, report.csv()).map_err(|e| BenchError::io(&csv, e))?;
     let svg = cmd.out.join("startup.svg");

@@ -176,6 +176,9 @@ pub struct NodeCache {
     /// Bytes of downloads in progress, counted against the limit so that two fetches at once
     /// cannot together overfill the cache.
     reserved: std::sync::atomic::AtomicU64,
+    /// Bytes held in the same budget by the range cache (lazily read add-ons), which this
+    /// cache cannot evict; set once by the node.
+    external: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 impl NodeCache {
@@ -207,7 +210,18 @@ impl NodeCache {
             entries: Mutex::new(entries),
             evictions: Default::default(),
             reserved: Default::default(),
+            external: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Counts `bytes()` (the range cache's) against the limit too.
+    pub fn share_limit_with(&self, bytes: Box<dyn Fn() -> u64 + Send + Sync>) {
+        let _ = self.external.set(bytes);
+    }
+
+    /// Bytes held and reserved (downloads in progress), for the range cache's budget.
+    pub fn held(&self) -> u64 {
+        self.used().saturating_add(self.reserved.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The cache's size limit.
@@ -271,7 +285,13 @@ impl NodeCache {
     ) -> Result<(), CacheError> {
         let mut entries = self.lock();
         let reserved = self.reserved.load(std::sync::atomic::Ordering::Relaxed);
-        let used: u64 = entries.iter().map(|e| e.bytes).sum::<u64>().saturating_add(reserved);
+        let external = self.external.get().map_or(0, |f| f());
+        let used: u64 = entries
+            .iter()
+            .map(|e| e.bytes)
+            .sum::<u64>()
+            .saturating_add(reserved)
+            .saturating_add(external);
         let evictable: u64 =
             entries.iter().filter(|e| !in_use.contains(&e.key)).map(|e| e.bytes).sum();
         let pinned = used - evictable;

@@ -20,6 +20,7 @@
 
 pub mod cache;
 mod error;
+pub mod lazy;
 pub mod node;
 mod run;
 
@@ -104,6 +105,9 @@ pub enum ArchiveSource {
         /// The archive's SHA-256, as the catalog gives it.
         sha256: [u8; 32],
     },
+    /// An add-on read lazily from the store ([`lazy`]): its index from a head checked against
+    /// the catalog, its bytes by verified ranges.
+    Lazy(Arc<lazy::LazyAddon>),
 }
 
 /// What [`DaemonMount::apply`] did.
@@ -449,6 +453,7 @@ impl Shared {
                 }
                 ArchiveReader::open_verified(tarball, Arc::new(index), Arc::clone(&self.cache))?
             }
+            ArchiveSource::Lazy(addon) => lazy_reader(addon, Arc::clone(&self.cache))?,
         };
         let slot = Slot::try_from(addon.record.id).map_err(|_| {
             DaemonError::Failed(format!("add-on id {} is too large for a slot", addon.record.id))
@@ -458,6 +463,17 @@ impl Shared {
             .map_err(|e| DaemonError::Failed(format!("{}: {e}", addon.record.identifier)))?;
         Ok(())
     }
+}
+
+/// A reader of an add-on read lazily.
+fn lazy_reader(
+    addon: &lazy::LazyAddon,
+    cache: Arc<ChunkCache>,
+) -> Result<ArchiveReader, DaemonError> {
+    // Named by its identifier in messages: there is no local path.
+    let name = PathBuf::from(format!("{}/{}", addon.identifier, crate::addon::store::TARBALL_FILE));
+    let source: Arc<dyn crate::source::ReadAt> = Arc::clone(&addon.archive) as _;
+    Ok(ArchiveReader::open_source(source, &name, Arc::clone(&addon.index), cache)?)
 }
 
 /// The manifest's bytes for the enabled add-ons at `revision` (deprecated ones flagged, with

@@ -34,12 +34,13 @@ use std::time::Duration;
 use object_store::GetOptions;
 
 use super::cache::{hex, parse_sha256, NodeCache, Wanted};
+use super::lazy::{HeadWanted, Lazy, LazyConfig};
 use super::DaemonError;
 use super::{ArchiveSource, DaemonMount, MountAddon, UNMOUNT_GRACE};
 use crate::addon::backend::{self, Backend};
 use crate::addon::catalog::{Catalog as CatalogDoc, CATALOG_KEY};
 use crate::addon::Record;
-use crate::api::node::{node_router, NodeObserved, NodeStats};
+use crate::api::node::{node_router, LazyStats, NodeObserved, NodeStats};
 use crate::mount::MountOptions;
 
 /// How often the catalog is read when the store answers.
@@ -70,6 +71,9 @@ pub struct NodeConfig {
     pub listen: Option<SocketAddr>,
     /// Let other users read the mount.
     pub allow_other: bool,
+    /// Read add-ons lazily (those whose catalog entry has an index head); `None`: fetch every
+    /// add-on whole before mounting it.
+    pub lazy: Option<LazyConfig>,
 }
 
 /// One add-on of the catalog as a node reads it.
@@ -78,6 +82,8 @@ struct NodeAddon {
     record: Record,
     paths: Vec<String>,
     wanted: Wanted,
+    /// Its index's head, when the catalog gives one: the add-on can be read lazily.
+    head: Option<HeadWanted>,
 }
 
 /// A parsed catalog.
@@ -98,19 +104,26 @@ fn parse_catalog(bytes: &[u8]) -> Result<Catalog, String> {
             .ok_or_else(|| format!("add-on `{id}`: sha256 is not 64 hex digits"))?;
         let index_sha256 = parse_sha256(&a.index_sha256)
             .ok_or_else(|| format!("add-on `{id}`: index_sha256 is not 64 hex digits"))?;
-        addons.push(NodeAddon {
-            wanted: Wanted {
-                identifier: id,
-                tarball_key: a.objects.tarball,
-                size: a.record.size,
-                sha256,
-                index_key: a.objects.index,
-                index_size: a.index_size,
-                index_sha256,
-            },
-            record: a.record,
-            paths: a.paths,
-        });
+        let wanted = Wanted {
+            identifier: id.clone(),
+            tarball_key: a.objects.tarball,
+            size: a.record.size,
+            sha256,
+            index_key: a.objects.index,
+            index_size: a.index_size,
+            index_sha256,
+        };
+        let head = match a.index_head {
+            None => None,
+            Some(h) => Some(HeadWanted {
+                wanted: wanted.clone(),
+                head_size: h.size,
+                head_sha256: parse_sha256(&h.sha256).ok_or_else(|| {
+                    format!("add-on `{id}`: index_head_sha256 is not 64 hex digits")
+                })?,
+            }),
+        };
+        addons.push(NodeAddon { wanted, head, record: a.record, paths: a.paths });
     }
     Ok(Catalog { revision: doc.revision, addons })
 }
@@ -137,6 +150,27 @@ pub fn run_node(
         .enable_all()
         .build()
         .map_err(|e| DaemonError::Failed(format!("cannot start the runtime: {e}")))?;
+    let lazy_stats = Arc::new(LazyStats::default());
+    let lazy = match config.lazy {
+        None => None,
+        Some(lazy_config) => {
+            // One budget: each cache counts the other's bytes against --cache-size.
+            let whole = Arc::downgrade(&cache);
+            let lazy = Lazy::open(
+                &config.cache_dir,
+                config.cache_size,
+                Box::new(move || whole.upgrade().map_or(0, |c| c.held())),
+                source.clone(),
+                runtime.handle().clone(),
+                lazy_config,
+                Arc::clone(&lazy_stats),
+            )
+            .map_err(|e| DaemonError::Failed(format!("the range cache: {e}")))?;
+            let ranges = Arc::downgrade(lazy.cache());
+            cache.share_limit_with(Box::new(move || ranges.upgrade().map_or(0, |r| r.used())));
+            Some(lazy)
+        }
+    };
     let mut follower = Follower {
         source,
         cache: Arc::clone(&cache),
@@ -147,6 +181,7 @@ pub fn run_node(
         etag: None,
         fetching: HashMap::new(),
         failed: HashMap::new(),
+        lazy,
     };
     // The last catalog served, so a node restarted while the store is down serves its cache.
     follower.load_cached_catalog();
@@ -177,6 +212,7 @@ pub fn run_node(
                 mount: mount.path().to_path_buf(),
                 fs: mount.fs_stats(),
                 cache: mount.cache(),
+                lazy: Arc::clone(&lazy_stats),
             });
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
@@ -208,8 +244,9 @@ pub fn run_node(
     result
 }
 
-/// What a fetch task reports.
-type Fetched = (String, Result<u64, String>);
+/// What a fetch task reports: the archive's digest, the bytes fetched or why not, and whether
+/// it was an index head (a lazy add-on) rather than a whole add-on.
+type Fetched = (String, Result<u64, String>, bool);
 
 /// The follower loop's state.
 struct Follower {
@@ -226,6 +263,8 @@ struct Follower {
     fetching: HashMap<String, String>,
     /// Archive digest → when a failed fetch may be tried again.
     failed: HashMap<String, tokio::time::Instant>,
+    /// Lazy reading, unless the node fetches add-ons whole.
+    lazy: Option<Arc<Lazy>>,
 }
 
 impl Follower {
@@ -281,9 +320,12 @@ impl Follower {
                         self.reconcile(Some(&done_tx));
                     }
                 }
-                Some((key, result)) = done_rx.recv() => {
+                Some((key, result, head)) = done_rx.recv() => {
                     let id = self.fetching.remove(&key).unwrap_or_default();
                     match result {
+                        Ok(bytes) if head => {
+                            tracing::info!(addon = %id, bytes, "index head fetched and verified; mounting lazily");
+                        }
                         Ok(bytes) => {
                             self.stats.fetches.fetch_add(1, Ordering::Relaxed);
                             self.stats.fetch_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -386,11 +428,32 @@ impl Follower {
         let Some(catalog) = &self.catalog else { return };
         let mut list = Vec::with_capacity(catalog.addons.len());
         let mut to_fetch = Vec::new();
+        let mut heads_to_fetch = Vec::new();
         for addon in &catalog.addons {
-            let source = self.cache.get(&addon.wanted).map(|(tarball, index)| {
+            let enabled = addon.record.status.is_enabled();
+            // A whole copy in the cache first (it needs no store at all), then lazily.
+            let mut source = self.cache.get(&addon.wanted).map(|(tarball, index)| {
                 ArchiveSource::Verified { tarball, index, sha256: addon.wanted.sha256 }
             });
-            if source.is_none() && addon.record.status.is_enabled() {
+            let mut whole = source.is_none() && enabled;
+            if let (None, Some(lazy), Some(head)) = (&source, &self.lazy, &addon.head) {
+                match lazy.get(head) {
+                    Ok(Some(opened)) => {
+                        source = Some(ArchiveSource::Lazy(opened));
+                        whole = false;
+                    }
+                    Ok(None) => {
+                        if enabled {
+                            heads_to_fetch.push(head.clone());
+                        }
+                        whole = false;
+                    }
+                    Err(e) => {
+                        tracing::warn!(addon = %addon.record.identifier, error = %e, "cannot read the add-on lazily; fetching it whole");
+                    }
+                }
+            }
+            if whole {
                 to_fetch.push(addon.wanted.clone());
             }
             list.push(MountAddon {
@@ -418,9 +481,30 @@ impl Follower {
             .store(self.cache.evictions.load(Ordering::Relaxed), Ordering::Relaxed);
         let Some(done) = done else { return };
         // Failures of add-ons no longer wanted are forgotten.
-        let wanted: HashSet<String> = to_fetch.iter().map(|w| hex(&w.sha256)).collect();
+        let wanted: HashSet<String> = to_fetch
+            .iter()
+            .chain(heads_to_fetch.iter().map(|h| &h.wanted))
+            .map(|w| hex(&w.sha256))
+            .collect();
         self.failed.retain(|key, _| wanted.contains(key));
         let now = tokio::time::Instant::now();
+        if let Some(lazy) = &self.lazy {
+            for head in heads_to_fetch {
+                let key = hex(&head.wanted.sha256);
+                if self.fetching.contains_key(&key)
+                    || self.failed.get(&key).is_some_and(|t| *t > now)
+                {
+                    continue;
+                }
+                self.failed.remove(&key);
+                self.fetching.insert(key.clone(), head.wanted.identifier.clone());
+                let (lazy, done) = (Arc::clone(lazy), done.clone());
+                tokio::spawn(async move {
+                    let result = lazy.fetch_head(&head).await;
+                    let _ = done.send((key, result, true));
+                });
+            }
+        }
         for wanted in to_fetch {
             let key = hex(&wanted.sha256);
             if self.fetching.contains_key(&key) || self.failed.get(&key).is_some_and(|t| *t > now) {
@@ -436,7 +520,7 @@ impl Follower {
                     .await
                     .map(|_| wanted.bytes())
                     .map_err(|e| e.to_string());
-                let _ = done.send((key, result));
+                let _ = done.send((key, result, false));
             });
         }
     }

@@ -1,15 +1,14 @@
 //! Resuming at an access point: inflate from a point to wherever the reader needs, reading the
-//! compressed file with positioned reads.
+//! compressed file with positioned reads from a [`ReadAt`] source (a local file, or a node's
+//! lazily fetched ranges).
 
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::ffi::{Flush, Inflater, Status, GZIP, RAW};
 use super::header::{self, Next};
 use super::indexer::describe_zlib_error;
 use super::{GzipError, WINDOW_SIZE};
+use crate::source::ReadAt;
 
 /// Compressed bytes read per positioned read. A cold read at a 1 MiB span inflates about
 /// 0.5 MiB on average (~150 KiB compressed), so this costs a few reads while not reading far
@@ -31,9 +30,9 @@ enum State {
 }
 
 /// Resumes inflating at an access point, reading the compressed file with positioned reads, so
-/// many inflaters can share one open file.
+/// many inflaters can share one open file (or one lazy source).
 pub struct SpanInflater {
-    file: Arc<File>,
+    source: Arc<dyn ReadAt>,
     inflater: Inflater,
     inbuf: Box<[u8]>,
     in_pos: usize,
@@ -48,13 +47,14 @@ pub struct SpanInflater {
 }
 
 impl SpanInflater {
-    /// Positions a new inflater at `point`, whose window (if any) is `window`.
+    /// Positions a new inflater at `point`, whose window (if any) is `window`, reading the
+    /// compressed bytes from `source` (an `Arc<File>` coerces to it).
     ///
     /// An empty window means the point is the start of a member's header at `compressed`; else
     /// raw inflating resumes at `compressed`, first priming the `bits` (0..=7) high bits of the
     /// byte before it, with `window` (at most 32 KiB) as history.
     pub fn new(
-        file: Arc<File>,
+        source: Arc<dyn ReadAt>,
         uncompressed: u64,
         compressed: u64,
         bits: u8,
@@ -80,7 +80,7 @@ impl SpanInflater {
         };
         let inflater = Inflater::new(if at_member_start { GZIP } else { RAW }).map_err(err)?;
         let mut this = SpanInflater {
-            file,
+            source,
             inflater,
             inbuf: vec![0; IN_BUF_SIZE].into_boxed_slice(),
             in_pos: 0,
@@ -221,10 +221,11 @@ impl SpanInflater {
                 self.in_pos = 0;
             }
             let at = self.in_base + self.in_len as u64;
-            match self.file.read_at(&mut self.inbuf[self.in_len..], at) {
+            // One block at a time (fewer bytes only at the end of the source): a local file
+            // is read by `pread` as before, a lazy source fetches what covers the block.
+            match self.source.read_at_most(&mut self.inbuf[self.in_len..], at) {
                 Ok(0) => self.in_eof = true,
                 Ok(n) => self.in_len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     return Err(GzipError { offset: at, reason: format!("read failed: {e}") })
                 }

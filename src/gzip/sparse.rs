@@ -59,7 +59,7 @@ fn inflate_after(
     window: &[u8],
 ) -> Result<Vec<u8>, GzipError> {
     let mut inflater = SpanInflater::new(
-        Arc::clone(file),
+        Arc::<File>::clone(file),
         point.uncompressed,
         point.compressed,
         point.bits,

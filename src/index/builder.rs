@@ -25,9 +25,11 @@ use std::io::Write;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use sha2::{Digest, Sha256};
+
 use super::format::{
-    self, AttrRec, DirentRec, Header, InodeRec, PointRec, SectionEntry, SparseRec, XattrRec,
-    DATA_CONTIGUOUS, DATA_NONE, DATA_SPARSE, MAX_WINDOW,
+    self, AttrRec, ChunkRec, DirentRec, Header, InodeRec, PointRec, Section, SectionEntry,
+    SparseRec, XattrRec, DATA_CONTIGUOUS, DATA_NONE, DATA_SPARSE, MAX_WINDOW,
 };
 use super::{ArchiveIdentity, Index, IndexError};
 use crate::archive::{Compression, DataLayout, EntryKind, ScannedEntry, SparseSegment};
@@ -129,6 +131,8 @@ impl Node {
 #[derive(Debug, Clone, Copy)]
 struct Point {
     rec: PointRec,
+    /// SHA-256 of the compressed window (zeros without one).
+    window_sha256: [u8; 32],
 }
 
 /// Accumulates entries and access points, then serializes them into an [`Index`].
@@ -144,6 +148,9 @@ pub struct IndexBuilder {
     hasher: DefaultHashBuilder,
     points: Vec<Point>,
     windows: Vec<u8>,
+    /// The archive file's chunks with their checksums (none if the caller has not hashed the
+    /// archive: then the index cannot check bytes fetched by range).
+    chunks: Vec<ChunkRec>,
     /// The first problem with the access points, reported by `finish`.
     point_error: Option<String>,
     warnings: Vec<String>,
@@ -184,6 +191,7 @@ impl IndexBuilder {
             hasher: DefaultHashBuilder::default(),
             points: Vec::new(),
             windows: Vec::new(),
+            chunks: Vec::new(),
             point_error: None,
             warnings: Vec::new(),
             warnings_not_kept: 0,
@@ -543,7 +551,15 @@ impl IndexBuilder {
                 window_len: point.window_len as u16,
                 bits: point.bits,
             },
+            window_sha256: point.window_sha256,
         });
+    }
+
+    /// Records the chunks of the archive file and their checksums (see
+    /// [`Index::chunk_for`]): offsets strictly increasing from 0, the last one before the end
+    /// of the archive (`finish` checks them against the archive's size).
+    pub fn set_chunks(&mut self, chunks: Vec<ChunkRec>) {
+        self.chunks = chunks;
     }
 
     /// Records a warning to keep with the index (at most [`MAX_KEPT_WARNINGS`] are kept, each
@@ -751,8 +767,14 @@ impl IndexBuilder {
         drop(std::mem::take(&mut self.lookup));
 
         let mut points = Vec::with_capacity(self.points.len() * format::POINT_LEN);
+        let mut window_sums = Vec::with_capacity(self.points.len() * format::WINDOW_SUM_LEN);
         for p in &self.points {
             p.rec.encode(&mut points);
+            window_sums.extend_from_slice(&p.window_sha256);
+        }
+        let mut chunks = Vec::with_capacity(self.chunks.len() * format::CHUNK_LEN);
+        for c in &self.chunks {
+            c.encode(&mut chunks);
         }
 
         let mut warnings = Vec::new();
@@ -770,24 +792,30 @@ impl IndexBuilder {
         let count = |n: u64, what: &str| u32::try_from(n).map_err(|_| too_many(what));
         let warning_count = kept.len() as u64;
         drop(kept);
-        let bodies: [Vec<u8>; format::SECTION_COUNT] = [
-            inodes,
-            attrs,
-            dirents,
-            blob,
-            sparse,
-            xattrs,
-            points,
-            std::mem::take(&mut self.windows),
-            warnings,
+        // In the version's layout order (windows last).
+        let bodies: [(Section, Vec<u8>); format::SECTION_KINDS] = [
+            (Section::Inodes, inodes),
+            (Section::Attrs, attrs),
+            (Section::Dirents, dirents),
+            (Section::Strings, blob),
+            (Section::Sparse, sparse),
+            (Section::Xattrs, xattrs),
+            (Section::Points, points),
+            (Section::WindowSums, window_sums),
+            (Section::Chunks, chunks),
+            (Section::Warnings, warnings),
+            (Section::Windows, std::mem::take(&mut self.windows)),
         ];
-        let mut sections = [SectionEntry::default(); format::SECTION_COUNT];
+        debug_assert!(bodies.iter().map(|b| b.0).eq(Section::LAYOUT));
+        let mut sections = [SectionEntry::default(); format::SECTION_KINDS];
         let mut offset = format::HEADER_LEN as u64;
-        for (entry, body) in sections.iter_mut().zip(&bodies) {
-            *entry = SectionEntry { offset, len: body.len() as u64, crc: crc32fast::hash(body) };
+        for (section, body) in &bodies {
+            sections[*section as usize] =
+                SectionEntry { offset, len: body.len() as u64, crc: crc32fast::hash(body) };
             offset += body.len() as u64;
         }
         let header = Header {
+            version: format::VERSION,
             identity,
             compression,
             span,
@@ -799,12 +827,13 @@ impl IndexBuilder {
             xattr_count: count(xattr_count, "extended attributes")?,
             point_count: count(self.points.len() as u64, "access points")?,
             warning_count: count(warning_count, "warnings")?,
+            chunk_count: count(self.chunks.len() as u64, "chunks")?,
             sections,
         };
         let total = usize::try_from(offset).map_err(|_| too_many("bytes"))?;
         let mut out = Vec::with_capacity(total);
         out.extend_from_slice(&header.encode());
-        for body in bodies {
+        for (_, body) in bodies {
             // Each section is freed once copied.
             out.extend_from_slice(&body);
         }
@@ -906,6 +935,9 @@ pub struct CompressedPoint {
     pub window_len: usize,
     /// The compressed window (empty when there is none).
     pub zwindow: Vec<u8>,
+    /// SHA-256 of `zwindow` (zeros when there is no window), so that a window fetched alone
+    /// is checked before it is used.
+    pub window_sha256: [u8; 32],
 }
 
 impl CompressedPoint {
@@ -922,12 +954,15 @@ impl CompressedPoint {
             enc.write_all(window)?;
             enc.finish()?
         };
+        let window_sha256 =
+            if zwindow.is_empty() { [0; 32] } else { Sha256::digest(&zwindow).into() };
         Ok(CompressedPoint {
             uncompressed: point.uncompressed,
             compressed: point.compressed,
             bits: point.bits,
             window_len: window.len(),
             zwindow,
+            window_sha256,
         })
     }
 }

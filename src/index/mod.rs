@@ -11,11 +11,14 @@ mod tests;
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 pub use builder::IndexBuilder;
-use format::{AttrRec, DirentRec, Header, InodeRec, PointRec, Section, XattrRec};
+use format::{AttrRec, ChunkRec, DirentRec, Header, InodeRec, PointRec, Section, XattrRec};
+use sha2::{Digest, Sha256};
 
 use crate::archive::{Compression, EntryKind, SparseSegment};
+use crate::source::ReadAt;
 
 /// An inode number. The root is [`ROOT_INO`]; numbers are dense, derived from the index, and
 /// the same every time the same archive is indexed.
@@ -87,6 +90,30 @@ pub struct PointInfo {
     pub has_window: bool,
 }
 
+/// One chunk of the archive file with the SHA-256 of its bytes (index format version 2). The
+/// chunks cover the archive file from byte 0 to its end, back to back: a gzip archive's are its
+/// spans (from the byte that holds an access point's first bit to the byte that holds the next
+/// one's), a plain tar's are of a fixed size ([`format::plain_chunk_size`]). Bytes of the
+/// archive fetched by range are checked by the chunks that hold them before they are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// The chunk's number (0-based, in file order).
+    pub index: usize,
+    /// Offset of its first byte in the archive file.
+    pub offset: u64,
+    /// Its length in bytes (never 0).
+    pub len: u64,
+    /// SHA-256 of its bytes.
+    pub sha256: [u8; 32],
+}
+
+impl ChunkInfo {
+    /// The offset just past the chunk's last byte.
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+}
+
 /// Size figures of an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexStats {
@@ -96,7 +123,8 @@ pub struct IndexStats {
     pub dirents: u64,
     /// Number of gzip access points.
     pub points: u64,
-    /// Size of the serialized index in bytes.
+    /// Size of the serialized index in bytes (the whole file, also for an index loaded from
+    /// its head).
     pub bytes: u64,
     /// Size of the uncompressed tar stream.
     pub uncompressed_size: u64,
@@ -131,17 +159,25 @@ pub enum IndexError {
 ///
 /// Loading checks the header, the CRC-32 of every metadata section and every reference once
 /// (see [`format::validate`]); the accessors then decode fixed-size records straight from the
-/// bytes, and are bounds-checked besides, so no input accepted by [`Index::from_bytes`] can make
-/// them panic.
+/// bytes, and are bounds-checked besides, so no input accepted by [`Index::from_bytes`] or
+/// [`Index::from_head`] can make them panic.
+///
+/// An index loaded from its head ([`Index::from_head`]) holds everything but the windows, and
+/// fetches a window from its windows source when a span needs it, checking its SHA-256.
 pub struct Index {
+    /// The whole file, or (from a head) the file without its windows.
     bytes: Vec<u8>,
     header: Header,
+    /// Where the windows come from when `bytes` is only the head: the index file's bytes, at
+    /// their offsets in the file.
+    windows: Option<Arc<dyn ReadAt>>,
 }
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Index")
             .field("bytes", &self.bytes.len())
+            .field("head_only", &self.windows.is_some())
             .field("header", &self.header)
             .finish()
     }
@@ -160,7 +196,60 @@ impl Index {
         let header = format::parse_header(&bytes)?;
         format::check_section_crcs(&bytes, &header)?;
         format::validate(&bytes, &header)?;
-        Ok(Index { bytes, header })
+        Ok(Index { bytes, header, windows: None })
+    }
+
+    /// Parses and checks the head of a version-2 index (its first [`Index::head_len`] bytes:
+    /// everything but the windows, which come last) with every check [`Index::from_bytes`]
+    /// runs but the windows blob's CRC-32, which no load reads anyway. `windows` reads the
+    /// index file's bytes at their offsets in the file (a range of the index object, say); its
+    /// length must be the whole file's. A window is fetched from it when a span needs it and
+    /// checked against the SHA-256 the head records: a window that does not match is
+    /// [`IndexError::Corrupt`], a source that fails is [`IndexError::Io`], never a wrong
+    /// window. A version-1 index has no head ([`IndexError::Version`]).
+    pub fn from_head(head: Vec<u8>, windows: Arc<dyn ReadAt>) -> Result<Index, IndexError> {
+        let header = format::parse_head(&head)?;
+        format::check_section_crcs(&head, &header)?;
+        format::validate(&head, &header)?;
+        if windows.len() != header.file_len() {
+            return Err(IndexError::Corrupt(format!(
+                "the index file is {} bytes by its header, the windows' source has {}",
+                header.file_len(),
+                windows.len()
+            )));
+        }
+        Ok(Index { bytes: head, header, windows: Some(windows) })
+    }
+
+    /// The head length a version-2 index states in its header, from the file's first bytes (at
+    /// least [`format::HEADER_LEN`] of them; the header's own CRC-32 is checked): how many bytes
+    /// to fetch for [`Index::from_head`]. A version-1 index is [`IndexError::Version`].
+    pub fn peek_head_len(first_bytes: &[u8]) -> Result<u64, IndexError> {
+        format::peek_head_len(first_bytes)
+    }
+
+    /// The format version of the file this index was loaded from (or [`format::VERSION`]).
+    pub fn version(&self) -> u32 {
+        self.header.version
+    }
+
+    /// The length of the head (everything but the windows: a prefix of the file) of a
+    /// version-2 index; `None` for version 1, which cannot be loaded from a head.
+    pub fn head_len(&self) -> Option<u64> {
+        self.header.head_len()
+    }
+
+    /// The head's bytes (see [`Index::head_len`]), as [`Index::from_head`] takes them; `None`
+    /// for version 1.
+    pub fn head(&self) -> Option<&[u8]> {
+        let len = usize::try_from(self.head_len()?).ok()?;
+        self.bytes.get(..len)
+    }
+
+    /// True if this index holds its windows (loaded whole or built), false if it was loaded
+    /// from its head and fetches them.
+    pub fn is_whole(&self) -> bool {
+        self.windows.is_none()
     }
 
     /// Reads and checks the index file at `path`.
@@ -168,7 +257,8 @@ impl Index {
         Index::from_bytes(std::fs::read(path)?)
     }
 
-    /// The serialized bytes, exactly as [`Index::write`] stores them.
+    /// The serialized bytes, exactly as [`Index::write`] stores them (only the head, for an
+    /// index loaded from its head).
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -177,6 +267,12 @@ impl Index {
     /// and fsynced, renamed over `path`, then the directory fsynced. A reader sees either the
     /// old file or the new one, never a partial one.
     pub fn write(&self, path: &Path) -> Result<(), IndexError> {
+        if !self.is_whole() {
+            return Err(IndexError::Io(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "an index loaded from its head has no windows to write",
+            )));
+        }
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -211,7 +307,7 @@ impl Index {
             inodes: u64::from(self.header.inode_count),
             dirents: u64::from(self.header.dirent_count),
             points: u64::from(self.header.point_count),
-            bytes: self.bytes.len() as u64,
+            bytes: self.header.file_len(),
             uncompressed_size: self.header.uncompressed_size,
         }
     }
@@ -452,9 +548,27 @@ impl Index {
                 p.window_zlen
             ))
         };
-        let input =
-            format::sub(self.section(Section::Windows), p.window_off, u64::from(p.window_zlen))
-                .ok_or_else(|| bad("out of bounds".into()))?;
+        let fetched;
+        let input = match &self.windows {
+            None => {
+                format::sub(self.section(Section::Windows), p.window_off, u64::from(p.window_zlen))
+                    .ok_or_else(|| bad("out of bounds".into()))?
+            }
+            Some(source) => {
+                let mut buf = vec![0u8; p.window_zlen as usize];
+                source.read_exact_at(&mut buf, windows_offset.saturating_add(p.window_off))?;
+                fetched = buf;
+                &fetched[..]
+            }
+        };
+        if let Some(want) = self.window_sum(i) {
+            let got: [u8; 32] = Sha256::digest(input).into();
+            if got != want {
+                return Err(bad(
+                    "SHA-256 mismatch (the stored window is not the indexed one)".into()
+                ));
+            }
+        }
         let want = usize::from(p.window_len);
         let mut out = Vec::with_capacity(want);
         let mut z = flate2::Decompress::new(true);
@@ -478,10 +592,24 @@ impl Index {
     }
 
     /// Checks the CRC-32 of the windows blob, which loading skips (each window is checked by
-    /// its Adler-32 when used). For a full offline verification.
+    /// its Adler-32, and in version 2 its SHA-256, when used). For a full offline
+    /// verification; an index loaded from its head fetches the whole blob for it.
     pub fn verify_windows(&self) -> Result<(), IndexError> {
         let entry = self.header.sections[Section::Windows as usize];
-        let computed = crc32fast::hash(self.section(Section::Windows));
+        let fetched;
+        let blob = match &self.windows {
+            None => self.section(Section::Windows),
+            Some(source) => {
+                let len = usize::try_from(entry.len).map_err(|_| {
+                    IndexError::Corrupt(format!("windows section of {} bytes", entry.len))
+                })?;
+                let mut buf = vec![0u8; len];
+                source.read_exact_at(&mut buf, entry.offset)?;
+                fetched = buf;
+                &fetched[..]
+            }
+        };
+        let computed = crc32fast::hash(blob);
         if computed != entry.crc {
             return Err(IndexError::Corrupt(format!(
                 "section windows (offset {}, length {}): crc32 mismatch, stored {:08x}, \
@@ -490,6 +618,69 @@ impl Index {
             )));
         }
         Ok(())
+    }
+
+    /// The number of chunks of the archive (0 for a version-1 index, or one built without
+    /// checksums of the archive's bytes: such an index cannot check ranges).
+    pub fn chunk_count(&self) -> usize {
+        self.section(Section::Chunks).len() / format::CHUNK_LEN
+    }
+
+    /// Chunk `i`, or `None` if `i >= chunk_count()`.
+    pub fn chunk(&self, i: usize) -> Option<ChunkInfo> {
+        let rec = |i: usize| {
+            let start = i.checked_mul(format::CHUNK_LEN)?;
+            let bytes = self.section(Section::Chunks).get(start..start + format::CHUNK_LEN)?;
+            Some(ChunkRec::decode(bytes))
+        };
+        let this = rec(i)?;
+        let end = match rec(i + 1) {
+            Some(next) => next.offset,
+            None => self.header.identity.size,
+        };
+        Some(ChunkInfo {
+            index: i,
+            offset: this.offset,
+            // Validation made the offsets strictly increasing and below the archive's size.
+            len: end.saturating_sub(this.offset),
+            sha256: this.sha256,
+        })
+    }
+
+    /// The chunk holding byte `offset` of the archive file, or `None` past its end (or if the
+    /// index has no chunks: see [`Index::chunk_count`]). The chunks cover the archive with no
+    /// gap, so the chunks that hold a range are `chunk_for(start)` up to `chunk_for(end - 1)`.
+    pub fn chunk_for(&self, offset: u64) -> Option<ChunkInfo> {
+        if offset >= self.header.identity.size {
+            return None;
+        }
+        let recs = self.section(Section::Chunks);
+        let count = recs.len() / format::CHUNK_LEN;
+        // Number of chunks starting at or before offset.
+        let (mut lo, mut hi) = (0usize, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if format::rd_u64(recs, mid * format::CHUNK_LEN) <= offset {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        self.chunk(lo.checked_sub(1)?)
+    }
+
+    /// Every chunk, in file order.
+    pub fn chunks(&self) -> impl Iterator<Item = ChunkInfo> + '_ {
+        (0..self.chunk_count()).filter_map(|i| self.chunk(i))
+    }
+
+    /// The recorded SHA-256 of point `i`'s stored window (version 2).
+    fn window_sum(&self, i: usize) -> Option<[u8; 32]> {
+        let start = i.checked_mul(format::WINDOW_SUM_LEN)?;
+        let sum = self.section(Section::WindowSums).get(start..start + format::WINDOW_SUM_LEN)?;
+        let mut out = [0u8; 32];
+        out.copy_from_slice(sum);
+        Some(out)
     }
 
     fn section(&self, s: Section) -> &[u8] {

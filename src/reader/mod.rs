@@ -1,16 +1,17 @@
 //! Random access to the bytes of any entry: plain tar by positioned reads, gzip by inflating
 //! from the nearest access point, with decompressed spans kept in a shared, byte-bounded
-//! [`ChunkCache`].
+//! [`ChunkCache`]. The compressed bytes come from a [`ReadAt`] source: the archive file on disk
+//! (`pread`), or whatever else implements it (a node's lazily fetched ranges).
 
 pub mod ahead;
 pub mod cache;
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use crate::source::ReadAt;
 pub use ahead::{ReadAhead, Sequential, Ticket};
 pub use cache::{CacheCounters, CacheStats, ChunkCache, ChunkKey};
 
@@ -35,7 +36,8 @@ pub enum ReadError {
     /// The inode is not a regular file.
     #[error("inode {0} is not a regular file")]
     NotAFile(Ino),
-    /// Reading the archive failed.
+    /// Reading the archive failed (a local file's I/O error, or a lazy source that could not
+    /// get or check the bytes in time).
     #[error("{}: read failed at offset {offset}: {source}", archive.display())]
     Io {
         /// The archive.
@@ -89,8 +91,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Serves random reads of one indexed archive. Cheap to share between threads (`&self` reads).
 pub struct ArchiveReader {
+    /// The archive's name in messages (a local path, or a store's key for a lazy source).
     path: PathBuf,
-    file: Arc<File>,
+    source: Arc<dyn ReadAt>,
     index: Arc<Index>,
     cache: Arc<ChunkCache>,
     id: u64,
@@ -115,13 +118,7 @@ impl ArchiveReader {
                 source: IndexError::Stale("the archive changed since it was indexed".into()),
             });
         }
-        Ok(ArchiveReader {
-            path: archive.to_path_buf(),
-            file: Arc::new(file),
-            index,
-            cache,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        })
+        Ok(ArchiveReader::with_source(archive, Arc::new(file), index, cache))
     }
 
     /// Opens `archive` for reads described by `index`, for a file whose bytes the caller has
@@ -129,31 +126,55 @@ impl ArchiveReader {
     /// download before it keeps it): the size must match, the modification time is the
     /// download's, not the uploaded file's, so it is not compared.
     ///
-    /// This is the seam of the node's add-on source: today a verified local copy, read by
-    /// `pread`; a later source reads the same spans by ranges from the object store.
+    /// A verified local copy, read by `pread`; [`ArchiveReader::open_source`] is the same for
+    /// any other source.
     pub fn open_verified(
         archive: &Path,
         index: Arc<Index>,
         cache: Arc<ChunkCache>,
     ) -> Result<Self, OpenError> {
         let file = File::open(archive).map_err(|e| OpenError::io(archive, e))?;
-        let size = file.metadata().map_err(|e| OpenError::io(archive, e))?.len();
+        ArchiveReader::open_source(Arc::new(file), archive, index, cache)
+    }
+
+    /// Serves reads described by `index` from the bytes of `source` (a node's lazily fetched
+    /// ranges, say), which must be the archive `index` describes: its length is compared here,
+    /// its content is the source's to check (by the index's chunk checksums,
+    /// [`Index::chunk_for`]). `name` names the archive in messages. An error of the source
+    /// fails the read that needed the bytes with `EIO` ([`ReadError::errno`]); the next read
+    /// asks the source again.
+    pub fn open_source(
+        source: Arc<dyn ReadAt>,
+        name: &Path,
+        index: Arc<Index>,
+        cache: Arc<ChunkCache>,
+    ) -> Result<Self, OpenError> {
+        let size = source.len();
         if size != index.identity().size {
             return Err(OpenError::Index {
-                path: archive.to_path_buf(),
+                path: name.to_path_buf(),
                 source: IndexError::Stale(format!(
                     "the archive has {size} bytes, its index describes {}",
                     index.identity().size
                 )),
             });
         }
-        Ok(ArchiveReader {
-            path: archive.to_path_buf(),
-            file: Arc::new(file),
+        Ok(ArchiveReader::with_source(name, source, index, cache))
+    }
+
+    fn with_source(
+        name: &Path,
+        source: Arc<dyn ReadAt>,
+        index: Arc<Index>,
+        cache: Arc<ChunkCache>,
+    ) -> Self {
+        ArchiveReader {
+            path: name.to_path_buf(),
+            source,
             index,
             cache,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        })
+        }
     }
 
     /// The archive's path.
@@ -244,7 +265,7 @@ impl ArchiveReader {
     }
 
     fn pread(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        self.file.read_exact_at(buf, offset).map_err(|source| {
+        self.source.read_exact_at(buf, offset).map_err(|source| {
             if source.kind() == std::io::ErrorKind::UnexpectedEof {
                 ReadError::Truncated { archive: self.path.clone(), offset }
             } else {
@@ -327,10 +348,10 @@ impl ArchiveReader {
         Ok(f(&buf[..n]))
     }
 
-    /// Tells the kernel that the compressed bytes of span `p` are about to be read, so a cold
-    /// span's bytes come from disk in one request, read while the first ones are inflated,
-    /// rather than one small read at a time as the inflater asks. Only advice: a failure is
-    /// ignored.
+    /// Tells the source that the compressed bytes of span `p` are about to be read, so a cold
+    /// span's bytes come in one request (from disk: `fadvise`; from a store: one range), read
+    /// while the first ones are inflated, rather than one small read at a time as the inflater
+    /// asks. Only advice.
     fn advise_span(&self, p: usize) {
         let from = self.index.point(p).compressed.saturating_sub(1);
         let to = if p + 1 < self.index.point_count() {
@@ -338,8 +359,7 @@ impl ArchiveReader {
         } else {
             self.index.identity().size
         };
-        let len = std::num::NonZeroU64::new(to.saturating_sub(from));
-        let _ = rustix::fs::fadvise(&*self.file, from, len, rustix::fs::Advice::WillNeed);
+        self.source.will_need(from, to.saturating_sub(from));
     }
 
     /// Makes `chunk` (cached under `key`: span of point `p`, starting at `start`) hold at least
@@ -391,7 +411,7 @@ impl ArchiveReader {
             };
             self.advise_span(p);
             let inflater = SpanInflater::new(
-                Arc::clone(&self.file),
+                Arc::clone(&self.source),
                 point.uncompressed,
                 point.compressed,
                 point.bits,

@@ -5,6 +5,7 @@
 pub mod corpus;
 pub mod garage;
 pub mod http;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

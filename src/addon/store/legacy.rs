@@ -22,7 +22,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::{Record, StoreError};
-use crate::addon::catalog::{Entry, Objects};
+use crate::addon::catalog::{Entry, IndexHead, Objects};
 use crate::addon::metadata::{Metadata, MAX_METADATA_BYTES};
 
 /// File name of the record inside an old add-on directory.
@@ -122,6 +122,47 @@ pub(crate) fn read_revision(root: &Path) -> Result<u64, StoreError> {
     }
 }
 
+/// The head of `index` (written at `path`) for the catalog: its length and the SHA-256 of the
+/// file's first that many bytes; `None` for an index without a head (format 1), which nodes
+/// fetch whole.
+pub(crate) fn digest_head(
+    path: &Path,
+    index: &crate::index::Index,
+) -> std::io::Result<Option<IndexHead>> {
+    let Some(len) = index_head_len(index) else { return Ok(None) };
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let copied = std::io::copy(&mut (&mut file).take(len), &mut HashWriter(&mut hasher))?;
+    if copied != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the index's head is {len} bytes, the file has {copied}"),
+        ));
+    }
+    let digest = hasher.finalize();
+    Ok(Some(IndexHead { size: len, sha256: digest.iter().map(|b| format!("{b:02x}")).collect() }))
+}
+
+/// The length of `index`'s head, if it has one.
+fn index_head_len(index: &crate::index::Index) -> Option<u64> {
+    // A head is only worth recording if a node can check the archive's ranges by it.
+    index.head_len().filter(|_| index.chunk_count() > 0 || index.identity().size == 0)
+}
+
+/// `io::Write` into a hasher.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The size and SHA-256 (lowercase hex) of a file, read in blocks.
 pub(crate) fn digest_file(path: &Path) -> std::io::Result<(u64, String)> {
     let mut file = std::fs::File::open(path)?;
@@ -183,11 +224,17 @@ fn load_addon(dir: &Path) -> Result<Entry, String> {
     .map_err(|e| format!("{INDEX_FILE}: {e}"))?;
     let (index_size, index_sha256) =
         digest_file(&dir.join(INDEX_FILE)).map_err(|e| format!("{INDEX_FILE}: {e}"))?;
+    let index_head = crate::index::Index::load(&dir.join(INDEX_FILE))
+        .map_err(|e| format!("{INDEX_FILE}: {e}"))
+        .and_then(|index| {
+            digest_head(&dir.join(INDEX_FILE), &index).map_err(|e| format!("{INDEX_FILE}: {e}"))
+        })?;
     Ok(Entry {
         objects: Objects::legacy(&record.identifier),
         record,
         paths: metadata.spec.paths,
         index_size,
         index_sha256,
+        index_head,
     })
 }

@@ -52,7 +52,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::backend::{self, Backend};
-use super::catalog::{self, Catalog, CatalogError, Entry, Objects, CATALOG_KEY};
+use super::catalog::{self, Catalog, CatalogError, Entry, IndexHead, Objects, CATALOG_KEY};
 use super::lock::{LockError, StateLock};
 use super::metadata::{paths_collide, Metadata};
 use crate::index::Index;
@@ -263,6 +263,8 @@ pub struct Addon {
     pub index_size: u64,
     /// SHA-256 of its index object, lowercase hex.
     pub index_sha256: String,
+    /// Its index's head (format-2 indexes), for nodes that read lazily.
+    pub index_head: Option<IndexHead>,
 }
 
 impl Addon {
@@ -283,6 +285,7 @@ impl Addon {
             objects: self.objects.clone(),
             index_size: self.index_size,
             index_sha256: self.index_sha256.clone(),
+            index_head: self.index_head.clone(),
         }
     }
 
@@ -297,6 +300,7 @@ impl Addon {
             objects: entry.objects,
             index_size: entry.index_size,
             index_sha256: entry.index_sha256,
+            index_head: entry.index_head,
         }
     }
 }
@@ -710,6 +714,7 @@ impl Store {
         })?;
         let (index_size, index_sha256) =
             legacy::digest_file(&index_path).map_err(io(&index_path))?;
+        let index_head = legacy::digest_head(&index_path, index).map_err(io(&index_path))?;
         write_synced(&staging.dir.join(METADATA_FILE), metadata_bytes)?;
         let tarball = staging.tarball();
         std::fs::File::open(&tarball).and_then(|f| f.sync_all()).map_err(io(&tarball))?;
@@ -738,6 +743,7 @@ impl Store {
             objects,
             index_size,
             index_sha256,
+            index_head,
         };
         // The catalog last (checked again: another upload may have committed meanwhile).
         let written = check_new_locked(&inner, metadata).and_then(|()| {

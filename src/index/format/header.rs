@@ -1,10 +1,11 @@
-//! The header: the fixed fields, the section table and the CRC-32s that guard them.
+//! The header: the fixed fields, the section table and the CRC-32s that guard them, for both
+//! versions this build reads (the layouts differ in the fixed part's length and the table).
 
 use super::super::ArchiveIdentity;
 use super::{
-    corrupt, rd_i64, rd_u32, rd_u64, sub, Section, ATTR_LEN, DIRENT_LEN, HEADER_FIXED_LEN,
-    HEADER_LEN, INODE_LEN, MAGIC, POINT_LEN, SECTION_COUNT, SECTION_ENTRY_LEN, SPARSE_LEN, VERSION,
-    XATTR_LEN,
+    corrupt, header_fixed_len, rd_i64, rd_u32, rd_u64, sub, Section, ATTR_LEN, CHUNK_LEN,
+    DIRENT_LEN, HEADER_FIXED_LEN, HEADER_LEN, INODE_LEN, MAGIC, OLDEST_VERSION, POINT_LEN,
+    SECTION_ENTRY_LEN, SECTION_KINDS, SPARSE_LEN, VERSION, WINDOW_SUM_LEN, XATTR_LEN,
 };
 use crate::archive::Compression;
 use crate::index::IndexError;
@@ -23,6 +24,8 @@ pub struct SectionEntry {
 /// Every header field (the parsed header of a checked index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The format version of the file (1 or 2; [`Header::encode`] writes [`VERSION`]).
+    pub version: u32,
     /// The archive the index describes.
     pub identity: ArchiveIdentity,
     /// How the archive stores the tar stream.
@@ -41,12 +44,15 @@ pub struct Header {
     pub sparse_count: u32,
     /// Number of xattr records.
     pub xattr_count: u32,
-    /// Number of access-point records.
+    /// Number of access-point records (and, version 2, of window checksums).
     pub point_count: u32,
     /// Number of warnings.
     pub warning_count: u32,
-    /// The section table.
-    pub sections: [SectionEntry; SECTION_COUNT],
+    /// Number of chunk records (version 2; 0 in version 1).
+    pub chunk_count: u32,
+    /// The section table, indexed by [`Section`] (a version-1 file's `window_sums` and
+    /// `chunks` are empty, at offset 0).
+    pub sections: [SectionEntry; SECTION_KINDS],
 }
 
 fn compression_code(c: Compression) -> u32 {
@@ -57,14 +63,15 @@ fn compression_code(c: Compression) -> u32 {
 }
 
 impl Header {
-    /// Encodes the header (with its CRC-32): exactly [`HEADER_LEN`] bytes.
+    /// Encodes the header (with its CRC-32) in the current version's layout: exactly
+    /// [`HEADER_LEN`] bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut h = Vec::with_capacity(HEADER_LEN);
         h.extend_from_slice(&MAGIC);
         h.extend_from_slice(&VERSION.to_le_bytes());
         h.extend_from_slice(&0u32.to_le_bytes()); // flags
         h.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
-        h.extend_from_slice(&(SECTION_COUNT as u32).to_le_bytes());
+        h.extend_from_slice(&(Section::LAYOUT.len() as u32).to_le_bytes());
         h.extend_from_slice(&self.identity.size.to_le_bytes());
         h.extend_from_slice(&self.identity.mtime_sec.to_le_bytes());
         h.extend_from_slice(&self.identity.mtime_nsec.to_le_bytes());
@@ -75,8 +82,10 @@ impl Header {
         for count in self.counts() {
             h.extend_from_slice(&count.to_le_bytes());
         }
+        h.extend_from_slice(&self.chunk_count.to_le_bytes());
         debug_assert_eq!(h.len(), HEADER_FIXED_LEN);
-        for s in &self.sections {
+        for section in Section::LAYOUT {
+            let s = self.sections[section as usize];
             h.extend_from_slice(&s.offset.to_le_bytes());
             h.extend_from_slice(&s.len.to_le_bytes());
             h.extend_from_slice(&s.crc.to_le_bytes());
@@ -88,7 +97,7 @@ impl Header {
         h
     }
 
-    /// The record counts, in header order.
+    /// The record counts of version 1, in header order.
     fn counts(&self) -> [u32; 7] {
         [
             self.inode_count,
@@ -100,13 +109,61 @@ impl Header {
             self.warning_count,
         ]
     }
+
+    /// The length of the whole index file (where its last section ends).
+    pub fn file_len(&self) -> u64 {
+        let last = Section::layout(self.version).last().copied().unwrap_or(Section::Warnings);
+        let s = self.sections[last as usize];
+        s.offset.saturating_add(s.len)
+    }
+
+    /// The length of the head (everything before the windows) of a version-2 index; `None`
+    /// for version 1, whose windows are not last.
+    pub fn head_len(&self) -> Option<u64> {
+        (self.version >= 2).then_some(self.sections[Section::Windows as usize].offset)
+    }
 }
 
-/// Parses and checks the header: magic, version, length, flags, header CRC-32, the section
-/// table (sections back to back after the header, ending at the end of the file, each record
-/// section exactly its count times its record size).
+/// Parses and checks the header of a whole index file: magic, version, length, flags, header
+/// CRC-32, the section table (sections back to back after the header, ending at the end of the
+/// file, each record section exactly its count times its record size).
 pub fn parse_header(bytes: &[u8]) -> Result<Header, IndexError> {
-    check_preamble(bytes)?;
+    parse(bytes, Extent::Whole)
+}
+
+/// Parses and checks the header of the head of a version-2 index (the file without its
+/// windows, which come last): the same checks as [`parse_header`], except that the bytes end
+/// where the windows section starts.
+pub fn parse_head(bytes: &[u8]) -> Result<Header, IndexError> {
+    parse(bytes, Extent::Head)
+}
+
+/// The head length a version-2 index's header states, from the file's first bytes (at least
+/// the header; the header's CRC-32 is checked): how much to fetch to load it with
+/// [`parse_head`]. A version-1 index has no head: `IndexError::Version`.
+pub fn peek_head_len(bytes: &[u8]) -> Result<u64, IndexError> {
+    let version = check_preamble(bytes)?;
+    if version < 2 {
+        return Err(IndexError::Version { found: version, expected: VERSION });
+    }
+    let sections = read_section_table(bytes, version, None)?;
+    Ok(sections[Section::Windows as usize].offset)
+}
+
+/// How much of the index the bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extent {
+    /// The whole file.
+    Whole,
+    /// The head: everything before the windows section (version 2).
+    Head,
+}
+
+fn parse(bytes: &[u8], extent: Extent) -> Result<Header, IndexError> {
+    let version = check_preamble(bytes)?;
+    if extent == Extent::Head && version < 2 {
+        return Err(IndexError::Version { found: version, expected: VERSION });
+    }
     let compression = match rd_u32(bytes, 44) {
         0 => Compression::None,
         1 => Compression::Gzip,
@@ -120,8 +177,9 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, IndexError> {
         mtime_nsec: rd_u32(bytes, 40),
         digest,
     };
-    let sections = read_section_table(bytes)?;
+    let sections = read_section_table(bytes, version, Some(extent))?;
     let header = Header {
+        version,
         identity,
         compression,
         span: rd_u64(bytes, 80),
@@ -133,6 +191,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, IndexError> {
         xattr_count: rd_u32(bytes, 112),
         point_count: rd_u32(bytes, 116),
         warning_count: rd_u32(bytes, 120),
+        chunk_count: if version >= 2 { rd_u32(bytes, 124) } else { 0 },
         sections,
     };
     check_record_sections(&header)?;
@@ -143,8 +202,8 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, IndexError> {
 /// is not an index, or one of another version, is told apart from a corrupt one: the caller
 /// rebuilds either way, but the message says which), then the header's length and CRC-32
 /// (every later field is read from checked bytes), then the flags, lengths and section count
-/// this version knows (nothing unknown is silently ignored).
-fn check_preamble(bytes: &[u8]) -> Result<(), IndexError> {
+/// this version knows (nothing unknown is silently ignored). Returns the version.
+fn check_preamble(bytes: &[u8]) -> Result<u32, IndexError> {
     if bytes.len() < 12 {
         return Err(corrupt(format!(
             "file is {} bytes, too short for the magic and version (12 bytes)",
@@ -159,52 +218,62 @@ fn check_preamble(bytes: &[u8]) -> Result<(), IndexError> {
         )));
     }
     let version = rd_u32(bytes, 8);
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(IndexError::Version { found: version, expected: VERSION });
     }
-    if bytes.len() < HEADER_LEN {
+    let header_len = super::header_len(version);
+    if bytes.len() < header_len {
         return Err(corrupt(format!(
-            "file is {} bytes, shorter than the {HEADER_LEN}-byte header",
+            "file is {} bytes, shorter than the {header_len}-byte header",
             bytes.len()
         )));
     }
-    let stored = rd_u32(bytes, HEADER_LEN - 4);
-    let computed = crc32fast::hash(&bytes[..HEADER_LEN - 4]);
+    let stored = rd_u32(bytes, header_len - 4);
+    let computed = crc32fast::hash(&bytes[..header_len - 4]);
     if stored != computed {
         return Err(corrupt(format!(
             "header crc32 mismatch at offset {}: stored {stored:08x}, computed {computed:08x}",
-            HEADER_LEN - 4
+            header_len - 4
         )));
     }
     let flags = rd_u32(bytes, 12);
     if flags != 0 {
         return Err(corrupt(format!("unknown header flags {flags:#x} at offset 12")));
     }
-    let header_len = rd_u32(bytes, 16);
-    if header_len as usize != HEADER_LEN {
+    let stated_len = rd_u32(bytes, 16);
+    if stated_len as usize != header_len {
         return Err(corrupt(format!(
-            "header length {header_len} at offset 16 (expected {HEADER_LEN})"
+            "header length {stated_len} at offset 16 (expected {header_len})"
         )));
     }
     let section_count = rd_u32(bytes, 20);
-    if section_count as usize != SECTION_COUNT {
+    let sections = Section::layout(version).len();
+    if section_count as usize != sections {
         return Err(corrupt(format!(
-            "section count {section_count} at offset 20 (expected {SECTION_COUNT})"
+            "section count {section_count} at offset 20 (expected {sections})"
         )));
     }
-    Ok(())
+    Ok(version)
 }
 
-/// Reads the section table and checks that the sections lie back to back from the end of the
-/// header to the end of the file: then every section's range is within the bytes, so the
-/// accessors' slicing cannot fail, and no byte of the file is unaccounted for (a truncated or
-/// extended file is refused here rather than read wrong later).
-fn read_section_table(bytes: &[u8]) -> Result<[SectionEntry; SECTION_COUNT], IndexError> {
-    let mut sections = [SectionEntry::default(); SECTION_COUNT];
-    let mut expected_offset = HEADER_LEN as u64;
-    for (i, s) in sections.iter_mut().enumerate() {
-        let at = HEADER_FIXED_LEN + i * SECTION_ENTRY_LEN;
-        let name = Section::ALL[i].name();
+/// Reads the section table of a header of `version` and checks that the sections lie back to
+/// back from the end of the header to the end of the file (for a head: to the start of the
+/// windows, which come last; with no extent, only that they are back to back): then every
+/// section's range is within the bytes, so the accessors' slicing cannot fail, and no byte of
+/// the file is unaccounted for (a truncated or extended file is refused here rather than read
+/// wrong later).
+fn read_section_table(
+    bytes: &[u8],
+    version: u32,
+    extent: Option<Extent>,
+) -> Result<[SectionEntry; SECTION_KINDS], IndexError> {
+    let mut sections = [SectionEntry::default(); SECTION_KINDS];
+    let fixed = header_fixed_len(version);
+    let mut expected_offset = super::header_len(version) as u64;
+    for (i, &section) in Section::layout(version).iter().enumerate() {
+        let at = fixed + i * SECTION_ENTRY_LEN;
+        let name = section.name();
+        let s = &mut sections[section as usize];
         s.offset = rd_u64(bytes, at);
         s.len = rd_u64(bytes, at + 8);
         s.crc = rd_u32(bytes, at + 16);
@@ -220,11 +289,22 @@ fn read_section_table(bytes: &[u8]) -> Result<[SectionEntry; SECTION_COUNT], Ind
                 s.offset
             )));
         }
+        if section == Section::Windows
+            && extent == Some(Extent::Head)
+            && s.offset != bytes.len() as u64
+        {
+            return Err(corrupt(format!(
+                "the head is {} bytes but its windows start at offset {} (truncated or \
+                 trailing data)",
+                bytes.len(),
+                s.offset
+            )));
+        }
         expected_offset = s.offset.checked_add(s.len).ok_or_else(|| {
             corrupt(format!("section {name}: offset {} + length {} overflows", s.offset, s.len))
         })?;
     }
-    if expected_offset != bytes.len() as u64 {
+    if extent == Some(Extent::Whole) && expected_offset != bytes.len() as u64 {
         return Err(corrupt(format!(
             "sections end at offset {expected_offset} but the file is {} bytes (truncated or \
              trailing data)",
@@ -238,6 +318,7 @@ fn read_section_table(bytes: &[u8]) -> Result<[SectionEntry; SECTION_COUNT], Ind
 /// record by multiplying its number by the record size, and the counts bound every reference
 /// that [`super::validate`] checks.
 fn check_record_sections(header: &Header) -> Result<(), IndexError> {
+    let v2 = header.version >= 2;
     for (section, count, rec) in [
         (Section::Inodes, header.inode_count, INODE_LEN),
         (Section::Attrs, header.attr_count, ATTR_LEN),
@@ -245,6 +326,8 @@ fn check_record_sections(header: &Header) -> Result<(), IndexError> {
         (Section::Sparse, header.sparse_count, SPARSE_LEN),
         (Section::Xattrs, header.xattr_count, XATTR_LEN),
         (Section::Points, header.point_count, POINT_LEN),
+        (Section::WindowSums, if v2 { header.point_count } else { 0 }, WINDOW_SUM_LEN),
+        (Section::Chunks, header.chunk_count, CHUNK_LEN),
     ] {
         let len = header.sections[section as usize].len;
         if len != u64::from(count) * rec as u64 {
@@ -268,7 +351,7 @@ pub fn section_range(h: &Header, section: Section) -> std::ops::Range<usize> {
 
 /// Checks the CRC-32 of every metadata section (all but the windows blob).
 pub fn check_section_crcs(bytes: &[u8], h: &Header) -> Result<(), IndexError> {
-    for section in Section::ALL {
+    for &section in Section::layout(h.version) {
         if !section.checked_at_load() {
             continue;
         }
@@ -293,18 +376,23 @@ pub fn check_section_crcs(bytes: &[u8], h: &Header) -> Result<(), IndexError> {
 /// header. For tests and fuzzing: it lets forged or mutated bytes through the checksums, so
 /// that the structural checks behind them get exercised.
 pub fn reseal(bytes: &mut [u8]) -> bool {
-    if bytes.len() < HEADER_LEN {
+    let version = rd_u32(bytes, 8);
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return false;
     }
-    for i in 0..SECTION_COUNT {
-        let at = HEADER_FIXED_LEN + i * SECTION_ENTRY_LEN;
+    let (fixed, header_len) = (header_fixed_len(version), super::header_len(version));
+    if bytes.len() < header_len {
+        return false;
+    }
+    for i in 0..Section::layout(version).len() {
+        let at = fixed + i * SECTION_ENTRY_LEN;
         let range = sub(bytes, rd_u64(bytes, at), rd_u64(bytes, at + 8));
         if let Some(section) = range {
             let crc = crc32fast::hash(section);
             bytes[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
         }
     }
-    let crc = crc32fast::hash(&bytes[..HEADER_LEN - 4]);
-    bytes[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..header_len - 4]);
+    bytes[header_len - 4..header_len].copy_from_slice(&crc.to_le_bytes());
     true
 }

@@ -3,9 +3,16 @@
 //! bytes.
 //!
 //! Everything is little-endian. The file is a fixed-size header (with a section table and its
-//! own CRC-32) followed by the sections, back to back, in [`Section`] order. Every section but
-//! the windows blob carries a CRC-32 that is checked at load; each window is a zlib stream whose
-//! Adler-32 is checked when it is decompressed.
+//! own CRC-32) followed by the sections, back to back, in the order of the version's layout
+//! ([`Section::layout`]). Every section but the windows blob carries a CRC-32 that is checked at
+//! load; each window is a zlib stream whose Adler-32 is checked when it is decompressed, and
+//! (version 2) whose SHA-256 is recorded in the `window_sums` section.
+//!
+//! Version 2 puts the windows **last**, so that everything else (the *head*) is one prefix of
+//! the file, enough to serve lookups, listings and attributes: a node fetches the head first
+//! and each window only with its span. It also records the `chunks` of the archive file with a
+//! SHA-256 each (a gzip's spans, a plain tar's fixed-size pieces), so that bytes of the archive
+//! fetched by range are checked before they are used. Version 1 files still load.
 //!
 //! # Files
 //!
@@ -23,28 +30,57 @@ use super::IndexError;
 use crate::archive::EntryKind;
 
 pub use bytes::{put_varint, rd_i64, rd_u16, rd_u32, rd_u64, read_name, sub};
-pub use header::{check_section_crcs, parse_header, reseal, section_range, Header, SectionEntry};
-pub use records::{AttrRec, DirentRec, InodeRec, PointRec, SparseRec, XattrRec};
+pub use header::{
+    check_section_crcs, parse_head, parse_header, peek_head_len, reseal, section_range, Header,
+    SectionEntry,
+};
+pub use records::{AttrRec, ChunkRec, DirentRec, InodeRec, PointRec, SparseRec, XattrRec};
 pub use validate::validate;
 
 /// The first 8 bytes of every index file.
 pub const MAGIC: [u8; 8] = *b"ADDONFS\0";
 
-/// The format version this build writes and reads. Any change to the layout or the meaning of a
-/// field bumps it; a reader rejects every other version (the index is then rebuilt).
-pub const VERSION: u32 = 1;
+/// The format version this build writes. Any change to the layout or the meaning of a field
+/// bumps it. A reader reads this version and the ones since [`OLDEST_VERSION`]; any other is
+/// rejected (the index is then rebuilt).
+pub const VERSION: u32 = 2;
 
-/// Number of sections in a version-1 index.
-pub const SECTION_COUNT: usize = 9;
+/// The oldest version this build still reads (version 1: windows not last, no checksums of
+/// windows or chunks; such an index serves everything but a lazy read).
+pub const OLDEST_VERSION: u32 = 1;
 
-/// Size of the fixed part of the header (before the section table).
-pub const HEADER_FIXED_LEN: usize = 124;
+/// The number of distinct sections over all versions (the size of a header's section table in
+/// memory, indexed by [`Section`]).
+pub const SECTION_KINDS: usize = 11;
 
 /// Size of one section-table entry.
 pub const SECTION_ENTRY_LEN: usize = 24;
 
-/// Total header size: fixed part, section table, header CRC-32.
-pub const HEADER_LEN: usize = HEADER_FIXED_LEN + SECTION_COUNT * SECTION_ENTRY_LEN + 4;
+/// Size of the fixed part of a version-1 header (before the section table).
+pub const HEADER_FIXED_LEN_V1: usize = 124;
+
+/// Size of the fixed part of a version-2 header: version 1's, then the chunk count.
+pub const HEADER_FIXED_LEN: usize = 128;
+
+/// Total size of a version-1 header: fixed part, section table (9 entries), header CRC-32.
+pub const HEADER_LEN_V1: usize = HEADER_FIXED_LEN_V1 + 9 * SECTION_ENTRY_LEN + 4;
+
+/// Total size of a version-2 header: fixed part, section table (11 entries), header CRC-32.
+pub const HEADER_LEN: usize = HEADER_FIXED_LEN + SECTION_KINDS * SECTION_ENTRY_LEN + 4;
+
+/// The fixed part's length of a header of `version` (one this build reads).
+pub fn header_fixed_len(version: u32) -> usize {
+    if version == 1 {
+        HEADER_FIXED_LEN_V1
+    } else {
+        HEADER_FIXED_LEN
+    }
+}
+
+/// The total header length of `version` (one this build reads).
+pub fn header_len(version: u32) -> usize {
+    header_fixed_len(version) + Section::layout(version).len() * SECTION_ENTRY_LEN + 4
+}
 
 /// Size of one inode record.
 pub const INODE_LEN: usize = 25;
@@ -58,6 +94,17 @@ pub const SPARSE_LEN: usize = 24;
 pub const XATTR_LEN: usize = 20;
 /// Size of one access-point record.
 pub const POINT_LEN: usize = 32;
+/// Size of one window checksum (a SHA-256), one per access point.
+pub const WINDOW_SUM_LEN: usize = 32;
+/// Size of one chunk record: offset in the archive file, then the SHA-256 of its bytes.
+pub const CHUNK_LEN: usize = 40;
+
+/// The chunk size of a plain tar's chunks, from the span: the span itself (1 MiB by default),
+/// kept between 64 KiB (so a small test span does not make a record per few bytes) and 4 MiB
+/// (so a node never has to fetch more than that to check one byte).
+pub fn plain_chunk_size(span: u64) -> u64 {
+    span.clamp(64 << 10, 4 << 20)
+}
 
 /// Largest window an access point may carry (the deflate history size).
 pub const MAX_WINDOW: usize = 32 * 1024;
@@ -82,7 +129,8 @@ pub const DATA_CONTIGUOUS: u8 = 1;
 /// Sparse data.
 pub const DATA_SPARSE: u8 = 2;
 
-/// The sections of an index, in file order.
+/// The sections of an index (their numbers index a header's section table in memory; their
+/// order in the file is the version's [`Section::layout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     /// Inode records, indexed by `ino - 1`.
@@ -103,11 +151,16 @@ pub enum Section {
     Windows = 7,
     /// Warnings: `u32` length + UTF-8 bytes, repeated.
     Warnings = 8,
+    /// Version 2: the SHA-256 of each access point's stored (compressed) window, in point order
+    /// (zeros for a point without a window).
+    WindowSums = 9,
+    /// Version 2: the chunks of the archive file, [`CHUNK_LEN`] bytes each, by offset.
+    Chunks = 10,
 }
 
 impl Section {
-    /// All sections in file order.
-    pub const ALL: [Section; SECTION_COUNT] = [
+    /// The sections of a version-1 index, in file order.
+    pub const LAYOUT_V1: [Section; 9] = [
         Section::Inodes,
         Section::Attrs,
         Section::Dirents,
@@ -118,6 +171,32 @@ impl Section {
         Section::Windows,
         Section::Warnings,
     ];
+
+    /// The sections of a version-2 index, in file order: the windows last, so that the rest
+    /// (the head) is one prefix of the file.
+    pub const LAYOUT: [Section; SECTION_KINDS] = [
+        Section::Inodes,
+        Section::Attrs,
+        Section::Dirents,
+        Section::Strings,
+        Section::Sparse,
+        Section::Xattrs,
+        Section::Points,
+        Section::WindowSums,
+        Section::Chunks,
+        Section::Warnings,
+        Section::Windows,
+    ];
+
+    /// The sections of an index of `version`, in file order (this version's for any version
+    /// but 1: the version is checked before the layout is used).
+    pub fn layout(version: u32) -> &'static [Section] {
+        if version == 1 {
+            &Self::LAYOUT_V1
+        } else {
+            &Self::LAYOUT
+        }
+    }
 
     /// The section's name, for error messages.
     pub fn name(self) -> &'static str {
@@ -131,6 +210,8 @@ impl Section {
             Section::Points => "points",
             Section::Windows => "windows",
             Section::Warnings => "warnings",
+            Section::WindowSums => "window_sums",
+            Section::Chunks => "chunks",
         }
     }
 

@@ -275,3 +275,31 @@ impl PointRec {
         out.push(0);
     }
 }
+
+/// One chunk of the archive file (40 bytes): where it starts (it ends where the next one
+/// starts, the last one at the end of the archive) and the SHA-256 of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChunkRec {
+    /// Offset of the chunk's first byte in the archive file.
+    pub offset: u64,
+    /// SHA-256 of the chunk's bytes.
+    pub sha256: [u8; 32],
+}
+
+impl ChunkRec {
+    /// Decodes a record from (at least) [`CHUNK_LEN`](super::CHUNK_LEN) bytes.
+    #[inline]
+    pub fn decode(r: &[u8]) -> ChunkRec {
+        let mut sha256 = [0u8; 32];
+        if let Some(sum) = r.get(8..40) {
+            sha256.copy_from_slice(sum);
+        }
+        ChunkRec { offset: rd_u64(r, 0), sha256 }
+    }
+
+    /// Appends the encoded record to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.sha256);
+    }
+}

@@ -3,10 +3,10 @@
 //! is one function below, named for what it checks, in the order the records are met.
 
 use super::{
-    corrupt, read_name, section_range, sub, DirentRec, Header, InodeRec, PointRec, Section,
-    SparseRec, XattrRec, DATA_CONTIGUOUS, DATA_NONE, DATA_SPARSE, DIRENT_LEN, INODE_LEN,
-    KIND_BLOCKDEV, KIND_CHARDEV, KIND_DIR, KIND_FIFO, KIND_FILE, KIND_SYMLINK, MAX_WINDOW,
-    POINT_LEN, SPARSE_LEN, XATTR_LEN,
+    corrupt, read_name, section_range, sub, ChunkRec, DirentRec, Header, InodeRec, PointRec,
+    Section, SparseRec, XattrRec, CHUNK_LEN, DATA_CONTIGUOUS, DATA_NONE, DATA_SPARSE, DIRENT_LEN,
+    INODE_LEN, KIND_BLOCKDEV, KIND_CHARDEV, KIND_DIR, KIND_FIFO, KIND_FILE, KIND_SYMLINK,
+    MAX_WINDOW, POINT_LEN, SPARSE_LEN, XATTR_LEN,
 };
 use crate::index::IndexError;
 
@@ -24,7 +24,8 @@ pub fn validate(bytes: &[u8], h: &Header) -> Result<(), IndexError> {
     }
     check_inodes(&v)?;
     check_xattrs(&v)?;
-    check_points(&v)
+    check_points(&v)?;
+    check_chunks(&v)
 }
 
 /// The sections of the index being checked, and the figures every check compares against.
@@ -36,6 +37,7 @@ struct View<'a> {
     sparse: &'a [u8],
     xattrs: &'a [u8],
     points: &'a [u8],
+    chunks: &'a [u8],
     /// The number of inodes.
     n: u64,
     /// The size of the uncompressed stream.
@@ -53,6 +55,7 @@ impl<'a> View<'a> {
             sparse: sec(Section::Sparse),
             xattrs: sec(Section::Xattrs),
             points: sec(Section::Points),
+            chunks: sec(Section::Chunks),
             n: u64::from(h.inode_count),
             total: h.uncompressed_size,
         }
@@ -308,6 +311,30 @@ fn check_points(v: &View<'_>) -> Result<(), IndexError> {
             "access points reference {next_window} bytes of windows but the section holds \
              {windows_len}"
         )));
+    }
+    Ok(())
+}
+
+/// Checks the chunks of the archive (version 2): none (the builder was given no checksums, so
+/// nothing can be read lazily), or offsets strictly increasing from 0 with the last one before
+/// the end of the archive, so that the chunks cover the archive file exactly, with no gap and
+/// no empty chunk, and [`crate::index::Index::chunk_for`] finds one for every byte.
+fn check_chunks(v: &View<'_>) -> Result<(), IndexError> {
+    let size = v.h.identity.size;
+    let mut prev: Option<u64> = None;
+    for (i, rec) in v.chunks.chunks_exact(CHUNK_LEN).enumerate() {
+        let offset = ChunkRec::decode(rec).offset;
+        let ok = match prev {
+            None => offset == 0,
+            Some(p) => offset > p,
+        };
+        if !ok || offset >= size {
+            return Err(corrupt(format!(
+                "chunk {i} at archive offset {offset}: chunks must start at 0 and increase \
+                 strictly within the archive ({size} bytes)"
+            )));
+        }
+        prev = Some(offset);
     }
     Ok(())
 }

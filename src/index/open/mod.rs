@@ -5,9 +5,11 @@
 //! This file finds, checks and reuses a persisted index ([`open`], [`load_matching`]) and
 //! holds the layer's error; `build` indexes an archive file on disk; `streaming` writes an
 //! incoming archive and indexes it in the same pass; `scan` is the scan both builds run, with
-//! its thread that makes the access points' windows sparse.
+//! its thread that makes the access points' windows sparse; `chunks` the checksums of the
+//! archive's chunks that thread takes.
 
 mod build;
+mod chunks;
 mod scan;
 mod streaming;
 

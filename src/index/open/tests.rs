@@ -96,8 +96,9 @@ fn window_thread_waits_for_the_bytes_after_a_point() {
         let (tx, rx) = mpsc::channel();
         tx.send(point.clone()).unwrap();
         drop(tx);
-        let out = window_worker(file, rx, written).unwrap();
-        out[0].clone()
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let out = window_worker(file, rx, written, 64 << 10, &stop).unwrap();
+        out.points[0].clone()
     };
     let expected = sparse_of(&whole, None);
     // The file holds only a few bytes past the point; the rest comes later.

@@ -66,7 +66,7 @@ fn window_levels() {
 fn report(index: &Index) {
     let h = format::parse_header(index.as_bytes()).unwrap();
     let total = index.as_bytes().len();
-    for s in Section::ALL {
+    for s in Section::LAYOUT {
         let len = h.sections[s as usize].len;
         println!(
             "  {:>8}: {:>10} bytes ({:.1}%)",
