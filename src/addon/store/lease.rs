@@ -74,6 +74,11 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".to_string())
 }
 
+/// Whether the owner is a process of this host.
+fn on_this_host(owner: &str) -> bool {
+    owner.rsplitn(3, ':').nth(2) == Some(hostname().as_str())
+}
+
 /// Whether the owner is a process of this host that no longer runs (its lease is stale at
 /// once: a writer killed with -9 and restarted on the same machine need not wait).
 fn dead_here(owner: &str) -> bool {
@@ -102,6 +107,20 @@ async fn read(backend: &Backend) -> Result<Option<Writer>, StoreError> {
 impl Lease {
     /// Takes the lease of `backend` or says who holds it.
     pub(crate) fn acquire(io: &Io, backend: &Backend) -> Result<Lease, StoreError> {
+        Self::take(io, backend, false)
+    }
+
+    /// Takes the lease over from a predecessor on this host that handed this process the
+    /// state directory's lock (a restart through the holder, [`crate::holder`]): the shared
+    /// `flock` already proves that the predecessor is superseded (it may live on for a moment
+    /// during an upgrade, until it retires; its next heartbeat finds itself fenced), so its
+    /// lease is no refusal, and there is no race to settle. A live owner on another host
+    /// still refuses.
+    pub(crate) fn take_over(io: &Io, backend: &Backend) -> Result<Lease, StoreError> {
+        Self::take(io, backend, true)
+    }
+
+    fn take(io: &Io, backend: &Backend, handed_over: bool) -> Result<Lease, StoreError> {
         let owner = format!(
             "{}:{}:{:08x}",
             hostname(),
@@ -112,8 +131,10 @@ impl Lease {
         io.block(async {
             if let Some(other) = read(backend).await? {
                 let age = now_ms().saturating_sub(other.heartbeat_ms);
+                let superseded = handed_over && on_this_host(&other.owner);
                 if other.owner != lease.owner
                     && age < LEASE.as_millis() as u64
+                    && !superseded
                     && !dead_here(&other.owner)
                 {
                     return Err(StoreError::WriterHeld {
@@ -124,7 +145,9 @@ impl Lease {
                 }
             }
             lease.write(backend).await?;
-            tokio::time::sleep(SETTLE).await;
+            if !handed_over {
+                tokio::time::sleep(SETTLE).await;
+            }
             lease.check_async(backend).await
         })?;
         Ok(lease)

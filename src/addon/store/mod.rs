@@ -448,6 +448,8 @@ impl Store {
         taken: Option<StateLock>,
     ) -> Result<Store, StoreError> {
         let rt = Arc::new(Io::new().map_err(io(Path::new("the store's runtime")))?);
+        // A lock handed over comes with the predecessor's lease (see `Lease::take_over`).
+        let handed_over = taken.is_some();
         let (lock, staging, scratch) = match backend.local_root() {
             Some(root) => {
                 let lock = match taken {
@@ -470,7 +472,11 @@ impl Store {
                 (None, scratch.path().to_path_buf(), Some(scratch))
             }
         };
-        let lease = Arc::new(Lease::acquire(&rt, &backend)?);
+        let lease = Arc::new(if handed_over {
+            Lease::take_over(&rt, &backend)?
+        } else {
+            Lease::acquire(&rt, &backend)?
+        });
         let mut problems = Vec::new();
         let catalog = match read_catalog(&rt, &backend)? {
             Some(catalog) => catalog,
