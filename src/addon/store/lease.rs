@@ -60,6 +60,11 @@ impl std::fmt::Display for Writer {
 pub struct Lease {
     owner: String,
     url: Mutex<String>,
+    /// Taken over with the state directory's lock ([`Lease::take_over`]): an owner on this
+    /// host is a twin sharing that lock (a predecessor not yet retired, or a process started
+    /// at the same moment that the holder will retire), not another writer, so it fences
+    /// nothing; the holder decides which of them serves.
+    handed_over: bool,
 }
 
 fn now_ms() -> u64 {
@@ -113,9 +118,8 @@ impl Lease {
     /// Takes the lease over from a predecessor on this host that handed this process the
     /// state directory's lock (a restart through the holder, [`crate::holder`]): the shared
     /// `flock` already proves that the predecessor is superseded (it may live on for a moment
-    /// during an upgrade, until it retires; its next heartbeat finds itself fenced), so its
-    /// lease is no refusal, and there is no race to settle. A live owner on another host
-    /// still refuses.
+    /// during an upgrade, until the holder retires it), so its lease is no refusal, and there
+    /// is no race to settle. A live owner on another host still refuses, and still fences.
     pub(crate) fn take_over(io: &Io, backend: &Backend) -> Result<Lease, StoreError> {
         Self::take(io, backend, true)
     }
@@ -127,7 +131,7 @@ impl Lease {
             std::process::id(),
             crate::addon::catalog::random_u64() as u32
         );
-        let lease = Lease { owner, url: Mutex::new(String::new()) };
+        let lease = Lease { owner, url: Mutex::new(String::new()), handed_over };
         io.block(async {
             if let Some(other) = read(backend).await? {
                 let age = now_ms().saturating_sub(other.heartbeat_ms);
@@ -174,6 +178,7 @@ impl Lease {
     async fn check_async(&self, backend: &Backend) -> Result<(), StoreError> {
         match read(backend).await? {
             Some(w) if w.owner == self.owner => Ok(()),
+            Some(w) if self.handed_over && on_this_host(&w.owner) => Ok(()),
             other => Err(StoreError::Fenced {
                 store: backend.url().to_string(),
                 other: other.map_or_else(
