@@ -59,12 +59,13 @@ pub enum Command {
     /// Administer the add-ons of a local state directory.
     #[command(subcommand)]
     Addons(AddonsCmd),
-    /// Keep the mount's FUSE connection of a state directory alive across restarts of
-    /// `serve` (started by `serve` itself; run on its own under Kubernetes, with --no-spawn).
+    /// Keep the mount's FUSE connection of a state directory (a node's: its --cache-dir) alive
+    /// across restarts of `serve` or `node` (started by them; run on its own under Kubernetes,
+    /// with --no-spawn).
     Holder(HolderCmd),
-    /// Upgrade `serve` in place: the holder starts the same command again (the binary now at
-    /// its path), which takes the mount over; the old process then exits. The mount answers
-    /// throughout.
+    /// Upgrade `serve` or `node` in place (`--state-dir`: a node's --cache-dir): the holder
+    /// starts the same command again (the binary now at its path), which takes the mount over;
+    /// the old process then exits. The mount answers throughout.
     Restart(RestartCmd),
     /// Benchmarks (as root: they drop the page cache and mount).
     #[command(subcommand)]
@@ -191,6 +192,9 @@ pub struct NodeCmd {
     /// How long reads must have left the store alone before the background fill starts.
     #[arg(long, default_value = "5s", value_parser = crate::attach::parse_wait, value_name = "DURATION")]
     pub prefetch_after: std::time::Duration,
+    /// The mount across restarts (the holder's state directory is --cache-dir).
+    #[command(flatten)]
+    pub restarts: RestartOpts,
 }
 
 /// How a node gets add-ons from the store.
@@ -283,7 +287,8 @@ pub struct HolderCmd {
     /// The state directory.
     #[command(flatten)]
     pub state: StateOpts,
-    /// Do not start `serve` again when it dies (something else restarts it: Kubernetes).
+    /// Do not start `serve` (or `node`) again when it dies (something else restarts it:
+    /// Kubernetes).
     #[arg(long)]
     pub no_spawn: bool,
 }
@@ -329,22 +334,37 @@ pub struct ServeCmd {
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
     /// Serve the API only, without mounting.
-    #[arg(long, conflicts_with = "mount")]
+    #[arg(long, conflicts_with_all = ["mount", "keep_mount"])]
     pub no_mount: bool,
     /// Let every user read the mount (workloads run as other users than the daemon).
     #[arg(long)]
     pub allow_other: bool,
-    /// Serve the mount without a holder: when this process dies, its mount dies with it
-    /// (open files fail until the next `serve` mounts anew).
-    #[arg(long, env = "ADDONFS_NO_HOLDER", conflicts_with = "no_mount")]
-    pub no_holder: bool,
-    /// On SIGTERM, leave the mount with the holder instead of unmounting it: the next `serve`
-    /// takes it over (a Kubernetes rolling update).
-    #[arg(long, conflicts_with = "no_holder")]
-    pub keep_mount: bool,
+    /// The mount across restarts.
+    #[command(flatten)]
+    pub restarts: RestartOpts,
     /// Bytes of decompressed gzip spans kept in memory, shared by all add-ons.
     #[arg(long, default_value = "32M", value_parser = parse_size)]
     pub cache_size: u64,
+}
+
+/// The mount across restarts, as `serve` and `node` take it: flatten it into the command.
+#[derive(Debug, Clone, Args)]
+pub struct RestartOpts {
+    /// Serve the mount without a holder: when this process dies, its mount dies with it
+    /// (open files fail until the next start mounts anew).
+    #[arg(long, env = "ADDONFS_NO_HOLDER")]
+    pub no_holder: bool,
+    /// On SIGTERM, leave the mount with the holder instead of unmounting it: the next start
+    /// of the same command takes it over (a Kubernetes rolling update).
+    #[arg(long, conflicts_with = "no_holder")]
+    pub keep_mount: bool,
+}
+
+impl RestartOpts {
+    /// As the daemon takes them.
+    pub fn restarts(&self) -> crate::daemon::restart::Restarts {
+        crate::daemon::restart::Restarts { holder: !self.no_holder, keep_on_stop: self.keep_mount }
+    }
 }
 
 /// The API's limits, as `serve` and `registry` take them.

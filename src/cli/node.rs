@@ -22,6 +22,7 @@ pub fn node(cmd: &NodeCmd) -> Result<(), Error> {
     let config = NodeConfig {
         store: store.clone(),
         mount: cmd.mount.clone(),
+        restarts: cmd.restarts.restarts(),
         cache_dir: cache_dir.clone(),
         cache_size: cmd.cache_size,
         chunk_cache: cmd.memory_cache,
@@ -35,7 +36,9 @@ pub fn node(cmd: &NodeCmd) -> Result<(), Error> {
             prefetch_after: cmd.prefetch_after,
         }),
     };
-    Ok(run_node(&config, super::registry::shutdown_signal(), |_| {})?)
+    // SIGUSR2 upgrades in place through the holder of the cache directory, as for `serve`.
+    let upgrades = config.cache_dir.clone();
+    Ok(run_node(&config, super::registry::serve_signal(upgrades), |_| {})?)
 }
 
 /// One add-on in the node cache.

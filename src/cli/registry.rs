@@ -61,8 +61,8 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         path: cmd.mount.clone().unwrap_or_else(|| dir.join("mnt")),
         cache_bytes: cmd.cache_size,
         allow_other: cmd.allow_other,
-        holder: !cmd.no_holder,
-        keep_on_stop: cmd.keep_mount,
+        holder: !cmd.restarts.no_holder,
+        keep_on_stop: cmd.restarts.keep_mount,
     });
     let config = Config {
         limits: api_limits(&cmd.api),
@@ -133,7 +133,7 @@ pub fn holder(cmd: &HolderCmd) -> Result<(), Error> {
     crate::holder::run(&opts).map_err(|e| Error::io(&dir, e))
 }
 
-/// `addonfs restart`: upgrades the serving process in place ([`crate::holder::upgrade`]).
+/// `addonfs restart`: upgrades the serving process (`serve` or `node`) in place ([`crate::holder::upgrade`]).
 pub fn restart(cmd: &RestartCmd) -> Result<(), Error> {
     let dir = state_dir(&cmd.state);
     let pid = crate::holder::upgrade(&dir).map_err(|e| Error::Daemon(e.to_string()))?;
@@ -141,9 +141,10 @@ pub fn restart(cmd: &RestartCmd) -> Result<(), Error> {
     Ok(())
 }
 
-/// `serve`'s [`shutdown_signal`]; besides, SIGUSR2 asks the holder of `dir` for an upgrade in
-/// place (as `addonfs restart` does): this process retires once its successor serves.
-async fn serve_signal(dir: std::path::PathBuf) {
+/// `serve`'s and `node`'s [`shutdown_signal`]; besides, SIGUSR2 asks the holder of `dir` for an
+/// upgrade in place (as `addonfs restart` does): this process retires once its successor
+/// serves.
+pub(super) async fn serve_signal(dir: std::path::PathBuf) {
     use tokio::signal::unix::{signal, SignalKind};
     let upgrade = async {
         let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {

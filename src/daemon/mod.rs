@@ -22,6 +22,7 @@ pub mod cache;
 mod error;
 pub mod lazy;
 pub mod node;
+pub mod restart;
 mod run;
 
 pub use error::DaemonError;
@@ -50,8 +51,12 @@ pub const MANIFEST_INO: u64 = 2;
 /// The daemon's mount of a store.
 pub struct DaemonMount {
     shared: Arc<Shared>,
-    path: std::path::PathBuf,
+    /// The mount point asked for; [`DaemonMount::path`] is where it was attached.
+    requested: PathBuf,
+    path: std::sync::OnceLock<PathBuf>,
     fs_stats: Arc<FsStats>,
+    /// The file system until it is attached ([`DaemonMount::attach`]).
+    fs: Mutex<Option<AddonFs>>,
 }
 
 /// What the store's notifications reach (the store holds it weakly).
@@ -136,37 +141,20 @@ impl DaemonMount {
         cache_bytes: u64,
         opts: &MountOptions,
     ) -> Result<DaemonMount, DaemonError> {
-        Self::start_on(store, mountpoint, cache_bytes, opts, Attach::Fresh)
+        let daemon = DaemonMount::detached(Some(store), mountpoint, cache_bytes)?;
+        daemon.attach(opts, Attach::Fresh)?;
+        Ok(daemon)
     }
 
-    /// [`DaemonMount::start`], mounting anew or taking a kept connection over as `how` says
-    /// (see [`crate::holder`]).
-    pub fn start_on(
-        store: Arc<Store>,
-        mountpoint: &Path,
-        cache_bytes: u64,
-        opts: &MountOptions,
-        how: Attach,
-    ) -> Result<DaemonMount, DaemonError> {
-        DaemonMount::mount(Some(store), mountpoint, cache_bytes, opts, how)
-    }
-
-    /// Mounts an empty root (only `/.addons.json`, revision 0) at `mountpoint`, for a caller
-    /// that brings the catalog itself with [`DaemonMount::apply`] (a node).
-    pub fn start_empty(
-        mountpoint: &Path,
-        cache_bytes: u64,
-        opts: &MountOptions,
-    ) -> Result<DaemonMount, DaemonError> {
-        DaemonMount::mount(None, mountpoint, cache_bytes, opts, Attach::Fresh)
-    }
-
-    fn mount(
+    /// The mount of `store` (followed as [`DaemonMount::start`] says), or an empty root (only
+    /// `/.addons.json`, revision 0) without one, for `mountpoint`, not attached yet: a caller
+    /// that brings the catalog itself ([`DaemonMount::apply`], a node) fills it first, so that
+    /// a connection taken over finds every add-on its waiting requests name; then
+    /// [`DaemonMount::attach`] (see [`restart::MountLife::attach`]).
+    pub fn detached(
         store: Option<Arc<Store>>,
         mountpoint: &Path,
         cache_bytes: u64,
-        opts: &MountOptions,
-        how: Attach,
     ) -> Result<DaemonMount, DaemonError> {
         let ns = Arc::new(Namespace::new(Layout::Directories, (0, 0)));
         ns.set_file(MANIFEST_NAME.as_bytes(), MANIFEST_INO, manifest_bytes(0, &[]), true)
@@ -190,25 +178,40 @@ impl DaemonMount {
         // Every add-on is in the namespace before the first request is answered: a connection
         // taken over (see `crate::holder`) has requests waiting, for add-ons its workloads use.
         shared.sync();
+        Ok(DaemonMount {
+            shared,
+            requested: mountpoint.to_path_buf(),
+            path: std::sync::OnceLock::new(),
+            fs_stats,
+            fs: Mutex::new(Some(fs)),
+        })
+    }
+
+    /// Attaches the file system at its mount point, mounted anew or taking a kept connection
+    /// over as `how` says (once; a second call fails).
+    pub fn attach(&self, opts: &MountOptions, how: Attach) -> Result<(), DaemonError> {
+        let mountpoint = &self.requested;
+        let fs = self.fs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let fs = fs.ok_or_else(|| DaemonError::Failed("the mount is attached already".into()))?;
         let mounted = match attach(fs, mountpoint, opts, how) {
             Ok(mounted) => mounted,
             Err(e) => {
-                if let Some(store) = &shared.store {
+                if let Some(store) = &self.shared.store {
                     store.set_follower(None);
                 }
                 return Err(DaemonError::io(mountpoint, std::io::Error::other(e.to_string())));
             }
         };
-        let path = mounted.path().to_path_buf();
-        *shared.mounted.lock().unwrap_or_else(|p| p.into_inner()) = Some(mounted);
+        let _ = self.path.set(mounted.path().to_path_buf());
+        *self.shared.mounted.lock().unwrap_or_else(|p| p.into_inner()) = Some(mounted);
         // What changed meanwhile (its invalidations were skipped: nothing was mounted).
-        shared.sync();
-        Ok(DaemonMount { shared, path, fs_stats })
+        self.shared.sync();
+        Ok(())
     }
 
     /// The mount point.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.path.get().map_or(&self.requested, PathBuf::as_path)
     }
 
     /// The file system's request counters.

@@ -21,7 +21,10 @@
 //!   (`/readyz` says `store: down`, `addonfs_node_store_up` 0, a warning in the log when it
 //!   goes down and an info line when it is back), and recovers by itself. The registry down:
 //!   nothing changes for a node (it never talks to the registry). Killed and restarted: the
-//!   stale mount is cleared, the cache is found intact, the same ids give the same inodes.
+//!   cache is found intact, the same ids give the same inodes, and the holder kept the mount
+//!   alive meanwhile ([`super::restart`], as for `serve`): the restarted node takes it over
+//!   with the cached catalog loaded first, and open files never notice. Without a holder
+//!   (`--no-holder`) the stale mount is cleared and mounted anew.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -35,8 +38,9 @@ use object_store::GetOptions;
 
 use super::cache::{hex, parse_sha256, NodeCache, Wanted};
 use super::lazy::{HeadWanted, Lazy, LazyConfig};
+use super::restart::{MountLife, Restarts};
 use super::DaemonError;
-use super::{ArchiveSource, DaemonMount, MountAddon, UNMOUNT_GRACE};
+use super::{ArchiveSource, DaemonMount, MountAddon};
 use crate::addon::backend::{self, Backend};
 use crate::addon::catalog::{Catalog as CatalogDoc, CATALOG_KEY};
 use crate::addon::Record;
@@ -61,6 +65,8 @@ pub struct NodeConfig {
     pub store: String,
     /// The mount point (created if missing).
     pub mount: PathBuf,
+    /// The mount across the node's restarts (a holder keeps it in the cache directory).
+    pub restarts: Restarts,
     /// The node cache's directory.
     pub cache_dir: PathBuf,
     /// The node cache's size in bytes.
@@ -136,13 +142,16 @@ pub fn run_node(
     ready: impl FnOnce(Option<SocketAddr>),
 ) -> Result<(), DaemonError> {
     let source = backend::open(&config.store)?;
+    // The mount survives this process with a holder, as `serve`'s does (see
+    // `super::restart`): the cache directory is the node's state directory.
+    let Some(mut life) = MountLife::begin(&config.cache_dir, &config.mount, config.restarts)?
+    else {
+        return Ok(());
+    };
     // One node per cache directory: two would evict each other's files.
-    let _lock = crate::addon::StateLock::acquire(&config.cache_dir, "node")?;
+    let lock = life.lock(&config.cache_dir, "node")?;
     let cache = Arc::new(NodeCache::open(&config.cache_dir, config.cache_size)?);
-    crate::mount::create_mountpoint(&config.mount)
-        .map_err(|e| DaemonError::io(&config.mount, e))?;
-    let opts = MountOptions { allow_other: config.allow_other, ..MountOptions::default() };
-    let mount = Arc::new(DaemonMount::start_empty(&config.mount, config.chunk_cache, &opts)?);
+    let mount = Arc::new(DaemonMount::detached(None, &config.mount, config.chunk_cache)?);
     let stats = Arc::new(NodeStats::default());
     stats.cache_limit.store(config.cache_size, Ordering::Relaxed);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -185,13 +194,12 @@ pub fn run_node(
     };
     // The last catalog served, so a node restarted while the store is down serves its cache.
     follower.load_cached_catalog();
+    // Attached once the cached catalog is in: a connection taken over has requests waiting.
+    let opts = MountOptions { allow_other: config.allow_other, ..MountOptions::default() };
+    life.attach(&mount, &opts, || Some(lock.try_clone_fd()))?;
     let result = runtime.block_on(async {
         let listener = match config.listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| DaemonError::Failed(format!("cannot listen on {addr}: {e}")))?,
-            ),
+            Some(addr) => Some(super::restart::bind(addr, config.restarts.holder).await?),
             None => None,
         };
         let addr = listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -237,10 +245,8 @@ pub fn run_node(
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(follower);
-    match Arc::try_unwrap(mount) {
-        Ok(mount) => mount.unmount(UNMOUNT_GRACE),
-        Err(_) => tracing::warn!("the mount is still shared at shutdown; left to the kernel"),
-    }
+    life.stop(mount, result.is_err());
+    drop(lock);
     result
 }
 

@@ -16,19 +16,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::restart::{MountLife, Restarts};
 use super::{DaemonError, DaemonMount};
 use crate::addon::store::OpenOptions;
-use crate::addon::Store;
+use crate::addon::{Store, StoreError};
 use crate::api::tls::{ServerTls, TlsFiles};
 use crate::api::{ApiKeys, ApiLimits, Observed};
-use crate::mount::{Attach, MountOptions};
+use crate::mount::MountOptions;
 
 /// How long a busy mount gets at shutdown before it is detached lazily.
 pub const UNMOUNT_GRACE: Duration = Duration::from_secs(5);
-
-/// How long a process that took the mount over waits for its predecessor to free the API's
-/// address.
-const BIND_PATIENCE: Duration = Duration::from_secs(15);
 
 /// How long requests in flight get to finish after the stop signal, by default: with
 /// [`UNMOUNT_GRACE`], under Kubernetes' default grace period of 30 s (and the 20 s that
@@ -124,26 +121,19 @@ pub fn run(
     }
     // With a holder, the mount may be alive already: then it is taken over, and with it the
     // state directory's lock (shared with the holder, which keeps it between processes).
-    let mut handover = match &config.mount {
-        Some(m) if m.holder => Some(
-            crate::holder::client::Handover::begin(dir, &m.path)
-                // Requests in flight are journaled for a successor on a kernel that cannot
-                // resend them.
-                .and_then(|h| crate::mount::inflight::start(dir).map(|()| h))
-                .map_err(|e| DaemonError::Failed(format!("holder: {e}")))?,
-        ),
-        _ => None,
+    let mut life = match &config.mount {
+        Some(m) => {
+            let restarts = Restarts { holder: m.holder, keep_on_stop: m.keep_on_stop };
+            match MountLife::begin(dir, &m.path, restarts)? {
+                Some(life) => Some(life),
+                None => return Ok(()),
+            }
+        }
+        None => None,
     };
-    if handover.as_ref().is_some_and(|h| h.superseded()) {
-        say(format_args!("addonfs: another serve took the mount over since this one was started"));
-        return Ok(());
-    }
-    let store = Arc::new(match (&config.store, handover.as_mut().and_then(|h| h.take_lock())) {
-        (None, Some(lock)) => Store::open_locked(
-            dir,
-            crate::addon::lock::StateLock::adopt(dir, "serve", lock)
-                .map_err(crate::addon::store::StoreError::from)?,
-        )?,
+    let handed = life.as_mut().map(|l| l.handed_lock(dir, "serve")).transpose();
+    let store = Arc::new(match (&config.store, handed.map_err(StoreError::from)?.flatten()) {
+        (None, Some(lock)) => Store::open_locked(dir, lock)?,
         (None, None) => Store::open(dir, "serve")?,
         (Some(s), _) => {
             let mut options = OpenOptions::new("registry");
@@ -171,36 +161,16 @@ pub fn run(
             keys
         }
     };
-    let daemon = match &config.mount {
-        None => None,
-        Some(m) => {
-            // Not `create_dir_all`: after a crash a stale mount is there (see `create_mountpoint`).
-            // A mount to take over is not looked at: nobody would answer.
-            if !handover.as_ref().is_some_and(|h| h.takes_over()) {
-                crate::mount::create_mountpoint(&m.path)
-                    .map_err(|e| DaemonError::io(&m.path, e))?;
-            }
+    let daemon = match (&config.mount, life.as_mut()) {
+        (Some(m), Some(life)) => {
+            let daemon = DaemonMount::detached(Some(Arc::clone(&store)), &m.path, m.cache_bytes)?;
             let opts = MountOptions { allow_other: m.allow_other, ..MountOptions::default() };
-            let how = handover.as_mut().map_or(Attach::Fresh, |h| h.attach());
-            let took_over = matches!(how, Attach::Adopt { .. });
-            let daemon =
-                DaemonMount::start_on(Arc::clone(&store), &m.path, m.cache_bytes, &opts, how)?;
-            if let Some(h) = &handover {
-                let holder = |e: std::io::Error| DaemonError::Failed(format!("holder: {e}"));
-                if !took_over {
-                    let (fuse, version) = daemon.handover().map_err(holder)?;
-                    let lock = store.lock_fd().transpose().map_err(holder)?;
-                    h.keep(&fuse, version, lock.as_ref()).map_err(holder)?;
-                }
-                h.serving(daemon.resender()).map_err(holder)?;
-            }
-            if took_over {
-                say(format_args!("addonfs: took over the mount at {}", daemon.path().display()));
-            } else {
+            if !life.attach(&daemon, &opts, || store.lock_fd())? {
                 say(format_args!("addonfs: mounted the add-ons at {}", daemon.path().display()));
             }
-            Some(daemon)
+            Some(Arc::new(daemon))
         }
+        _ => None,
     };
     // The mount follows the store by the store's own notifications (see `crate::daemon`).
     let observed = daemon.as_ref().map_or_else(Observed::default, |d| Observed {
@@ -212,21 +182,8 @@ pub fn run(
     let result =
         serve_api(config, limits, Arc::clone(&store), access, observed, shutdown, listening);
     // The API has stopped (no request in flight): now the mount, then the store's lock.
-    // With a holder, a process that failed (fenced, its port taken) leaves the mount to the
-    // holder like one that crashed: another serving process (a newer one already serving, or
-    // the one the holder starts) answers it, instead of this one unmounting it for everyone.
-    let keep = handover.is_some()
-        && (config.mount.as_ref().is_some_and(|m| m.keep_on_stop) || result.is_err());
-    match daemon {
-        Some(daemon) if keep => daemon.leave(),
-        Some(daemon) => {
-            // The holder lets the connection go first: the unmount ends it anyway.
-            if let Some(h) = &handover {
-                h.bye();
-            }
-            daemon.unmount(UNMOUNT_GRACE);
-        }
-        None => {}
+    if let (Some(daemon), Some(life)) = (daemon, life) {
+        life.stop(daemon, result.is_err());
     }
     drop(store);
     result
@@ -254,24 +211,8 @@ fn serve_api(
         .map_err(|e| DaemonError::Failed(format!("cannot start the runtime: {e}")))?;
     let result = runtime.block_on(async {
         // A predecessor retiring after a takeover releases the address a moment later.
-        let patience = config.mount.as_ref().is_some_and(|m| m.holder);
-        let deadline = std::time::Instant::now() + BIND_PATIENCE;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(config.listen).await {
-                Err(e)
-                    if patience
-                        && e.kind() == std::io::ErrorKind::AddrInUse
-                        && std::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                other => {
-                    break other.map_err(|e| {
-                        DaemonError::Failed(format!("cannot listen on {}: {e}", config.listen))
-                    })?
-                }
-            }
-        };
+        let patient = config.mount.as_ref().is_some_and(|m| m.holder);
+        let listener = super::restart::bind(config.listen, patient).await?;
         let addr = listener.local_addr().map_err(|e| DaemonError::Failed(e.to_string()))?;
         // Where the admin commands reach this daemon (a wildcard address through loopback),
         // recorded before the address is printed.
@@ -335,7 +276,7 @@ fn serve_api(
 
 /// A progress line on standard output, flushed (a supervisor or test waits for it); a closed
 /// standard output does not stop a daemon.
-fn say(line: std::fmt::Arguments<'_>) {
+pub(super) fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());

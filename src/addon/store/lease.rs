@@ -60,6 +60,11 @@ impl std::fmt::Display for Writer {
 pub struct Lease {
     owner: String,
     url: Mutex<String>,
+    /// Taken over with the state directory's lock ([`Lease::take_over`]): an owner on this
+    /// host is a twin sharing that lock (a predecessor not yet retired, or a process started
+    /// at the same moment that the holder will retire), not another writer, so it fences
+    /// nothing; the holder decides which of them serves.
+    handed_over: bool,
 }
 
 fn now_ms() -> u64 {
@@ -72,6 +77,11 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// Whether the owner is a process of this host.
+fn on_this_host(owner: &str) -> bool {
+    owner.rsplitn(3, ':').nth(2) == Some(hostname().as_str())
 }
 
 /// Whether the owner is a process of this host that no longer runs (its lease is stale at
@@ -102,12 +112,33 @@ async fn read(backend: &Backend) -> Result<Option<Writer>, StoreError> {
 impl Lease {
     /// Takes the lease of `backend` or says who holds it.
     pub(crate) fn acquire(io: &Io, backend: &Backend) -> Result<Lease, StoreError> {
-        let lease = Lease::new();
+        Self::take(io, backend, false)
+    }
+
+    /// Takes the lease over from a predecessor on this host that handed this process the
+    /// state directory's lock (a restart through the holder, [`crate::holder`]): the shared
+    /// `flock` already proves that the predecessor is superseded (it may live on for a moment
+    /// during an upgrade, until the holder retires it), so its lease is no refusal, and there
+    /// is no race to settle. A live owner on another host still refuses, and still fences.
+    pub(crate) fn take_over(io: &Io, backend: &Backend) -> Result<Lease, StoreError> {
+        Self::take(io, backend, true)
+    }
+
+    fn take(io: &Io, backend: &Backend, handed_over: bool) -> Result<Lease, StoreError> {
+        let owner = format!(
+            "{}:{}:{:08x}",
+            hostname(),
+            std::process::id(),
+            crate::addon::catalog::random_u64() as u32
+        );
+        let lease = Lease { owner, url: Mutex::new(String::new()), handed_over };
         io.block(async {
             if let Some(other) = read(backend).await? {
                 let age = now_ms().saturating_sub(other.heartbeat_ms);
+                let superseded = handed_over && on_this_host(&other.owner);
                 if other.owner != lease.owner
                     && age < LEASE.as_millis() as u64
+                    && !superseded
                     && !dead_here(&other.owner)
                 {
                     return Err(StoreError::WriterHeld {
@@ -118,42 +149,12 @@ impl Lease {
                 }
             }
             lease.write(backend).await?;
-            tokio::time::sleep(SETTLE).await;
+            if !handed_over {
+                tokio::time::sleep(SETTLE).await;
+            }
             lease.check_async(backend).await
         })?;
         Ok(lease)
-    }
-
-    /// Takes the lease over for the successor of this machine's writer: a process the restart
-    /// holder handed the state directory's lock to (see `crate::holder`), which proves it is
-    /// the one writer's heir here. It carries on the lease of this host as it is (the same
-    /// owner: a predecessor still serving during an upgrade in place, or a second heir that
-    /// started at the same moment, is the same writer, not a rival to fence), with no wait (a
-    /// restart must not stall readers for [`SETTLE`]). Only a lease held by another host is
-    /// acquired the usual way (refused while it is alive).
-    pub(crate) fn succeed(io: &Io, backend: &Backend) -> Result<Lease, StoreError> {
-        let here = hostname();
-        let inherited = io
-            .block(read(backend))?
-            .filter(|w| w.owner.rsplitn(3, ':').nth(2) == Some(here.as_str()));
-        match inherited {
-            Some(w) => {
-                let lease = Lease { owner: w.owner, url: Mutex::new(w.url) };
-                io.block(lease.write(backend))?;
-                Ok(lease)
-            }
-            None => Lease::acquire(io, backend),
-        }
-    }
-
-    fn new() -> Lease {
-        let owner = format!(
-            "{}:{}:{:08x}",
-            hostname(),
-            std::process::id(),
-            crate::addon::catalog::random_u64() as u32
-        );
-        Lease { owner, url: Mutex::new(String::new()) }
     }
 
     /// This writer's owner string.
@@ -177,6 +178,7 @@ impl Lease {
     async fn check_async(&self, backend: &Backend) -> Result<(), StoreError> {
         match read(backend).await? {
             Some(w) if w.owner == self.owner => Ok(()),
+            Some(w) if self.handed_over && on_this_host(&w.owner) => Ok(()),
             other => Err(StoreError::Fenced {
                 store: backend.url().to_string(),
                 other: other.map_or_else(

@@ -452,8 +452,8 @@ impl Store {
         taken: Option<StateLock>,
     ) -> Result<Store, StoreError> {
         let rt = Arc::new(Io::new().map_err(io(Path::new("the store's runtime")))?);
-        // A lock handed over by the restart holder makes this process its predecessor's heir.
-        let heir = taken.is_some();
+        // A lock handed over comes with the predecessor's lease (see `Lease::take_over`).
+        let handed_over = taken.is_some();
         let (lock, staging, scratch) = match backend.local_root() {
             Some(root) => {
                 let lock = match taken {
@@ -476,8 +476,8 @@ impl Store {
                 (None, scratch.path().to_path_buf(), Some(scratch))
             }
         };
-        let lease = Arc::new(if heir {
-            Lease::succeed(&rt, &backend)?
+        let lease = Arc::new(if handed_over {
+            Lease::take_over(&rt, &backend)?
         } else {
             Lease::acquire(&rt, &backend)?
         });
