@@ -1074,6 +1074,50 @@ mod tests {
     }
 
     #[test]
+    fn store_methods_have_their_columns_and_tables() {
+        let fetched = |ms: u64, bytes: u64| Fetched {
+            ready: Some(Duration::from_millis(ms)),
+            first: Some(Duration::from_millis(ms / 10)),
+            node_bytes: bytes,
+            node_requests: Some(4),
+            hits: (3, 1),
+            proxy_bytes: bytes + 100,
+            proxy_requests: 4,
+        };
+        let mut report = StartupReport::default();
+        report.measurements.push(Measurement {
+            addon: addon("1M", 1 << 20),
+            method: Method::Lazy,
+            times: ms_list(&[30, 10, 20]),
+            fetched: vec![fetched(300, 5000), fetched(100, 1000), fetched(200, 3000)],
+        });
+        let csv = report.csv();
+        let row = csv.lines().nth(1).unwrap();
+        // ready, first, bytes, % of the 524288-byte tarball, requests, proxy bytes, requests.
+        assert!(row.ends_with(",lazy,3,20.000,10.000,30.000,30.000;10.000;20.000,200.000,20.000,3000,0.572,4,3100,4"), "{row}");
+        let table = report.store_table();
+        assert!(
+            table.contains("| 1M (0.5 MiB) | lazy node | 200.0 ms | 20.0 ms | 20.0 ms |"),
+            "{table}"
+        );
+        assert!(table.contains("| 0.57% | 4 / 4 |"), "{table}");
+        report.walks.push(Walk {
+            addon: addon("1M", 1 << 20),
+            cold: vec![(Duration::from_millis(300), fetched(0, 1 << 20))],
+            whole: vec![(Duration::from_millis(200), fetched(0, 0))],
+        });
+        let walk = report.walk_table();
+        assert!(
+            walk.contains("| 300.0 ms | 200.0 ms | 1.50× | 1.0 MiB | 4 / 4 | 75.0% |"),
+            "{walk}"
+        );
+        assert_eq!(median_of([3u64, 1, 2]), 2);
+        assert_eq!(median_of(Vec::<u64>::new()), 0);
+        assert_eq!(Method::from_name("download-serve-latency"), Some(Method::DownloadServeLatency));
+        assert!(Method::STORE.iter().all(|m| Method::ALL.contains(m)));
+    }
+
+    #[test]
     fn csv_fields_are_quoted_when_needed() {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
