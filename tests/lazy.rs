@@ -257,6 +257,10 @@ fn every_file_equals_the_local_reader(store_url: &str, store: Backend, env: &[(S
     same_as_local(&gz, &gz_root, "usr/custom_file", 12);
     let size = std::fs::metadata(&gz.archive).unwrap().len();
     let fetched = node.metric("addonfs_node_range_bytes_total");
+    let requests = node.metric("addonfs_node_range_requests_total");
+    eprintln!(
+        "first small file: {fetched} bytes in {requests} range requests of a {size}-byte tarball"
+    );
     assert!(
         fetched < size / 2,
         "{fetched} bytes fetched of a {size}-byte tarball for one small file"

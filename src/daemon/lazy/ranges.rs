@@ -453,7 +453,8 @@ impl RangeCache {
         }
     }
 
-    /// Undoes [`RangeCache::pin`].
+    /// Undoes [`RangeCache::pin`]; if pinned chunks held the cache over its bound, evicts
+    /// down to it now.
     pub fn unpin(&self, file: &RangeFile, range: std::ops::Range<usize>) {
         let mut lru = self.lock();
         for c in range {
@@ -465,6 +466,13 @@ impl RangeCache {
                 }
             }
         }
+        let used = lru.used;
+        // The other cache's bytes are asked for without this lock held: it asks for ours
+        // under its own lock.
+        drop(lru);
+        if used.saturating_add((self.other)()) > self.limit {
+            self.make_room(0);
+        }
     }
 
     /// Bytes that can be stored without evicting anything.
@@ -475,8 +483,9 @@ impl RangeCache {
     /// Evicts least recently used chunks nobody pins until `need` more bytes fit (as far as
     /// possible: pinned chunks stay even if the cache is then over its bound for a while).
     fn make_room(&self, need: u64) {
-        let mut lru = self.lock();
+        // Asked before this lock is taken (the other cache asks for ours under its own).
         let other = (self.other)();
+        let mut lru = self.lock();
         let mut skipped = Vec::new();
         while lru.used.saturating_add(need).saturating_add(other) > self.limit {
             let Some((&tick, &(id, c))) = lru.order.iter().next() else { break };
