@@ -859,3 +859,94 @@ fn reseal_only_fixes_checksums() {
     );
     assert!(!format::reseal(&mut [0u8; 10]));
 }
+
+/// The committed version-2 fixture's index (it has chunks and windows).
+fn fixture_v2() -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/index-v2/addon.tar.gz.addonfs-index");
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn forged_chunks_are_refused() {
+    let bytes = fixture_v2();
+    let index = Index::from_bytes(bytes.clone()).unwrap();
+    let size = index.identity().size;
+    assert!(index.chunk_count() > 2);
+    let h = format::parse_header(&bytes).unwrap();
+    let chunks = format::section_range(&h, format::Section::Chunks);
+    let at = |i: usize| chunks.start + i * format::CHUNK_LEN;
+    let second = index.chunk(1).unwrap().offset;
+    let last = index.chunk_count() - 1;
+    let cases: [(&str, usize, u64); 4] = [
+        ("first chunk not at 0", at(0), 1),
+        ("offsets not increasing", at(1), 0),
+        ("equal offsets", at(2), second),
+        ("last chunk at the end", at(last), size),
+    ];
+    for (what, offset_at, value) in cases {
+        let mut forged = bytes.clone();
+        forged[offset_at..offset_at + 8].copy_from_slice(&value.to_le_bytes());
+        assert!(format::reseal(&mut forged));
+        match Index::from_bytes(forged) {
+            Err(IndexError::Corrupt(m)) => assert!(m.contains("chunk"), "{what}: {m}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // A changed checksum is only caught by the section's CRC-32 (and, when resealed, by the
+    // bytes it no longer matches: the lazy source's check).
+    let mut forged = bytes.clone();
+    forged[at(0) + 8] ^= 1;
+    assert!(matches!(Index::from_bytes(forged), Err(IndexError::Corrupt(_))));
+}
+
+#[test]
+fn a_head_must_be_exactly_the_head() {
+    let bytes = fixture_v2();
+    let index = Index::from_bytes(bytes.clone()).unwrap();
+    let head_len = index.head_len().unwrap() as usize;
+    assert_eq!(Index::peek_head_len(&bytes).unwrap() as usize, head_len);
+    assert!(Index::peek_head_len(&bytes[..format::HEADER_LEN - 1]).is_err());
+    let source =
+        || -> std::sync::Arc<dyn crate::source::ReadAt> { std::sync::Arc::new(bytes.clone()) };
+    let lazy = Index::from_head(bytes[..head_len].to_vec(), source()).unwrap();
+    assert!(!lazy.is_whole());
+    assert_eq!(lazy.stats(), index.stats());
+    assert_eq!(lazy.head(), index.head());
+    for len in [0, format::HEADER_LEN, head_len - 1, head_len + 1, bytes.len()] {
+        let head = bytes[..len.min(bytes.len())].to_vec();
+        match Index::from_head(head, source()) {
+            Err(IndexError::Corrupt(_)) => {}
+            other => panic!("a head of {len} bytes (not {head_len}): {other:?}"),
+        }
+    }
+    // The windows' source must be the whole file.
+    let short: std::sync::Arc<dyn crate::source::ReadAt> =
+        std::sync::Arc::new(bytes[..bytes.len() - 1].to_vec());
+    assert!(matches!(
+        Index::from_head(bytes[..head_len].to_vec(), short),
+        Err(IndexError::Corrupt(_))
+    ));
+    // Every flipped byte of the head is refused (all of it is checked).
+    for at in (0..head_len).step_by(7) {
+        let mut head = bytes[..head_len].to_vec();
+        head[at] ^= 0x04;
+        assert!(Index::from_head(head, source()).is_err(), "flip at {at}");
+    }
+    // A head-only index is not written as if it were the file.
+    let dir = tempfile::tempdir().unwrap();
+    assert!(lazy.write(&dir.path().join("x.idx")).is_err());
+    // A version-1 index has no head.
+    let v1 = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/index-v1/addon.tar.gz.addonfs-index"),
+    )
+    .unwrap();
+    assert!(matches!(Index::peek_head_len(&v1), Err(IndexError::Version { found: 1, .. })));
+    let whole_v1 = Index::from_bytes(v1.clone()).unwrap();
+    assert_eq!((whole_v1.version(), whole_v1.head_len(), whole_v1.chunk_for(0)), (1, None, None));
+    assert!(matches!(
+        Index::from_head(v1.clone(), std::sync::Arc::new(v1)),
+        Err(IndexError::Version { found: 1, .. })
+    ));
+}

@@ -274,6 +274,11 @@ fn check_xattrs(v: &View<'_>) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// The most bytes a stored window can take: zlib never makes 32 KiB bigger than stored blocks
+/// (5 bytes a block) plus its 6-byte frame; the margin is generous. Bounding it keeps a forged
+/// head from making a node fetch (and allocate) gigabytes for one window.
+const MAX_STORED_WINDOW: usize = MAX_WINDOW + 1024;
+
 /// Checks the access points: strictly increasing uncompressed offsets within the stream (the
 /// reader binary-searches them), at most 7 priming bits and the reserved byte zero, windows of
 /// at most 32 KiB laid back to back that cover the windows blob exactly (each window is then
@@ -295,7 +300,10 @@ fn check_points(v: &View<'_>) -> Result<(), IndexError> {
         if p.bits > 7 || rec.get(31).copied().unwrap_or(0) != 0 {
             return Err(bad("bit count over 7 or reserved byte set"));
         }
-        if usize::from(p.window_len) > MAX_WINDOW || (p.window_len == 0) != (p.window_zlen == 0) {
+        if usize::from(p.window_len) > MAX_WINDOW
+            || (p.window_len == 0) != (p.window_zlen == 0)
+            || p.window_zlen as usize > MAX_STORED_WINDOW
+        {
             return Err(bad("bad window length"));
         }
         if p.window_off != next_window {
