@@ -8,6 +8,13 @@
 //! let backend = addonfs::addon::backend::open_with(&url, &garage.options())?; // in process
 //! ```
 //!
+//! A second key that may only read the bucket, as a node's credential:
+//!
+//! ```ignore
+//! let ro = garage.read_only_key("node");                 // garage key create + bucket allow --read
+//! Command::new(bin).envs(garage.env_for(&ro))...
+//! ```
+//!
 //! Garage ignores conditional writes (`If-None-Match`, `If-Match`): a test that needs them
 //! needs another store.
 #![allow(dead_code)]
@@ -43,6 +50,17 @@ fn hex(bytes: usize) -> String {
     use std::io::Read;
     std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut buf).unwrap();
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An access key of the bucket other than the owner's (see [`Garage::read_only_key`]).
+#[derive(Debug, Clone)]
+pub struct Key {
+    /// Its name in Garage.
+    pub name: String,
+    /// The access key id (`GK…`).
+    pub access_key: String,
+    /// The secret key.
+    pub secret_key: String,
 }
 
 impl Garage {
@@ -160,6 +178,48 @@ root_domain = ".s3.garage.localhost"
     /// (the environment is shared by every test thread).
     pub fn options(&self) -> Vec<(String, String)> {
         self.env().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()
+    }
+
+    /// Creates a key `name` that Garage allows to read the bucket and nothing else
+    /// (`garage key create NAME`, `garage bucket allow --read BUCKET --key NAME`): the
+    /// credential a node needs.
+    pub fn read_only_key(&self, name: &str) -> Key {
+        let garage = || {
+            let mut c = Command::new("garage");
+            c.arg("-c").arg(self.config_path());
+            c
+        };
+        let created = super::run(garage().args(["key", "create", name]));
+        let field = |label: &str| -> String {
+            created
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("no `{label}` in garage's answer:\n{created}"))
+        };
+        let key = Key {
+            name: name.to_string(),
+            access_key: field("Key ID:"),
+            secret_key: field("Secret key:"),
+        };
+        super::run(garage().args(["bucket", "allow", "--read", &self.bucket, "--key", name]));
+        key
+    }
+
+    /// [`Garage::env`] with another key's credentials.
+    pub fn env_for(&self, key: &Key) -> Vec<(String, String)> {
+        self.env()
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "AWS_ACCESS_KEY_ID" => (k, key.access_key.clone()),
+                "AWS_SECRET_ACCESS_KEY" => (k, key.secret_key.clone()),
+                _ => (k, v),
+            })
+            .collect()
+    }
+
+    /// [`Garage::options`] with another key's credentials.
+    pub fn options_for(&self, key: &Key) -> Vec<(String, String)> {
+        self.env_for(key).into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()
     }
 
     /// Garage's log so far (for failure messages).
