@@ -274,6 +274,22 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     start.elapsed()
 }
 
+/// Every object of a store (its key under the store's prefix) with its ETag.
+fn objects(b: &Backend) -> Vec<(String, Option<String>)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let mut out = vec![];
+        let mut list = b.store().list(b.prefix_key().as_ref());
+        while let Some(meta) = list.next().await {
+            let meta = meta.unwrap();
+            out.push((b.relative(&meta.location).unwrap().to_string(), meta.e_tag));
+        }
+        out.sort();
+        out
+    })
+}
+
 /// The node's log says the store went away (a warning) and, after that, that it answers again.
 fn assert_logged_outage_and_recovery(node: &Node) {
     let log = node.log();
@@ -727,20 +743,6 @@ fn a_node_with_a_read_only_garage_key_serves_and_cannot_write() {
     }
     let Some(garage) = common::garage::Garage::start() else { return };
     let (url, store, _) = garage_store(&garage, "ro");
-    let all = |b: &Backend| -> Vec<(String, Option<String>)> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            use futures_util::StreamExt;
-            let mut out = vec![];
-            let mut list = b.store().list(b.prefix_key().as_ref());
-            while let Some(meta) = list.next().await {
-                let meta = meta.unwrap();
-                out.push((meta.location.to_string(), meta.e_tag));
-            }
-            out.sort();
-            out
-        })
-    };
     let mut publisher = Publisher::new(store.clone());
     let rev = publisher.upload("ro", &[("r/f", b"read only\n")], &["/r"]);
     let key = garage.read_only_key("node-read-only");
@@ -760,9 +762,9 @@ fn a_node_with_a_read_only_garage_key_serves_and_cannot_write() {
     let (code, body) = node.get("/readyz");
     assert_eq!(code, 200, "{body}");
     // The node wrote nothing: every object as the publisher left it.
-    let stored = all(&store);
+    let stored = objects(&store);
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(all(&store), stored);
+    assert_eq!(objects(&store), stored);
     // The same credential cannot change the catalog or an add-on's objects, nor add one.
     let ro = backend::open_with(&url, &garage.options_for(&key)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -774,7 +776,7 @@ fn a_node_with_a_read_only_garage_key_serves_and_cannot_write() {
         let del = rt.block_on(ro.store().delete(&ro.key(key)));
         assert!(del.is_err() || key.contains("evil"), "a read-only key deleted {key}");
     }
-    assert_eq!(all(&store), stored, "the read-only key changed the store");
+    assert_eq!(objects(&store), stored, "the read-only key changed the store");
     // A registry with the node's credential: refused at start, naming the store and why.
     let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
         .args(["registry", "--store", &url, "--listen", "127.0.0.1:0", "--api-key", KEY])
@@ -786,7 +788,7 @@ fn a_node_with_a_read_only_garage_key_serves_and_cannot_write() {
     assert!(!out.status.success(), "a registry ran with a read-only key:\n{err}");
     assert!(err.contains(&url), "the message names the store:\n{err}");
     assert!(err.contains("403") || err.contains("AccessDenied"), "and the refusal:\n{err}");
-    assert_eq!(all(&store), stored, "the refused registry changed the store");
+    assert_eq!(objects(&store), stored, "the refused registry changed the store");
     assert_eq!(std::fs::read(node.mount.join("custom-addon-later/l/f")).unwrap(), b"later\n");
 }
 
@@ -1038,4 +1040,144 @@ fn a_registry_and_three_nodes_on_garage() {
     let Some(garage) = common::garage::Garage::start() else { return };
     let (url, _, env) = garage_store(&garage, "registry");
     registry_and_three_nodes(&url, &env);
+}
+
+/// `addonfs registry --store URL` on loopback with `args`; the child and its API's URL.
+fn start_registry(url: &str, env: &[(String, String)], args: &[&str]) -> (Child, String) {
+    let mut registry = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .args(["registry", "--store", url, "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let api = common::http::serve_url(&mut registry);
+    (registry, api)
+}
+
+/// Uploads `/opt/NAME/file` (plus `extra` bytes at `/opt/NAME/extra`) through the registry's
+/// API from `dir`, in the background; the `curl` child.
+fn upload_in_background(dir: &Path, api: &str, name: &str, extra: &[u8]) -> Child {
+    let up = dir.join(format!("up-{name}"));
+    std::fs::create_dir_all(up.join(format!("tree/opt/{name}"))).unwrap();
+    std::fs::write(up.join(format!("tree/opt/{name}/file")), format!("{name}\n")).unwrap();
+    std::fs::write(up.join(format!("tree/opt/{name}/extra")), extra).unwrap();
+    common::run(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(up.join("addon.tar.gz"))
+            .arg("-C")
+            .arg(up.join("tree"))
+            .arg("opt"),
+    );
+    let meta = json!({"name": name, "spec": {"paths": [format!("/opt/{name}")]}});
+    std::fs::write(up.join("metadata.json"), meta.to_string()).unwrap();
+    Command::new("curl")
+        .current_dir(&up)
+        .args(["-sS", "-o", "/dev/null", "-H", &format!("Authorization: Bearer {KEY}")])
+        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
+        .arg(format!("{api}/api/v2/runtimeaddons/custom"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Uploads through the registry and waits for its answer; the revision it answered.
+fn upload_through(dir: &Path, api: &str, name: &str) -> u64 {
+    let mut curl = upload_in_background(dir, api, name, b"");
+    assert!(curl.wait().unwrap().success());
+    let (_, list, revision) = api_call(dir, &[&format!("{api}/api/v2/runtimeaddons")]);
+    assert!(list.to_string().contains(&format!("custom-addon-{name}")), "{list}");
+    revision.expect("the registry's answers carry the revision")
+}
+
+/// A registry killed -9 in the middle of an upload while a node follows the store: the node
+/// never shows the cut upload (no new revision, nothing in the mount) and keeps serving what
+/// it has while no registry runs; the next registry, started elsewhere, deletes the orphaned
+/// objects (`--orphan-grace 0`) and carries on, and the node gets its next upload.
+fn registry_killed_mid_upload(url: &str, env: &[(String, String)], b: &Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut registry, api) = start_registry(url, env, &[]);
+    let rev = upload_through(dir.path(), &api, "one");
+    let node = Node::start(url, env, &dir.path().join("n"));
+    let (code, err) = node.attach(&dir.path().join("root"), rev, "10s", false);
+    assert_eq!(code, 0, "{err}");
+    let catalog_before = objects(b).into_iter().find(|(k, _)| k == "catalog.json").unwrap();
+    // Cut: a local store stages inside itself (killed while staging); a remote store is
+    // killed while the upload's objects go up, before the catalog.
+    let mut big = vec![0u8; 48 << 20];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut big).unwrap();
+    let mut curl = upload_in_background(dir.path(), &api, "big", &big);
+    let staging = b.local_path("staging");
+    let cut = |b: &Backend| match &staging {
+        Some(dir) => {
+            !common::sh(&format!("find '{}' -type f -size +1k | head -1", dir.display())).is_empty()
+        }
+        None => objects(b).iter().any(|(k, _)| k.starts_with("addons/custom-addon-big/")),
+    };
+    let start = Instant::now();
+    while !cut(b) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the upload never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    registry.kill().unwrap();
+    registry.wait().unwrap();
+    let _ = curl.wait();
+    let catalog_after = objects(b).into_iter().find(|(k, _)| k == "catalog.json").unwrap();
+    assert_eq!(catalog_after, catalog_before, "killed too late: the upload was committed");
+    if staging.is_none() {
+        assert!(objects(b).iter().any(|(k, _)| k.starts_with("addons/custom-addon-big/")));
+    }
+    // No registry: the node keeps serving, and never shows the cut upload.
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(3) {
+        assert_eq!(node.listed(), [".addons.json", "custom-addon-one"]);
+        assert_eq!(node.revision(), rev);
+        assert_eq!(
+            std::fs::read(node.mount.join("custom-addon-one/opt/one/file")).unwrap(),
+            b"one\n"
+        );
+        assert_eq!(node.get("/readyz").0, 200);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The next registry, elsewhere: the orphans go at its start, and it carries on.
+    let scratch = dir.path().join("elsewhere");
+    let (mut second, api) = start_registry(
+        url,
+        env,
+        &["--orphan-grace", "0", "--scratch-dir", scratch.to_str().unwrap()],
+    );
+    let orphans: Vec<_> =
+        objects(b).into_iter().filter(|(k, _)| k.contains("custom-addon-big")).collect();
+    assert!(orphans.is_empty(), "orphans left: {orphans:?}");
+    if let Some(staging) = &staging {
+        assert_eq!(std::fs::read_dir(staging).unwrap().count(), 0, "staging left");
+    }
+    let rev = upload_through(dir.path(), &api, "two");
+    let (code, err) = node.attach(&dir.path().join("root2"), rev, "10s", false);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(node.listed(), [".addons.json", "custom-addon-one", "custom-addon-two"]);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+#[test]
+fn a_registry_killed_mid_upload_on_a_directory_store() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (url, b) = local_store(&dir.path().join("store"));
+    registry_killed_mid_upload(&url, &[], &b);
+}
+
+#[test]
+fn a_registry_killed_mid_upload_on_garage() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(garage) = common::garage::Garage::start() else { return };
+    let (url, b, env) = garage_store(&garage, "cut");
+    registry_killed_mid_upload(&url, &env, &b);
 }
