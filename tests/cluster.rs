@@ -1042,8 +1042,28 @@ fn a_registry_and_three_nodes_on_garage() {
     registry_and_three_nodes(&url, &env);
 }
 
-/// `addonfs registry --store URL` on loopback with `args`; the child and its API's URL.
-fn start_registry(url: &str, env: &[(String, String)], args: &[&str]) -> (Child, String) {
+/// A registry process, killed when dropped (also when a test fails half way).
+struct Registry(Child);
+
+impl Registry {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `addonfs registry --store URL` on loopback with `args`; the process and its API's URL.
+fn start_registry(url: &str, env: &[(String, String)], args: &[&str]) -> (Registry, String) {
     let mut registry = Command::new(env!("CARGO_BIN_EXE_addonfs"))
         .args(["registry", "--store", url, "--listen", "127.0.0.1:0", "--api-key", KEY])
         .args(args)
@@ -1053,7 +1073,7 @@ fn start_registry(url: &str, env: &[(String, String)], args: &[&str]) -> (Child,
         .spawn()
         .unwrap();
     let api = common::http::serve_url(&mut registry);
-    (registry, api)
+    (Registry(registry), api)
 }
 
 /// Uploads `/opt/NAME/file` (plus `extra` bytes at `/opt/NAME/extra`) through the registry's
