@@ -120,6 +120,8 @@ struct Node {
     mount: PathBuf,
     cache: PathBuf,
     url: String,
+    /// Its standard error (every start appends).
+    log: PathBuf,
 }
 
 impl Node {
@@ -131,12 +133,15 @@ impl Node {
             mount: dir.join("mnt"),
             cache: dir.join("cache"),
             url: String::new(),
+            log: dir.join("node.log"),
         };
         node.spawn();
         node
     }
 
     fn spawn(&mut self) {
+        std::fs::create_dir_all(self.log.parent().unwrap()).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
             .args(["--log-level", "info", "node", "--listen", "127.0.0.1:0", "--store"])
             .arg(&self.store)
@@ -146,7 +151,7 @@ impl Node {
             .arg(&self.cache)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("start addonfs node");
         let mut reader = BufReader::new(child.stdout.take().unwrap());
@@ -171,6 +176,11 @@ impl Node {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// Everything the node has logged so far (all its starts).
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn manifest(&self) -> Option<Value> {
@@ -235,6 +245,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- log of the node at {}:\n{}", self.mount.display(), self.log());
+        }
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -259,6 +272,35 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
         std::thread::sleep(Duration::from_millis(20));
     }
     start.elapsed()
+}
+
+/// Every object of a store (its key under the store's prefix) with its ETag.
+fn objects(b: &Backend) -> Vec<(String, Option<String>)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let mut out = vec![];
+        let mut list = b.store().list(b.prefix_key().as_ref());
+        while let Some(meta) = list.next().await {
+            let meta = meta.unwrap();
+            out.push((b.relative(&meta.location).unwrap().to_string(), meta.e_tag));
+        }
+        out.sort();
+        out
+    })
+}
+
+/// The node's log says the store went away (a warning) and, after that, that it answers again.
+fn assert_logged_outage_and_recovery(node: &Node) {
+    let log = node.log();
+    let down = log
+        .find("cannot read the catalog; serving what is cached")
+        .unwrap_or_else(|| panic!("the log does not say the store is down:\n{log}"));
+    assert!(log[..down].rsplit('\n').next().unwrap_or("").contains("WARN"), "{log}");
+    assert!(
+        log[down..].contains("the store answers"),
+        "the log does not say the store is back:\n{log}"
+    );
 }
 
 /// A local directory store: its URL and the publisher's handle on it.
@@ -409,6 +451,137 @@ fn killed_node_comes_back_the_same(store_url: &str, store: Backend, env: &[(Stri
     assert_eq!(node.metric("addonfs_node_fetches_total"), 0, "the cache survived the restart");
 }
 
+/// The size of the add-on a node is killed while fetching: large enough that the download
+/// is caught half done, incompressible so that the tarball is that large.
+const HUGE: usize = 64 << 20;
+
+/// Every file and directory under `root`, with its inode number and (for files) SHA-256.
+fn tree(root: &Path) -> Vec<(String, u64, String)> {
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for item in std::fs::read_dir(&dir).unwrap() {
+            let path = item.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let digest = if meta.is_dir() {
+                stack.push(path.clone());
+                String::new()
+            } else if meta.is_file() {
+                hex(&Sha256::digest(std::fs::read(&path).unwrap()))
+            } else {
+                String::new()
+            };
+            out.push((rel, meta.ino(), digest));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A download in progress in a node's cache: a file under `tmp/` with some bytes but fewer
+/// than `size`.
+fn partial_download(cache: &Path, size: u64) -> Option<PathBuf> {
+    for fetch in std::fs::read_dir(cache.join("tmp")).ok()?.flatten() {
+        for file in std::fs::read_dir(fetch.path()).into_iter().flatten().flatten() {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if len > 0 && len < size {
+                return Some(file.path());
+            }
+        }
+    }
+    None
+}
+
+/// kill -9 a node in the middle of fetching a large add-on, restart it: the half-fetched
+/// bytes were never exposed and are not kept (the download starts over, `tmp/` is cleared),
+/// the cache holds only verified entries, and once fetched the add-on has the same tree and
+/// inode numbers as on a node that was never interrupted (and the add-on it already served
+/// keeps its inode numbers).
+fn killed_mid_download(store_url: &str, store: Backend, env: &[(String, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut publisher = Publisher::new(store);
+    let rev = publisher.upload("first", &[("f/a", b"a\n"), ("f/d/b", b"b\n")], &["/f"]);
+    let mut node = Node::start(store_url, env, &dir.path().join("n"));
+    eventually("the node serves first", || node.revision() >= rev);
+    let first = tree(&node.mount.join("custom-addon-first"));
+    let mut huge = vec![0u8; HUGE];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut huge).unwrap();
+    let rev = publisher.upload("huge", &[("h/big", &huge), ("h/small", b"h\n")], &["/h"]);
+    let size = publisher.addons[1]["size"].as_u64().unwrap();
+    let sha = publisher.addons[1]["sha256"].as_str().unwrap().to_string();
+    // Caught half fetched: not in the mount, not in the manifest.
+    let start = Instant::now();
+    let partial = loop {
+        if let Some(p) = partial_download(&node.cache, size) {
+            break p;
+        }
+        assert!(node.revision() < rev, "the download was not caught half done");
+        assert!(start.elapsed() < Duration::from_secs(60), "no download started");
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    assert!(!node.listed().contains(&"custom-addon-huge".to_string()));
+    assert!(node.revision() < rev);
+    node.kill9();
+    let left = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    assert!(left < size, "the download finished before the kill ({left} bytes)");
+    assert!(!node.cache.join("entries").join(&sha).exists(), "a half download kept as an entry");
+    // Restarted: the half download is thrown away, not resumed or trusted.
+    node.spawn();
+    assert!(!partial.parent().unwrap().exists(), "the half download is still in tmp/");
+    let slow = Instant::now();
+    while node.revision() < rev {
+        assert!(slow.elapsed() < Duration::from_secs(120), "the restarted node never fetched huge");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read(node.mount.join("custom-addon-huge/h/big")).unwrap(), huge);
+    assert_eq!(node.metric("addonfs_node_fetches_total"), 1, "fetched again, whole");
+    let mut entries: Vec<String> = std::fs::read_dir(node.cache.join("entries"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    let mut want = vec![sha.clone(), publisher.addons[0]["sha256"].as_str().unwrap().to_string()];
+    want.sort();
+    assert_eq!(entries, want, "the cache holds exactly the two verified add-ons");
+    assert_eq!(std::fs::read_dir(node.cache.join("tmp")).unwrap().count(), 0);
+    assert_eq!(tree(&node.mount.join("custom-addon-first")), first, "first's tree and inodes");
+    // The same tree and inode numbers as a node that fetched it in one go.
+    let reference = Node::start(store_url, env, &dir.path().join("reference"));
+    let slow = Instant::now();
+    while reference.revision() < rev {
+        assert!(slow.elapsed() < Duration::from_secs(120), "the reference never fetched huge");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for name in ["custom-addon-first", "custom-addon-huge"] {
+        assert_eq!(tree(&node.mount.join(name)), tree(&reference.mount.join(name)), "{name}");
+    }
+    assert_eq!(
+        std::fs::metadata(node.mount.join("custom-addon-huge")).unwrap().ino(),
+        std::fs::metadata(reference.mount.join("custom-addon-huge")).unwrap().ino()
+    );
+}
+
+#[test]
+fn a_node_killed_mid_download_on_a_directory_store() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = local_store(&dir.path().join("store"));
+    killed_mid_download(&url, store, &[]);
+}
+
+#[test]
+fn a_node_killed_mid_download_on_garage() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(garage) = common::garage::Garage::start() else { return };
+    let (url, store, env) = garage_store(&garage, "download");
+    killed_mid_download(&url, store, &env);
+}
+
 #[test]
 fn three_nodes_follow_a_shared_directory_store() {
     if !common::fuse_ready() {
@@ -489,6 +662,7 @@ fn a_directory_store_gone_for_ten_seconds_does_not_stop_reads() {
     }
     std::fs::rename(&away, &store_dir).unwrap();
     eventually("the node reports the store up", || node.metric("addonfs_node_store_up") == 1);
+    assert_logged_outage_and_recovery(&node);
     // And follows again.
     let rev = publisher.upload("delta", &[("d/f", b"d\n")], &["/d"]);
     eventually("the node serves delta", || node.revision() >= rev);
@@ -555,6 +729,7 @@ fn garage_stopped_for_ten_seconds_does_not_stop_reads() {
     for node in &nodes {
         eventually("the node reports the store up", || node.metric("addonfs_node_store_up") == 1);
         assert!(node.metric("addonfs_node_store_errors_total") >= 1);
+        assert_logged_outage_and_recovery(node);
     }
     let rev = publisher.upload("delta", &[("d/f", b"d\n")], &["/d"]);
     for node in &nodes {
@@ -563,63 +738,63 @@ fn garage_stopped_for_ten_seconds_does_not_stop_reads() {
 }
 
 /// A node needs only read access: with a key that Garage allows `--read` on the bucket only,
-/// the node serves the add-ons, and that key cannot write an object or the catalog.
+/// the node follows the catalog (an upload after it started, too) and serves the add-ons,
+/// writes nothing to the store; that key cannot write an object or the catalog; and a
+/// registry given it fails at start, naming the store and the refusal.
 #[test]
 fn a_node_with_a_read_only_garage_key_serves_and_cannot_write() {
     if !common::fuse_ready() {
         return;
     }
     let Some(garage) = common::garage::Garage::start() else { return };
-    let (url, store, env) = garage_store(&garage, "ro");
-    let mut publisher = Publisher::new(store);
+    let (url, store, _) = garage_store(&garage, "ro");
+    let mut publisher = Publisher::new(store.clone());
     let rev = publisher.upload("ro", &[("r/f", b"read only\n")], &["/r"]);
-    // A second key, allowed to read the bucket and nothing else.
-    let config = garage.data_dir().join("garage.toml");
-    let created = common::run(Command::new("garage").arg("-c").arg(&config).args([
-        "key",
-        "create",
-        "node-read-only",
-    ]));
-    let field = |name: &str| -> String {
-        created
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
-            .unwrap_or_else(|| panic!("no {name} in garage's answer:\n{created}"))
-    };
-    let (key_id, secret) = (field("Key ID:"), field("Secret key:"));
-    common::run(Command::new("garage").arg("-c").arg(&config).args([
-        "bucket",
-        "allow",
-        "--read",
-        &garage.bucket,
-        "--key",
-        "node-read-only",
-    ]));
-    let ro_env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| match k.as_str() {
-            "AWS_ACCESS_KEY_ID" => (k.clone(), key_id.clone()),
-            "AWS_SECRET_ACCESS_KEY" => (k.clone(), secret.clone()),
-            _ => (k.clone(), v.clone()),
-        })
-        .collect();
+    let key = garage.read_only_key("node-read-only");
+    let ro_env = garage.env_for(&key);
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&url, &ro_env, &dir.path().join("n"));
     eventually("the read-only node serves the add-on", || node.revision() >= rev);
     assert_eq!(std::fs::read(node.mount.join("custom-addon-ro/r/f")).unwrap(), b"read only\n");
-    // The same credential cannot change the catalog or an add-on.
-    let ro_options: Vec<(String, String)> =
-        ro_env.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
-    let ro = backend::open_with(&url, &ro_options).unwrap();
+    // It follows: an upload and a disable after it started.
+    let rev = publisher.upload("later", &[("l/f", b"later\n")], &["/l"]);
+    eventually("the read-only node serves the later add-on", || node.revision() >= rev);
+    assert_eq!(std::fs::read(node.mount.join("custom-addon-later/l/f")).unwrap(), b"later\n");
+    let rev = publisher.set_status("ro", "DISABLED");
+    eventually("the read-only node sees the disable", || node.revision() >= rev);
+    assert_eq!(node.listed(), [".addons.json", "custom-addon-later"]);
+    assert_eq!(node.metric("addonfs_node_store_up"), 1);
+    let (code, body) = node.get("/readyz");
+    assert_eq!(code, 200, "{body}");
+    // The node wrote nothing: every object as the publisher left it.
+    let stored = objects(&store);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(objects(&store), stored);
+    // The same credential cannot change the catalog or an add-on's objects, nor add one.
+    let ro = backend::open_with(&url, &garage.options_for(&key)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    for key in ["catalog.json", publisher.addons[0]["objects"]["tarball"].as_str().unwrap()] {
+    let tarball = publisher.addons[0]["objects"]["tarball"].as_str().unwrap().to_string();
+    for key in ["catalog.json", tarball.as_str(), "addons/custom-addon-evil/1-0/addon.tar.gz"] {
         let put = rt.block_on(ro.store().put(&ro.key(key), PutPayload::from(b"evil".to_vec())));
-        assert!(put.is_err(), "a read-only key wrote {key}");
+        let e = put.expect_err(&format!("a read-only key wrote {key}"));
+        assert!(e.to_string().contains("403") || e.to_string().contains("AccessDenied"), "{e}");
+        let del = rt.block_on(ro.store().delete(&ro.key(key)));
+        assert!(del.is_err() || key.contains("evil"), "a read-only key deleted {key}");
     }
-    let catalog = rt.block_on(async {
-        ro.store().get(&ro.key("catalog.json")).await.unwrap().bytes().await.unwrap()
-    });
-    assert!(!catalog.starts_with(b"evil"));
+    assert_eq!(objects(&store), stored, "the read-only key changed the store");
+    // A registry with the node's credential: refused at start, naming the store and why.
+    let out = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .args(["registry", "--store", &url, "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .envs(ro_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a registry ran with a read-only key:\n{err}");
+    assert!(err.contains(&url), "the message names the store:\n{err}");
+    assert!(err.contains("403") || err.contains("AccessDenied"), "and the refusal:\n{err}");
+    assert_eq!(objects(&store), stored, "the refused registry changed the store");
+    assert_eq!(std::fs::read(node.mount.join("custom-addon-later/l/f")).unwrap(), b"later\n");
 }
 
 /// Resident memory of a process, in KiB.
@@ -870,4 +1045,164 @@ fn a_registry_and_three_nodes_on_garage() {
     let Some(garage) = common::garage::Garage::start() else { return };
     let (url, _, env) = garage_store(&garage, "registry");
     registry_and_three_nodes(&url, &env);
+}
+
+/// A registry process, killed when dropped (also when a test fails half way).
+struct Registry(Child);
+
+impl Registry {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `addonfs registry --store URL` on loopback with `args`; the process and its API's URL.
+fn start_registry(url: &str, env: &[(String, String)], args: &[&str]) -> (Registry, String) {
+    let mut registry = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .args(["registry", "--store", url, "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let api = common::http::serve_url(&mut registry);
+    (Registry(registry), api)
+}
+
+/// Uploads `/opt/NAME/file` (plus `extra` bytes at `/opt/NAME/extra`) through the registry's
+/// API from `dir`, in the background; the `curl` child.
+fn upload_in_background(dir: &Path, api: &str, name: &str, extra: &[u8]) -> Child {
+    let up = dir.join(format!("up-{name}"));
+    std::fs::create_dir_all(up.join(format!("tree/opt/{name}"))).unwrap();
+    std::fs::write(up.join(format!("tree/opt/{name}/file")), format!("{name}\n")).unwrap();
+    std::fs::write(up.join(format!("tree/opt/{name}/extra")), extra).unwrap();
+    common::run(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(up.join("addon.tar.gz"))
+            .arg("-C")
+            .arg(up.join("tree"))
+            .arg("opt"),
+    );
+    let meta = json!({"name": name, "spec": {"paths": [format!("/opt/{name}")]}});
+    std::fs::write(up.join("metadata.json"), meta.to_string()).unwrap();
+    Command::new("curl")
+        .current_dir(&up)
+        .args(["-sS", "-o", "/dev/null", "-H", &format!("Authorization: Bearer {KEY}")])
+        .args(["-F", "metadata=@metadata.json", "-F", "tarball=@addon.tar.gz"])
+        .arg(format!("{api}/api/v2/runtimeaddons/custom"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Uploads through the registry and waits for its answer; the revision it answered.
+fn upload_through(dir: &Path, api: &str, name: &str) -> u64 {
+    let mut curl = upload_in_background(dir, api, name, b"");
+    assert!(curl.wait().unwrap().success());
+    let (_, list, revision) = api_call(dir, &[&format!("{api}/api/v2/runtimeaddons")]);
+    assert!(list.to_string().contains(&format!("custom-addon-{name}")), "{list}");
+    revision.expect("the registry's answers carry the revision")
+}
+
+/// A registry killed -9 in the middle of an upload while a node follows the store: the node
+/// never shows the cut upload (no new revision, nothing in the mount) and keeps serving what
+/// it has while no registry runs; the next registry, started elsewhere, deletes the orphaned
+/// objects (`--orphan-grace 0`) and carries on, and the node gets its next upload.
+fn registry_killed_mid_upload(url: &str, env: &[(String, String)], b: &Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut registry, api) = start_registry(url, env, &[]);
+    let rev = upload_through(dir.path(), &api, "one");
+    let node = Node::start(url, env, &dir.path().join("n"));
+    let (code, err) = node.attach(&dir.path().join("root"), rev, "10s", false);
+    assert_eq!(code, 0, "{err}");
+    let catalog_before = objects(b).into_iter().find(|(k, _)| k == "catalog.json").unwrap();
+    // Cut: a local store stages inside itself (killed while staging); a remote store is
+    // killed while the upload's objects go up, before the catalog.
+    let mut big = vec![0u8; 48 << 20];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut big).unwrap();
+    let mut curl = upload_in_background(dir.path(), &api, "big", &big);
+    let staging = b.local_path("staging");
+    let cut = |b: &Backend| match &staging {
+        Some(dir) => {
+            !common::sh(&format!("find '{}' -type f -size +1k | head -1", dir.display())).is_empty()
+        }
+        None => objects(b).iter().any(|(k, _)| k.starts_with("addons/custom-addon-big/")),
+    };
+    let start = Instant::now();
+    while !cut(b) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the upload never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    registry.kill().unwrap();
+    registry.wait().unwrap();
+    let _ = curl.wait();
+    let catalog_after = objects(b).into_iter().find(|(k, _)| k == "catalog.json").unwrap();
+    assert_eq!(catalog_after, catalog_before, "killed too late: the upload was committed");
+    if staging.is_none() {
+        assert!(objects(b).iter().any(|(k, _)| k.starts_with("addons/custom-addon-big/")));
+    }
+    // No registry: the node keeps serving, and never shows the cut upload.
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(3) {
+        assert_eq!(node.listed(), [".addons.json", "custom-addon-one"]);
+        assert_eq!(node.revision(), rev);
+        assert_eq!(
+            std::fs::read(node.mount.join("custom-addon-one/opt/one/file")).unwrap(),
+            b"one\n"
+        );
+        assert_eq!(node.get("/readyz").0, 200);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The next registry, elsewhere: the orphans go at its start, and it carries on.
+    let scratch = dir.path().join("elsewhere");
+    let (mut second, api) = start_registry(
+        url,
+        env,
+        &["--orphan-grace", "0", "--scratch-dir", scratch.to_str().unwrap()],
+    );
+    let orphans: Vec<_> =
+        objects(b).into_iter().filter(|(k, _)| k.contains("custom-addon-big")).collect();
+    assert!(orphans.is_empty(), "orphans left: {orphans:?}");
+    if let Some(staging) = &staging {
+        assert_eq!(std::fs::read_dir(staging).unwrap().count(), 0, "staging left");
+    }
+    let rev = upload_through(dir.path(), &api, "two");
+    let (code, err) = node.attach(&dir.path().join("root2"), rev, "10s", false);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(node.listed(), [".addons.json", "custom-addon-one", "custom-addon-two"]);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+#[test]
+fn a_registry_killed_mid_upload_on_a_directory_store() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (url, b) = local_store(&dir.path().join("store"));
+    registry_killed_mid_upload(&url, &[], &b);
+}
+
+#[test]
+fn a_registry_killed_mid_upload_on_garage() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(garage) = common::garage::Garage::start() else { return };
+    let (url, b, env) = garage_store(&garage, "cut");
+    registry_killed_mid_upload(&url, &env, &b);
 }

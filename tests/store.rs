@@ -131,10 +131,8 @@ fn scenarios(open: &dyn Fn() -> Backend) {
     store.set_api_url("http://192.0.2.7:7474").unwrap();
     let e = Store::open_backend(open(), &options(Duration::from_secs(3600))).unwrap_err();
     let text = e.to_string();
-    assert!(
-        text.contains("192.0.2.7:7474") || text.contains("in use by another addonfs process"),
-        "{text}"
-    );
+    assert!(text.contains("192.0.2.7:7474"), "the message names the other's API: {text}");
+    assert!(text.contains(&std::process::id().to_string()), "and its process: {text}");
     // Orphans (objects no record references: an upload cut between objects and catalog) go
     // once older than the grace period; referenced objects stay.
     let orphan = "addons/custom-addon-gone/1764532800000-00000000000000aa/addon.tar.gz";
@@ -217,7 +215,11 @@ fn registry_role(url: &str, env: &[(String, String)], b: &Backend) {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains(&api) || err.contains("in use by another addonfs process"), "{err}");
+    // Named: the first one's API URL and process id (a directory's lock file and a remote
+    // store's lease both record them), and the store.
+    assert!(err.contains(&api), "the message names the other's API:\n{err}");
+    assert!(err.contains(&first.id().to_string()), "and its process:\n{err}");
+    assert!(err.contains(url), "and the store:\n{err}");
     // Killed with -9 in the middle of an upload: the catalog never names it. A local store
     // stages the upload inside it and renames it into place at once, so it is killed while
     // staging; a remote store is killed while the objects go up (between objects and catalog).

@@ -86,8 +86,14 @@ impl Garage {
         Ok(garage)
     }
 
-    fn config_path(&self) -> PathBuf {
+    /// Its configuration file (for `garage -c FILE ...` admin commands).
+    pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("garage.toml")
+    }
+
+    /// The `garage` program it runs.
+    pub fn program(&self) -> &Path {
+        &self.program
     }
 
     fn write_config(&self) -> Result<(), BenchError> {
