@@ -100,6 +100,13 @@ pub struct LazyStats {
     pub heads: AtomicU64,
     /// Add-ons mounted lazily.
     pub addons: AtomicU64,
+    /// 1 while the store is down (a read waited its deadline out and no range has landed
+    /// since): reads that need it fail fast.
+    pub store_down: AtomicU64,
+    /// Reads failed without waiting their deadline, the store being down.
+    pub fast_fails: AtomicU64,
+    /// Requests asking a down store whether it is back.
+    pub probes: AtomicU64,
 }
 
 /// What a node's endpoints observe.
@@ -274,6 +281,12 @@ impl Collector for Lazy {
             load(&s.cache_bytes),
         )?;
         gauge(&mut e, "addonfs_node_lazy_addons", "Add-ons mounted lazily", load(&s.addons))?;
+        gauge(
+            &mut e,
+            "addonfs_node_store_down",
+            "1 while the store is down for lazy reads: those that need it fail fast",
+            load(&s.store_down),
+        )?;
         for (name, help, v) in [
             ("addonfs_node_range_requests", "Range requests sent to the store", &s.requests),
             ("addonfs_node_range_bytes", "Bytes range requests brought", &s.request_bytes),
@@ -291,6 +304,12 @@ impl Collector for Lazy {
             ("addonfs_node_range_bad", "Ranges that failed their check twice", &s.bad_ranges),
             ("addonfs_node_range_timeouts", "Fetches out of time", &s.timeouts),
             ("addonfs_node_read_eio", "Reads answered EIO: the store could not help", &s.eio),
+            ("addonfs_node_store_probes", "Requests asking a down store if it is back", &s.probes),
+            (
+                "addonfs_node_read_fast_fails",
+                "Reads answered EIO at once, the store being down",
+                &s.fast_fails,
+            ),
             ("addonfs_node_range_hits", "Chunks reads found in the range cache", &s.hits),
             ("addonfs_node_range_misses", "Chunks reads had to fetch", &s.misses),
             ("addonfs_node_range_evictions", "Chunks evicted from the range cache", &s.evictions),

@@ -2,7 +2,8 @@
 //! bounded by what is left of the reader's deadline, retried with a backoff (50 ms doubling to
 //! 1 s) until the deadline, and every chunk checked against its SHA-256 before anything is
 //! kept. A range that arrives short or fails its check is asked for once more; a second bad
-//! answer fails the read (`EIO`), never wrong bytes.
+//! answer fails the read (`EIO`), never wrong bytes. What arrives and what runs out of time
+//! tells the node's [`Breaker`] whether the store answers.
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 
+use super::breaker::Breaker;
 use super::ranges::ChunkSpec;
 use crate::addon::backend::Backend;
 use crate::api::node::LazyStats;
@@ -26,12 +28,29 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub struct Fetcher {
     backend: Backend,
     stats: Arc<LazyStats>,
+    breaker: Arc<Breaker>,
 }
 
 impl Fetcher {
     /// A fetcher from `backend`, counting into `stats`.
     pub fn new(backend: Backend, stats: Arc<LazyStats>) -> Fetcher {
-        Fetcher { backend, stats }
+        let breaker = Arc::new(Breaker::new(Arc::clone(&stats)));
+        Fetcher { backend, stats, breaker }
+    }
+
+    /// Whether the store answers, as this fetcher's ranges have seen it.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    /// A read of `key` waited its deadline out: the store is down, and (if it was up) a probe
+    /// on `runtime` asks it for `key` until it is back.
+    pub fn store_down(&self, runtime: &tokio::runtime::Handle, key: &str, why: &str) {
+        if self.breaker.mark_down(why) {
+            let probe = Arc::clone(&self.breaker)
+                .probe(Arc::clone(self.backend.store()), self.backend.key(key));
+            runtime.spawn(probe);
+        }
     }
 
     /// The counters.
@@ -60,11 +79,13 @@ impl Fetcher {
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                return Err(format!(
+                let why = format!(
                     "{key} bytes {}..{}: no good answer from the store within the deadline \
                      (last: {last_error})",
                     range.start, range.end
-                ));
+                );
+                self.store_down(&tokio::runtime::Handle::current(), key, &why);
+                return Err(why);
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let attempt = tokio::time::timeout(
@@ -88,7 +109,10 @@ impl Fetcher {
             };
             self.stats.request_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             match check(chunks, &bytes) {
-                Ok(()) => return Ok(bytes.to_vec()),
+                Ok(()) => {
+                    self.breaker.mark_up();
+                    return Ok(bytes.to_vec());
+                }
                 Err(why) if !refetched => {
                     tracing::warn!(key, %why, "a range failed its check; asking once more");
                     self.stats.refetches.fetch_add(1, Ordering::Relaxed);

@@ -6,6 +6,8 @@
 //!   add-ons, bounded with the whole-add-on cache by `--cache-size`, kept across restarts.
 //! * [`fetch`]: range requests with timeouts, retries and backoff within a deadline, every
 //!   chunk checked against its SHA-256.
+//! * [`breaker`]: whether the store answers; once a read has waited its deadline out, reads
+//!   that need the store fail fast until a range lands again.
 //! * [`source`]: [`LazyFile`], the reader's byte source over both.
 //! * [`fill`]: the background fill of enabled add-ons once reads are quiet.
 //!
@@ -15,6 +17,7 @@
 //! store. An add-on whose catalog entry has no head (a format-1 index, an old registry) is
 //! fetched whole, as before ([`crate::daemon::cache`]).
 
+pub mod breaker;
 pub mod fetch;
 pub mod fill;
 pub mod ranges;

@@ -4,7 +4,8 @@
 //! widened forward (then backward) over missing neighbours to at least the minimum request
 //! size and at most [`MAX_REQUEST_FACTOR`] times it, one range request per run, all runs at
 //! once. A chunk already being fetched for another read is waited for, not asked again. The
-//! read gives up with `EIO` at its deadline (`--store-timeout`); the next read asks again.
+//! read gives up with `EIO` at its deadline (`--store-timeout`); from then on the store is
+//! down ([`super::breaker`]) and reads that need it fail fast until a range lands again.
 
 use std::collections::HashMap;
 use std::io;
@@ -78,6 +79,21 @@ impl Activity {
         Duration::from_millis(
             self.now_ms().saturating_sub(self.last_read_ms.load(Ordering::Relaxed)),
         )
+    }
+}
+
+/// Why a read could not be served from the store.
+#[derive(Debug)]
+pub struct Unread {
+    /// What went wrong.
+    pub why: String,
+    /// The store was already known down: the read failed without waiting its deadline.
+    pub fast: bool,
+}
+
+impl Unread {
+    fn fast(why: String) -> Unread {
+        Unread { why, fast: true }
     }
 }
 
@@ -167,13 +183,17 @@ impl LazyFile {
         }
         self.cache.pin(&self.file, range.clone());
         let _pinned = Pinned { cache: &self.cache, file: &self.file, range: range.clone() };
-        self.ensure(range, Instant::now() + self.policy.timeout, true).map(drop).map_err(
-            |why| {
-                self.fetcher.stats().eio.fetch_add(1, Ordering::Relaxed);
+        self.ensure(range, Instant::now() + self.policy.timeout, true).map(drop).map_err(|e| {
+            self.fetcher.stats().eio.fetch_add(1, Ordering::Relaxed);
+            let why = &e.why;
+            // The store's going down was logged once, by the breaker.
+            if e.fast {
+                tracing::debug!(key = %self.key, offset, len = buf.len(), %why, "read failed");
+            } else {
                 tracing::warn!(key = %self.key, offset, len = buf.len(), %why, "read failed");
-                io::Error::other(format!("{}: {why}", self.key))
-            },
-        )?;
+            }
+            io::Error::other(format!("{}: {why}", self.key))
+        })?;
         self.file.pread(buf, offset)
     }
 
@@ -184,7 +204,7 @@ impl LazyFile {
         let end = offset.saturating_add(len).min(self.len());
         let range = self.file.chunks_for(offset, end);
         let missing: Vec<usize> = range.filter(|&c| self.file.state(c) == ABSENT).collect();
-        if missing.is_empty() {
+        if missing.is_empty() || self.fetcher.breaker().is_down() {
             return;
         }
         self.activity.last_read_ms.store(self.activity.now_ms(), Ordering::Relaxed);
@@ -198,7 +218,7 @@ impl LazyFile {
     /// Fetches chunk `c` and its missing neighbours up to the minimum request (the
     /// background fill); returns the bytes fetched.
     pub fn prefetch(&self, c: usize, deadline: Instant) -> Result<u64, String> {
-        self.ensure(c..c + 1, deadline, false)
+        self.ensure(c..c + 1, deadline, false).map_err(|e| e.why)
     }
 
     /// Makes chunks `range` present (the caller pinned them), fetching what is missing;
@@ -208,8 +228,9 @@ impl LazyFile {
         range: Range<usize>,
         deadline: Instant,
         foreground: bool,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, Unread> {
         let stats = self.fetcher.stats();
+        let breaker = self.fetcher.breaker();
         // Chunks left by an earlier run are re-hashed once before they are served.
         for c in range.clone() {
             if self.file.state(c) == UNCHECKED {
@@ -233,8 +254,13 @@ impl LazyFile {
                 return Ok(fetched);
             }
             if Instant::now() >= deadline {
-                return Err("no answer from the store within --store-timeout".into());
+                return Err(self.out_of_time("no answer from the store within --store-timeout"));
             }
+            if !foreground && breaker.is_down() {
+                return Err(Unread::fast("the store is down: the fill waits for it".into()));
+            }
+            // Down: the probe tells when it is back; until then no read waits for it.
+            breaker.check().map_err(Unread::fast)?;
             let (ours, theirs) = self.claim(&missing);
             let chunks = self.file.chunks();
             fetched +=
@@ -245,7 +271,13 @@ impl LazyFile {
             }
             // Our own requests ran until our deadline: their failure is the read's.
             for flight in waits {
-                flight.wait(deadline)?;
+                flight.wait(deadline).map_err(|why| {
+                    if Instant::now() >= deadline {
+                        self.out_of_time(&why)
+                    } else {
+                        Unread { why, fast: false }
+                    }
+                })?;
             }
             // Another read's may have failed at its earlier deadline: then we ask ourselves,
             // at the next turn.
@@ -253,6 +285,12 @@ impl LazyFile {
                 let _ = flight.wait(deadline);
             }
         }
+    }
+
+    /// A read that waited its deadline out: the store is down from now on.
+    fn out_of_time(&self, why: &str) -> Unread {
+        self.fetcher.store_down(&self.runtime, &self.key, &format!("{}: {why}", self.key));
+        Unread { why: why.to_string(), fast: false }
     }
 
     /// Claims the chunks of `missing` nobody fetches yet, as runs of neighbours (each widened
