@@ -107,6 +107,8 @@ pub struct LazyStats {
     pub fast_fails: AtomicU64,
     /// Requests asking a down store whether it is back.
     pub probes: AtomicU64,
+    /// Bytes asked for ahead of sequential reads.
+    pub read_ahead_bytes: AtomicU64,
 }
 
 /// What a node's endpoints observe.
@@ -305,6 +307,11 @@ impl Collector for Lazy {
             ("addonfs_node_range_timeouts", "Fetches out of time", &s.timeouts),
             ("addonfs_node_read_eio", "Reads answered EIO: the store could not help", &s.eio),
             ("addonfs_node_store_probes", "Requests asking a down store if it is back", &s.probes),
+            (
+                "addonfs_node_read_ahead_bytes",
+                "Bytes asked for ahead of sequential reads",
+                &s.read_ahead_bytes,
+            ),
             (
                 "addonfs_node_read_fast_fails",
                 "Reads answered EIO at once, the store being down",

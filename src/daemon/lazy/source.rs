@@ -6,6 +6,13 @@
 //! once. A chunk already being fetched for another read is waited for, not asked again. The
 //! read gives up with `EIO` at its deadline (`--store-timeout`); from then on the store is
 //! down ([`super::breaker`]) and reads that need it fail fast until a range lands again.
+//!
+//! Reads that move forward through an object (a tree walk, a file read to its end: each span
+//! starting where the last one ended) are read ahead: from the third such read on, the next
+//! [`MAX_REQUEST_FACTOR`] minimum requests are fetched in one request before they are asked
+//! for, so a sequential reader waits for one request per 8 MiB rather than one per span. A
+//! read that stays inside what was read (a small file, a lookup) does not count, so the first
+//! byte of a workload fetches nothing ahead. Read-ahead fills only free space in the cache.
 
 use std::collections::HashMap;
 use std::io;
@@ -107,6 +114,31 @@ pub struct LazyFile {
     policy: FetchPolicy,
     activity: Arc<Activity>,
     inflight: Arc<Mutex<HashMap<usize, Arc<Flight>>>>,
+    stream: Mutex<Stream>,
+}
+
+/// How the reads of an object have moved: where the last forward run started and ended (in
+/// chunks), and how many reads in a row moved it forward.
+#[derive(Debug, Default)]
+struct Stream {
+    start: usize,
+    end: usize,
+    forward: u32,
+}
+
+impl Stream {
+    /// Notes a read of chunks `range`; whether reads are sequential (the read ahead is due).
+    fn note(&mut self, range: &Range<usize>) -> bool {
+        let inside = range.start >= self.start && range.end <= self.end;
+        let onward = range.start >= self.start && range.start <= self.end && range.end > self.end;
+        if onward {
+            self.forward += 1;
+            self.end = range.end;
+        } else if !inside {
+            *self = Stream { start: range.start, end: range.end, forward: 0 };
+        }
+        self.forward >= 2
+    }
 }
 
 impl std::fmt::Debug for LazyFile {
@@ -139,7 +171,17 @@ impl LazyFile {
         policy: FetchPolicy,
         activity: Arc<Activity>,
     ) -> LazyFile {
-        LazyFile { key, file, cache, fetcher, runtime, policy, activity, inflight: Arc::default() }
+        LazyFile {
+            key,
+            file,
+            cache,
+            fetcher,
+            runtime,
+            policy,
+            activity,
+            inflight: Arc::default(),
+            stream: Mutex::default(),
+        }
     }
 
     /// The object's length.
@@ -183,6 +225,7 @@ impl LazyFile {
         }
         self.cache.pin(&self.file, range.clone());
         let _pinned = Pinned { cache: &self.cache, file: &self.file, range: range.clone() };
+        self.note(&range);
         self.ensure(range, Instant::now() + self.policy.timeout, true).map(drop).map_err(|e| {
             self.fetcher.stats().eio.fetch_add(1, Ordering::Relaxed);
             let why = &e.why;
@@ -203,6 +246,7 @@ impl LazyFile {
     pub fn will_need(&self, offset: u64, len: u64) {
         let end = offset.saturating_add(len).min(self.len());
         let range = self.file.chunks_for(offset, end);
+        self.note(&range);
         let missing: Vec<usize> = range.filter(|&c| self.file.state(c) == ABSENT).collect();
         if missing.is_empty() || self.fetcher.breaker().is_down() {
             return;
@@ -213,6 +257,58 @@ impl LazyFile {
         for (run, flight) in ours {
             self.start(run, flight, deadline, true);
         }
+    }
+
+    /// Notes a read of chunks `range`, and reads ahead of it if reads are sequential.
+    fn note(&self, range: &Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        let sequential = self.stream.lock().unwrap_or_else(|p| p.into_inner()).note(range);
+        if sequential {
+            self.read_ahead(range.end);
+        }
+    }
+
+    /// Fetches, without waiting, the missing chunks from `from` on up to
+    /// [`MAX_REQUEST_FACTOR`] minimum requests, in one request, unless at least half of that
+    /// is already present or coming (then the earlier read-ahead is still ahead of the reader).
+    fn read_ahead(&self, from: usize) {
+        if self.fetcher.breaker().is_down() {
+            return;
+        }
+        let chunks = self.file.chunks();
+        let Some(base) = chunks.get(from).map(|c| c.offset) else { return };
+        let ahead = self.policy.min_request.saturating_mul(MAX_REQUEST_FACTOR);
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let free = |c: usize| self.file.state(c) == ABSENT && !inflight.contains_key(&c);
+        let mut first = from;
+        while first < chunks.len() && chunks[first].offset - base < ahead / 2 && !free(first) {
+            first += 1;
+        }
+        if first >= chunks.len() || chunks[first].offset - base >= ahead / 2 {
+            return;
+        }
+        let mut end = first + 1;
+        let mut bytes = chunks[first].len;
+        while end < chunks.len()
+            && free(end)
+            && chunks[end - 1].end() == chunks[end].offset
+            && bytes + chunks[end].len <= ahead
+        {
+            bytes += chunks[end].len;
+            end += 1;
+        }
+        if self.cache.free() < bytes {
+            return;
+        }
+        let flight = Arc::new(Flight::default());
+        for k in first..end {
+            inflight.insert(k, Arc::clone(&flight));
+        }
+        drop(inflight);
+        self.fetcher.stats().read_ahead_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.start(first..end, flight, Instant::now() + self.policy.timeout, true);
     }
 
     /// Fetches chunk `c` and its missing neighbours up to the minimum request (the
@@ -411,5 +507,30 @@ impl crate::source::ReadAt for LazyFile {
 
     fn will_need(&self, offset: u64, len: u64) {
         LazyFile::will_need(self, offset, len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stream;
+
+    #[test]
+    fn only_reads_that_move_forward_make_a_stream() {
+        let mut s = Stream::default();
+        // A small file: its span, then reads inside it.
+        assert!(!s.note(&(10..12)));
+        assert!(!s.note(&(10..11)));
+        assert!(!s.note(&(11..12)));
+        // A walk: each span from where the last ended (or in its last chunk).
+        assert!(!s.note(&(12..14)));
+        assert!(s.note(&(13..15)));
+        assert!(s.note(&(15..16)));
+        assert!(s.note(&(15..16)), "a read inside keeps the stream");
+        // A jump elsewhere starts over.
+        assert!(!s.note(&(40..41)));
+        assert!(!s.note(&(41..42)));
+        assert!(s.note(&(42..43)));
+        // Backwards starts over too.
+        assert!(!s.note(&(5..6)));
     }
 }

@@ -188,7 +188,20 @@ fn a_store_gone_fails_the_read_at_its_deadline_and_then_recovers() {
     let took = start.elapsed();
     assert!(took >= Duration::from_millis(550) && took < Duration::from_secs(5), "{took:?}: {e}");
     assert!(rig.stats.retries.load(Ordering::Relaxed) >= 2, "retried with backoff");
+    // Down from then on: the next read fails without asking the store.
+    assert_eq!(rig.stats.store_down.load(Ordering::Relaxed), 1);
+    let requests = rig.stats.requests.load(Ordering::Relaxed);
+    assert!(read(&file, 1_000, 10).is_err());
+    assert_eq!(rig.stats.requests.load(Ordering::Relaxed), requests, "a down store was asked");
+    assert_eq!(rig.stats.fast_fails.load(Ordering::Relaxed), 1);
+    // The probe sees it back; then reads fetch again.
     rig.put("o", &bytes);
+    let start = Instant::now();
+    while rig.stats.store_down.load(Ordering::Relaxed) == 1 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the probe never saw the store back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(rig.stats.probes.load(Ordering::Relaxed) >= 1);
     assert_eq!(read(&file, 0, 10).unwrap(), &bytes[..10]);
 }
 
@@ -256,4 +269,30 @@ fn a_restart_keeps_the_ranges_and_a_damaged_one_is_fetched_again() {
     let dir = ranges.dir("ab");
     let f = ranges.open_file(&dir, "archive", 8_000, other).unwrap();
     assert!((0..f.chunks().len()).all(|c| f.state(c) == ranges::ABSENT));
+}
+
+#[test]
+fn sequential_reads_are_read_ahead_and_a_lookup_is_not() {
+    let rig = Rig::new();
+    let bytes = object(100_000, 6);
+    rig.put("o", &bytes);
+    let ranges = rig.ranges(1 << 30);
+    // Minimum request 2 chunks: read-ahead asks 8 times that (16 chunks) at once.
+    let file = rig.file(&ranges, "o", &bytes, policy(2 * CHUNK, 5_000));
+    // A lookup and a small read inside it: nothing ahead.
+    assert_eq!(read(&file, 50_000, 10).unwrap(), &bytes[50_000..50_010]);
+    assert_eq!(read(&file, 50_500, 100).unwrap(), &bytes[50_500..50_600]);
+    assert_eq!(rig.stats.read_ahead_bytes.load(Ordering::Relaxed), 0);
+    // A reader stepping through the object from the start, 500 bytes at a time: without
+    // read-ahead one 2-chunk request per 2 chunks (50); with it about one per 16.
+    let before = rig.requests();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = 500.min(bytes.len() - at);
+        assert_eq!(read(&file, at as u64, len).unwrap(), &bytes[at..at + len]);
+        at += len;
+    }
+    let requests = rig.requests() - before;
+    assert!(rig.stats.read_ahead_bytes.load(Ordering::Relaxed) > 0);
+    assert!(requests <= 15, "{requests} requests for a sequential read of 100 chunks");
 }
