@@ -402,6 +402,9 @@ impl ArchiveReader {
                 state.data.clear();
             }
             let point = self.index.point(p);
+            // Advised before the window is read: from a store the span's range and the
+            // window's are then asked for at once, one round trip instead of two.
+            self.advise_span(p);
             let window = if point.has_window {
                 self.index
                     .point_window(p)
@@ -409,7 +412,6 @@ impl ArchiveReader {
             } else {
                 Vec::new()
             };
-            self.advise_span(p);
             let inflater = SpanInflater::new(
                 Arc::clone(&self.source),
                 point.uncompressed,
