@@ -7,7 +7,7 @@
 //! The nodes are real processes, read through their real FUSE mounts, and killed with SIGKILL
 //! where the test says so. FUSE is required under `CI`.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 mod common;
+
+use common::node::Node;
 
 /// How long a change may take to reach every node in these tests: the bound is 2 s
 /// (measured in docs/benchmarks.md); this is only a liveness bound on a loaded machine.
@@ -112,77 +114,8 @@ fn rand_u32() -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// A running `addonfs node`; stopped on drop (SIGTERM, SIGKILL after 10 s, lazy unmount).
-struct Node {
-    child: Option<Child>,
-    store: String,
-    env: Vec<(String, String)>,
-    mount: PathBuf,
-    cache: PathBuf,
-    url: String,
-    /// Its standard error (every start appends).
-    log: PathBuf,
-}
-
+/// What the cluster tests read of a node: its manifest, listing and attaches.
 impl Node {
-    fn start(store: &str, env: &[(String, String)], dir: &Path) -> Node {
-        let mut node = Node {
-            child: None,
-            store: store.to_string(),
-            env: env.to_vec(),
-            mount: dir.join("mnt"),
-            cache: dir.join("cache"),
-            url: String::new(),
-            log: dir.join("node.log"),
-        };
-        node.spawn();
-        node
-    }
-
-    fn spawn(&mut self) {
-        std::fs::create_dir_all(self.log.parent().unwrap()).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
-            .args(["--log-level", "info", "node", "--listen", "127.0.0.1:0", "--store"])
-            .arg(&self.store)
-            .arg("--mount")
-            .arg(&self.mount)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start addonfs node");
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut url = None;
-        for _ in 0..4 {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                break;
-            }
-            if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                url = Some(u.to_string());
-                break;
-            }
-        }
-        self.url = url.expect("addonfs node printed its address");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL, as a crash; the stale mount stays for the next start to clear.
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    /// Everything the node has logged so far (all its starts).
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     fn manifest(&self) -> Option<Value> {
         let text = std::fs::read(self.mount.join(".addons.json")).ok()?;
         serde_json::from_slice(&text).ok()
@@ -200,25 +133,6 @@ impl Node {
             .unwrap_or_default();
         names.sort();
         names
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", &format!("{}{path}", self.url)])
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().parse().unwrap_or(0), body.to_string())
-    }
-
-    /// A counter or gauge of `/metrics`.
-    fn metric(&self, name: &str) -> u64 {
-        let (_, text) = self.get("/metrics");
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
     }
 
     /// `addonfs attach --min-revision N --wait W` into a fresh root; (exit code, stderr).
@@ -240,27 +154,6 @@ impl Node {
             .output()
             .unwrap();
         (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- log of the node at {}:\n{}", self.mount.display(), self.log());
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).stderr(Stdio::null()).status();
     }
 }
 
@@ -341,8 +234,9 @@ fn big_content() -> Vec<u8> {
 fn three_nodes_follow(store_url: &str, store: Backend, env: &[(String, String)]) {
     let dir = tempfile::tempdir().unwrap();
     let mut publisher = Publisher::new(store);
-    let nodes: Vec<Node> =
-        (0..3).map(|i| Node::start(store_url, env, &dir.path().join(format!("n{i}")))).collect();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| Node::start_logged(store_url, env, &dir.path().join(format!("n{i}"))))
+        .collect();
     for node in &nodes {
         assert_eq!(node.get("/healthz").0, 200);
     }
@@ -385,7 +279,7 @@ fn three_nodes_follow(store_url: &str, store: Backend, env: &[(String, String)])
     assert_eq!(nodes[0].metric("addonfs_node_fetches_total"), fetches, "an idle node fetched");
 
     // A node started after the upload gets it.
-    let late = Node::start(store_url, env, &dir.path().join("late"));
+    let late = Node::start_logged(store_url, env, &dir.path().join("late"));
     eventually("the late node serves alpha", || late.revision() >= rev);
     assert_eq!(
         std::fs::read(late.mount.join("custom-addon-alpha/usr/custom_file")).unwrap(),
@@ -422,7 +316,7 @@ fn killed_node_comes_back_the_same(store_url: &str, store: Backend, env: &[(Stri
         &[("opt/beta/big", &big), ("opt/beta/small", b"s\n")],
         &["/opt/beta"],
     );
-    let mut node = Node::start(store_url, env, &dir.path().join("n"));
+    let mut node = Node::start_logged(store_url, env, &dir.path().join("n"));
     eventually("the node serves beta", || node.revision() >= rev);
     let file = node.mount.join("custom-addon-beta/opt/beta/big");
     let inodes = |node: &Node| -> Vec<u64> {
@@ -502,7 +396,7 @@ fn killed_mid_download(store_url: &str, store: Backend, env: &[(String, String)]
     let dir = tempfile::tempdir().unwrap();
     let mut publisher = Publisher::new(store);
     let rev = publisher.upload("first", &[("f/a", b"a\n"), ("f/d/b", b"b\n")], &["/f"]);
-    let mut node = Node::start(store_url, env, &dir.path().join("n"));
+    let mut node = Node::start_logged(store_url, env, &dir.path().join("n"));
     eventually("the node serves first", || node.revision() >= rev);
     let first = tree(&node.mount.join("custom-addon-first"));
     let mut huge = vec![0u8; HUGE];
@@ -547,7 +441,7 @@ fn killed_mid_download(store_url: &str, store: Backend, env: &[(String, String)]
     assert_eq!(std::fs::read_dir(node.cache.join("tmp")).unwrap().count(), 0);
     assert_eq!(tree(&node.mount.join("custom-addon-first")), first, "first's tree and inodes");
     // The same tree and inode numbers as a node that fetched it in one go.
-    let reference = Node::start(store_url, env, &dir.path().join("reference"));
+    let reference = Node::start_logged(store_url, env, &dir.path().join("reference"));
     let slow = Instant::now();
     while reference.revision() < rev {
         assert!(slow.elapsed() < Duration::from_secs(120), "the reference never fetched huge");
@@ -614,7 +508,7 @@ fn a_tampered_object_is_never_served() {
     let (url, store) = local_store(&dir.path().join("store"));
     let mut publisher = Publisher::new(store);
     let rev = publisher.upload("good", &[("a/f", b"good\n")], &["/a"]);
-    let node = Node::start(&url, &[], &dir.path().join("n"));
+    let node = Node::start_logged(&url, &[], &dir.path().join("n"));
     eventually("the node serves good", || node.revision() >= rev);
     // The next upload's tarball is replaced behind the catalog's back (same size).
     let bad_rev = publisher.upload("bad", &[("b/f", b"good\n")], &["/b"]);
@@ -646,7 +540,7 @@ fn a_directory_store_gone_for_ten_seconds_does_not_stop_reads() {
     let mut publisher = Publisher::new(store);
     let big = big_content();
     let rev = publisher.upload("gamma", &[("g/big", &big)], &["/g"]);
-    let node = Node::start(&url, &[], &dir.path().join("n"));
+    let node = Node::start_logged(&url, &[], &dir.path().join("n"));
     eventually("the node serves gamma", || node.revision() >= rev);
     let away = dir.path().join("away");
     std::fs::rename(&store_dir, &away).unwrap();
@@ -703,7 +597,7 @@ fn garage_stopped_for_ten_seconds_does_not_stop_reads() {
     let big = big_content();
     let rev = publisher.upload("gamma", &[("g/big", &big)], &["/g"]);
     let nodes: Vec<Node> =
-        (0..3).map(|i| Node::start(&url, &env, &dir.path().join(format!("n{i}")))).collect();
+        (0..3).map(|i| Node::start_logged(&url, &env, &dir.path().join(format!("n{i}")))).collect();
     for node in &nodes {
         eventually("the node serves gamma", || node.revision() >= rev);
     }
@@ -753,7 +647,7 @@ fn a_node_with_a_read_only_garage_key_serves_and_cannot_write() {
     let key = garage.read_only_key("node-read-only");
     let ro_env = garage.env_for(&key);
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&url, &ro_env, &dir.path().join("n"));
+    let node = Node::start_logged(&url, &ro_env, &dir.path().join("n"));
     eventually("the read-only node serves the add-on", || node.revision() >= rev);
     assert_eq!(std::fs::read(node.mount.join("custom-addon-ro/r/f")).unwrap(), b"read only\n");
     // It follows: an upload and a disable after it started.
@@ -833,7 +727,7 @@ fn cluster_figures() {
     {
         let mut publisher = Publisher::new(store);
         let nodes: Vec<Node> = (0..3)
-            .map(|i| Node::start(&url, &env, &dir.path().join(format!("{name}-n{i}"))))
+            .map(|i| Node::start_logged(&url, &env, &dir.path().join(format!("{name}-n{i}"))))
             .collect();
         let rev = publisher.upload("p", &[("p/f", b"p\n")], &["/p"]);
         for node in &nodes {
@@ -959,7 +853,7 @@ fn registry_and_three_nodes(url: &str, env: &[(String, String)]) {
         .unwrap();
     let api = common::http::serve_url(&mut registry);
     let nodes: Vec<Node> =
-        (0..3).map(|i| Node::start(url, env, &dir.path().join(format!("n{i}")))).collect();
+        (0..3).map(|i| Node::start_logged(url, env, &dir.path().join(format!("n{i}")))).collect();
     let mut revision = 0;
     for name in ["one", "two"] {
         let up = dir.path().join(format!("up-{name}"));
@@ -1125,7 +1019,7 @@ fn registry_killed_mid_upload(url: &str, env: &[(String, String)], b: &Backend) 
     let dir = tempfile::tempdir().unwrap();
     let (mut registry, api) = start_registry(url, env, &[]);
     let rev = upload_through(dir.path(), &api, "one");
-    let node = Node::start(url, env, &dir.path().join("n"));
+    let node = Node::start_logged(url, env, &dir.path().join("n"));
     let (code, err) = node.attach(&dir.path().join("root"), rev, "10s", false);
     assert_eq!(code, 0, "{err}");
     let catalog_before = objects(b).into_iter().find(|(k, _)| k == "catalog.json").unwrap();

@@ -8,11 +8,10 @@
 //! The store is written as the registry writes it (objects first, the catalog last, with the
 //! index head's size and SHA-256). FUSE and Garage are required under `CI`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use addonfs::addon::backend::{self, Backend};
 use addonfs::archive::EntryKind;
@@ -23,6 +22,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 mod common;
+
+use common::node::Node;
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -111,103 +112,10 @@ impl Publisher {
     }
 }
 
-/// A running `addonfs node`; stopped on drop.
-struct Node {
-    child: Option<Child>,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    mount: PathBuf,
-    cache: PathBuf,
-    url: String,
-}
-
 impl Node {
-    fn start(store: &str, env: &[(String, String)], dir: &Path, extra: &[&str]) -> Node {
-        let mount = dir.join("mnt");
-        let cache = dir.join("cache");
-        let mut args: Vec<String> =
-            ["--log-level", "info", "node", "--listen", "127.0.0.1:0", "--store", store]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        args.extend(["--mount".into(), mount.display().to_string()]);
-        args.extend(["--cache-dir".into(), cache.display().to_string()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut node =
-            Node { child: None, args, env: env.to_vec(), mount, cache, url: String::new() };
-        node.spawn();
-        node
-    }
-
-    fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start addonfs node");
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut url = None;
-        for _ in 0..4 {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                break;
-            }
-            if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                url = Some(u.to_string());
-                break;
-            }
-        }
-        self.url = url.expect("addonfs node printed its address");
-        self.child = Some(child);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).stderr(Stdio::null()).status();
-    }
-
-    fn metrics(&self) -> String {
-        let out =
-            Command::new("curl").args(["-sS", &format!("{}/metrics", self.url)]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    fn metric(&self, name: &str) -> u64 {
-        let text = self.metrics();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
-    }
-
     /// Waits until the add-on `name` is mounted.
     fn wait_for(&self, name: &str) -> PathBuf {
-        let dir = self.mount.join(format!("custom-addon-{name}"));
-        let start = Instant::now();
-        while !dir.join("usr").exists() {
-            assert!(start.elapsed() < BOUND, "{name} not mounted within {BOUND:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        dir
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.stop();
+        self.wait_for_addon(name, "usr", BOUND)
     }
 }
 

@@ -14,15 +14,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use addonfs::addon::backend;
 use addonfs::addon::store::{OpenOptions, Store};
 use common::garage::Garage;
+use common::node::Node;
 use common::proxy::Proxy;
 
 /// The node's deadline for a read that waits for the store.
@@ -164,84 +164,10 @@ impl Rig {
     }
 }
 
-/// A running `addonfs node`; stopped on drop.
-struct Node {
-    child: Option<Child>,
-    mount: PathBuf,
-    url: String,
-}
-
 impl Node {
-    fn start(store: &str, env: &[(String, String)], dir: &Path, extra: &[&str]) -> Node {
-        let mount = dir.join("mnt");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
-            .args(["--log-level", "info", "node", "--listen", "127.0.0.1:0", "--store", store])
-            .arg("--mount")
-            .arg(&mount)
-            .arg("--cache-dir")
-            .arg(dir.join("cache"))
-            .args(extra)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start addonfs node");
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut url = None;
-        for _ in 0..4 {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                break;
-            }
-            if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                url = Some(u.to_string());
-                break;
-            }
-        }
-        let url = url.expect("addonfs node printed its address");
-        Node { child: Some(child), mount, url }
-    }
-
-    fn metric(&self, name: &str) -> u64 {
-        let out = Command::new("curl")
-            .args(["-sS", &format!("{}/metrics", self.url)])
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|v| v as u64)
-            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
-    }
-
     /// Waits until the add-on `name` is mounted; its directory.
     fn wait_for(&self, name: &str) -> PathBuf {
-        let dir = self.mount.join(format!("custom-addon-{name}"));
-        let start = Instant::now();
-        while !dir.join("opt").exists() {
-            assert!(start.elapsed() < BOUND, "{name} not mounted within {BOUND:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        dir
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).stderr(Stdio::null()).status();
+        self.wait_for_addon(name, "opt", BOUND)
     }
 }
 

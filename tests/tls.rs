@@ -119,6 +119,16 @@ fn install(dir: &Path, pki: &Pki) {
     }
 }
 
+/// A fresh directory with certificate `name` installed and its CA written as `NAME-ca.pem`:
+/// the directory, the certificate, the CA's path.
+fn certified(name: &str) -> (tempfile::TempDir, Pki, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = pki(name);
+    install(tmp.path(), &pki);
+    let ca = write_ca(tmp.path(), name, &pki);
+    (tmp, pki, ca)
+}
+
 /// `curl --cacert CA URL/healthz`: the HTTP status (0 when curl refused the server).
 fn curl_health(dir: &Path, url: &str, ca: &Path) -> u16 {
     let answer = curl_answer(
@@ -204,11 +214,8 @@ fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
 
 #[test]
 fn the_api_over_tls_works_and_plain_http_is_refused_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, _, ca) = certified("a");
     let dir = tmp.path();
-    let a = pki("a");
-    install(dir, &a);
-    let ca = write_ca(dir, "a", &a);
     let mut server = Server::start(dir, "127.0.0.1:0", true, &[]);
     assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
 
@@ -340,11 +347,8 @@ fn overwrite_unnoticed(dir: &Path, pki: &Pki) -> Option<()> {
 
 #[test]
 fn sighup_reloads_the_certificate_and_open_connections_carry_on() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, a, ca_a) = certified("a");
     let dir = tmp.path();
-    let a = pki("a");
-    install(dir, &a);
-    let ca_a = write_ca(dir, "a", &a);
     let mut server = Server::start(dir, "127.0.0.1:0", true, &[]);
     let mut open = Client::connect(server.port(), &a.ca);
     assert!(open.health().ends_with("200 OK"));
@@ -376,11 +380,8 @@ fn sighup_reloads_the_certificate_and_open_connections_carry_on() {
 
 #[test]
 fn a_replaced_certificate_is_served_to_the_next_connection_and_a_broken_one_is_not() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, _, ca_a) = certified("a");
     let dir = tmp.path();
-    let a = pki("a");
-    install(dir, &a);
-    let ca_a = write_ca(dir, "a", &a);
     let mut server = Server::start(dir, "127.0.0.1:0", true, &[]);
     assert_eq!(curl_health(dir, &server.url, &ca_a), 200);
 
@@ -404,11 +405,8 @@ fn a_replaced_certificate_is_served_to_the_next_connection_and_a_broken_one_is_n
 
 #[test]
 fn a_stalled_or_garbage_handshake_frees_its_slot_after_the_header_timeout() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, _, ca) = certified("a");
     let dir = tmp.path();
-    let a = pki("a");
-    install(dir, &a);
-    let ca = write_ca(dir, "a", &a);
     let server = Server::start(
         dir,
         "127.0.0.1:0",
@@ -452,11 +450,8 @@ fn plain_http_beyond_loopback_is_warned_about() {
 
 #[test]
 fn the_registry_role_serves_tls_too() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, _, ca) = certified("a");
     let dir = tmp.path();
-    let a = pki("a");
-    install(dir, &a);
-    let ca = write_ca(dir, "a", &a);
     let server = Server::start_registry(dir, "127.0.0.1:0", true);
     assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
     assert_eq!(curl_health(dir, &server.url, &ca), 200);

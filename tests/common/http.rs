@@ -114,8 +114,8 @@ impl Serve {
     }
 }
 
-/// The `http://ADDRESS` (or `https://`) a just-started `addonfs serve` prints on its standard output (piped)
-/// once it listens, read from the first few lines.
+/// The `http://ADDRESS` (or `https://`) a just-started `addonfs serve` (or `node`) prints on its
+/// standard output (piped) once it listens, read from the first few lines.
 pub fn serve_url(child: &mut Child) -> String {
     let mut reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
     for _ in 0..4 {
@@ -129,7 +129,7 @@ pub fn serve_url(child: &mut Child) -> String {
             return u.to_string();
         }
     }
-    panic!("addonfs serve printed no address")
+    panic!("addonfs printed no address")
 }
 
 impl Drop for Serve {

@@ -5,6 +5,7 @@
 pub mod corpus;
 pub mod garage;
 pub mod http;
+pub mod node;
 pub mod proxy;
 
 use std::collections::BTreeMap;
