@@ -273,9 +273,12 @@ impl Lazy {
         // A window is a few KiB and only needed with its span: windows come in requests an
         // eighth of the archive's, so a first read stays far below the whole windows section.
         let min = self.config.min_request;
+        let windows_min = request_size(min / 8, w.index_size);
         let windows =
-            self.file(dir, "windows", &w.index_key, w.index_size, windows_chunks, min / 8)?;
-        let archive = self.file(dir, "archive", &w.tarball_key, w.size, archive_chunks, min)?;
+            self.file(dir, "windows", &w.index_key, w.index_size, windows_chunks, windows_min)?;
+        let archive_min = request_size(min, w.size);
+        let archive =
+            self.file(dir, "archive", &w.tarball_key, w.size, archive_chunks, archive_min)?;
         let _ = deferred.file.set(Arc::clone(&windows));
         Ok(LazyAddon { identifier: w.identifier.clone(), index: Arc::new(index), archive, windows })
     }
@@ -295,6 +298,16 @@ impl Lazy {
         &self.backend
     }
 }
+
+/// The smallest request for an object of `size` bytes: `min`, or a 128th of the object when
+/// that is smaller (a workload start on a small add-on then fetches a small part of it), but
+/// never under [`MIN_REQUEST_FLOOR`].
+fn request_size(min: u64, size: u64) -> u64 {
+    min.min((size / 128).max(MIN_REQUEST_FLOOR))
+}
+
+/// Below this a request's latency, not its bytes, is all it costs.
+const MIN_REQUEST_FLOOR: u64 = 64 << 10;
 
 impl Drop for Lazy {
     fn drop(&mut self) {
@@ -411,3 +424,17 @@ pub fn du(path: &Path) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod request_size_tests {
+    use super::{request_size, MIN_REQUEST_FLOOR};
+
+    #[test]
+    fn a_small_object_gets_smaller_requests_never_below_the_floor() {
+        let mib = 1 << 20;
+        assert_eq!(request_size(mib, 1 << 30), mib, "a large object: --min-request");
+        assert_eq!(request_size(mib, 40 * mib), 40 * mib / 128);
+        assert_eq!(request_size(mib, mib), MIN_REQUEST_FLOOR);
+        assert_eq!(request_size(16 << 10, 1 << 30), 16 << 10, "a smaller --min-request stands");
+    }
+}
