@@ -237,6 +237,7 @@ impl Lazy {
         size: u64,
         chunks: Vec<ChunkSpec>,
         min_request: u64,
+        read_ahead: u64,
     ) -> Result<Arc<LazyFile>, String> {
         let file = self.cache.open_file(dir, name, size, chunks).map_err(|e| e.to_string())?;
         Ok(Arc::new(LazyFile::new(
@@ -245,7 +246,7 @@ impl Lazy {
             Arc::clone(&self.cache),
             self.fetcher.clone(),
             self.runtime.clone(),
-            FetchPolicy { min_request, timeout: self.config.store_timeout },
+            FetchPolicy { min_request, read_ahead, timeout: self.config.store_timeout },
             Arc::clone(&self.activity),
         )))
     }
@@ -272,13 +273,22 @@ impl Lazy {
         let (windows_chunks, archive_chunks) = tables(&head, &index, want)?;
         // A window is a few KiB and only needed with its span: windows come in requests an
         // eighth of the archive's, so a first read stays far below the whole windows section.
+        // Read-ahead does not shrink with the object: a sequential reader wants all it can get.
         let min = self.config.min_request;
-        let windows_min = request_size(min / 8, w.index_size);
-        let windows =
-            self.file(dir, "windows", &w.index_key, w.index_size, windows_chunks, windows_min)?;
+        let ahead = min.saturating_mul(source::MAX_REQUEST_FACTOR);
+        let (windows_min, windows_ahead) = (request_size(min / 8, w.index_size), ahead / 8);
+        let windows = self.file(
+            dir,
+            "windows",
+            &w.index_key,
+            w.index_size,
+            windows_chunks,
+            windows_min,
+            windows_ahead,
+        )?;
         let archive_min = request_size(min, w.size);
         let archive =
-            self.file(dir, "archive", &w.tarball_key, w.size, archive_chunks, archive_min)?;
+            self.file(dir, "archive", &w.tarball_key, w.size, archive_chunks, archive_min, ahead)?;
         let _ = deferred.file.set(Arc::clone(&windows));
         Ok(LazyAddon { identifier: w.identifier.clone(), index: Arc::new(index), archive, windows })
     }

@@ -9,7 +9,7 @@
 //!
 //! Reads that move forward through an object (a tree walk, a file read to its end: each span
 //! starting where the last one ended) are read ahead: from the third such read on, the next
-//! [`MAX_REQUEST_FACTOR`] minimum requests are fetched in one request before they are asked
+//! [`FetchPolicy::read_ahead`] bytes (8 MiB) are fetched in one request before they are asked
 //! for, so a sequential reader waits for one request per 8 MiB rather than one per span. A
 //! read that stays inside what was read (a small file, a lookup) does not count, so the first
 //! byte of a workload fetches nothing ahead. Read-ahead fills only free space in the cache.
@@ -32,6 +32,8 @@ pub const MAX_REQUEST_FACTOR: u64 = 8;
 pub struct FetchPolicy {
     /// The smallest range request (neighbouring missing chunks are added up to it).
     pub min_request: u64,
+    /// How far a sequential reader is read ahead, in one request.
+    pub read_ahead: u64,
     /// How long a read may wait for the store, retries included, before `EIO`.
     pub timeout: Duration,
 }
@@ -271,7 +273,7 @@ impl LazyFile {
     }
 
     /// Fetches, without waiting, the missing chunks from `from` on up to
-    /// [`MAX_REQUEST_FACTOR`] minimum requests, in one request, unless at least half of that
+    /// [`FetchPolicy::read_ahead`] bytes, in one request, unless at least half of that
     /// is already present or coming (then the earlier read-ahead is still ahead of the reader).
     fn read_ahead(&self, from: usize) {
         if self.fetcher.breaker().is_down() {
@@ -279,7 +281,7 @@ impl LazyFile {
         }
         let chunks = self.file.chunks();
         let Some(base) = chunks.get(from).map(|c| c.offset) else { return };
-        let ahead = self.policy.min_request.saturating_mul(MAX_REQUEST_FACTOR);
+        let ahead = self.policy.read_ahead;
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         let free = |c: usize| self.file.state(c) == ABSENT && !inflight.contains_key(&c);
         let mut first = from;

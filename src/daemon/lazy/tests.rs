@@ -112,7 +112,11 @@ impl Rig {
 }
 
 fn policy(min: u64, timeout_ms: u64) -> FetchPolicy {
-    FetchPolicy { min_request: min, timeout: Duration::from_millis(timeout_ms) }
+    FetchPolicy {
+        min_request: min,
+        read_ahead: min * super::source::MAX_REQUEST_FACTOR,
+        timeout: Duration::from_millis(timeout_ms),
+    }
 }
 
 fn read(file: &LazyFile, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
