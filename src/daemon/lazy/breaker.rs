@@ -91,9 +91,11 @@ impl Breaker {
                 return;
             }
             self.stats.probes.fetch_add(1, Ordering::Relaxed);
-            if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, store.head(&location)).await {
-                self.mark_up();
-                return;
+            if let Ok(answer) = tokio::time::timeout(PROBE_TIMEOUT, store.head(&location)).await {
+                if answered(&answer) {
+                    self.mark_up();
+                    return;
+                }
             }
         }
     }
@@ -124,6 +126,23 @@ impl Breaker {
     }
 }
 
+/// Whether the store answered a probe: any answer counts, also "not found" (the object may
+/// have been deleted since: the store is up all the same, and a probe waiting for that object
+/// would keep every read failing) or a refusal; only a transport failure or a server error
+/// (`Generic`) does not.
+fn answered<T>(result: &object_store::Result<T>) -> bool {
+    use object_store::Error;
+    matches!(
+        result,
+        Ok(_)
+            | Err(Error::NotFound { .. }
+                | Error::PermissionDenied { .. }
+                | Error::Unauthenticated { .. }
+                | Error::Precondition { .. }
+                | Error::NotModified { .. })
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,20 +171,47 @@ mod probe_tests {
     use object_store::memory::InMemory;
     use object_store::path::Path;
 
-    #[tokio::test]
-    async fn the_probe_marks_the_store_up_once_the_object_answers() {
+    fn down() -> (Arc<LazyStats>, Arc<Breaker>) {
         let stats = Arc::new(LazyStats::default());
         let breaker = Arc::new(Breaker::new(Arc::clone(&stats)));
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let location = Path::from("addons/a/addon.tar.gz");
         breaker.mark_down("timed out");
-        let probe = tokio::spawn(Arc::clone(&breaker).probe(Arc::clone(&store), location.clone()));
-        // Not there yet: the probe keeps asking, the store stays down.
-        tokio::time::sleep(PROBE_EVERY * 3).await;
-        assert!(breaker.is_down());
-        assert!(stats.probes.load(Ordering::Relaxed) >= 2);
-        store.put(&location, b"bytes".to_vec().into()).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(30), probe).await.unwrap().unwrap();
+        (stats, breaker)
+    }
+
+    #[tokio::test]
+    async fn a_store_that_answers_is_up_even_if_the_object_is_gone() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (_, breaker) = down();
+        let probe = Arc::clone(&breaker).probe(store, Path::from("addons/deleted/addon.tar.gz"));
+        tokio::time::timeout(Duration::from_secs(30), probe).await.unwrap();
         assert!(!breaker.is_down());
+    }
+
+    #[tokio::test]
+    async fn a_store_nobody_listens_for_stays_down_while_the_probe_asks() {
+        // A port nothing listens on: every probe is refused.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            object_store::aws::AmazonS3Builder::new()
+                .with_bucket_name("b")
+                .with_region("garage")
+                .with_endpoint(format!("http://127.0.0.1:{port}"))
+                .with_allow_http(true)
+                .with_access_key_id("k")
+                .with_secret_access_key("s")
+                .with_retry(object_store::RetryConfig { max_retries: 0, ..Default::default() })
+                .build()
+                .unwrap(),
+        );
+        let (stats, breaker) = down();
+        let probe = tokio::spawn(Arc::clone(&breaker).probe(store, Path::from("a")));
+        tokio::time::sleep(PROBE_EVERY * 4).await;
+        assert!(breaker.is_down());
+        assert!(stats.probes.load(Ordering::Relaxed) >= 2, "the probe kept asking");
+        // Marked up by a range that landed: the probe stops.
+        breaker.mark_up();
+        tokio::time::timeout(Duration::from_secs(30), probe).await.unwrap().unwrap();
     }
 }
