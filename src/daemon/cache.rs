@@ -179,6 +179,8 @@ pub struct NodeCache {
     /// Bytes held in the same budget by the range cache (lazily read add-ons), which this
     /// cache cannot evict; set once by the node.
     external: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
+    /// Staging directories of the downloads in progress.
+    downloading: Mutex<HashSet<PathBuf>>,
 }
 
 impl NodeCache {
@@ -211,7 +213,17 @@ impl NodeCache {
             evictions: Default::default(),
             reserved: Default::default(),
             external: std::sync::OnceLock::new(),
+            downloading: Mutex::default(),
         })
+    }
+
+    /// Removes the staging directories of the downloads in progress: for a process about to
+    /// exit without destructors (retired by a successor, which cleared `tmp/` when it started
+    /// and would not see them again until its own restart).
+    pub fn abandon_downloads(&self) {
+        for dir in self.downloading.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     /// Counts `bytes()` (the range cache's) against the limit too.
@@ -364,6 +376,7 @@ impl NodeCache {
             .prefix("fetch-")
             .tempdir_in(&tmp_root)
             .map_err(io(&tmp_root))?;
+        let _downloading = Downloading::new(&self.downloading, staging.path());
         let tarball = staging.path().join(TARBALL);
         let index = staging.path().join(INDEX);
         download(store, &wanted.tarball_key, &tarball, wanted.size, &wanted.sha256).await?;
@@ -397,6 +410,26 @@ impl NodeCache {
             index_sha256: marker.index_sha256,
         });
         Ok((dir.join(TARBALL), dir.join(INDEX)))
+    }
+}
+
+/// A download's staging directory, listed in the cache while the download runs (so a process
+/// told to retire, which exits without destructors, can remove it: [`NodeCache::abandon_downloads`]).
+struct Downloading<'a> {
+    set: &'a Mutex<HashSet<PathBuf>>,
+    path: PathBuf,
+}
+
+impl<'a> Downloading<'a> {
+    fn new(set: &'a Mutex<HashSet<PathBuf>>, path: &Path) -> Self {
+        set.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_path_buf());
+        Downloading { set, path: path.to_path_buf() }
+    }
+}
+
+impl Drop for Downloading<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.path);
     }
 }
 

@@ -196,6 +196,9 @@ pub fn run_node(
     follower.load_cached_catalog();
     // Attached once the cached catalog is in: a connection taken over has requests waiting.
     let opts = MountOptions { allow_other: config.allow_other, ..MountOptions::default() };
+    // Retired by a successor, this process exits at once: its half downloads go first.
+    let retiring = Arc::clone(&cache);
+    life.on_retire(move || retiring.abandon_downloads());
     life.attach(&mount, &opts, || Some(lock.try_clone_fd()))?;
     let result = runtime.block_on(async {
         let listener = match config.listen {

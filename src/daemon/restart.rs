@@ -49,6 +49,7 @@ impl Default for Restarts {
 pub struct MountLife {
     handover: Option<Handover>,
     keep_on_stop: bool,
+    on_retire: Option<Box<dyn FnOnce() + Send>>,
 }
 
 fn holder_error(e: std::io::Error) -> DaemonError {
@@ -84,7 +85,13 @@ impl MountLife {
         } else {
             None
         };
-        Ok(Some(MountLife { handover, keep_on_stop: restarts.keep_on_stop }))
+        Ok(Some(MountLife { handover, keep_on_stop: restarts.keep_on_stop, on_retire: None }))
+    }
+
+    /// Runs `f` when a successor retires this process (which then exits at once, without
+    /// destructors). Set before [`MountLife::attach`].
+    pub fn on_retire(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.on_retire = Some(Box::new(f));
     }
 
     /// The state directory's lock if the holder kept it (shared with the holder, which keeps
@@ -131,7 +138,7 @@ impl MountLife {
                 let lock = lock().transpose().map_err(holder_error)?;
                 h.keep(&fuse, version, lock.as_ref()).map_err(holder_error)?;
             }
-            h.serving(daemon.resender()).map_err(holder_error)?;
+            h.serving(daemon.resender(), self.on_retire.take()).map_err(holder_error)?;
         }
         if took_over {
             say(format_args!("addonfs: took over the mount at {}", daemon.path().display()));

@@ -109,14 +109,24 @@ impl Handover {
     /// Tells the holder this process serves, and follows its instructions from a thread: retire
     /// (exit at once, without unmounting: the successor serves the connection) and resend
     /// (`resend` asks the kernel for the requests a dead predecessor had read).
-    pub fn serving(&self, resend: impl Fn() + Send + 'static) -> io::Result<()> {
+    /// `retire` runs first when told to retire (what this process must not leave behind, as a
+    /// download half done in a cache's `tmp/`: no destructor runs at that exit).
+    pub fn serving(
+        &self,
+        resend: impl Fn() + Send + 'static,
+        retire: Option<Box<dyn FnOnce() + Send>>,
+    ) -> io::Result<()> {
         self.conn.send(&Message::Ready, &[])?;
         let conn = Arc::clone(&self.conn);
         let leaving = Arc::clone(&self.leaving);
+        let mut retire = retire;
         std::thread::Builder::new().name("addonfs-holder".into()).spawn(move || loop {
             match conn.receive() {
                 Ok(Some((Message::Retire, _))) => {
                     tracing::info!("a successor serves the mount: retiring");
+                    if let Some(retire) = retire.take() {
+                        retire();
+                    }
                     // No destructor runs: nothing is unmounted, the lock is not released (the
                     // successor shares it), the connection stays with the holder.
                     std::process::exit(0);
