@@ -35,6 +35,10 @@ pub const FS_NAME: &str = "addonfs";
 /// How long a stop waits for the session to end after unmounting (or detaching a busy mount,
 /// whose open files are served until closed or until this runs out).
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Tries of a plain unmount after a busy answer, [`BUSY_RETRY_PAUSE`] apart, before the mount
+/// is detached lazily.
+const BUSY_RETRIES: u32 = 10;
+const BUSY_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// The signals that stop a foreground mount.
 pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
@@ -545,10 +549,20 @@ impl Mounted {
         self.stopped = true;
         let path = self.path.clone();
         // fuser unmounts what it mounted; an adopted connection is unmounted here.
-        let unmounted = match self.unmounter.as_mut() {
+        let mut unmounted = match self.unmounter.as_mut() {
             Some(unmounter) => unmounter.unmount(),
             None => sys::unmount(&path),
         };
+        // A file closed just before may still count against the mount for a moment (its
+        // release on its way through the kernel): a few short tries before calling it busy.
+        for _ in 0..BUSY_RETRIES {
+            if !matches!(&unmounted, Err(e) if e.raw_os_error() == Some(libc::EBUSY)) {
+                break;
+            }
+            std::thread::sleep(BUSY_RETRY_PAUSE);
+            // Not through fuser's unmounter again: it gave its mount up on the first try.
+            unmounted = sys::unmount(&path);
+        }
         let detached = match unmounted {
             Ok(()) => false,
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
