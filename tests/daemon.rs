@@ -604,8 +604,10 @@ fn in_process_config(t: &Path, drain: Duration) -> addonfs::daemon::Config {
             path: t.join("mnt"),
             cache_bytes: 8 << 20,
             allow_other: false,
-            holder: false,
-            keep_on_stop: false,
+            restarts: addonfs::daemon::restart::Restarts {
+                keeper: addonfs::daemon::restart::Keeper::None,
+                keep_on_stop: false,
+            },
         }),
         drain,
         tls: None,

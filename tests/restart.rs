@@ -2,7 +2,9 @@
 //! connection while `addonfs serve` (or `addonfs node`, whose state directory is its cache
 //! directory) is killed (SIGKILL) or upgraded in place (`addonfs restart`, SIGUSR2); readers of
 //! open files see neither errors nor wrong bytes, requests in flight at the kill are resent to
-//! the successor, and a killed holder falls back to the old behaviour.
+//! the successor, and a killed holder falls back to the old behaviour. Under a real systemd
+//! (a user manager of the test's own, [`common::systemd`]), `--fd-store` does the same with
+//! systemd's file-descriptor store as the keeper.
 
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -83,6 +85,58 @@ fn holder_pid(state: &Path) -> Option<u32> {
     })
 }
 
+/// The daemon run as a systemd service with `--fd-store`: the manager, the binary the unit
+/// runs (a copy, replaced for each upgrade), and the unit's log.
+struct Systemd {
+    manager: common::systemd::UserManager,
+    bin: PathBuf,
+    log: PathBuf,
+    /// The service's command line after the binary.
+    args: Vec<std::ffi::OsString>,
+    unit: String,
+}
+
+impl Systemd {
+    /// Starts the service (a transient unit: `systemd-run`, which waits for its `READY=1`).
+    fn start_unit(&self) {
+        let output = format!("append:{}", self.log.display());
+        let command: Vec<&std::ffi::OsStr> =
+            std::iter::once(self.bin.as_os_str()).chain(self.args.iter().map(|a| &**a)).collect();
+        let out = self.manager.run(
+            &self.unit,
+            &[
+                "Type=notify",
+                "FileDescriptorStoreMax=4",
+                "Restart=always",
+                "RestartSec=0",
+                // systemd's default start limit (5 starts in 10 s) would end the unit, and
+                // with it the stored connection, before ten kills are through.
+                "StartLimitIntervalSec=0",
+                // Unloaded once stopped, even after a failure: the test starts it again.
+                "CollectMode=inactive-or-failed",
+                &format!("StandardOutput={output}"),
+                &format!("StandardError={output}"),
+            ],
+            &[("ADDONFS_API_KEY", KEY), ("ADDONFS_LOG", "info")],
+            &command,
+        );
+        assert!(
+            out.status.success(),
+            "systemd-run: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+/// The unit `--fd-store` tests run `serve` as: a name of its own per test (two managers side by
+/// side would otherwise share the unit's control group, and wait for each other's processes
+/// at a stop).
+fn unit_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("addonfs-serve-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// A started daemon with its add-on uploaded; stops whatever serves at the end (SIGTERM to the
 /// process the lock file names: it unmounts and the holder exits), then clears what is left.
 struct Setup {
@@ -96,6 +150,8 @@ struct Setup {
     env: Vec<(String, String)>,
     /// Processes this test started (the first node, those started by hand).
     children: Vec<std::process::Child>,
+    /// Run by systemd (`--fd-store`); `mount` is then the path through its namespace.
+    systemd: Option<Systemd>,
 }
 
 impl Setup {
@@ -123,6 +179,7 @@ impl Setup {
             args: args.collect(),
             env,
             children: Vec::new(),
+            systemd: None,
         };
         setup.wait_for_the_addon();
         setup
@@ -166,14 +223,106 @@ impl Setup {
             args: args.collect(),
             env,
             children: Vec::new(),
+            systemd: None,
         };
         setup.start_by_hand();
         setup.wait_for_the_addon();
         setup
     }
 
+    /// `addonfs serve --fd-store --keep-mount` as a systemd service (`Type=notify`,
+    /// `FileDescriptorStoreMax=4`, `Restart=always` at once), run by a user manager of the
+    /// test's own; `None` when there is no systemd to run it (skipped; a failure under `CI`).
+    fn start_systemd() -> Option<Setup> {
+        let manager = common::systemd::UserManager::start()?;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let t = tmp.path();
+        let work = t.join("work");
+        sample_addon(&work);
+        let state = t.join("state");
+        let mount = t.join("mnt");
+        std::fs::create_dir_all(&mount).expect("mkdir");
+        let bin = t.join("bin/addonfs");
+        std::fs::create_dir_all(t.join("bin")).expect("mkdir");
+        std::fs::copy(env!("CARGO_BIN_EXE_addonfs"), &bin).expect("copy the binary");
+        let args = ["serve", "--listen", "127.0.0.1:0", "--state-dir"].map(Into::into).into_iter();
+        let args = args
+            .chain([state.clone().into(), "--mount".into(), mount.clone().into()])
+            .chain(["--fd-store".into(), "--keep-mount".into()]);
+        let systemd = Systemd {
+            manager,
+            bin,
+            log: t.join("unit.log"),
+            args: args.collect(),
+            unit: unit_name(),
+        };
+        systemd.start_unit();
+        // Started: it said READY=1 once it served; the lock file names its API.
+        let lock = std::fs::read_to_string(state.join("addonfs.lock")).expect("lock file");
+        let holder: serde_json::Value =
+            serde_json::from_str(lock.lines().next().unwrap_or_default()).expect("lock json");
+        let url = holder["api"].as_str().expect("the lock names the API").to_string();
+        let (status, record) = seed_upload(&work, &url, KEY, "addon.tar.gz");
+        assert_eq!(status, 200, "{record}");
+        let setup = Setup {
+            _tmp: tmp,
+            state,
+            mount: systemd.manager.inside(&mount),
+            serve: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            children: Vec::new(),
+            systemd: Some(systemd),
+        };
+        setup.wait_for_the_addon();
+        Some(setup)
+    }
+
+    /// The unit's log.
+    fn unit_log(&self) -> String {
+        self.systemd.as_ref().map_or_else(String::new, |sd| {
+            std::fs::read_to_string(&sd.log).expect("the unit's log")
+        })
+    }
+
+    /// Upgrades the systemd service in place: a new binary replaces the unit's (a copy renamed
+    /// over it: a new file), then SIGUSR2 to the main process, half by `kill`, half by
+    /// `systemctl kill`; waits until the new image has taken the mount over, in the same
+    /// process, running the new file.
+    fn upgrade_under_systemd(&self, round: u32) {
+        let sd = self.systemd.as_ref().expect("under systemd");
+        let pid = sd.manager.main_pid(&sd.unit);
+        let before = self.unit_log().matches("took over the mount").count();
+        let next = sd.bin.with_extension("new");
+        std::fs::copy(env!("CARGO_BIN_EXE_addonfs"), &next).expect("copy the binary");
+        std::fs::rename(&next, &sd.bin).expect("replace the binary");
+        if round.is_multiple_of(2) {
+            kill("USR2", pid);
+        } else {
+            let out = sd.manager.systemctl(&["kill", "-s", "USR2", "--kill-who=main", &sd.unit]);
+            assert!(
+                out.status.success(),
+                "systemctl kill: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.unit_log().matches("took over the mount").count() == before {
+            assert!(Instant::now() < deadline, "upgrade round {round}: no takeover after 10 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(sd.manager.main_pid(&sd.unit), pid, "upgrade round {round}: the same process");
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+        assert_eq!(exe, sd.bin, "upgrade round {round}: the process runs the new file");
+    }
+
     /// Starts the daemon's command again, as a supervisor would.
     fn start_by_hand(&mut self) {
+        assert!(
+            self.systemd.is_none(),
+            "systemd did not start the service again\nlog:\n{}",
+            self.unit_log()
+        );
         let child = Command::new(env!("CARGO_BIN_EXE_addonfs"))
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -226,6 +375,12 @@ impl Setup {
 
 impl Drop for Setup {
     fn drop(&mut self) {
+        // The manager stops the service (which leaves its mount with `--keep-mount`) and its
+        // mount namespace goes with it.
+        if let Some(sd) = self.systemd.take() {
+            let _ = sd.manager.systemctl(&["stop", &sd.unit]);
+            return;
+        }
         let pid = serving_pid(&self.state);
         if alive(pid) {
             kill("TERM", pid);
@@ -389,11 +544,22 @@ fn survive(setup: &mut Setup, kills: u32, upgrades: u32, what: &str) {
         stop.store(true, Ordering::Relaxed);
         let _ = reader.join();
         let _ = walker.join();
-        panic!("{what}: {errors_at_kills} read errors through {kills} kills ({by_hand} restarted by hand)");
+        panic!(
+            "{what}: {errors_at_kills} read errors through {kills} kills ({by_hand} restarted by \
+             hand){}",
+            setup
+                .systemd
+                .as_ref()
+                .map_or_else(String::new, |_| format!("\nlog:\n{}", setup.unit_log()))
+        );
     }
     phase.store(1, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(200));
-    for round in 1..=upgrades {
+    for round in (1..=upgrades).filter(|_| setup.systemd.is_some()) {
+        setup.upgrade_under_systemd(round);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for round in (1..=upgrades).filter(|_| setup.systemd.is_none()) {
         let old = serving_pid(&setup.state);
         // Half by the command, half by the signal.
         if round % 2 == 0 {
@@ -419,9 +585,14 @@ fn survive(setup: &mut Setup, kills: u32, upgrades: u32, what: &str) {
         std::thread::sleep(Duration::from_millis(200));
         assert!(alive(new), "upgrade round {round}: the successor {new} died");
     }
-    let log = std::fs::read_to_string(setup.state.join("serve.log")).expect("serve.log");
-    let by_signal = log.matches("SIGUSR2: asking the holder for an upgrade").count();
-    assert_eq!(by_signal as u32, upgrades / 2, "upgrades by SIGUSR2, not kills by it");
+    if setup.systemd.is_some() {
+        let by_signal = setup.unit_log().matches("SIGUSR2: upgrading in place").count();
+        assert_eq!(by_signal as u32, upgrades, "upgrades by SIGUSR2, not kills by it");
+    } else {
+        let log = std::fs::read_to_string(setup.state.join("serve.log")).expect("serve.log");
+        let by_signal = log.matches("SIGUSR2: asking the holder for an upgrade").count();
+        assert_eq!(by_signal as u32, upgrades / 2, "upgrades by SIGUSR2, not kills by it");
+    }
     stop.store(true, Ordering::Relaxed);
     let file = reader.join().expect("reader");
     walker.join().expect("walker");
@@ -443,6 +614,58 @@ fn survive(setup: &mut Setup, kills: u32, upgrades: u32, what: &str) {
     assert!(reads > 100 && walks > 10, "the readers ran ({reads} reads, {walks} walks)");
     assert_eq!(setup.inodes(), inodes, "the same inode numbers");
     assert_eq!(file.metadata().expect("fstat").ino(), file_ino, "the open file's inode");
+}
+
+/// Under systemd with `--fd-store`: ten SIGKILLs of the service's main process (systemd starts
+/// it again and passes the stored connection back) and ten upgrades in place (a new binary,
+/// SIGUSR2: the process re-executes it), with the same reader and walker: no error, no wrong
+/// byte, the same inode numbers. Without `--fd-store` the first kill ends the mount (the open
+/// file fails from then on).
+#[test]
+fn under_systemd_readers_see_no_error_through_10_kills_and_10_upgrades() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(mut setup) = Setup::start_systemd() else { return };
+    survive(&mut setup, 10, 10, "serve --fd-store");
+}
+
+/// Under systemd: `systemctl restart` with `--keep-mount` is invisible (the open file reads on,
+/// the same inode numbers); `systemctl stop` then ends the connection (systemd lets its store
+/// go) and a read of the held file fails at once, never hangs; the next start mounts anew and
+/// new opens work.
+#[test]
+fn under_systemd_a_restart_is_invisible_and_a_stop_ends_the_mount() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(setup) = Setup::start_systemd() else { return };
+    let sd = setup.systemd.as_ref().expect("systemd");
+    let inodes = setup.inodes();
+    let file = std::fs::File::open(setup.file("usr/data.bin")).expect("open");
+    let expected = big_bytes();
+    let mut buf = vec![0u8; 64 << 10];
+    let old = sd.manager.main_pid(&sd.unit);
+    let out = sd.manager.systemctl(&["restart", &sd.unit]);
+    assert!(out.status.success(), "restart: {}", String::from_utf8_lossy(&out.stderr));
+    assert_ne!(sd.manager.main_pid(&sd.unit), old, "a new process serves");
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+    let n = file.read_at(&mut buf, 1 << 20).expect("read after the restart");
+    assert!(n > 0 && buf[..n] == expected[1 << 20..(1 << 20) + n], "the same bytes");
+    assert_eq!(setup.inodes(), inodes, "the same inode numbers");
+    assert!(setup.unit_log().contains("took over the mount"), "taken over, not mounted anew");
+
+    let out = sd.manager.systemctl(&["stop", &sd.unit]);
+    assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
+    let started = Instant::now();
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+    let err = file.read_at(&mut buf, 2 << 20).expect_err("a stopped service's mount is gone");
+    assert!(started.elapsed() < Duration::from_secs(5), "a read of the ended mount hung");
+    eprintln!("a read after systemctl stop: {err}");
+    drop(file);
+    // (A transient unit is gone once stopped: started again as it was.)
+    sd.start_unit();
+    assert_eq!(std::fs::read_to_string(setup.file("usr/lib/f2.txt")).expect("read"), "file 2\n");
 }
 
 /// A request in flight when the serving process is killed (a slow `read` and a slow `lookup`:

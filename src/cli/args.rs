@@ -354,8 +354,15 @@ pub struct RestartOpts {
     /// (open files fail until the next start mounts anew).
     #[arg(long, env = "ADDONFS_NO_HOLDER")]
     pub no_holder: bool,
-    /// On SIGTERM, leave the mount with the holder instead of unmounting it: the next start
-    /// of the same command takes it over (a Kubernetes rolling update).
+    /// Keep the mount's connection in systemd's file-descriptor store instead of a holder
+    /// process: for a systemd service with Type=notify, FileDescriptorStoreMax=2 (or more) and
+    /// Restart=always (deploy/systemd/). SIGUSR2 (`systemctl reload`) then upgrades in place by
+    /// re-executing the binary.
+    #[arg(long, env = "ADDONFS_FD_STORE", conflicts_with = "no_holder")]
+    pub fd_store: bool,
+    /// On SIGTERM, leave the mount with the holder (or systemd's store) instead of unmounting
+    /// it: the next start of the same command takes it over (a Kubernetes rolling update, a
+    /// `systemctl restart`).
     #[arg(long, conflicts_with = "no_holder")]
     pub keep_mount: bool,
 }
@@ -363,7 +370,13 @@ pub struct RestartOpts {
 impl RestartOpts {
     /// As the daemon takes them.
     pub fn restarts(&self) -> crate::daemon::restart::Restarts {
-        crate::daemon::restart::Restarts { holder: !self.no_holder, keep_on_stop: self.keep_mount }
+        use crate::daemon::restart::{Keeper, Restarts};
+        let keeper = match (self.no_holder, self.fd_store) {
+            (true, _) => Keeper::None,
+            (false, true) => Keeper::FdStore,
+            (false, false) => Keeper::Holder,
+        };
+        Restarts { keeper, keep_on_stop: self.keep_mount }
     }
 }
 

@@ -61,8 +61,7 @@ pub fn serve(cmd: &ServeCmd) -> Result<(), Error> {
         path: cmd.mount.clone().unwrap_or_else(|| dir.join("mnt")),
         cache_bytes: cmd.cache_size,
         allow_other: cmd.allow_other,
-        holder: !cmd.restarts.no_holder,
-        keep_on_stop: cmd.restarts.keep_mount,
+        restarts: cmd.restarts.restarts(),
     });
     let config = Config {
         limits: api_limits(&cmd.api),
@@ -141,9 +140,10 @@ pub fn restart(cmd: &RestartCmd) -> Result<(), Error> {
     Ok(())
 }
 
-/// `serve`'s and `node`'s [`shutdown_signal`]; besides, SIGUSR2 asks the holder of `dir` for an
-/// upgrade in place (as `addonfs restart` does): this process retires once its successor
-/// serves.
+/// `serve`'s and `node`'s [`shutdown_signal`]; besides, SIGUSR2 upgrades in place: under
+/// `--fd-store` by re-executing the binary in this process
+/// ([`crate::holder::systemd::upgrade_in_place`]), else by asking the holder of `dir` (as
+/// `addonfs restart` does), and this process retires once its successor serves.
 pub(super) async fn serve_signal(dir: std::path::PathBuf) {
     use tokio::signal::unix::{signal, SignalKind};
     let upgrade = async {
@@ -151,6 +151,12 @@ pub(super) async fn serve_signal(dir: std::path::PathBuf) {
             return std::future::pending::<()>().await;
         };
         while usr2.recv().await.is_some() {
+            if crate::holder::systemd::can_upgrade() {
+                tracing::info!("SIGUSR2: upgrading in place");
+                let e = crate::holder::systemd::upgrade_in_place();
+                tracing::warn!(error = %e, "SIGUSR2: no upgrade");
+                continue;
+            }
             tracing::info!("SIGUSR2: asking the holder for an upgrade in place");
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || match crate::holder::upgrade(&dir) {

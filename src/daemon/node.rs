@@ -202,7 +202,7 @@ pub fn run_node(
     life.attach(&mount, &opts, || Some(lock.try_clone_fd()))?;
     let result = runtime.block_on(async {
         let listener = match config.listen {
-            Some(addr) => Some(super::restart::bind(addr, config.restarts.holder).await?),
+            Some(addr) => Some(super::restart::bind(addr, config.restarts.kept()).await?),
             None => None,
         };
         let addr = listener.as_ref().and_then(|l| l.local_addr().ok());

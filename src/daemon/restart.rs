@@ -22,32 +22,53 @@ use super::run::say;
 use super::{DaemonError, DaemonMount, UNMOUNT_GRACE};
 use crate::addon::{LockError, StateLock};
 use crate::holder::client::Handover;
+use crate::holder::systemd::FdStore;
 use crate::mount::{Attach, MountOptions};
 
 /// How long a process that took the mount over waits for its predecessor to free the
 /// address it listens on.
 const BIND_PATIENCE: Duration = Duration::from_secs(15);
 
+/// Who keeps the mount's connection while no process serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keeper {
+    /// An `addonfs holder` process of the state directory ([`crate::holder`]), started by the
+    /// first serving process if none runs.
+    #[default]
+    Holder,
+    /// systemd's file-descriptor store (`--fd-store`, [`crate::holder::systemd`]).
+    FdStore,
+    /// Nobody (`--no-holder`): the mount dies with the process.
+    None,
+}
+
 /// How a daemon's mount lives through the daemon's restarts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Restarts {
-    /// Keep the mount's connection in a holder, so that it survives this process: the next
-    /// process of the same state directory takes it over (`--no-holder` turns it off).
-    pub holder: bool,
-    /// At shutdown, leave the mount to the holder rather than unmounting it
-    /// (`--keep-mount`: a Kubernetes rolling update).
+    /// Who keeps the mount's connection so that it survives this process: the next process of
+    /// the same state directory takes it over.
+    pub keeper: Keeper,
+    /// At shutdown, leave the mount to the keeper rather than unmounting it
+    /// (`--keep-mount`: a Kubernetes rolling update, a `systemctl restart`).
     pub keep_on_stop: bool,
 }
 
-impl Default for Restarts {
-    fn default() -> Restarts {
-        Restarts { holder: true, keep_on_stop: false }
+impl Restarts {
+    /// Whether the mount outlives this process (a predecessor may still be retiring).
+    pub fn kept(&self) -> bool {
+        self.keeper != Keeper::None
     }
 }
 
-/// A daemon's session with the holder of its state directory, or none (`--no-holder`).
+/// Who this process's mount is kept by.
+enum Session {
+    Holder(Handover),
+    FdStore(FdStore),
+}
+
+/// A daemon's session with the keeper of its mount's connection, or none (`--no-holder`).
 pub struct MountLife {
-    handover: Option<Handover>,
+    session: Option<Session>,
     keep_on_stop: bool,
     on_retire: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -65,27 +86,36 @@ impl MountLife {
         mountpoint: &Path,
         restarts: Restarts,
     ) -> Result<Option<MountLife>, DaemonError> {
-        let handover = if restarts.holder {
-            // The holder names the mount point by its absolute path, found through its parent.
+        if restarts.kept() {
+            // The mount point is named by its absolute path, found through its parent.
             if let Some(parent) = mountpoint.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| DaemonError::io(parent, e))?;
             }
-            let handover = Handover::begin(dir, mountpoint)
-                // Requests in flight are journaled for a successor on a kernel that cannot
-                // resend them.
-                .and_then(|h| crate::mount::inflight::start(dir).map(|()| h))
-                .map_err(holder_error)?;
-            if handover.superseded() {
-                say(format_args!(
-                    "addonfs: another process took the mount over since this one was started"
-                ));
-                return Ok(None);
+        }
+        let session = match restarts.keeper {
+            Keeper::Holder => {
+                let handover = Handover::begin(dir, mountpoint).map_err(holder_error)?;
+                if handover.superseded() {
+                    say(format_args!(
+                        "addonfs: another process took the mount over since this one was started"
+                    ));
+                    return Ok(None);
+                }
+                Some(Session::Holder(handover))
             }
-            Some(handover)
-        } else {
-            None
+            Keeper::FdStore => Some(Session::FdStore(FdStore::begin(mountpoint).map_err(|e| {
+                DaemonError::Failed(format!("systemd's file-descriptor store: {e}"))
+            })?)),
+            Keeper::None => None,
         };
-        Ok(Some(MountLife { handover, keep_on_stop: restarts.keep_on_stop, on_retire: None }))
+        if session.is_some() {
+            // Requests in flight are journaled for a successor on a kernel that cannot resend
+            // them.
+            std::fs::create_dir_all(dir)
+                .and_then(|()| crate::mount::inflight::start(dir))
+                .map_err(|e| DaemonError::io(dir, e))?;
+        }
+        Ok(Some(MountLife { session, keep_on_stop: restarts.keep_on_stop, on_retire: None }))
     }
 
     /// Runs `f` when a successor retires this process (which then exits at once, without
@@ -94,14 +124,18 @@ impl MountLife {
         self.on_retire = Some(Box::new(f));
     }
 
-    /// The state directory's lock if the holder kept it (shared with the holder, which keeps
+    /// The state directory's lock if the keeper kept it (shared with the keeper, which keeps
     /// it between processes), taken for `command`.
     pub fn handed_lock(
         &mut self,
         dir: &Path,
         command: &str,
     ) -> Result<Option<StateLock>, LockError> {
-        let fd = self.handover.as_mut().and_then(Handover::take_lock);
+        let fd = match &mut self.session {
+            Some(Session::Holder(h)) => h.take_lock(),
+            Some(Session::FdStore(s)) => s.take_lock(),
+            None => None,
+        };
         fd.map(|fd| StateLock::adopt(dir, command, fd)).transpose()
     }
 
@@ -123,7 +157,11 @@ impl MountLife {
         opts: &MountOptions,
         lock: impl FnOnce() -> Option<std::io::Result<OwnedFd>>,
     ) -> Result<bool, DaemonError> {
-        let how = self.handover.as_mut().map_or(Attach::Fresh, Handover::attach);
+        let how = match &mut self.session {
+            Some(Session::Holder(h)) => h.attach(),
+            Some(Session::FdStore(s)) => s.attach(),
+            None => Attach::Fresh,
+        };
         let took_over = matches!(how, Attach::Adopt { .. });
         // A mount to take over is not looked at: nobody would answer. Not `create_dir_all`:
         // after a crash a stale mount is there (see `create_mountpoint`).
@@ -132,13 +170,29 @@ impl MountLife {
                 .map_err(|e| DaemonError::io(daemon.path(), e))?;
         }
         daemon.attach(opts, how)?;
-        if let Some(h) = &self.handover {
-            if !took_over {
-                let (fuse, version) = daemon.handover().map_err(holder_error)?;
-                let lock = lock().transpose().map_err(holder_error)?;
-                h.keep(&fuse, version, lock.as_ref()).map_err(holder_error)?;
+        match &self.session {
+            Some(Session::Holder(h)) => {
+                if !took_over {
+                    let (fuse, version) = daemon.handover().map_err(holder_error)?;
+                    let lock = lock().transpose().map_err(holder_error)?;
+                    h.keep(&fuse, version, lock.as_ref()).map_err(holder_error)?;
+                }
+                h.serving(daemon.resender(), self.on_retire.take()).map_err(holder_error)?;
             }
-            h.serving(daemon.resender(), self.on_retire.take()).map_err(holder_error)?;
+            Some(Session::FdStore(s)) => {
+                let store_error = |e| DaemonError::Failed(format!("systemd's fd store: {e}"));
+                // An adopted connection and lock are in the store already (systemd keeps what
+                // it passes back); kept here too, for an upgrade in place.
+                let (fuse, version) = daemon.handover().map_err(store_error)?;
+                let lock = lock().transpose().map_err(store_error)?;
+                if !took_over {
+                    s.keep(&fuse, version, lock.as_ref()).map_err(store_error)?;
+                }
+                crate::holder::systemd::enable_upgrade(fuse, version, lock, self.on_retire.take())
+                    .map_err(store_error)?;
+                s.ready(daemon.path()).map_err(store_error)?;
+            }
+            None => {}
         }
         if took_over {
             say(format_args!("addonfs: took over the mount at {}", daemon.path().display()));
@@ -157,11 +211,15 @@ impl MountLife {
             tracing::warn!("the mount is still shared at shutdown; left to the kernel");
             return;
         };
-        match &self.handover {
+        match &self.session {
             Some(_) if self.keep_on_stop || failed => daemon.leave(),
-            Some(h) => {
+            Some(Session::Holder(h)) => {
                 // The holder lets the connection go first: the unmount ends it anyway.
                 h.bye();
+                daemon.unmount(UNMOUNT_GRACE);
+            }
+            Some(Session::FdStore(s)) => {
+                s.bye();
                 daemon.unmount(UNMOUNT_GRACE);
             }
             None => daemon.unmount(UNMOUNT_GRACE),

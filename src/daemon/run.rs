@@ -52,11 +52,9 @@ pub struct MountConfig {
     pub cache_bytes: u64,
     /// Let other users read the mount (`allow_other`).
     pub allow_other: bool,
-    /// Keep the mount's connection in a holder ([`crate::holder`]), so that it survives this
-    /// process: a new `serve` takes it over.
-    pub holder: bool,
-    /// At shutdown, leave the mount to the holder rather than unmounting it.
-    pub keep_on_stop: bool,
+    /// Who keeps the mount's connection so that it survives this process (a new `serve` takes
+    /// it over), and whether a shutdown leaves it to them.
+    pub restarts: Restarts,
 }
 
 /// The store of a `registry` (instead of the state directory).
@@ -122,13 +120,10 @@ pub fn run(
     // With a holder, the mount may be alive already: then it is taken over, and with it the
     // state directory's lock (shared with the holder, which keeps it between processes).
     let mut life = match &config.mount {
-        Some(m) => {
-            let restarts = Restarts { holder: m.holder, keep_on_stop: m.keep_on_stop };
-            match MountLife::begin(dir, &m.path, restarts)? {
-                Some(life) => Some(life),
-                None => return Ok(()),
-            }
-        }
+        Some(m) => match MountLife::begin(dir, &m.path, m.restarts)? {
+            Some(life) => Some(life),
+            None => return Ok(()),
+        },
         None => None,
     };
     let handed = life.as_mut().map(|l| l.handed_lock(dir, "serve")).transpose();
@@ -211,7 +206,7 @@ fn serve_api(
         .map_err(|e| DaemonError::Failed(format!("cannot start the runtime: {e}")))?;
     let result = runtime.block_on(async {
         // A predecessor retiring after a takeover releases the address a moment later.
-        let patient = config.mount.as_ref().is_some_and(|m| m.holder);
+        let patient = config.mount.as_ref().is_some_and(|m| m.restarts.kept());
         let listener = super::restart::bind(config.listen, patient).await?;
         let addr = listener.local_addr().map_err(|e| DaemonError::Failed(e.to_string()))?;
         // Where the admin commands reach this daemon (a wildcard address through loopback),

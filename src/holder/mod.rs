@@ -20,6 +20,7 @@
 //! started and exits.
 
 pub mod client;
+pub mod systemd;
 pub mod wire;
 
 use std::io;

@@ -7,6 +7,7 @@ pub mod garage;
 pub mod http;
 pub mod node;
 pub mod proxy;
+pub mod systemd;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
