@@ -94,6 +94,8 @@ struct Systemd {
     /// The service's command line after the binary.
     args: Vec<std::ffi::OsString>,
     unit: String,
+    /// The service's environment besides the API key and the log level.
+    env: Vec<(String, String)>,
 }
 
 impl Systemd {
@@ -117,7 +119,10 @@ impl Systemd {
                 &format!("StandardOutput={output}"),
                 &format!("StandardError={output}"),
             ],
-            &[("ADDONFS_API_KEY", KEY), ("ADDONFS_LOG", "info")],
+            &[("ADDONFS_API_KEY", KEY), ("ADDONFS_LOG", "info")]
+                .into_iter()
+                .chain(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .collect::<Vec<_>>(),
             &command,
         );
         assert!(
@@ -233,7 +238,7 @@ impl Setup {
     /// `addonfs serve --fd-store --keep-mount` as a systemd service (`Type=notify`,
     /// `FileDescriptorStoreMax=4`, `Restart=always` at once), run by a user manager of the
     /// test's own; `None` when there is no systemd to run it (skipped; a failure under `CI`).
-    fn start_systemd() -> Option<Setup> {
+    fn start_systemd(env: &[(&str, &str)]) -> Option<Setup> {
         let manager = common::systemd::UserManager::start()?;
         let tmp = tempfile::tempdir().expect("tempdir");
         let t = tmp.path();
@@ -249,12 +254,14 @@ impl Setup {
         let args = args
             .chain([state.clone().into(), "--mount".into(), mount.clone().into()])
             .chain(["--fd-store".into(), "--keep-mount".into()]);
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let systemd = Systemd {
             manager,
             bin,
             log: t.join("unit.log"),
             args: args.collect(),
             unit: unit_name(),
+            env,
         };
         systemd.start_unit();
         // Started: it said READY=1 once it served; the lock file names its API.
@@ -626,7 +633,7 @@ fn under_systemd_readers_see_no_error_through_10_kills_and_10_upgrades() {
     if !common::fuse_ready() {
         return;
     }
-    let Some(mut setup) = Setup::start_systemd() else { return };
+    let Some(mut setup) = Setup::start_systemd(&[]) else { return };
     survive(&mut setup, 10, 10, "serve --fd-store");
 }
 
@@ -639,7 +646,7 @@ fn under_systemd_a_restart_is_invisible_and_a_stop_ends_the_mount() {
     if !common::fuse_ready() {
         return;
     }
-    let Some(setup) = Setup::start_systemd() else { return };
+    let Some(setup) = Setup::start_systemd(&[]) else { return };
     let sd = setup.systemd.as_ref().expect("systemd");
     let inodes = setup.inodes();
     let file = std::fs::File::open(setup.file("usr/data.bin")).expect("open");
@@ -676,7 +683,21 @@ fn requests_in_flight_at_a_kill_are_resent_to_the_successor() {
     if !common::fuse_ready() {
         return;
     }
-    let setup = Setup::start(&[("ADDONFS_TEST_DELAY_MS", "1500")]);
+    in_flight_requests_are_resent(&Setup::start(&[("ADDONFS_TEST_DELAY_MS", "1500")]));
+}
+
+/// The same under systemd (`--fd-store`): the requests the killed main process had read are
+/// resent to the one systemd starts again.
+#[test]
+fn under_systemd_requests_in_flight_at_a_kill_are_resent() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(setup) = Setup::start_systemd(&[("ADDONFS_TEST_DELAY_MS", "1500")]) else { return };
+    in_flight_requests_are_resent(&setup);
+}
+
+fn in_flight_requests_are_resent(setup: &Setup) {
     let dir_ino = std::fs::metadata(setup.file("usr/lib")).expect("stat").ino();
     // Both requests start in the daemon about to be killed.
     let cat = Command::new("cat")
