@@ -355,7 +355,16 @@ impl ArchiveReader {
     fn advise_span(&self, p: usize) {
         let from = self.index.point(p).compressed.saturating_sub(1);
         let to = if p + 1 < self.index.point_count() {
-            self.index.point(p + 1).compressed
+            // Up to, not including, the byte that holds the next point's first bits: it starts
+            // the next span's chunk (a lazy node fetches and checks chunks whole), so advising
+            // it would fetch the whole next span for a read of this one. The inflater reads
+            // that byte only if it gets to this span's last bits.
+            let next = self.index.point(p + 1);
+            if next.bits > 0 && next.has_window {
+                next.compressed - 1
+            } else {
+                next.compressed
+            }
         } else {
             self.index.identity().size
         };
