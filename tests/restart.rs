@@ -50,6 +50,22 @@ fn sample_addon(work: &Path) {
     pack_addon(work, &work.join("tree"), "usr");
 }
 
+/// Uploads the add-on in `work` to a directory store through `addonfs registry`.
+fn upload_to_store(work: &Path, store: &Path) {
+    let mut registry = Command::new(env!("CARGO_BIN_EXE_addonfs"))
+        .args(["registry", "--listen", "127.0.0.1:0", "--store"])
+        .arg(store)
+        .env("ADDONFS_API_KEY", KEY)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start addonfs registry");
+    let url = serve_url(&mut registry);
+    let (status, record) = seed_upload(work, &url, KEY, "addon.tar.gz");
+    kill("TERM", registry.id());
+    let _ = registry.wait();
+    assert_eq!(status, 200, "{record}");
+}
+
 /// The pid the state directory's lock file names (the serving process).
 fn serving_pid(state: &Path) -> u32 {
     // The file may be caught while being rewritten: read it again.
@@ -198,18 +214,7 @@ impl Setup {
         let work = t.join("work");
         sample_addon(&work);
         let store = t.join("store");
-        let mut registry = Command::new(env!("CARGO_BIN_EXE_addonfs"))
-            .args(["registry", "--listen", "127.0.0.1:0", "--store"])
-            .arg(&store)
-            .env("ADDONFS_API_KEY", KEY)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start addonfs registry");
-        let url = serve_url(&mut registry);
-        let (status, record) = seed_upload(&work, &url, KEY, "addon.tar.gz");
-        kill("TERM", registry.id());
-        let _ = registry.wait();
-        assert_eq!(status, 200, "{record}");
+        upload_to_store(&work, &store);
         let state = t.join("cache");
         let mount = t.join("mnt");
         let args = ["node", "--store"].map(Into::into).into_iter().chain([
@@ -235,24 +240,35 @@ impl Setup {
         setup
     }
 
-    /// `addonfs serve --fd-store --keep-mount` as a systemd service (`Type=notify`,
+    /// `addonfs serve --fd-store --keep-mount` (or, with `node`, `addonfs node` on a directory
+    /// store, its cache directory the state directory) as a systemd service (`Type=notify`,
     /// `FileDescriptorStoreMax=4`, `Restart=always` at once), run by a user manager of the
     /// test's own; `None` when there is no systemd to run it (skipped; a failure under `CI`).
-    fn start_systemd(env: &[(&str, &str)]) -> Option<Setup> {
+    fn start_systemd(env: &[(&str, &str)], node: bool) -> Option<Setup> {
         let manager = common::systemd::UserManager::start()?;
         let tmp = tempfile::tempdir().expect("tempdir");
         let t = tmp.path();
         let work = t.join("work");
         sample_addon(&work);
-        let state = t.join("state");
+        let (state, store) = (t.join("state"), t.join("store"));
         let mount = t.join("mnt");
         std::fs::create_dir_all(&mount).expect("mkdir");
+        if node {
+            upload_to_store(&work, &store);
+        }
         let bin = t.join("bin/addonfs");
         std::fs::create_dir_all(t.join("bin")).expect("mkdir");
         std::fs::copy(env!("CARGO_BIN_EXE_addonfs"), &bin).expect("copy the binary");
-        let args = ["serve", "--listen", "127.0.0.1:0", "--state-dir"].map(Into::into).into_iter();
+        let args: Vec<std::ffi::OsString> = if node {
+            let args = ["node", "--store"].map(Into::into).into_iter();
+            args.chain([store.into(), "--cache-dir".into(), state.clone().into()]).collect()
+        } else {
+            let args = ["serve", "--listen", "127.0.0.1:0", "--state-dir"].map(Into::into);
+            args.into_iter().chain([state.clone().into()]).collect()
+        };
         let args = args
-            .chain([state.clone().into(), "--mount".into(), mount.clone().into()])
+            .into_iter()
+            .chain(["--mount".into(), mount.clone().into()])
             .chain(["--fd-store".into(), "--keep-mount".into()]);
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let systemd = Systemd {
@@ -264,13 +280,15 @@ impl Setup {
             env,
         };
         systemd.start_unit();
-        // Started: it said READY=1 once it served; the lock file names its API.
-        let lock = std::fs::read_to_string(state.join("addonfs.lock")).expect("lock file");
-        let holder: serde_json::Value =
-            serde_json::from_str(lock.lines().next().unwrap_or_default()).expect("lock json");
-        let url = holder["api"].as_str().expect("the lock names the API").to_string();
-        let (status, record) = seed_upload(&work, &url, KEY, "addon.tar.gz");
-        assert_eq!(status, 200, "{record}");
+        if !node {
+            // Started: it said READY=1 once it served; the lock file names its API.
+            let lock = std::fs::read_to_string(state.join("addonfs.lock")).expect("lock file");
+            let holder: serde_json::Value =
+                serde_json::from_str(lock.lines().next().unwrap_or_default()).expect("lock json");
+            let url = holder["api"].as_str().expect("the lock names the API").to_string();
+            let (status, record) = seed_upload(&work, &url, KEY, "addon.tar.gz");
+            assert_eq!(status, 200, "{record}");
+        }
         let setup = Setup {
             _tmp: tmp,
             state,
@@ -633,8 +651,19 @@ fn under_systemd_readers_see_no_error_through_10_kills_and_10_upgrades() {
     if !common::fuse_ready() {
         return;
     }
-    let Some(mut setup) = Setup::start_systemd(&[]) else { return };
+    let Some(mut setup) = Setup::start_systemd(&[], false) else { return };
     survive(&mut setup, 10, 10, "serve --fd-store");
+}
+
+/// The same for `addonfs node --fd-store` (on a directory store): six SIGKILLs and six
+/// upgrades in place under systemd, no error.
+#[test]
+fn under_systemd_a_node_survives_6_kills_and_6_upgrades() {
+    if !common::fuse_ready() {
+        return;
+    }
+    let Some(mut setup) = Setup::start_systemd(&[], true) else { return };
+    survive(&mut setup, 6, 6, "node --fd-store");
 }
 
 /// Under systemd: `systemctl restart` with `--keep-mount` is invisible (the open file reads on,
@@ -646,7 +675,7 @@ fn under_systemd_a_restart_is_invisible_and_a_stop_ends_the_mount() {
     if !common::fuse_ready() {
         return;
     }
-    let Some(setup) = Setup::start_systemd(&[]) else { return };
+    let Some(setup) = Setup::start_systemd(&[], false) else { return };
     let sd = setup.systemd.as_ref().expect("systemd");
     let inodes = setup.inodes();
     let file = std::fs::File::open(setup.file("usr/data.bin")).expect("open");
@@ -693,7 +722,9 @@ fn under_systemd_requests_in_flight_at_a_kill_are_resent() {
     if !common::fuse_ready() {
         return;
     }
-    let Some(setup) = Setup::start_systemd(&[("ADDONFS_TEST_DELAY_MS", "1500")]) else { return };
+    let Some(setup) = Setup::start_systemd(&[("ADDONFS_TEST_DELAY_MS", "1500")], false) else {
+        return;
+    };
     in_flight_requests_are_resent(&setup);
 }
 
