@@ -514,7 +514,11 @@ impl RangeCache {
     }
 
     /// Stores verified `bytes` of chunks `range` of `file` (contiguous, starting at the
-    /// first's offset): makes room, writes and syncs the data, then marks them present.
+    /// first's offset): makes room, writes the data, and marks them present for this process
+    /// (reads find them in the page cache). On disk they are marked present only by
+    /// [`RangeCache::persist`], after the data is synced: a read waiting for the bytes does
+    /// not wait for the disk's sync too (tens of milliseconds on a busy disk, and most of a
+    /// cold first byte's spread).
     pub fn store(
         &self,
         file: &RangeFile,
@@ -524,13 +528,7 @@ impl RangeCache {
         let start = file.chunks[range.start].offset;
         self.make_room(bytes.len() as u64);
         let data_path = file.dir.join(format!("{}.data", file.name));
-        file.data
-            .write_all_at(bytes, start)
-            .and_then(|()| file.data.sync_data())
-            .map_err(io(&data_path))?;
-        let have_path = file.dir.join(format!("{}.have", file.name));
-        let ones = vec![1u8; range.len()];
-        file.have_file.write_all_at(&ones, range.start as u64).map_err(io(&have_path))?;
+        file.data.write_all_at(bytes, start).map_err(io(&data_path))?;
         let mut lru = self.lock();
         for c in range {
             if file.state[c].swap(PRESENT, Ordering::AcqRel) == ABSENT {
@@ -546,6 +544,28 @@ impl RangeCache {
         let used = lru.used;
         drop(lru);
         self.stats.cache_bytes.store(used, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes what [`RangeCache::store`] stored of chunks `range` of `file` survive a restart:
+    /// syncs the data, then sets the chunks' bytes in `.have`, for those still present (under
+    /// the lock eviction takes, so a chunk evicted meanwhile is not marked again). A crash
+    /// before this leaves the chunks to be fetched again, never marked present without their
+    /// bytes (and a chunk marked present is re-hashed the first time it is read after a start).
+    pub fn persist(
+        &self,
+        file: &RangeFile,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), RangeError> {
+        let data_path = file.dir.join(format!("{}.data", file.name));
+        file.data.sync_data().map_err(io(&data_path))?;
+        let have_path = file.dir.join(format!("{}.have", file.name));
+        let _lru = self.lock();
+        for c in range {
+            if file.state[c].load(Ordering::Acquire) != ABSENT {
+                file.have_file.write_all_at(&[1], c as u64).map_err(io(&have_path))?;
+            }
+        }
         Ok(())
     }
 

@@ -480,6 +480,7 @@ impl LazyFile {
             activity.fetching.fetch_add(1, Ordering::Relaxed);
         }
         self.runtime.spawn(async move {
+            let persist = (Arc::clone(&cache), Arc::clone(&file), run.clone());
             let result = match fetcher.fetch(&key, &specs, deadline).await {
                 Ok(bytes) => {
                     let stored = tokio::task::spawn_blocking(move || {
@@ -490,6 +491,15 @@ impl LazyFile {
                 }
                 Err(e) => Err(e),
             };
+            // The readers go on (below) while the range is synced and marked on disk.
+            if result.is_ok() {
+                let (cache, file, run) = persist;
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = cache.persist(&file, run) {
+                        tracing::warn!(error = %e, "a fetched range is not kept across a restart");
+                    }
+                });
+            }
             if foreground {
                 activity.fetching.fetch_sub(1, Ordering::Relaxed);
             }

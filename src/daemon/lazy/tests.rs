@@ -82,17 +82,7 @@ impl Rig {
         bytes: &[u8],
         policy: FetchPolicy,
     ) -> LazyFile {
-        let dir = ranges.dir("ab");
-        let meta = ranges::Meta {
-            identifier: "custom-addon-a".into(),
-            size: bytes.len() as u64,
-            sha256: "ab".into(),
-            index_size: 10,
-            index_sha256: "cd".into(),
-            head_size: 4,
-            head_sha256: crate::daemon::cache::hex(&sha256(b"head")),
-        };
-        ranges.put_head(&dir, &meta, b"head").unwrap();
+        let dir = Rig::add_on_dir(ranges, bytes.len() as u64);
         let file = ranges.open_file(&dir, "archive", bytes.len() as u64, table(bytes)).unwrap();
         let backend = open_local(self.store.path()).unwrap();
         LazyFile::new(
@@ -104,6 +94,22 @@ impl Rig {
             policy,
             Arc::default(),
         )
+    }
+
+    /// The directory of the add-on `ab` of an archive of `size` bytes, its head in place.
+    fn add_on_dir(ranges: &RangeCache, size: u64) -> std::path::PathBuf {
+        let dir = ranges.dir("ab");
+        let meta = ranges::Meta {
+            identifier: "custom-addon-a".into(),
+            size,
+            sha256: "ab".into(),
+            index_size: 10,
+            index_sha256: "cd".into(),
+            head_size: 4,
+            head_sha256: crate::daemon::cache::hex(&sha256(b"head")),
+        };
+        ranges.put_head(&dir, &meta, b"head").unwrap();
+        dir
     }
 
     fn requests(&self) -> u64 {
@@ -245,6 +251,46 @@ fn damage(path: &Path, at: u64) {
     f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
 }
 
+/// Waits (up to 10 s) until the first `chunks` bytes of a `.have` file are all set.
+fn wait_marked(have: &Path, chunks: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let marks = std::fs::read(have).unwrap_or_default();
+        if marks.len() >= chunks && marks[..chunks].iter().all(|&b| b == 1) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{}: never marked: {marks:?}", have.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A stored range counts as present at once (reads are served from it) but is marked present
+/// on disk only when persisted; a chunk evicted before its persist is not marked then.
+#[test]
+fn stored_ranges_are_marked_on_disk_only_when_persisted_and_still_present() {
+    let rig = Rig::new();
+    let bytes = object(3_000, 9);
+    let ranges = rig.ranges(CHUNK);
+    let dir = Rig::add_on_dir(&ranges, 3_000);
+    let file = ranges.open_file(&dir, "archive", 3_000, table(&bytes)).unwrap();
+    let have = || std::fs::read(dir.join("archive.have")).unwrap();
+    ranges.store(&file, 0..1, &bytes[..1_000]).unwrap();
+    assert_ne!(file.state(0), ranges::ABSENT, "present for this process");
+    assert_eq!(have()[0], 0, "not yet on disk");
+    // Room for one chunk: storing the second evicts the first, before the first's persist.
+    ranges.store(&file, 1..2, &bytes[1_000..2_000]).unwrap();
+    assert_eq!(file.state(0), ranges::ABSENT, "evicted");
+    ranges.persist(&file, 0..1).unwrap();
+    ranges.persist(&file, 1..2).unwrap();
+    assert_eq!(&have()[..3], &[0, 1, 0]);
+    drop(file);
+    // After a restart only the persisted, still present chunk is there.
+    let ranges = rig.ranges(CHUNK);
+    let file = ranges.open_file(&dir, "archive", 3_000, table(&bytes)).unwrap();
+    let states: Vec<bool> = (0..3).map(|c| file.state(c) != ranges::ABSENT).collect();
+    assert_eq!(states, [false, true, false]);
+}
+
 #[test]
 fn a_restart_keeps_the_ranges_and_a_damaged_one_is_fetched_again() {
     let rig = Rig::new();
@@ -255,6 +301,8 @@ fn a_restart_keeps_the_ranges_and_a_damaged_one_is_fetched_again() {
         let file = rig.file(&ranges, "o", &bytes, policy(CHUNK, 5_000));
         assert_eq!(read(&file, 0, 8_000).unwrap(), bytes);
     }
+    // Marked on disk once synced, after the read was served.
+    wait_marked(&rig.cache.path().join("lazy/ab/archive.have"), 8);
     let fetched = rig.requests();
     // Damaged on disk while the node was down.
     damage(&rig.cache.path().join("lazy/ab/archive.data"), 2_500);
