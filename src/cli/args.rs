@@ -356,8 +356,8 @@ pub struct RestartOpts {
     pub no_holder: bool,
     /// Keep the mount's connection in systemd's file-descriptor store instead of a holder
     /// process: for a systemd service with Type=notify, FileDescriptorStoreMax=2 (or more) and
-    /// Restart=always (deploy/systemd/). SIGUSR2 (`systemctl reload`) then upgrades in place by
-    /// re-executing the binary.
+    /// Restart=always (deploy/systemd/). SIGUSR2 (`systemctl kill -s USR2 --kill-who=main
+    /// UNIT`) then upgrades in place by re-executing the binary.
     #[arg(long, env = "ADDONFS_FD_STORE", conflicts_with = "no_holder")]
     pub fd_store: bool,
     /// On SIGTERM, leave the mount with the holder (or systemd's store) instead of unmounting

@@ -139,12 +139,13 @@ impl FdStore {
                     .ok()
                     .flatten()
                     .is_some_and(|m| m.fs_type == "fuse.addonfs");
-                if alive(&fd) && mounted {
+                let alive = alive(&fd);
+                if alive && mounted {
                     store.kept = Some((fd, version));
                 } else {
                     tracing::warn!(
                         mountpoint = %at.display(),
-                        alive = alive(&fd),
+                        alive,
                         mounted,
                         "the connection systemd kept is not this mount's (ended, or mounted \
                          elsewhere): mounting anew"

@@ -29,7 +29,8 @@ impl UserManager {
         {
             return None;
         }
-        let runtime = tempfile::Builder::new().prefix("addonfs-systemd").tempdir().ok()?;
+        let runtime =
+            tempfile::Builder::new().prefix("addonfs-systemd").tempdir().expect("a runtime dir");
         let script = "mount -t tmpfs tmpfs /run/systemd 2>/dev/null || \
                       { mkdir -p /run/systemd && mount -t tmpfs tmpfs /run/systemd; } && \
                       mkdir /run/systemd/system && exec systemd --user";
