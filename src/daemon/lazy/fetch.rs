@@ -108,6 +108,13 @@ impl Fetcher {
                 }
             };
             self.stats.request_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            tracing::debug!(
+                key,
+                start = range.start,
+                bytes = bytes.len(),
+                ms = now.elapsed().as_secs_f64() * 1e3,
+                "range answered"
+            );
             match check(chunks, &bytes) {
                 Ok(()) => {
                     self.breaker.mark_up();
