@@ -66,6 +66,16 @@ enum Session {
     FdStore(FdStore),
 }
 
+impl Session {
+    /// What the keeper passed back.
+    fn passed(&mut self) -> &mut crate::holder::Passed {
+        match self {
+            Session::Holder(h) => h.passed(),
+            Session::FdStore(s) => s.passed(),
+        }
+    }
+}
+
 /// A daemon's session with the keeper of its mount's connection, or none (`--no-holder`).
 pub struct MountLife {
     session: Option<Session>,
@@ -131,11 +141,7 @@ impl MountLife {
         dir: &Path,
         command: &str,
     ) -> Result<Option<StateLock>, LockError> {
-        let fd = match &mut self.session {
-            Some(Session::Holder(h)) => h.take_lock(),
-            Some(Session::FdStore(s)) => s.take_lock(),
-            None => None,
-        };
+        let fd = self.session.as_mut().and_then(|s| s.passed().take_lock());
         fd.map(|fd| StateLock::adopt(dir, command, fd)).transpose()
     }
 
@@ -157,11 +163,7 @@ impl MountLife {
         opts: &MountOptions,
         lock: impl FnOnce() -> Option<std::io::Result<OwnedFd>>,
     ) -> Result<bool, DaemonError> {
-        let how = match &mut self.session {
-            Some(Session::Holder(h)) => h.attach(),
-            Some(Session::FdStore(s)) => s.attach(),
-            None => Attach::Fresh,
-        };
+        let how = self.session.as_mut().map_or(Attach::Fresh, |s| s.passed().attach());
         let took_over = matches!(how, Attach::Adopt { .. });
         // A mount to take over is not looked at: nobody would answer. Not `create_dir_all`:
         // after a crash a stale mount is there (see `create_mountpoint`).

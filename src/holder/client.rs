@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use fuser::Version;
 
 use super::wire::{self, Command, Conn, Hello, InitState, Message};
-use super::SPAWNED_AT_ENV;
-use crate::mount::Attach;
+use super::{Passed, SPAWNED_AT_ENV};
 
 /// How long a serving process waits for the holder it started to listen.
 const HOLDER_START: Duration = Duration::from_secs(5);
@@ -20,8 +19,7 @@ const HOLDER_START: Duration = Duration::from_secs(5);
 pub struct Handover {
     conn: Arc<Conn>,
     /// What the holder handed over: `/dev/fuse`, what INIT negotiated, the lock's descriptor.
-    kept: Option<(OwnedFd, Version)>,
-    lock: Option<OwnedFd>,
+    passed: Passed,
     superseded: bool,
     /// Set by [`Handover::bye`]: the holder's going away is expected.
     leaving: Arc<std::sync::atomic::AtomicBool>,
@@ -52,8 +50,10 @@ impl Handover {
                     .next()
                     .ok_or_else(|| io::Error::other("the holder sent no /dev/fuse descriptor"))?;
                 Ok(Handover {
-                    kept: Some((fuse, Version(init.major, init.minor))),
-                    lock: fds.next(),
+                    passed: Passed {
+                        connection: Some((fuse, Version(init.major, init.minor))),
+                        lock: fds.next(),
+                    },
                     ..Handover::new(conn)
                 })
             }
@@ -66,8 +66,7 @@ impl Handover {
     fn new(conn: Conn) -> Handover {
         Handover {
             conn: Arc::new(conn),
-            kept: None,
-            lock: None,
+            passed: Passed::default(),
             superseded: false,
             leaving: Arc::default(),
         }
@@ -78,24 +77,9 @@ impl Handover {
         self.superseded
     }
 
-    /// The state directory's lock descriptor handed over (see
-    /// [`crate::addon::lock::StateLock::adopt`]), once.
-    pub fn take_lock(&mut self) -> Option<OwnedFd> {
-        self.lock.take()
-    }
-
-    /// Whether a kept connection was handed over (to be taken over rather than mounted).
-    pub fn takes_over(&self) -> bool {
-        self.kept.is_some()
-    }
-
-    /// How to attach the mount: take the kept connection over, or mount anew for the holder
-    /// to keep.
-    pub fn attach(&mut self) -> Attach {
-        match self.kept.take() {
-            Some((fd, version)) => Attach::Adopt { fd, version },
-            None => Attach::Held,
-        }
+    /// What the holder handed over (taken by [`crate::daemon::restart::MountLife`]).
+    pub fn passed(&mut self) -> &mut Passed {
+        &mut self.passed
     }
 
     /// Hands a new connection to the holder (after mounting anew): `/dev/fuse` and the

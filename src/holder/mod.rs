@@ -21,6 +21,33 @@
 
 pub mod client;
 pub mod systemd;
+
+/// What a keeper (the holder, or systemd's store) passed back to a serving process: the kept
+/// connection with the protocol version `FUSE_INIT` negotiated, and the state directory's lock
+/// descriptor. Each is taken once.
+#[derive(Debug, Default)]
+pub struct Passed {
+    /// `/dev/fuse` and its protocol version.
+    pub connection: Option<(OwnedFd, fuser::Version)>,
+    /// The lock file's descriptor (see [`crate::addon::lock::StateLock::adopt`]).
+    pub lock: Option<OwnedFd>,
+}
+
+impl Passed {
+    /// The lock's descriptor, once.
+    pub fn take_lock(&mut self) -> Option<OwnedFd> {
+        self.lock.take()
+    }
+
+    /// How to attach the mount: take the kept connection over, or mount anew for the keeper
+    /// to keep.
+    pub fn attach(&mut self) -> crate::mount::Attach {
+        match self.connection.take() {
+            Some((fd, version)) => crate::mount::Attach::Adopt { fd, version },
+            None => crate::mount::Attach::Held,
+        }
+    }
+}
 pub mod wire;
 
 use std::io;

@@ -33,7 +33,7 @@ use rustix::net::{
     SocketFlags, SocketType,
 };
 
-use crate::mount::Attach;
+use super::Passed;
 
 /// The name the `/dev/fuse` descriptor is stored under, before the protocol version.
 const FUSE_NAME: &str = "addonfs-fuse.v";
@@ -114,8 +114,7 @@ fn alive(fd: &OwnedFd) -> bool {
 pub struct FdStore {
     address: SocketAddrUnix,
     /// What systemd passed back: the connection and its protocol version, the lock.
-    kept: Option<(OwnedFd, Version)>,
-    lock: Option<OwnedFd>,
+    passed: Passed,
     /// The names this process stored (to remove at a clean stop).
     stored: Mutex<Vec<String>>,
 }
@@ -127,10 +126,10 @@ impl FdStore {
     /// otherwise it is removed from the store and the mount made anew.
     pub fn begin(mountpoint: &Path) -> io::Result<FdStore> {
         let address = notify_address()?;
-        let mut store = FdStore { address, kept: None, lock: None, stored: Mutex::default() };
+        let mut store = FdStore { address, passed: Passed::default(), stored: Mutex::default() };
         for (name, fd) in crate::process::take_passed_fds() {
             if name == LOCK_NAME {
-                store.lock = Some(fd);
+                store.passed.lock = Some(fd);
                 store.note_stored(name);
             } else if let Some(version) = parse_fuse_name(&name) {
                 store.note_stored(name.clone());
@@ -141,7 +140,7 @@ impl FdStore {
                     .is_some_and(|m| m.fs_type == "fuse.addonfs");
                 let alive = alive(&fd);
                 if alive && mounted {
-                    store.kept = Some((fd, version));
+                    store.passed.connection = Some((fd, version));
                 } else {
                     tracing::warn!(
                         mountpoint = %at.display(),
@@ -166,23 +165,9 @@ impl FdStore {
         }
     }
 
-    /// Whether a kept connection was passed back (to be taken over rather than mounted).
-    pub fn takes_over(&self) -> bool {
-        self.kept.is_some()
-    }
-
-    /// The state directory's lock descriptor passed back, once.
-    pub fn take_lock(&mut self) -> Option<OwnedFd> {
-        self.lock.take()
-    }
-
-    /// How to attach the mount: take the kept connection over, or mount anew for systemd to
-    /// keep.
-    pub fn attach(&mut self) -> Attach {
-        match self.kept.take() {
-            Some((fd, version)) => Attach::Adopt { fd, version },
-            None => Attach::Held,
-        }
+    /// What systemd passed back (taken by [`crate::daemon::restart::MountLife`]).
+    pub fn passed(&mut self) -> &mut Passed {
+        &mut self.passed
     }
 
     /// Stores a new connection (after mounting anew) and the lock's descriptor with systemd.
