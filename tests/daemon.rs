@@ -107,16 +107,7 @@ impl Drop for Daemon {
             return;
         }
         // SIGTERM: the daemon unmounts on its way out.
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::terminate(&mut self.child, Duration::from_secs(10));
         let _ = Command::new("umount").arg("-l").arg(&self.mount).stderr(Stdio::null()).status();
     }
 }

@@ -49,6 +49,20 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Stops `child` as a supervisor would: SIGTERM, up to `patience` for it to exit, then SIGKILL.
+pub fn terminate(child: &mut std::process::Child, patience: std::time::Duration) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = std::time::Instant::now() + patience;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Shell one-liner.
 pub fn sh(script: &str) -> String {
     run(Command::new("sh").arg("-c").arg(script))

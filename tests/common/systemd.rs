@@ -119,15 +119,6 @@ impl Drop for UserManager {
     /// Stops every unit (SIGTERM makes the manager stop them and exit), then the manager;
     /// its namespace, and any mount left in it, go with it.
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::terminate(&mut self.child, Duration::from_secs(15));
     }
 }
