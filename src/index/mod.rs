@@ -90,6 +90,19 @@ pub struct PointInfo {
     pub has_window: bool,
 }
 
+impl PointInfo {
+    /// The archive byte that holds the point's first bit: the byte before `compressed` when
+    /// bits are primed from it, else `compressed`. A gzip chunk ([`Index::chunk_for`]) starts
+    /// there, as the index builder cut it.
+    pub fn first_byte(&self) -> u64 {
+        if self.bits > 0 && self.has_window {
+            self.compressed.saturating_sub(1)
+        } else {
+            self.compressed
+        }
+    }
+}
+
 /// One chunk of the archive file with the SHA-256 of its bytes (index format version 2). The
 /// chunks cover the archive file from byte 0 to its end, back to back: a gzip archive's are its
 /// spans (from the byte that holds an access point's first bit to the byte that holds the next

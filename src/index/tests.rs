@@ -950,3 +950,16 @@ fn a_head_must_be_exactly_the_head() {
         Err(IndexError::Version { found: 1, .. })
     ));
 }
+
+/// Every access point's first byte starts a chunk: the reader's advice for a span
+/// ([`PointInfo::first_byte`] to the next point's) covers whole chunks of that span and not a
+/// byte of its neighbours'.
+#[test]
+fn every_point_starts_a_chunk_at_its_first_byte() {
+    let index = Index::from_bytes(fixture_v2()).unwrap();
+    assert!(index.point_count() > 2);
+    for p in 0..index.point_count() {
+        let first = index.point(p).first_byte();
+        assert_eq!(index.chunk_for(first).unwrap().offset, first, "point {p}");
+    }
+}

@@ -353,18 +353,14 @@ impl ArchiveReader {
     /// while the first ones are inflated, rather than one small read at a time as the inflater
     /// asks. Only advice.
     fn advise_span(&self, p: usize) {
-        let from = self.index.point(p).compressed.saturating_sub(1);
+        // From the byte that holds this point's first bit up to, not including, the one that
+        // holds the next point's: each starts a span's chunk (a lazy node fetches and checks
+        // chunks whole), so advising a byte more on either side would fetch a whole
+        // neighbouring span for a read of this one. The inflater reads the next point's byte
+        // only if it gets to this span's last bits.
+        let from = self.index.point(p).first_byte();
         let to = if p + 1 < self.index.point_count() {
-            // Up to, not including, the byte that holds the next point's first bits: it starts
-            // the next span's chunk (a lazy node fetches and checks chunks whole), so advising
-            // it would fetch the whole next span for a read of this one. The inflater reads
-            // that byte only if it gets to this span's last bits.
-            let next = self.index.point(p + 1);
-            if next.bits > 0 && next.has_window {
-                next.compressed - 1
-            } else {
-                next.compressed
-            }
+            self.index.point(p + 1).first_byte()
         } else {
             self.index.identity().size
         };
