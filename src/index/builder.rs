@@ -21,7 +21,6 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::io::Write;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -942,18 +941,45 @@ pub struct CompressedPoint {
 
 impl CompressedPoint {
     /// Compresses `window` (the point's window, or a sparse version of it of the same length)
-    /// for `point`.
+    /// for `point`, with a compressor of its own (see [`WindowCompressor`] for many points).
     pub fn new(point: &AccessPoint, window: &[u8]) -> std::io::Result<Self> {
-        let zwindow = if window.is_empty() {
-            Vec::new()
-        } else {
-            let mut enc = flate2::write::ZlibEncoder::new(
-                Vec::with_capacity(window.len() / 2),
-                flate2::Compression::new(WINDOW_ZLIB_LEVEL),
-            );
-            enc.write_all(window)?;
-            enc.finish()?
-        };
+        WindowCompressor::new().point(point, window)
+    }
+}
+
+/// Compresses the windows of many access points with one zlib stream, reset between them.
+/// A fresh stream allocates ~380 KB; under the daemon's fixed 128 KiB `mmap` threshold
+/// ([`crate::process::release_large_allocations`]) every window then cost an `mmap`, page
+/// faults on fresh memory and an `munmap` (818 of each for a 282 MB archive: a first mount
+/// indexed 20–30% slower than `addonfs index`; see docs/benchmarks.md, issue 16).
+pub struct WindowCompressor {
+    stream: flate2::Compress,
+    /// Output space, reused; each window gets an exact copy.
+    scratch: Vec<u8>,
+}
+
+impl Default for WindowCompressor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WindowCompressor {
+    /// A compressor at [`WINDOW_ZLIB_LEVEL`], zlib format.
+    pub fn new() -> Self {
+        WindowCompressor {
+            stream: flate2::Compress::new(flate2::Compression::new(WINDOW_ZLIB_LEVEL), true),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// [`CompressedPoint::new`] with this compressor's stream.
+    pub fn point(
+        &mut self,
+        point: &AccessPoint,
+        window: &[u8],
+    ) -> std::io::Result<CompressedPoint> {
+        let zwindow = if window.is_empty() { Vec::new() } else { self.compress(window)? };
         let window_sha256 =
             if zwindow.is_empty() { [0; 32] } else { Sha256::digest(&zwindow).into() };
         Ok(CompressedPoint {
@@ -964,5 +990,24 @@ impl CompressedPoint {
             zwindow,
             window_sha256,
         })
+    }
+
+    /// `window` compressed as one zlib stream; the stream is reset for the next one.
+    fn compress(&mut self, window: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.stream.reset();
+        self.scratch.clear();
+        loop {
+            let read = usize::try_from(self.stream.total_in()).unwrap_or(usize::MAX);
+            let rest = window.get(read..).unwrap_or_default();
+            // A window compresses to at most a little more than itself (stored blocks).
+            self.scratch.reserve(rest.len() + 1024);
+            let status = self
+                .stream
+                .compress_vec(rest, &mut self.scratch, flate2::FlushCompress::Finish)
+                .map_err(std::io::Error::other)?;
+            if status == flate2::Status::StreamEnd {
+                return Ok(self.scratch.clone());
+            }
+        }
     }
 }

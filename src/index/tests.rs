@@ -963,3 +963,48 @@ fn every_point_starts_a_chunk_at_its_first_byte() {
         assert_eq!(index.chunk_for(first).unwrap().offset, first, "point {p}");
     }
 }
+
+/// One reused compressor gives each window a zlib stream of its own, whatever came before it:
+/// every window, inflated by flate2's decoder (not the code under test), is the window again,
+/// and its checksum is that of its compressed bytes. Incompressible windows (stored blocks,
+/// output larger than input) between compressible ones, and an empty one, in one sequence.
+#[test]
+fn a_reused_window_compressor_keeps_windows_apart() {
+    use std::io::Read;
+    let mut noise = Vec::with_capacity(32 * 1024);
+    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+    while noise.len() < 32 * 1024 {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        noise.extend_from_slice(&s.to_le_bytes());
+    }
+    let windows = [
+        window(1, 32 * 1024),
+        noise.clone(),
+        Vec::new(),
+        window(7, 100),
+        noise,
+        window(9, 32 * 1024),
+    ];
+    let mut compressor = builder::WindowCompressor::new();
+    for (i, w) in windows.iter().enumerate() {
+        let p = AccessPoint { window: w.clone(), ..point(i as u64 * 1000 + 1, 0) };
+        let c = compressor.point(&p, w).expect("compresses");
+        assert_eq!(c.window_len, w.len(), "window {i}");
+        if w.is_empty() {
+            assert!(c.zwindow.is_empty() && c.window_sha256 == [0; 32], "window {i}");
+            continue;
+        }
+        let mut back = Vec::new();
+        flate2::read::ZlibDecoder::new(&c.zwindow[..]).read_to_end(&mut back).expect("inflates");
+        assert_eq!(&back, w, "window {i} round trip");
+        let sha: [u8; 32] = sha2::Sha256::digest(&c.zwindow).into();
+        assert_eq!(c.window_sha256, sha, "window {i}");
+        assert_eq!(
+            c,
+            builder::CompressedPoint::new(&p, w).expect("fresh"),
+            "window {i}: same as a fresh stream"
+        );
+    }
+}

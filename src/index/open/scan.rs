@@ -14,7 +14,7 @@ use super::streaming::Watermark;
 use super::OpenError;
 use crate::archive::{self, Compression, ScanEvent, ScanOptions, ScanSummary};
 use crate::gzip::{sparsify_window, AccessPoint};
-use crate::index::builder::CompressedPoint;
+use crate::index::builder::{CompressedPoint, WindowCompressor};
 use crate::index::format::{self, ChunkRec};
 use crate::index::IndexBuilder;
 
@@ -132,6 +132,7 @@ pub(super) fn window_worker(
         chunks.through_end(format::plain_chunk_size(span), &stop)?;
     }
     let mut out = Vec::new();
+    let mut compressor = WindowCompressor::new();
     for point in points {
         if !stop() {
             chunks.cut(ChunkHasher::point_start(&point))?;
@@ -149,7 +150,7 @@ pub(super) fn window_worker(
                 &point.window
             }
         };
-        out.push(CompressedPoint::new(&point, window)?);
+        out.push(compressor.point(&point, window)?);
     }
     if !plain {
         chunks.through_end(u64::MAX, &stop)?;
