@@ -9,7 +9,9 @@
 //! their whole deadline (so a workload stepping through a file gets its `EIO` in seconds, not
 //! once per step); the mount stays up (what is cached still reads); and the node recovers by
 //! itself when the store is back. An answer cut mid-body is asked for again and the bytes are right.
-//! A slow store is only slow. Bytes are compared with the files that were packed.
+//! A slow store is only slow, and one stalled answer is asked for again on another connection
+//! (a hedge) instead of holding the read until its deadline. Bytes are compared with the files
+//! that were packed.
 //! FUSE and Garage are required under `CI`.
 
 mod common;
@@ -282,4 +284,31 @@ fn a_slow_store_is_only_slow() {
     }
     assert_eq!(rig.node.metric("addonfs_node_read_eio_total"), 0);
     assert!(rig.proxy.counts().requests >= 2);
+}
+
+/// One answer stalls while the store is otherwise healthy: the node asks for that range once
+/// more on another connection and serves the read from the second answer, well before its
+/// deadline. Without the second request the read could only fail: the stalled answer never
+/// comes, and the attempt runs until the deadline (`EIO`).
+#[test]
+fn a_stalled_answer_is_asked_for_again_and_the_read_is_served() {
+    let Some(rig) = Rig::start() else { return };
+    rig.proxy.reset_counts();
+    let hedges = rig.node.metric("addonfs_node_range_hedges_total");
+    rig.proxy.stall_next(1);
+    rig.assert_reads("opt/faulty/mid.bin", 1 << 20, 64 << 10);
+    let counts = rig.proxy.counts();
+    assert_eq!(counts.stalls, 1, "the read's request was not the stalled one: {counts:?}");
+    assert!(rig.node.metric("addonfs_node_range_hedges_total") > hedges, "no second request");
+    assert!(rig.node.metric("addonfs_node_range_hedges_won_total") >= 1, "not served by it");
+    assert_eq!(rig.node.metric("addonfs_node_read_eio_total"), 0);
+    assert_eq!(
+        rig.node.metric("addonfs_node_store_down"),
+        0,
+        "one slow answer is not a down store"
+    );
+    // Everything else still reads.
+    for (rel, content) in files() {
+        rig.assert_reads(rel, 0, content.len());
+    }
 }

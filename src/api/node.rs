@@ -109,6 +109,10 @@ pub struct LazyStats {
     pub probes: AtomicU64,
     /// Bytes asked for ahead of sequential reads.
     pub read_ahead_bytes: AtomicU64,
+    /// Second requests for a range whose first had not answered in about twice the usual time.
+    pub hedges: AtomicU64,
+    /// Ranges answered by such a second request.
+    pub hedges_won: AtomicU64,
 }
 
 /// What a node's endpoints observe.
@@ -298,6 +302,16 @@ impl Collector for Lazy {
                 &s.request_errors,
             ),
             ("addonfs_node_range_retries", "Waits before another range request", &s.retries),
+            (
+                "addonfs_node_range_hedges",
+                "Range requests sent again because the first was slow to answer",
+                &s.hedges,
+            ),
+            (
+                "addonfs_node_range_hedges_won",
+                "Ranges answered by the second request",
+                &s.hedges_won,
+            ),
             (
                 "addonfs_node_range_refetches",
                 "Ranges asked again: short or failing their SHA-256",

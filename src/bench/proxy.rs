@@ -20,6 +20,9 @@
 //!   cuts or for ever.
 //! * **Hang**: nothing is forwarded (connections stay open, new ones are accepted): a store that
 //!   stopped answering without closing anything, which only a timeout notices.
+//! * **Stall**: the answers to the next `n` requests are held back for as long as their
+//!   connections stay open, while other requests flow: one slow answer in a healthy store
+//!   (the tail a client hedges against).
 //! * **Stop / start**: the listener closes (connections are refused) and every open connection
 //!   is closed; `start` listens on the same port again.
 //!
@@ -50,6 +53,8 @@ struct Faults {
     cut_after: Option<u64>,
     /// Cuts left before the cut disarms; `None`: every answer longer than `cut_after`.
     cuts_left: Option<u64>,
+    /// Requests whose answers are still to be stalled.
+    stalls_left: u64,
 }
 
 /// What the proxy counted since it started (or since [`Proxy::reset_counts`]).
@@ -65,6 +70,8 @@ pub struct Counts {
     pub bytes_down: u64,
     /// Answers cut mid-way.
     pub cuts: u64,
+    /// Answers stalled.
+    pub stalls: u64,
 }
 
 #[derive(Default)]
@@ -74,6 +81,7 @@ struct Counters {
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     cuts: AtomicU64,
+    stalls: AtomicU64,
 }
 
 struct Shared {
@@ -109,6 +117,17 @@ impl Shared {
         }
         self.counters.cuts.fetch_add(1, Ordering::Relaxed);
         Some(after.saturating_sub(sent))
+    }
+
+    /// Whether the request starting now is to be stalled (using up one stall).
+    fn take_stall(&self) -> bool {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        if faults.stalls_left == 0 {
+            return false;
+        }
+        faults.stalls_left -= 1;
+        self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     async fn wait_while_hung(&self) {
@@ -194,6 +213,12 @@ impl Proxy {
         });
     }
 
+    /// Holds back the answers to the next `n` requests for as long as their connections stay
+    /// open; other requests are answered meanwhile.
+    pub fn stall_next(&self, n: u64) {
+        self.update(|f| f.stalls_left = n);
+    }
+
     /// Stops forwarding anything (`true`) or lets it flow again (`false`).
     pub fn set_hang(&self, hang: bool) {
         self.shared.hang.store(hang, Ordering::Relaxed);
@@ -235,13 +260,14 @@ impl Proxy {
             bytes_up: load(&c.bytes_up),
             bytes_down: load(&c.bytes_down),
             cuts: load(&c.cuts),
+            stalls: load(&c.stalls),
         }
     }
 
     /// Sets every counter back to zero.
     pub fn reset_counts(&self) {
         let c = &self.shared.counters;
-        for a in [&c.connections, &c.requests, &c.bytes_up, &c.bytes_down, &c.cuts] {
+        for a in [&c.connections, &c.requests, &c.bytes_up, &c.bytes_down, &c.cuts, &c.stalls] {
             a.store(0, Ordering::Relaxed);
         }
     }
@@ -288,8 +314,10 @@ async fn connection(client: TcpStream, shared: Arc<Shared>) {
         let (upstream_read, upstream_write) = upstream.into_split();
         // Bytes of the answer in progress: a request resets it; the cut counts against it.
         let answered = Arc::new(AtomicU64::new(0));
-        let up = forward_up(client_read, upstream_write, &shared, &answered);
-        let down = forward_down(upstream_read, client_write, &shared, &answered);
+        // Set when the request in progress is stalled: its connection answers nothing more.
+        let stalled = AtomicBool::new(false);
+        let up = forward_up(client_read, upstream_write, &shared, &answered, &stalled);
+        let down = forward_down(upstream_read, client_write, &shared, &answered, &stalled);
         // Either direction ending ends the connection (a cut must close the client's side
         // even while it still sends).
         tokio::select! {
@@ -309,6 +337,7 @@ async fn forward_up(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     shared: &Shared,
     answered: &AtomicU64,
+    stalled: &AtomicBool,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let reader = async move {
@@ -322,6 +351,9 @@ async fn forward_up(
             // A request starts with the first chunk, or with one after the upstream answered.
             if first || answered.swap(0, Ordering::Relaxed) > 0 {
                 shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+                if shared.take_stall() {
+                    stalled.store(true, Ordering::Relaxed);
+                }
             }
             first = false;
             let due = Instant::now() + shared.faults().latency;
@@ -351,6 +383,7 @@ async fn forward_down(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     shared: &Shared,
     answered: &AtomicU64,
+    stalled: &AtomicBool,
 ) {
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -359,6 +392,10 @@ async fn forward_down(
             Ok(n) => n,
         };
         shared.wait_while_hung().await;
+        if stalled.load(Ordering::Relaxed) {
+            // Held until the client gives up on the connection (which ends this task).
+            std::future::pending::<()>().await;
+        }
         let sent = answered.load(Ordering::Relaxed);
         let cut = shared.cut_point(sent, n as u64);
         let take = cut.map_or(n, |k| k.min(n as u64) as usize);
@@ -530,6 +567,30 @@ mod tests {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         s.read_exact(&mut buf).unwrap();
         assert_eq!(buf.to_vec(), pattern(2, 10));
+    }
+
+    #[test]
+    fn a_stalled_answer_is_held_while_other_requests_are_answered() {
+        let (up, _h) = upstream();
+        let proxy = Proxy::start(up).unwrap();
+        proxy.stall_next(1);
+        let mut stalled = connect(&proxy);
+        stalled.write_all(b"10\n").unwrap();
+        let start = std::time::Instant::now();
+        while proxy.counts().stalls == 0 {
+            assert!(start.elapsed() < Duration::from_secs(20), "the request never arrived");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Another connection's request, sent after the stalled one, is answered.
+        let mut other = connect(&proxy);
+        assert_eq!(ask(&mut other, 1000), pattern(1, 1000));
+        assert_eq!(ask(&mut other, 10), pattern(2, 10), "the stall was used up");
+        stalled.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut buf = [0u8; 10];
+        let err = stalled.read(&mut buf).unwrap_err();
+        assert!(matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut));
+        let counts = proxy.counts();
+        assert_eq!((counts.stalls, counts.requests), (1, 3), "{counts:?}");
     }
 
     #[test]
