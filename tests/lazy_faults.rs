@@ -295,7 +295,8 @@ fn a_stalled_answer_is_asked_for_again_and_the_read_is_served() {
     let Some(rig) = Rig::start() else { return };
     rig.proxy.reset_counts();
     let hedges = rig.node.metric("addonfs_node_range_hedges_total");
-    rig.proxy.stall_next(1);
+    // A range request's answer (the follower's catalog polls carry no Range header).
+    rig.proxy.stall_next(1, b"range:");
     rig.assert_reads("opt/faulty/mid.bin", 1 << 20, 64 << 10);
     let counts = rig.proxy.counts();
     assert_eq!(counts.stalls, 1, "the read's request was not the stalled one: {counts:?}");

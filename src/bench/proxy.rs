@@ -55,6 +55,8 @@ struct Faults {
     cuts_left: Option<u64>,
     /// Requests whose answers are still to be stalled.
     stalls_left: u64,
+    /// Only requests whose first chunk holds these bytes (ASCII case ignored) are stalled.
+    stall_matching: Vec<u8>,
 }
 
 /// What the proxy counted since it started (or since [`Proxy::reset_counts`]).
@@ -119,10 +121,13 @@ impl Shared {
         Some(after.saturating_sub(sent))
     }
 
-    /// Whether the request starting now is to be stalled (using up one stall).
-    fn take_stall(&self) -> bool {
+    /// Whether the request starting now with `first` is to be stalled (using up one stall).
+    fn take_stall(&self, first: &[u8]) -> bool {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-        if faults.stalls_left == 0 {
+        let needle = &faults.stall_matching;
+        let matches = needle.is_empty()
+            || first.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
+        if faults.stalls_left == 0 || !matches {
             return false;
         }
         faults.stalls_left -= 1;
@@ -213,10 +218,15 @@ impl Proxy {
         });
     }
 
-    /// Holds back the answers to the next `n` requests for as long as their connections stay
-    /// open; other requests are answered meanwhile.
-    pub fn stall_next(&self, n: u64) {
-        self.update(|f| f.stalls_left = n);
+    /// Holds back the answers to the next `n` requests whose first chunk holds `matching`
+    /// (ASCII case ignored; empty: any request) for as long as their connections stay open;
+    /// other requests are answered meanwhile. (A test picks range reads with `b"range:"`, so
+    /// a node's catalog poll landing in between is not the one stalled.)
+    pub fn stall_next(&self, n: u64, matching: &[u8]) {
+        self.update(|f| {
+            f.stalls_left = n;
+            f.stall_matching = matching.to_vec();
+        });
     }
 
     /// Stops forwarding anything (`true`) or lets it flow again (`false`).
@@ -351,7 +361,7 @@ async fn forward_up(
             // A request starts with the first chunk, or with one after the upstream answered.
             if first || answered.swap(0, Ordering::Relaxed) > 0 {
                 shared.counters.requests.fetch_add(1, Ordering::Relaxed);
-                if shared.take_stall() {
+                if shared.take_stall(&buf[..n]) {
                     stalled.store(true, Ordering::Relaxed);
                 }
             }
@@ -573,9 +583,12 @@ mod tests {
     fn a_stalled_answer_is_held_while_other_requests_are_answered() {
         let (up, _h) = upstream();
         let proxy = Proxy::start(up).unwrap();
-        proxy.stall_next(1);
+        // Only a request holding "7" is stalled: the first one below passes.
+        proxy.stall_next(1, b"7");
+        let mut first = connect(&proxy);
+        assert_eq!(ask(&mut first, 10), pattern(1, 10));
         let mut stalled = connect(&proxy);
-        stalled.write_all(b"10\n").unwrap();
+        stalled.write_all(b"17\n").unwrap();
         let start = std::time::Instant::now();
         while proxy.counts().stalls == 0 {
             assert!(start.elapsed() < Duration::from_secs(20), "the request never arrived");
@@ -584,13 +597,13 @@ mod tests {
         // Another connection's request, sent after the stalled one, is answered.
         let mut other = connect(&proxy);
         assert_eq!(ask(&mut other, 1000), pattern(1, 1000));
-        assert_eq!(ask(&mut other, 10), pattern(2, 10), "the stall was used up");
+        assert_eq!(ask(&mut other, 17), pattern(2, 17), "the stall was used up");
         stalled.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
         let mut buf = [0u8; 10];
         let err = stalled.read(&mut buf).unwrap_err();
         assert!(matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut));
         let counts = proxy.counts();
-        assert_eq!((counts.stalls, counts.requests), (1, 3), "{counts:?}");
+        assert_eq!((counts.stalls, counts.requests), (1, 4), "{counts:?}");
     }
 
     #[test]
