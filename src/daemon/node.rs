@@ -216,6 +216,7 @@ pub fn run_node(
             say(format_args!("addonfs: listening on http://{addr}"));
         }
         ready(addr);
+        life.serving(mount.path());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = listener.map(|listener| {
             let router = node_router(NodeObserved {

@@ -192,7 +192,6 @@ impl MountLife {
                 }
                 crate::holder::systemd::enable_upgrade(fuse, version, lock, self.on_retire.take())
                     .map_err(store_error)?;
-                s.ready(daemon.path()).map_err(store_error)?;
             }
             None => {}
         }
@@ -200,6 +199,19 @@ impl MountLife {
             say(format_args!("addonfs: took over the mount at {}", daemon.path().display()));
         }
         Ok(took_over)
+    }
+
+    /// Says this process serves, once its API (or a node's endpoints) listens: under systemd,
+    /// `READY=1`. Not at [`MountLife::attach`]: a unit that says ready before its API answers
+    /// sends whoever waits for it (`systemctl start`, units ordered after it) to a port that
+    /// nothing listens on yet, and to a lock file that names no API.
+    pub fn serving(&self, mountpoint: &Path) {
+        if let Some(Session::FdStore(s)) = &self.session {
+            if let Err(e) = s.ready(mountpoint) {
+                // systemd then ends the start at its timeout, naming the unit.
+                tracing::error!(error = %e, "cannot tell systemd this process serves");
+            }
+        }
     }
 
     /// Ends the mount's life in this process: leaves it to the holder (`keep_on_stop`, or a

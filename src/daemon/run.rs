@@ -174,6 +174,13 @@ pub fn run(
         cache: Some(d.cache()),
     });
     let access = Access { keys, tls };
+    let mountpoint = daemon.as_ref().map(|d| d.path().to_path_buf());
+    let listening = |addr| {
+        listening(addr);
+        if let (Some(life), Some(path)) = (&life, &mountpoint) {
+            life.serving(path);
+        }
+    };
     let result =
         serve_api(config, limits, Arc::clone(&store), access, observed, shutdown, listening);
     // The API has stopped (no request in flight): now the mount, then the store's lock.

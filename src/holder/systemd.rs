@@ -2,17 +2,17 @@
 //! issue 15): under a systemd service, systemd itself holds the `/dev/fuse` descriptor
 //! between the serving process's lives, instead of an `addonfs holder` process.
 //!
-//! After mounting anew, the serving process stores the descriptor with systemd
-//! (`sd_notify(3)`: `FDSTORE=1` with the descriptor attached, named
-//! `addonfs-fuse.vMAJOR.MINOR`: what `FUSE_INIT` negotiated travels in the name) and the
-//! state directory's lock (`addonfs-lock`), then says `READY=1`. When the process dies (a
-//! crash, an OOM kill) or is restarted (`systemctl restart`), systemd starts the unit again and
-//! passes the stored descriptors back (`LISTEN_FDS`, `LISTEN_FDNAMES`); the new process takes
-//! the connection over without mounting, and the requests the dead one had read are resent
-//! (see [`crate::mount::attach`]). An upgrade in place (SIGUSR2, `systemctl reload` with
-//! `ExecReload=kill -USR2 $MAINPID`) re-executes the binary at the path the process started
-//! from, in the same process (systemd's main pid does not change), handing the descriptors
-//! to the new image through [`crate::process::PASSED_FDS_ENV`].
+//! After mounting anew, the serving process stores the descriptor with systemd (`sd_notify(3)`:
+//! `FDSTORE=1` with the descriptor attached, named `addonfs-fuse.vMAJOR.MINOR`: what `FUSE_INIT`
+//! negotiated travels in the name) and the state directory's lock (`addonfs-lock`), and says
+//! `READY=1` once its API listens. When the process dies (a crash, an OOM kill) or is restarted
+//! (`systemctl restart`), systemd starts the unit again and passes the stored descriptors back
+//! (`LISTEN_FDS`, `LISTEN_FDNAMES`); the new process takes the connection over without mounting,
+//! and the requests the dead one had read are resent (see [`crate::mount::attach`]). An upgrade in
+//! place (SIGUSR2: `systemctl kill -s USR2 --kill-who=main UNIT`; `systemctl reload` stays the
+//! certificate's SIGHUP) re-executes the binary at the path the process started from, in the same
+//! process (systemd's main pid does not change), handing the descriptors to the new image through
+//! [`crate::process::PASSED_FDS_ENV`].
 //!
 //! The unit needs `Type=notify` (systemd takes stored descriptors only from a process it
 //! listens to), `FileDescriptorStoreMax=2` or more, and `Restart=always` (see
